@@ -1,0 +1,279 @@
+"""Read and write volumes (NIfTI .nii/.nii.gz, NRRD .nrrd, Slicer .seg.nrrd labelmaps).
+
+Geometry is kept exactly: spacing, origin and direction round-trip through
+SimpleITK (which stores LPS; `Volume` stores RAS).  Every write is atomic: the file
+is written under a temporary name in the same folder and renamed into place.
+"""
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator, Optional, Union
+
+import numpy as np
+
+from .errors import CMBError
+from .geometry import LPS_TO_RAS, Volume
+
+PathLike = Union[str, os.PathLike]
+IMAGE_SUFFIXES = (".nii.gz", ".nii", ".seg.nrrd", ".nrrd", ".nhdr", ".mha", ".mhd")
+
+
+def image_suffix(path: PathLike) -> str:
+    """The recognised image suffix of `path` ('.nii.gz', '.seg.nrrd', ...) or ''."""
+    name = str(path).lower()
+    for suffix in IMAGE_SUFFIXES:
+        if name.endswith(suffix):
+            return suffix
+    return ""
+
+
+def strip_image_suffix(path: PathLike) -> str:
+    """File name of `path` without folder and image suffix: 'a/sub-1_T2S.nii.gz' -> 'sub-1_T2S'."""
+    name = Path(path).name
+    suffix = image_suffix(name)
+    return name[: len(name) - len(suffix)] if suffix else name
+
+
+def is_image_file(path: PathLike) -> bool:
+    return Path(path).is_file() and bool(image_suffix(path))
+
+
+def read_volume(path: PathLike) -> Volume:
+    """Read a 3D image as a `Volume` (array [k, j, i], RAS geometry).
+
+    A `.seg.nrrd` is read as its labelmap (see `read_segmentation` for segment names).
+    Raises CMBError for a missing, unreadable, truncated or non-3D file.
+    """
+    import SimpleITK as sitk
+
+    path = Path(path)
+    if not path.exists():
+        raise CMBError(f"{path}: file not found")
+    if path.is_dir():
+        raise CMBError(f"{path}: is a folder, expected an image file (.nii.gz, .nii, .nrrd)")
+    if image_suffix(path) == ".seg.nrrd":
+        return read_segmentation(path)[0]
+    try:
+        image = sitk.ReadImage(str(path))
+    except RuntimeError as exc:
+        reason = str(exc).strip().splitlines()
+        detail = next((ln for ln in reason if "rror" in ln or "nable" in ln), reason[-1] if reason else "")
+        raise CMBError(f"{path}: cannot be read as an image (corrupt, truncated or unsupported): "
+                       f"{detail.strip()[:160]}") from None
+    return volume_from_sitk(image, str(path))
+
+
+def volume_from_sitk(image, name: str = "image") -> Volume:
+    """Convert a SimpleITK image (LPS) to a `Volume` (RAS)."""
+    import SimpleITK as sitk
+
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise CMBError(f"{name}: has {image.GetNumberOfComponentsPerPixel()} components per voxel; "
+                       "expected a single-channel (grey-level) image")
+    dim = image.GetDimension()
+    if dim == 4:
+        raise CMBError(f"{name}: volume has 4 dimensions (size {image.GetSize()}); pick one echo or time point")
+    if dim != 3:
+        raise CMBError(f"{name}: image has {dim} dimensions (size {image.GetSize()}); a 3D volume is needed")
+    array = sitk.GetArrayFromImage(image)
+    direction = LPS_TO_RAS @ np.array(image.GetDirection(), dtype=float).reshape(3, 3)
+    origin = LPS_TO_RAS @ np.array(image.GetOrigin(), dtype=float)
+    return Volume(array, image.GetSpacing(), origin, direction)
+
+
+def volume_to_sitk(volume: Volume):
+    """Convert a `Volume` (RAS) to a SimpleITK image (LPS)."""
+    import SimpleITK as sitk
+
+    array = np.asarray(volume.array)
+    if array.dtype == np.bool_:
+        array = array.astype(np.uint8)
+    if array.dtype == np.float16:
+        array = array.astype(np.float32)
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing(tuple(float(s) for s in volume.spacing))
+    image.SetOrigin(tuple(float(v) for v in LPS_TO_RAS @ np.asarray(volume.origin)))
+    image.SetDirection(tuple(float(v) for v in (LPS_TO_RAS @ volume.direction).ravel()))
+    return image
+
+
+def write_volume(volume: Volume, path: PathLike, compress: bool = True, overwrite: bool = True) -> Path:
+    """Write `volume` to `path` (.nii.gz, .nii, .nrrd, .mha) atomically; returns the path."""
+    import SimpleITK as sitk
+
+    path = Path(path)
+    suffix = image_suffix(path)
+    if not suffix:
+        raise CMBError(f"{path}: unknown image type; use .nii.gz, .nii or .nrrd")
+    if suffix == ".seg.nrrd":
+        raise CMBError(f"{path}: use write_segmentation() for .seg.nrrd files")
+    if path.exists() and not overwrite:
+        raise CMBError(f"{path}: exists; not overwritten")
+    image = volume_to_sitk(volume)
+    with atomic_path(path) as tmp:
+        sitk.WriteImage(image, str(tmp), compress)
+    return path
+
+
+def read_segmentation(path: PathLike):
+    """Read a Slicer `.seg.nrrd` as (labelmap Volume, list of segment dicts).
+
+    Each segment dict has at least 'id', 'name', 'labelValue' and 'tags' (as slicerio
+    returns them).  Overlapping segments in several layers are refused.
+    """
+    import slicerio
+
+    path = Path(path)
+    try:
+        seg = slicerio.read_segmentation(str(path))
+    except Exception as exc:  # slicerio raises plain exceptions for corrupt headers
+        raise CMBError(f"{path}: cannot be read as a Slicer segmentation: {str(exc)[:160]}") from None
+    voxels = np.asarray(seg["voxels"])
+    if voxels.ndim == 4:
+        if voxels.shape[0] != 1 and voxels.shape[-1] != 1:
+            raise CMBError(f"{path}: segments overlap (several layers); merge them in Slicer first")
+        voxels = voxels.reshape([n for n in voxels.shape if n != 1] if voxels.size else voxels.shape[:3])
+    ijk_to_lps = np.asarray(seg["ijkToLPS"], dtype=float)
+    lps_to_ras = np.diag([-1.0, -1.0, 1.0, 1.0])
+    ijk_to_ras = lps_to_ras @ ijk_to_lps
+    spacing = np.linalg.norm(ijk_to_ras[:3, :3], axis=0)
+    direction = ijk_to_ras[:3, :3] / spacing
+    # slicerio arrays are indexed [i, j, k]; Volume arrays are [k, j, i].
+    volume = Volume(np.ascontiguousarray(voxels.transpose(2, 1, 0)), spacing, ijk_to_ras[:3, 3], direction)
+    return volume, list(seg.get("segments", []))
+
+
+def write_segmentation(labelmap: Volume, segments, path: PathLike, overwrite: bool = True) -> Path:
+    """Write an instance labelmap as a Slicer `.seg.nrrd` (one layer).
+
+    `segments`: list of dicts with 'labelValue', 'name' and optional 'id', 'color'
+    (RGB 0-1) and 'tags' (dict of str -> str), e.g. the CMB metadata.
+    """
+    import slicerio
+
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise CMBError(f"{path}: exists; not overwritten")
+    m = labelmap.ijk_to_ras
+    ijk_to_lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ m
+    segs = []
+    for n, s in enumerate(segments):
+        entry = {
+            "id": s.get("id", f"Segment_{int(s['labelValue'])}"),
+            "name": s.get("name", f"CMB {int(s['labelValue'])}"),
+            "labelValue": int(s["labelValue"]),
+            "layer": 0,
+            "color": list(s.get("color", _label_color(n))),
+            "tags": {str(k): str(v) for k, v in (s.get("tags") or {}).items()},
+        }
+        if "terminology" in s:
+            entry["terminology"] = s["terminology"]
+        segs.append(entry)
+    data = {
+        "voxels": np.ascontiguousarray(np.asarray(labelmap.array).transpose(2, 1, 0)).astype(np.int16),
+        "ijkToLPS": ijk_to_lps,
+        "encoding": "gzip",
+        "containedRepresentationNames": ["Binary labelmap"],
+        "masterRepresentation": "Binary labelmap",
+        "referenceImageExtentOffset": [0, 0, 0],
+        "segments": segs,
+    }
+    with atomic_path(path) as tmp:
+        slicerio.write_segmentation(str(tmp), data)
+    return path
+
+
+def _label_color(n: int):
+    palette = [(0.9, 0.2, 0.2), (0.2, 0.7, 0.2), (0.2, 0.4, 0.9), (0.9, 0.7, 0.1),
+               (0.7, 0.2, 0.8), (0.1, 0.8, 0.8), (0.9, 0.5, 0.2), (0.5, 0.5, 0.5)]
+    return palette[n % len(palette)]
+
+
+@contextlib.contextmanager
+def atomic_path(path: PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; rename it onto `path` only on success."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = image_suffix(path) or path.suffix
+    fd, tmp = tempfile.mkstemp(prefix="." + path.name[:40] + ".", suffix=".tmp" + suffix, dir=str(path.parent))
+    os.close(fd)
+    tmp = Path(tmp)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_text_atomic(path: PathLike, text: str, overwrite: bool = True) -> Path:
+    """Write text (UTF-8) atomically."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise CMBError(f"{path}: exists; not overwritten")
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return path
+
+
+def write_json_atomic(path: PathLike, obj, overwrite: bool = True) -> Path:
+    """Write `obj` as indented JSON atomically (numpy scalars/arrays converted)."""
+    import json
+
+    return write_text_atomic(path, json.dumps(obj, indent=2, default=_json_default) + "\n", overwrite)
+
+
+def _json_default(o):
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def read_points_csv(path: PathLike, columns=("x", "y", "z")) -> np.ndarray:
+    """Read RAS mm points from a CSV with a header containing x, y, z (extra columns ignored).
+
+    Also accepts Slicer markups CSV (columns 'r','a','s' or 'x','y','z') -> (N, 3) array.
+    """
+    import csv
+
+    path = Path(path)
+    if not path.is_file():
+        raise CMBError(f"{path}: points file not found")
+    with open(path, newline="", encoding="utf-8-sig") as fh:
+        rows = [r for r in csv.reader(fh) if r and not r[0].lstrip().startswith("#")]
+    if not rows:
+        raise CMBError(f"{path}: no points")
+    header = [h.strip().lower() for h in rows[0]]
+    for names in (list(columns), ["r", "a", "s"]):
+        if all(n in header for n in names):
+            idx = [header.index(n) for n in names]
+            break
+    else:
+        raise CMBError(f"{path}: needs columns x,y,z (RAS mm); found {','.join(header)}")
+    points = []
+    for line_no, row in enumerate(rows[1:], start=2):
+        try:
+            points.append([float(row[i]) for i in idx])
+        except (ValueError, IndexError):
+            raise CMBError(f"{path}: line {line_no} has no numeric x,y,z") from None
+    arr = np.asarray(points, dtype=float).reshape(-1, 3)
+    if not np.all(np.isfinite(arr)):
+        raise CMBError(f"{path}: points contain NaN or infinite coordinates")
+    return arr
+
+
+def find_images(folder: PathLike):
+    """Sorted image files (by recognised suffix) directly inside `folder`."""
+    folder = Path(folder)
+    return sorted(p for p in folder.iterdir() if p.is_file() and image_suffix(p) and not p.name.startswith("."))
+
+
+def ensure_parent(path: PathLike) -> Optional[Path]:
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    return p

@@ -1,0 +1,54 @@
+"""Checks that name the problem with an input in one line (raise CMBError)."""
+import numpy as np
+
+from .errors import CMBError
+from .geometry import Volume, geometry_difference
+
+
+def validate_image(volume: Volume, name: str = "image") -> Volume:
+    """Refuse what no algorithm here can use: not 3D, empty, NaN/inf, bad spacing."""
+    a = np.asarray(volume.array)
+    if a.ndim != 3:
+        raise CMBError(f"{name}: volume has {a.ndim} dimensions; a 3D volume is needed"
+                       + ("; pick one echo" if a.ndim == 4 else ""))
+    if a.size == 0 or min(a.shape) == 0:
+        raise CMBError(f"{name}: image is empty (size {volume.shape_ijk})")
+    if sum(n > 1 for n in a.shape) < 3:
+        raise CMBError(f"{name}: image is 2D (size {volume.shape_ijk}); a 3D volume is needed")
+    sp = np.asarray(volume.spacing, dtype=float)
+    if not np.all(np.isfinite(sp)) or np.any(sp <= 0):
+        raise CMBError(f"{name}: voxel spacing {tuple(sp)} mm must be positive")
+    if not np.all(np.isfinite(volume.direction)) or abs(abs(np.linalg.det(volume.direction)) - 1) > 1e-3:
+        raise CMBError(f"{name}: direction matrix is not a rotation")
+    if not np.issubdtype(a.dtype, np.number) and a.dtype != np.bool_:
+        raise CMBError(f"{name}: voxel type {a.dtype} is not numeric")
+    if np.issubdtype(a.dtype, np.floating):
+        bad = int(np.count_nonzero(~np.isfinite(a)))
+        if bad:
+            raise CMBError(f"{name}: {bad} voxels are NaN or infinite"
+                           + (" (the whole volume)" if bad == a.size else "") + "; fix or mask them first")
+    if a.max() == a.min():
+        raise CMBError(f"{name}: image is constant (every voxel is {a.flat[0]}); nothing to see")
+    return volume
+
+
+def validate_labelmap(labels: Volume, image: Volume, name: str = "scribbles") -> Volume:
+    """A label map must be integer-valued, non-negative and on the image's grid."""
+    a = np.asarray(labels.array)
+    if a.ndim != 3:
+        raise CMBError(f"{name}: label map has {a.ndim} dimensions; a 3D label map is needed")
+    diff = geometry_difference(image, labels)
+    if diff:
+        raise CMBError(f"{name}: geometry differs from the image: {diff}; resample it onto the image")
+    if np.issubdtype(a.dtype, np.floating):
+        if not np.all(np.isfinite(a)) or np.any(a != np.round(a)):
+            raise CMBError(f"{name}: label map has non-integer values")
+    if a.min() < 0:
+        raise CMBError(f"{name}: label map has negative labels")
+    return labels
+
+
+def label_ids(array: np.ndarray):
+    """Sorted non-zero integer labels present in `array`."""
+    ids = np.unique(np.asarray(array))
+    return [int(v) for v in ids if v != 0]
