@@ -1,0 +1,24 @@
+"""Shared pytest fixtures."""
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("CMB_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """Folder of real reference data (../shared/data); the test skips when it is absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real data folder {SHARED_DATA} not present")
+    return SHARED_DATA
+
+
+def shared_file(relative: str) -> Path:
+    """A file under ../shared/data, or skip the calling test with the reason."""
+    path = SHARED_DATA / relative
+    if not path.is_file():
+        pytest.skip(f"real data file {path} not present")
+    return path
