@@ -1,0 +1,235 @@
+"""The one preprocessing shared by training and inference.
+
+`preprocess(volume, target_spacing_mm, polarity)` returns the network input on the
+*model grid*:
+
+1. **Brain mask** on the input grid (`brain_mask_from_image`, or the one given): images
+   whose background is one constant value (skull-stripped, QSM) use "not background";
+   others use Otsu + closing + erosion to cut the scalp off + largest component +
+   dilation back + hole filling.
+2. **Resample** (SimpleITK, linear) to `target_spacing_mm` (i, j, k) along the image's own
+   axes (direction kept), cropped to the brain's bounding box plus a margin.
+3. **Polarity**: CMBs are always **dark** for the network.  ``polarity="bright"`` (QSM,
+   where CMBs are paramagnetic, bright) negates the image first.
+4. **Intensity**: robust normalisation inside the brain: ``(x - p50) / (p95 - p5)``,
+   clipped to [-4, 4] (dimensionless).  Outside the brain the values are kept (clipped).
+
+`Preprocessed.to_native(array)` maps anything computed on the model grid (a probability
+map, a label map with ``order=0``) back onto the input grid.
+"""
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import numpy as np
+
+from ..errors import CMBError
+from ..geometry import Volume
+from ..validation import validate_image
+
+CLIP = 4.0
+MARGIN_MM = 8.0
+
+
+@dataclass
+class Preprocessed:
+    """Network input on the model grid; `grid` carries its geometry (RAS)."""
+
+    array: np.ndarray          # float32 [k, j, i] on the model grid
+    brain_mask: np.ndarray     # bool [k, j, i] on the model grid
+    grid: Volume               # model grid geometry (its array is `array`)
+    source: Volume             # input grid geometry (array dropped to a 1-voxel stub)
+    source_shape: tuple        # input array shape [k, j, i]
+    polarity: str
+
+    def to_native(self, array: np.ndarray, order: int = 1) -> np.ndarray:
+        """Resample `array` ([k, j, i] on the model grid) onto the input grid.
+
+        order=1: linear (probabilities); order=0: nearest neighbour (labels).
+        Voxels outside the model grid get 0.
+        """
+        import SimpleITK as sitk
+
+        from ..io import volume_to_sitk
+
+        a = np.asarray(array)
+        if a.shape != self.array.shape:
+            raise CMBError(f"array shape {a.shape} differs from the model grid {self.array.shape}")
+        moving = volume_to_sitk(self.grid.with_array(a.astype(np.float32) if order else a))
+        ref = _reference_image(self.source, self.source_shape)
+        interp = sitk.sitkLinear if order else sitk.sitkNearestNeighbor
+        out = sitk.Resample(moving, ref, sitk.Transform(), interp, 0.0, moving.GetPixelID())
+        return sitk.GetArrayFromImage(out)
+
+
+def _reference_image(geom: Volume, shape_kji):
+    import SimpleITK as sitk
+
+    from ..geometry import LPS_TO_RAS
+
+    ref = sitk.Image([int(n) for n in shape_kji[::-1]], sitk.sitkUInt8)
+    ref.SetSpacing(tuple(float(s) for s in geom.spacing))
+    ref.SetOrigin(tuple(float(v) for v in LPS_TO_RAS @ np.asarray(geom.origin)))
+    ref.SetDirection(tuple(float(v) for v in (LPS_TO_RAS @ geom.direction).ravel()))
+    return ref
+
+
+def brain_mask_from_image(volume: Volume) -> np.ndarray:
+    """A robust brain (or head) mask, bool [k, j, i] on the volume's grid.
+
+    Works on skull-stripped or whole-head SWI / T2* magnitude and on QSM maps.
+    """
+    from scipy import ndimage as ndi
+
+    a = np.asarray(volume.array, dtype=np.float32)
+    sp = np.asarray(volume.spacing, dtype=float)[::-1]  # k, j, i
+    vals, counts = np.unique(a[:: max(1, a.shape[0] // 16)], return_counts=True)
+    mode = vals[np.argmax(counts)]
+    frac_mode = counts.max() / max(1, counts.sum())
+    if frac_mode > 0.05:
+        # constant background (skull-stripped or QSM): everything else is brain
+        mask = a != mode
+        mask = ndi.binary_opening(mask, structure=_ball(1.0, sp))
+    else:
+        from skimage.filters import threshold_otsu
+
+        sm = ndi.gaussian_filter(a, sigma=1.0 / sp)
+        lo, hi = np.percentile(sm, [0.5, 99.5])
+        t = threshold_otsu(np.clip(sm, lo, hi))
+        mask = sm > t * 0.7
+        mask = ndi.binary_closing(mask, structure=_ball(2.0, sp), iterations=1)
+        mask = _fill_holes(mask)
+        mask = ndi.binary_erosion(mask, structure=_ball(4.0, sp))
+        mask = _largest_component(mask)
+        mask = ndi.binary_dilation(mask, structure=_ball(4.0, sp))
+    mask = _largest_component(mask)
+    mask = _fill_holes(mask)
+    if mask.sum() < 0.01 * mask.size:  # give up gracefully: use everything
+        mask = np.ones_like(mask, dtype=bool)
+    return mask
+
+
+def _ball(radius_mm: float, spacing_kji) -> np.ndarray:
+    r = [max(1, int(round(radius_mm / s))) for s in spacing_kji]
+    zz, yy, xx = np.ogrid[-r[0]:r[0] + 1, -r[1]:r[1] + 1, -r[2]:r[2] + 1]
+    d = (zz * spacing_kji[0]) ** 2 + (yy * spacing_kji[1]) ** 2 + (xx * spacing_kji[2]) ** 2
+    return d <= radius_mm ** 2 + 1e-6
+
+
+def _largest_component(mask: np.ndarray) -> np.ndarray:
+    from scipy import ndimage as ndi
+
+    lab, n = ndi.label(mask)
+    if n <= 1:
+        return mask.astype(bool)
+    sizes = np.bincount(lab.ravel())
+    sizes[0] = 0
+    return lab == int(np.argmax(sizes))
+
+
+def _fill_holes(mask: np.ndarray) -> np.ndarray:
+    from scipy import ndimage as ndi
+
+    mask = ndi.binary_fill_holes(mask)
+    for k in range(mask.shape[0]):  # 2D per slice: closes holes open at the top/bottom
+        mask[k] = ndi.binary_fill_holes(mask[k])
+    return mask
+
+
+def normalise(array: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """(x - p50) / (p95 - p5) inside `mask`, clipped to [-CLIP, CLIP], float32."""
+    vals = array[mask] if mask.any() else array.ravel()
+    p5, p50, p95 = np.percentile(vals, [5, 50, 95])
+    scale = float(p95 - p5)
+    if not np.isfinite(scale) or scale <= 0:
+        scale = float(np.std(vals)) or 1.0
+    out = (array.astype(np.float32) - np.float32(p50)) / np.float32(scale)
+    return np.clip(out, -CLIP, CLIP).astype(np.float32)
+
+
+def model_grid(volume: Volume, target_spacing_mm: Sequence[float], mask: Optional[np.ndarray] = None,
+               margin_mm: float = MARGIN_MM) -> Volume:
+    """Geometry of the model grid: the input's axes at `target_spacing_mm`, covering the
+    bounding box of `mask` (or the whole input) plus `margin_mm`.  Array is a zeros stub."""
+    sp_in = np.asarray(volume.spacing, dtype=float)
+    sp_out = np.asarray(target_spacing_mm, dtype=float)
+    shape_ijk = np.asarray(volume.shape_ijk)
+    if mask is not None and mask.any():
+        idx = np.argwhere(mask)  # k, j, i
+        lo = idx.min(axis=0)[::-1].astype(float)
+        hi = idx.max(axis=0)[::-1].astype(float)
+        pad = margin_mm / sp_in
+        lo = np.maximum(lo - pad, -0.5)
+        hi = np.minimum(hi + pad, shape_ijk - 0.5)
+    else:
+        lo = np.full(3, -0.5)
+        hi = shape_ijk - 0.5
+    extent = (hi - lo) * sp_in  # mm along i, j, k (voxel edges)
+    if mask is None or not mask.any():
+        lo = lo  # keep
+    n = np.maximum(1, np.ceil(extent / sp_out - 1e-6)).astype(int)
+    # first output voxel centre: edge + half an output voxel (in input index units)
+    start_idx = lo + 0.5 * sp_out / sp_in
+    origin = volume.voxel_to_ras(start_idx)
+    return Volume(np.zeros((1, 1, 1), np.uint8), tuple(sp_out), tuple(origin), volume.direction.copy())
+
+
+def resample_to(volume: Volume, grid: Volume, shape_ijk, order: int = 1, default: float = 0.0) -> np.ndarray:
+    """Resample `volume` onto `grid` geometry of size `shape_ijk`; array [k, j, i]."""
+    import SimpleITK as sitk
+
+    from ..io import volume_to_sitk
+
+    a = np.asarray(volume.array)
+    if order:
+        a = a.astype(np.float32)
+    elif a.dtype == np.bool_:
+        a = a.astype(np.uint8)
+    img = volume_to_sitk(volume.with_array(a))
+    ref = _reference_image(grid, tuple(int(n) for n in shape_ijk)[::-1])
+    interp = sitk.sitkLinear if order else sitk.sitkNearestNeighbor
+    out = sitk.Resample(img, ref, sitk.Transform(), interp, float(default), img.GetPixelID())
+    return sitk.GetArrayFromImage(out)
+
+
+def preprocess(volume: Volume, target_spacing_mm: Sequence[float] = (1.0, 1.0, 2.0), polarity: str = "dark",
+               brain_mask=None, crop: bool = True) -> Preprocessed:
+    """Resample, mask, flip and normalise `volume` for the network (see module docstring).
+
+    target_spacing_mm: model spacing (i, j, k) in mm.  polarity: "dark" (SWI, T2*: CMBs
+    hypointense) or "bright" (QSM: CMBs hyperintense).  brain_mask: optional Volume or
+    array on the input grid (non-zero = brain).
+    """
+    if polarity not in ("dark", "bright"):
+        raise CMBError(f"polarity must be 'dark' or 'bright', not {polarity!r}")
+    validate_image(volume, "image")
+    if brain_mask is None:
+        mask_in = brain_mask_from_image(volume)
+    else:
+        m = brain_mask.array if isinstance(brain_mask, Volume) else brain_mask
+        m = np.asarray(m)
+        if m.shape != volume.array.shape:
+            raise CMBError(f"brain mask shape {m.shape} differs from the image {volume.array.shape}")
+        mask_in = m != 0
+        if not mask_in.any():
+            raise CMBError("brain mask is empty")
+    grid = model_grid(volume, target_spacing_mm, mask_in if crop else None)
+    sp_in = np.asarray(volume.spacing, float)
+    # grid size: the cropped extent divided by the target spacing
+    if crop and mask_in.any():
+        idx = np.argwhere(mask_in)
+        lo = np.maximum(idx.min(axis=0)[::-1] - MARGIN_MM / sp_in, -0.5)
+        hi = np.minimum(idx.max(axis=0)[::-1] + MARGIN_MM / sp_in, np.asarray(volume.shape_ijk) - 0.5)
+    else:
+        lo, hi = np.full(3, -0.5), np.asarray(volume.shape_ijk) - 0.5
+    shape_ijk = np.maximum(1, np.ceil((hi - lo) * sp_in / np.asarray(target_spacing_mm, float) - 1e-6)).astype(int)
+    src = volume
+    if np.asarray(volume.array).dtype != np.float32:
+        src = volume.with_array(np.asarray(volume.array, dtype=np.float32))
+    arr = resample_to(src, grid, shape_ijk, order=1, default=float(np.min(volume.array)))
+    mask = resample_to(volume.with_array(mask_in.astype(np.uint8)), grid, shape_ijk, order=0) > 0
+    if polarity == "bright":
+        arr = -arr
+    arr = normalise(arr, mask)
+    grid = Volume(arr, grid.spacing, grid.origin, grid.direction)
+    stub = Volume(np.zeros((1, 1, 1), np.uint8), volume.spacing, volume.origin, volume.direction.copy())
+    return Preprocessed(arr, mask, grid, stub, tuple(volume.array.shape), polarity)

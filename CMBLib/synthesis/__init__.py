@@ -1,0 +1,1 @@
+"""Synthetic CMBs, mimics and domain-randomised images (training, tests, `cmb demo`)."""
