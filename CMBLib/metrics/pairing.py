@@ -1,0 +1,189 @@
+"""Pair prediction files with reference files, and read per-CMB scores next to predictions.
+
+A prediction pairs with a reference by, in this order:
+1. the same file name (a detection output ``NAME_cmb_mask`` of the same case comes
+   first, since a same-named file beside it is usually the input image);
+2. the same case key: the file name without image suffix and without a trailing tag
+   such as ``_cmb_mask``, ``_CMB``, ``_desc-cmb_dseg``, ``_mask``, ``_seg``, ``_pred``
+   (so ``NAME_cmb_mask.nii.gz`` pairs with ``NAME.nii.gz`` or ``NAME_CMB.nii.gz``);
+3. the same BIDS subject (and session, when the reference names one): ``sub-101``.
+Probability maps (``*_cmb_prob*``, ``*_probseg*``, ``*_probability*``) are not
+predictions themselves but score the prediction of the same case; a case with only a
+probability map uses it as its prediction (binarised at the threshold).
+"""
+import json
+import re
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+from ..errors import CMBError
+from ..io import find_images, image_suffix, strip_image_suffix
+
+# Trailing name tags that do not belong to the case name (lower case; longest first).
+TAGS = ("_desc-cmb_probseg", "_desc-cmb_dseg", "_desc-cmb_mask", "_desc-cmb_label",
+        "_cmb_probability", "_cmb_labels", "_cmb_label", "_cmb_mask", "_cmb_prob", "_cmb_seg",
+        "_probability", "_prediction", "_probseg", "_labels", "_label", "_dseg", "_mask",
+        "_pred", "_prob", "_seg", "_cmb", "_gt", "_ref", "_microbleeds", "_microbleed")
+SCORE_MAP_TAGS = ("_desc-cmb_probseg", "_cmb_probability", "_cmb_prob", "_probability", "_probseg", "_prob")
+_SUBJECT = re.compile(r"(sub-[A-Za-z0-9]+)")
+_SESSION = re.compile(r"(ses-[A-Za-z0-9]+)")
+
+
+def case_key(path) -> str:
+    """'a/sub-1_T2S_cmb_mask.nii.gz' -> 'sub-1_T2S' (tags removed repeatedly, case kept)."""
+    stem = strip_image_suffix(path)
+    changed = True
+    while changed:
+        changed = False
+        for tag in TAGS:
+            if stem.lower().endswith(tag) and len(stem) > len(tag):
+                stem = stem[: len(stem) - len(tag)]
+                changed = True
+                break
+    return stem
+
+
+def is_score_map(path) -> bool:
+    stem = strip_image_suffix(path).lower()
+    return any(stem.endswith(t) for t in SCORE_MAP_TAGS)
+
+
+def subject_session(name: str) -> Tuple[Optional[str], Optional[str]]:
+    sub = _SUBJECT.search(name)
+    ses = _SESSION.search(name)
+    return (sub.group(1) if sub else None), (ses.group(1) if ses else None)
+
+
+def list_images(paths) -> List[Path]:
+    """Image files named directly or found directly inside the given folders."""
+    out: List[Path] = []
+    for p in paths:
+        p = Path(p)
+        if p.is_dir():
+            out.extend(find_images(p))
+        elif p.is_file():
+            if not image_suffix(p):
+                raise CMBError(f"{p}: not an image file (.nii.gz, .nii, .nrrd, .seg.nrrd)")
+            out.append(p)
+        else:
+            raise CMBError(f"{p}: no such file or folder")
+    seen, unique = set(), []
+    for p in out:
+        if p.resolve() not in seen:
+            seen.add(p.resolve())
+            unique.append(p)
+    return unique
+
+
+def pair_files(pred_files: List[Path], ref_files: List[Path]):
+    """Returns (cases, unpaired_predictions).
+
+    cases: list of dicts {'case', 'ref', 'pred' (Path or None), 'scores' (Path or None)}
+    in reference order; unpaired_predictions: prediction files no reference took.
+    """
+    masks = [p for p in pred_files if not is_score_map(p)]
+    maps = [p for p in pred_files if is_score_map(p)]
+    cases, used = [], {}
+    for ref in ref_files:
+        case = case_key(ref)
+        pred = _find(ref, masks, "prediction")
+        score_map = _find(pred if pred is not None else ref, maps, "probability map")
+        if pred is None and score_map is not None:
+            pred = score_map
+        if pred is not None:
+            if pred in used:
+                raise CMBError(f"prediction {pred.name} pairs with two references: "
+                               f"{used[pred].name} and {ref.name}; rename one")
+            used[pred] = ref
+        cases.append({"case": case, "ref": ref, "pred": pred, "scores": score_map})
+    names = [c["case"] for c in cases]
+    for c in cases:
+        if names.count(c["case"]) > 1:
+            c["case"] = strip_image_suffix(c["ref"])
+    unpaired = [p for p in pred_files if p not in used and not any(p == c["scores"] for c in cases)]
+    return cases, unpaired
+
+
+def _find(ref: Path, candidates: List[Path], what: str) -> Optional[Path]:
+    if not candidates:
+        return None
+    key = case_key(ref).lower()
+    # A detection output NAME_cmb_mask beats a same-named file (often the input image).
+    same = [p for p in candidates if case_key(p).lower() == key
+            and strip_image_suffix(p).lower().endswith("_cmb_mask")]
+    if len(same) == 1:
+        return same[0]
+    same = [p for p in candidates if p.name == ref.name]
+    if same:
+        return same[0]
+    same = [p for p in candidates if case_key(p).lower() == key]
+    if len(same) == 1:
+        return same[0]
+    if len(same) > 1:
+        raise CMBError(f"{ref.name}: several {what}s match it ({', '.join(p.name for p in same)})")
+    sub, ses = subject_session(ref.name)
+    if sub is None:
+        return None
+    same = []
+    for p in candidates:
+        psub, pses = subject_session(p.name)
+        if psub == sub and (ses is None or pses is None or pses == ses):
+            same.append(p)
+    if len(same) == 1:
+        return same[0]
+    if len(same) > 1:
+        raise CMBError(f"{ref.name}: several {what}s share subject {sub} "
+                       f"({', '.join(p.name for p in same)}); name them like the references")
+    return None
+
+
+SCORE_KEYS = ("max_probability", "probability_max", "prob_max", "probability", "score", "confidence")
+RECORD_KEYS = ("cmbs", "findings", "records", "candidates", "detections")
+
+
+def read_sidecar(mask_path: Optional[Path]) -> Tuple[Dict[int, float], Dict[int, str]]:
+    """Per-label scores and locations from the JSON written beside a mask, if any.
+
+    Looks for ``KEY_cmb.json`` and ``STEM.json`` next to the mask (detection output
+    ``NAME_cmb_mask.nii.gz`` has ``NAME_cmb.json``).  Records need a ``label``; the
+    score is the first of max_probability / probability / score found; the location
+    is ``location`` (a name, or a dict with a name).
+    """
+    if mask_path is None:
+        return {}, {}
+    mask_path = Path(mask_path)
+    folder = mask_path.parent
+    for name in (case_key(mask_path) + "_cmb.json", strip_image_suffix(mask_path) + ".json"):
+        path = folder / name
+        if path.is_file():
+            return _parse_sidecar(path)
+    return {}, {}
+
+
+def _parse_sidecar(path: Path) -> Tuple[Dict[int, float], Dict[int, str]]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise CMBError(f"{path}: cannot be read as JSON ({str(exc)[:80]})") from None
+    records = data
+    if isinstance(data, dict):
+        records = next((data[k] for k in RECORD_KEYS if isinstance(data.get(k), list)), [])
+    scores, locations = {}, {}
+    for rec in records if isinstance(records, list) else []:
+        if not isinstance(rec, dict) or "label" not in rec:
+            continue
+        try:
+            label = int(rec["label"])
+        except (TypeError, ValueError):
+            continue
+        for k in SCORE_KEYS:
+            if isinstance(rec.get(k), (int, float)):
+                scores[label] = float(rec[k])
+                break
+        loc = rec.get("location")
+        if isinstance(loc, dict):
+            loc = loc.get("name") or loc.get("region") or loc.get("label")
+        if loc:
+            locations[label] = str(loc)
+    return scores, locations
+
