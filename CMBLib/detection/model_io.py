@@ -23,7 +23,7 @@ from typing import Dict, List, Tuple, Union
 import numpy as np
 
 from ..errors import CMBError
-from ..io import write_json_atomic, atomic_path
+from ..io import atomic_path, write_json_atomic
 
 MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
 WEIGHTS_FILE = "weights.npz"
@@ -70,9 +70,8 @@ def save_model(network, metadata: Dict, folder: Union[str, os.PathLike]) -> Path
     folder.mkdir(parents=True, exist_ok=True)
     arrays = {k: v.detach().cpu().numpy() for k, v in network.state_dict().items()}
     weights = folder / WEIGHTS_FILE
-    with atomic_path(weights) as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez_compressed(fh, **arrays)
+    with atomic_path(weights) as tmp, open(tmp, "wb") as fh:
+        np.savez_compressed(fh, **arrays)
     meta = dict(METADATA_DEFAULTS)
     meta.update(metadata)
     for name, others in ALIASES.items():

@@ -1,0 +1,217 @@
+"""`cmb detect IMAGE [IMAGE ...] --out DIR`: find CMBs with the bundled (or a given) model.
+
+For each input NAME.nii.gz it writes NAME_cmb_mask.nii.gz, NAME_cmb.json and NAME_cmb.csv
+(see `CMBLib.detection.outputs`) and, per run, cmb_summary.csv.  Folders are expanded
+to the images directly inside them.  A study whose outputs exist is skipped unless
+--overwrite; a bad study is reported in one line and the batch goes on; the exit code
+is 2 when any study failed.  `--shard K/N` (K = 1..N) processes every N-th study of the
+sorted input list, starting with the K-th, for job arrays.
+"""
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from ..errors import CMBError
+
+EXCLUDE_SUFFIXES = ("_cmb_mask",)
+
+
+def add_parser(subparsers):
+    p = subparsers.add_parser("detect", help="detect microbleeds in SWI / T2* / QSM volumes",
+                              description=__doc__.split("\n\n")[0])
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (.nii.gz, .nii, .nrrd) or folders")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    p.add_argument("--model", default="default", metavar="NAME|PATH",
+                   help="bundled model name or model folder (default: the bundled default model)")
+    p.add_argument("--device", default="auto", help="auto (GPU when one works), cuda, mps or cpu")
+    p.add_argument("--threshold", type=float, default=None, help="probability threshold (default: the model's)")
+    p.add_argument("--sequence", default="T2S", help="T2S (T2*-GRE), SWI or QSM (default T2S)")
+    p.add_argument("--polarity", choices=["dark", "bright"], default=None,
+                   help="how CMBs look (default: dark, bright for QSM)")
+    p.add_argument("--location", action="store_true", help="add each CMB's anatomical location")
+    p.add_argument("--progress-json", action="store_true",
+                   help="print progress and results as JSON lines on stdout (for the Slicer module)")
+    p.add_argument("--shard", default=None, metavar="K/N", help="process shard K of N (K = 1..N)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
+    return p
+
+
+def parse_shard(text):
+    """'2/4' -> (2, 4); CMBError for anything else."""
+    if text is None:
+        return 1, 1
+    try:
+        k, n = (int(v) for v in str(text).split("/"))
+    except ValueError:
+        raise CMBError(f"--shard '{text}': expected K/N, e.g. 1/4") from None
+    if n < 1 or not 1 <= k <= n:
+        raise CMBError(f"--shard '{text}': K must be between 1 and N (shards count from 1)")
+    return k, n
+
+
+def collect_inputs(items):
+    """Expand folders -> (sorted unique image paths, list of (path, message) that are missing)."""
+    from ..io import find_images, strip_image_suffix
+
+    found, missing = [], []
+    for item in items:
+        p = Path(item)
+        if p.is_dir():
+            imgs = [q for q in find_images(p) if not strip_image_suffix(q).endswith(EXCLUDE_SUFFIXES)]
+            if not imgs:
+                missing.append((str(p), f"{p}: folder holds no images (.nii.gz, .nii, .nrrd)"))
+            found.extend(imgs)
+        elif p.exists():
+            found.append(p)
+        else:
+            missing.append((str(p), f"{p}: file not found"))
+    unique = sorted({q.resolve(): q for q in found}.values(), key=lambda q: str(q))
+    return unique, missing
+
+
+def run(args) -> int:
+    from ..progress import json_progress, terminal_progress
+
+    k, n = parse_shard(args.shard)
+    out_dir = Path(args.out)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise CMBError(f"--out {out_dir}: exists and is not a folder")
+    inputs, missing = collect_inputs(args.images)
+    inputs = inputs[k - 1::n]
+    if not inputs and not missing:
+        raise CMBError("no input images" + (f" in shard {k}/{n}" if n > 1 else ""))
+    emit = _Emitter(args.progress_json)
+    if args.progress_json:
+        bar = json_progress()
+    elif sys.stderr.isatty():
+        bar = terminal_progress()
+    else:  # batch logs: no progress lines, only results and errors
+        def bar(fraction, message):
+            return None
+
+    from ..detection.outputs import SUMMARY_FILE, summary_row, write_summary
+
+    rows = [summary_row(path, "failed", message=msg) for path, msg in missing]
+    for _, msg in missing:
+        emit.error(msg)
+    if inputs:
+        rows += _run_studies(args, inputs, out_dir, emit, bar)
+    summary = out_dir / (SUMMARY_FILE if n == 1 else SUMMARY_FILE.replace(".csv", f"_shard{k}of{n}.csv"))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_summary(rows, summary)
+    failed = sum(r["status"] == "failed" for r in rows)
+    emit.done(len(rows), failed, str(summary))
+    return 2 if failed else 0
+
+
+def _run_studies(args, inputs, out_dir, emit, bar):
+    from ..detection.inference import select_device
+    from ..detection.model_io import load_model
+    from ..detection.outputs import output_paths, summary_row, write_outputs
+    from ..detection.pipeline import detect, normalise_sequence
+    from ..io import read_volume, strip_image_suffix
+    from ..progress import Cancelled
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(max(1, int(args.threads)))
+    sequence = normalise_sequence(args.sequence)
+    if args.threshold is not None and not 0.0 < args.threshold < 1.0:
+        raise CMBError(f"--threshold {args.threshold}: must lie between 0 and 1")
+    todo = []
+    rows = []
+    for path in inputs:
+        name = strip_image_suffix(path)
+        if not args.overwrite and output_paths(out_dir, name)["json"].exists():
+            rows.append(summary_row(name, "skipped", message="outputs exist (use --overwrite)"))
+            emit.study(name, "skipped", message="outputs exist")
+        else:
+            todo.append((path, name))
+    if not todo:
+        return rows
+    device = select_device(args.device)
+    model = load_model(args.model, device=device)
+    for idx, (path, name) in enumerate(todo):
+        def prog(f, msg, idx=idx, name=name):
+            bar((idx + f) / len(todo), f"[{idx + 1}/{len(todo)}] {name}: {msg}")
+
+        t = time.perf_counter()
+        try:
+            volume = read_volume(path)
+            result = detect(volume, model, device=device, threshold=args.threshold, polarity=args.polarity,
+                            sequence=sequence, location=args.location, progress=prog)
+            paths = write_outputs(result, out_dir, name, image=str(path), overwrite=args.overwrite)
+        except Cancelled:
+            raise KeyboardInterrupt from None
+        except CMBError as exc:
+            msg = str(exc) if str(path) in str(exc) else f"{path}: {exc}"
+            rows.append(summary_row(name, "failed", message=msg))
+            emit.error(msg)
+            continue
+        except Exception as exc:  # a bug must not stop a batch; say what happened in one line
+            if os.environ.get("CMB_DEBUG"):
+                raise
+            msg = f"{path}: internal error ({type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''})"
+            rows.append(summary_row(name, "failed", message=msg))
+            emit.error(msg)
+            continue
+        rows.append(summary_row(name, "ok", result.records))
+        emit.study(name, "ok", result=result, paths=paths, seconds=time.perf_counter() - t)
+    return rows
+
+
+class _Emitter:
+    """Result lines: a readable table on a terminal, or JSON lines with --progress-json."""
+
+    def __init__(self, as_json: bool):
+        self.as_json = as_json
+
+    def _json(self, obj):
+        sys.stdout.write(json.dumps(obj) + "\n")
+        sys.stdout.flush()
+
+    def error(self, message: str):
+        print(f"cmb detect: error: {message}", file=sys.stderr)
+        if self.as_json:
+            self._json({"event": "error", "message": message})
+
+    def study(self, name, status, result=None, paths=None, seconds=0.0, message=""):
+        if self.as_json:
+            obj = {"event": "study", "study": name, "status": status, "message": message}
+            if result is not None:
+                obj.update(cmb_count=len(result.records), outputs={k: str(v) for k, v in paths.items()},
+                           warnings=result.warnings, seconds=round(seconds, 2))
+            self._json(obj)
+            return
+        if result is None:
+            print(f"{name}: {status} ({message})")
+            return
+        print(f"{name}: {len(result.records)} CMB candidate(s) in {seconds:.1f} s on {result.settings['device']}"
+              f" -> {paths['json']}")
+        for w in result.warnings:
+            print(f"  warning: {w}")
+        if result.records:
+            print(format_table(result.records, indent="  "))
+
+    def done(self, total, failed, summary):
+        if self.as_json:
+            self._json({"event": "done", "studies": total, "failed": failed, "summary": summary})
+        elif total > 1 or failed:
+            print(f"{total - failed}/{total} studies done, {failed} failed; summary: {summary}")
+
+
+def format_table(records, indent: str = "") -> str:
+    """A plain-text table of detection records (label, RAS centre, size, probability, shape)."""
+    head = f"{indent}{'#':>3} {'x':>7} {'y':>7} {'z':>7}  {'diam mm':>7} {'class':<6} {'prob':>5}  shape"
+    lines = [head]
+    for r in records:
+        x, y, z = r["centre_ras"]
+        shape = "vessel-like" if r.get("vessel_like") else ""
+        loc = f"  {r['location']}" if r.get("location") else ""
+        lines.append(f"{indent}{r['label']:>3} {x:7.1f} {y:7.1f} {z:7.1f}  {r['diameter_mm']:7.1f} "
+                     f"{r['size_class']:<6} {r['max_probability']:5.2f}  {shape}{loc}")
+    return "\n".join(lines)

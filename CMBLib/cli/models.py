@@ -1,0 +1,57 @@
+"""`cmb models`: list the bundled detection models with version, intended input and performance."""
+import json
+
+
+def add_parser(subparsers):
+    p = subparsers.add_parser("models", help="list the bundled detection models",
+                              description=__doc__.split("\n")[0])
+    p.add_argument("--json", action="store_true", help="print the models' metadata as JSON")
+    return p
+
+
+def run(args) -> int:
+    from ..detection.model_io import MODELS_DIR, default_model_name, list_models
+
+    models = list_models()
+    if args.json:
+        print(json.dumps(models, indent=2))
+        return 0
+    if not models:
+        print(f"no bundled detection model is installed (looked in {MODELS_DIR}); "
+              "pass --model PATH to `cmb detect`")
+        return 0
+    default = default_model_name()
+    for m in models:
+        star = " (default)" if m["name"] == default else ""
+        print(f"{m['name']} {m.get('version', '')}{star}")
+        print(f"  intended input : {m.get('intended_input', '')}")
+        print(f"  model grid     : {' x '.join(str(s) for s in m['spacing_mm'])} mm, "
+              f"patch {' x '.join(str(s) for s in m['patch_size'])} voxels, threshold {m.get('threshold')}")
+        if m.get("training_data"):
+            print(f"  training data  : {_text(m['training_data'])}")
+        print(f"  performance    : {_metrics(m.get('metrics'))}")
+        print(f"  sha256         : {m.get('sha256', '')}")
+    return 0
+
+
+def _text(v) -> str:
+    return v if isinstance(v, str) else json.dumps(v)
+
+
+def _metrics(metrics) -> str:
+    """'sensitivity 0.81, fp_per_scan 1.2 (on ...)' from a metrics dict (nested dicts flattened)."""
+    if not metrics:
+        return "not measured"
+    if not isinstance(metrics, dict):
+        return str(metrics)
+    parts = []
+    for k, v in metrics.items():
+        if isinstance(v, dict):
+            parts.append(f"{k}: " + ", ".join(f"{a} {_num(b)}" for a, b in v.items()))
+        else:
+            parts.append(f"{k} {_num(v)}")
+    return "; ".join(parts)
+
+
+def _num(v) -> str:
+    return f"{v:.3g}" if isinstance(v, float) else str(v)
