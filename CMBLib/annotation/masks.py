@@ -1,0 +1,138 @@
+"""Masks for the findings of a document: grow them from scribbles, or measure given masks.
+
+`generate_masks` runs the region-growing engine (`CMBLib.growing.grow_from_scribbles`)
+for all or some finding labels and writes the results into the document: mask
+measurements, centre (RAS mm), the measured size class (`size_class_suggested`) and,
+where the rater has not answered yet, the size class itself.  `measure_masks` does the
+same bookkeeping for masks that already exist.  `suggest_locations` adds the location
+helper's answer (`CMBLib.location.locate_points`) when that module is installed.
+"""
+from typing import Iterable, Optional, Tuple
+
+import numpy as np
+
+from ..errors import CMBError
+from ..geometry import Volume, bombs_size_class, equivalent_diameter_mm
+from ..validation import label_ids, validate_image, validate_labelmap
+from . import vocabulary as V
+from .document import new_finding, touch
+
+
+def ensure_findings(doc: dict, labels: Iterable[int], rater: str = "") -> dict:
+    """Add an unreviewed finding for every label in `labels` that has none; returns `doc`."""
+    known = {int(f["label"]) for f in doc["findings"]}
+    for label in sorted(int(v) for v in labels):
+        if label not in known:
+            doc["findings"].append(new_finding(label, rater=rater or doc.get("rater", "")))
+            known.add(label)
+    doc["findings"].sort(key=lambda f: int(f["label"]))
+    return doc
+
+
+def generate_masks(image: Volume, scribbles: Volume, doc: dict, labels: Optional[Iterable[int]] = None,
+                   mask: Optional[Volume] = None, progress=None, cancel=None,
+                   **grow_options) -> Tuple[Volume, dict]:
+    """Grow masks from the scribbles of `labels` (default: every scribble label).
+
+    `mask` (optional) holds masks grown earlier: the voxels of `labels` are replaced and
+    other findings keep theirs (a new mask never takes another finding's voxels).
+    Returns (instance mask Volume on the image grid, `doc` updated in place).
+    Findings whose scribble has no voxels keep no mask (``mask: null``).
+    """
+    from ..growing import grow_from_scribbles
+
+    validate_image(image, "image")
+    validate_labelmap(scribbles, image, "scribbles")
+    present = label_ids(scribbles.array)
+    wanted = present if labels is None else sorted({int(v) for v in labels})
+    ensure_findings(doc, present if labels is None else [v for v in wanted if v in present])
+    out = np.zeros(image.array.shape, np.uint16) if mask is None else np.asarray(mask.array).astype(np.uint16)
+    if mask is not None:
+        out[np.isin(out, wanted)] = 0
+    to_grow = [v for v in wanted if v in present]
+    results = {}
+    if to_grow:
+        result = grow_from_scribbles(image, scribbles, labels=to_grow, progress=progress, cancel=cancel,
+                                     **grow_options)
+        grown = np.asarray(result.labels.array)
+        free = (out == 0) & (grown > 0)
+        out[free] = grown[free]
+        results = {int(c["label"]): c for c in result.cmbs}
+    mask_out = image.with_array(out)
+    for label in wanted:
+        if label not in {int(f["label"]) for f in doc["findings"]}:
+            continue
+        _record(doc, label, mask_out, results.get(label), grown=True)
+    touch(doc)
+    return mask_out, doc
+
+
+def measure_masks(mask: Volume, doc: dict) -> dict:
+    """Record measurements of an existing instance mask in every finding; returns `doc`."""
+    ensure_findings(doc, label_ids(mask.array))
+    for f in doc["findings"]:
+        _record(doc, int(f["label"]), mask, None, grown=False)
+    return doc
+
+
+def _record(doc: dict, label: int, mask: Volume, cmb: Optional[dict], grown: bool) -> None:
+    """Write mask measurements of `label` into its finding (and pre-fill the size class)."""
+    finding = next(f for f in doc["findings"] if int(f["label"]) == label)
+    voxels = np.argwhere(np.asarray(mask.array) == label)
+    if len(voxels) == 0:
+        if grown or finding.get("mask") is not None:
+            finding["mask"] = None
+            finding["size_class_suggested"] = None
+        return
+    volume_mm3 = float(len(voxels) * mask.voxel_volume_mm3)
+    diameter = equivalent_diameter_mm(volume_mm3)
+    info = {"voxel_count": int(len(voxels)), "volume_mm3": round(volume_mm3, 4),
+            "diameter_mm": round(diameter, 4), "tolerance": None, "mode": None, "cap_hit": False,
+            "warnings": []}
+    if cmb is not None:
+        tol = cmb.get("tolerance")
+        info.update(tolerance=None if tol is None else float(tol), mode=cmb.get("mode"),
+                    cap_hit=bool(cmb.get("cap_hit", False)),
+                    warnings=[str(w) for w in cmb.get("warnings", [])])
+    finding["mask"] = info
+    finding["centre_ras"] = [round(float(v), 4) for v in mask.kji_to_ras(voxels.mean(axis=0))]
+    size = bombs_size_class(diameter)
+    finding["size_class_suggested"] = size
+    if finding.get("size_class") == V.UNREVIEWED and size in V.SIZE_CLASSES:
+        finding["size_class"] = size
+
+
+def suggest_locations(image: Volume, doc: dict) -> Tuple[dict, str]:
+    """Fill `location_suggested` / `side_suggested` of findings with a centre.
+
+    Uses `CMBLib.location.locate_points(image, points_ras)` when that module exists;
+    returns (doc, '' or a one-line note on why no suggestion was made).  Never fills
+    the rater's own `location` field.
+    """
+    try:
+        from ..location import locate_points
+    except ImportError:
+        return doc, "location helper not installed; no location suggested"
+    findings = [f for f in doc["findings"] if f.get("centre_ras") is not None]
+    if not findings:
+        return doc, ""
+    points = np.array([f["centre_ras"] for f in findings], dtype=float)
+    try:
+        records = locate_points(image, points)
+    except CMBError as exc:
+        return doc, f"no location suggested: {exc}"
+    rows = records.to_dict("records") if hasattr(records, "to_dict") else list(records)
+    for f, row in zip(findings, rows):
+        apply_location(f, row)
+    return doc, ""
+
+
+def apply_location(finding: dict, record: dict) -> dict:
+    """Copy a location record (region, category, side) into a finding's suggestions."""
+    region = str(record.get("region") or "")
+    side = str(record.get("side") or "").lower()
+    if region in V.LOCATION_GROUPS:
+        finding["location_suggested"] = region
+    if side in V.SIDES and side != V.UNREVIEWED:
+        finding["side_suggested"] = side
+    return finding

@@ -1,0 +1,133 @@
+"""Crash-safe autosave of a study's annotation state (scribbles, masks, document).
+
+A session folder holds one sub-folder per volume, named by `volume_key` (a hash of the
+grid and of a subsample of the voxels, so the same volume loaded again, from any path,
+finds its session)::
+
+    SESSIONS/<key>/annotation.json
+    SESSIONS/<key>/scribbles.nii.gz
+    SESSIONS/<key>/masks.nii.gz       (when masks were generated)
+    SESSIONS/<key>/session.json       (volume name, time saved, key)
+
+`save` writes a complete new folder beside the old one and swaps them with renames, so
+a crash at any moment leaves either the previous or the new state, never a mixture.
+"""
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import List, Optional
+
+import numpy as np
+
+from ..errors import CMBError
+from ..geometry import Volume
+from .document import now_utc, validate_document
+
+SUBSAMPLE_VOXELS = 65536
+
+
+def default_session_root() -> Path:
+    """~/.cmb_sessions, or $CMB_SESSION_DIR when set."""
+    return Path(os.environ.get("CMB_SESSION_DIR") or Path.home() / ".cmb_sessions")
+
+
+def volume_key(volume: Volume) -> str:
+    """16 hex digits identifying a volume: shape, spacing, origin, direction, voxel subsample."""
+    h = hashlib.sha256()
+    a = np.asarray(volume.array)
+    h.update(repr((a.shape, str(a.dtype))).encode())
+    for values in (volume.spacing, volume.origin, np.asarray(volume.direction).ravel()):
+        h.update(np.round(np.asarray(values, dtype=float), 4).tobytes())
+    flat = a.reshape(-1)
+    step = max(1, flat.size // SUBSAMPLE_VOXELS)
+    h.update(np.ascontiguousarray(flat[::step]).astype(np.float32).tobytes())
+    return h.hexdigest()[:16]
+
+
+class SessionStore:
+    """Autosaved annotation states under one root folder, one per volume key."""
+
+    def __init__(self, root=None):
+        self.root = Path(root) if root is not None else default_session_root()
+
+    def folder(self, key: str) -> Path:
+        return self.root / key
+
+    def has(self, key: str) -> bool:
+        """True when a complete saved state exists for `key` (recovers a half-done swap)."""
+        self._recover(key)
+        return (self.folder(key) / "annotation.json").is_file()
+
+    def keys(self) -> List[str]:
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+    def save(self, key: str, document: dict, scribbles: Volume, masks: Optional[Volume] = None,
+             volume_name: str = "") -> Path:
+        """Save the state of `key` atomically; returns its folder."""
+        from ..io import write_json_atomic, write_volume
+
+        validate_document(document)
+        self.root.mkdir(parents=True, exist_ok=True)
+        new = Path(tempfile.mkdtemp(prefix=f".{key}.new.", dir=str(self.root)))
+        try:
+            write_volume(scribbles.with_array(np.asarray(scribbles.array).astype(np.uint16)),
+                         new / "scribbles.nii.gz")
+            if masks is not None:
+                write_volume(masks.with_array(np.asarray(masks.array).astype(np.uint16)), new / "masks.nii.gz")
+            write_json_atomic(new / "annotation.json", document)
+            write_json_atomic(new / "session.json", {"key": key, "volume": volume_name, "saved": now_utc()})
+            self._swap(key, new)
+        finally:
+            if new.exists():
+                shutil.rmtree(new, ignore_errors=True)
+        return self.folder(key)
+
+    def _swap(self, key: str, new: Path) -> None:
+        target = self.folder(key)
+        old = None
+        if target.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{key}.old.", dir=str(self.root)))
+            os.rmdir(old)
+            os.replace(target, old)
+        os.replace(new, target)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+
+    def _recover(self, key: str) -> None:
+        """After a crash between the two renames of a swap, put the previous state back."""
+        if self.folder(key).exists() or not self.root.is_dir():
+            return
+        olds = sorted(self.root.glob(f".{key}.old.*"), key=lambda p: p.stat().st_mtime)
+        if olds and (olds[-1] / "annotation.json").is_file():
+            os.replace(olds[-1], self.folder(key))
+
+    def load(self, key: str):
+        """(document, scribbles Volume, masks Volume or None) saved for `key`."""
+        from ..io import read_volume
+
+        if not self.has(key):
+            raise CMBError(f"no saved session for volume {key} in {self.root}")
+        folder = self.folder(key)
+        try:
+            doc = json.loads((folder / "annotation.json").read_text(encoding="utf-8"))
+        except ValueError as exc:
+            raise CMBError(f"{folder / 'annotation.json'}: not valid JSON ({exc})") from None
+        validate_document(doc)
+        scribbles = read_volume(folder / "scribbles.nii.gz")
+        masks = read_volume(folder / "masks.nii.gz") if (folder / "masks.nii.gz").is_file() else None
+        return doc, scribbles, masks
+
+    def info(self, key: str) -> dict:
+        """The session.json of `key` (volume name, time saved)."""
+        path = self.folder(key) / "session.json"
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+    def discard(self, key: str) -> None:
+        """Delete the saved state of `key` (after the user declines to restore it)."""
+        if self.folder(key).exists():
+            shutil.rmtree(self.folder(key))
