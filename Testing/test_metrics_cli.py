@@ -141,3 +141,23 @@ def test_cli_geometry_mismatch_is_one_line(tmp_path, capsys):
 def test_cli_missing_reference_folder(tmp_path, capsys):
     rc = main(["evaluate", "--pred", str(tmp_path), "--ref", str(tmp_path / "nope"), "--out", str(tmp_path / "o")])
     assert rc == 2 and "no such file" in capsys.readouterr().err
+
+
+def test_bids_derivatives_tree_as_reference(tmp_path, capsys):
+    """Exported dataset layout: one folder per subject, scribbles and .seg.nrrd beside the mask."""
+    anat = tmp_path / "derivatives" / "cmb" / "sub-1" / "anat"
+    save(anat / "sub-1_desc-cmb_dseg.nii.gz", mask((5, 10, 10), value=2))
+    save(anat / "sub-1_desc-scribbles_dseg.nii.gz", mask((5, 10, 10), (1, 1, 1), value=2))
+    save(anat / "sub-1_desc-cmb_dseg.nrrd", mask((5, 10, 10), value=2))
+    (anat / "sub-1_desc-cmb_annotation.json").write_text(json.dumps(
+        {"findings": [{"label": 2, "location": "thalamus"}]}))
+    pred = tmp_path / "pred"
+    save(pred / "sub-1_T2S.nii.gz", np.ones((10, 30, 30), np.float32))        # the input image
+    save(pred / "sub-1_T2S_cmb_mask.nii.gz", mask((5, 10, 11)))
+    out = tmp_path / "rep"
+    assert main(["evaluate", "--pred", str(pred), "--ref", str(tmp_path / "derivatives"),
+                 "--out", str(out), "--quiet"]) == 0
+    doc = json.loads((out / "metrics.json").read_text())
+    assert doc["n_cases"] == 1 and (doc["tp"], doc["fp"], doc["fn"]) == (1, 0, 0)
+    assert doc["by_location"]["thalamus"]["tp"] == 1
+    assert doc["cases"][0]["pred_file"].endswith("sub-1_T2S_cmb_mask.nii.gz")

@@ -17,13 +17,14 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 from ..errors import CMBError
-from ..io import find_images, image_suffix, strip_image_suffix
+from ..io import IMAGE_SUFFIXES, find_images, image_suffix, strip_image_suffix
 
 # Trailing name tags that do not belong to the case name (lower case; longest first).
 TAGS = ("_desc-cmb_probseg", "_desc-cmb_dseg", "_desc-cmb_mask", "_desc-cmb_label",
         "_cmb_probability", "_cmb_labels", "_cmb_label", "_cmb_mask", "_cmb_prob", "_cmb_seg",
         "_probability", "_prediction", "_probseg", "_labels", "_label", "_dseg", "_mask",
         "_pred", "_prob", "_seg", "_cmb", "_gt", "_ref", "_microbleeds", "_microbleed")
+SKIP_TAGS = ("_desc-scribbles",)
 SCORE_MAP_TAGS = ("_desc-cmb_probseg", "_cmb_probability", "_cmb_prob", "_probability", "_probseg", "_prob")
 _SUBJECT = re.compile(r"(sub-[A-Za-z0-9]+)")
 _SESSION = re.compile(r"(ses-[A-Za-z0-9]+)")
@@ -55,24 +56,42 @@ def subject_session(name: str) -> Tuple[Optional[str], Optional[str]]:
 
 
 def list_images(paths) -> List[Path]:
-    """Image files named directly or found directly inside the given folders."""
+    """Image files named, or found in the given folders (searched recursively when a folder
+    holds no image directly, e.g. a BIDS derivatives tree).  Scribble maps
+    (``_desc-scribbles``) are skipped, and of files differing only by their image suffix
+    (``X.nii.gz`` and ``X.seg.nrrd``) the first in `IMAGE_SUFFIXES` order is kept.
+    """
     out: List[Path] = []
     for p in paths:
         p = Path(p)
         if p.is_dir():
-            out.extend(find_images(p))
+            found = find_images(p)
+            if not found:
+                found = sorted(q for q in p.rglob("*") if q.is_file() and image_suffix(q)
+                               and not any(part.startswith(".") for part in q.relative_to(p).parts))
+            out.extend(q for q in found if not any(t in q.name.lower() for t in SKIP_TAGS))
         elif p.is_file():
             if not image_suffix(p):
                 raise CMBError(f"{p}: not an image file (.nii.gz, .nii, .nrrd, .seg.nrrd)")
             out.append(p)
         else:
             raise CMBError(f"{p}: no such file or folder")
+    best: Dict[Tuple[Path, str], Path] = {}
+    for p in out:
+        key = (p.parent.resolve(), strip_image_suffix(p))
+        if key not in best or _suffix_rank(p) < _suffix_rank(best[key]):
+            best[key] = p
+    kept = set(best.values())
     seen, unique = set(), []
     for p in out:
-        if p.resolve() not in seen:
+        if p in kept and p.resolve() not in seen:
             seen.add(p.resolve())
             unique.append(p)
     return unique
+
+
+def _suffix_rank(path: Path) -> int:
+    return IMAGE_SUFFIXES.index(image_suffix(path))
 
 
 def pair_files(pred_files: List[Path], ref_files: List[Path]):
@@ -117,10 +136,8 @@ def _find(ref: Path, candidates: List[Path], what: str) -> Optional[Path]:
     if same:
         return same[0]
     same = [p for p in candidates if case_key(p).lower() == key]
-    if len(same) == 1:
-        return same[0]
-    if len(same) > 1:
-        raise CMBError(f"{ref.name}: several {what}s match it ({', '.join(p.name for p in same)})")
+    if same:
+        return _pick(ref, same, what, "match it")
     sub, ses = subject_session(ref.name)
     if sub is None:
         return None
@@ -129,23 +146,33 @@ def _find(ref: Path, candidates: List[Path], what: str) -> Optional[Path]:
         psub, pses = subject_session(p.name)
         if psub == sub and (ses is None or pses is None or pses == ses):
             same.append(p)
-    if len(same) == 1:
-        return same[0]
-    if len(same) > 1:
-        raise CMBError(f"{ref.name}: several {what}s share subject {sub} "
-                       f"({', '.join(p.name for p in same)}); name them like the references")
+    if same:
+        return _pick(ref, same, what, f"share subject {sub}")
     return None
 
 
+def _pick(ref: Path, same: List[Path], what: str, how: str) -> Path:
+    """The one candidate, or the one carrying a mask / prediction tag; else refuse."""
+    if len(same) == 1:
+        return same[0]
+    tagged = [p for p in same if case_key(p) != strip_image_suffix(p)]
+    if len(tagged) == 1:
+        return tagged[0]
+    raise CMBError(f"{ref.name}: several {what}s {how} ({', '.join(p.name for p in same)}); "
+                   "name them like the references")
+
+
 SCORE_KEYS = ("max_probability", "probability_max", "prob_max", "probability", "score", "confidence")
+UNKNOWN_LOCATIONS = ("unreviewed", "unknown", "none", "")
 RECORD_KEYS = ("cmbs", "findings", "records", "candidates", "detections")
 
 
 def read_sidecar(mask_path: Optional[Path]) -> Tuple[Dict[int, float], Dict[int, str]]:
     """Per-label scores and locations from the JSON written beside a mask, if any.
 
-    Looks for ``KEY_cmb.json`` and ``STEM.json`` next to the mask (detection output
-    ``NAME_cmb_mask.nii.gz`` has ``NAME_cmb.json``).  Records need a ``label``; the
+    Looks for ``KEY_cmb.json``, ``KEY_desc-cmb_annotation.json`` and ``STEM.json`` next
+    to the mask (detection output ``NAME_cmb_mask.nii.gz`` has ``NAME_cmb.json``; an
+    exported annotation ``sub-X_desc-cmb_dseg.nii.gz`` has ``sub-X_desc-cmb_annotation.json``).  Records need a ``label``; the
     score is the first of max_probability / probability / score found; the location
     is ``location`` (a name, or a dict with a name).
     """
@@ -153,7 +180,8 @@ def read_sidecar(mask_path: Optional[Path]) -> Tuple[Dict[int, float], Dict[int,
         return {}, {}
     mask_path = Path(mask_path)
     folder = mask_path.parent
-    for name in (case_key(mask_path) + "_cmb.json", strip_image_suffix(mask_path) + ".json"):
+    key = case_key(mask_path)
+    for name in (key + "_cmb.json", key + "_desc-cmb_annotation.json", strip_image_suffix(mask_path) + ".json"):
         path = folder / name
         if path.is_file():
             return _parse_sidecar(path)
@@ -183,7 +211,7 @@ def _parse_sidecar(path: Path) -> Tuple[Dict[int, float], Dict[int, str]]:
         loc = rec.get("location")
         if isinstance(loc, dict):
             loc = loc.get("name") or loc.get("region") or loc.get("label")
-        if loc:
+        if loc and str(loc).lower() not in UNKNOWN_LOCATIONS:
             locations[label] = str(loc)
     return scores, locations
 
