@@ -102,22 +102,26 @@ def summary_markdown(doc: dict) -> str:
     """A short human-readable summary of metrics.json."""
     f = _fmt
     s = doc.get("settings", {})
-    lines = ["# CMB evaluation", "",
-             f"Rule **{doc['rule']}**" + (f", centre distance <= {f(doc['distance_mm'])} mm" if doc["rule"] != "touch" else "")
-             + f", {s.get('connectivity', 26)}-connectivity, elements: {s.get('elements', 'components')}.", "",
+    rule = f"Rule **{doc['rule']}**"
+    if doc["rule"] != "touch":
+        rule += f", centre distance <= {f(doc['distance_mm'])} mm"
+    rule += f", {s.get('connectivity', 26)}-connectivity, elements: {s.get('elements', 'components')}."
+    counts = (f"| {doc['tp']} | {doc['fp']} | {doc['fn']} | {f(doc['sensitivity'])} | {f(doc['precision'])} | "
+              f"{f(doc['f1'])} | {f(doc['fp_per_subject'])} | {f(doc['fp_per_cmb'])} |")
+    lines = ["# CMB evaluation", "", rule, "",
              f"{doc['n_cases']} cases, {doc['n_ref']} reference CMBs, {doc['n_pred']} predicted CMBs.", "",
              "| TP | FP | FN | sensitivity | precision | F1 | FP/subject | FP/CMB |",
-             "|---:|---:|---:|---:|---:|---:|---:|---:|",
-             f"| {doc['tp']} | {doc['fp']} | {doc['fn']} | {f(doc['sensitivity'])} | {f(doc['precision'])} | "
-             f"{f(doc['f1'])} | {f(doc['fp_per_subject'])} | {f(doc['fp_per_cmb'])} |", ""]
+             "|---:|---:|---:|---:|---:|---:|---:|---:|", counts, ""]
     ps = doc["per_subject"]
     lines += ["Per subject (median [IQR], n defined):", ""]
     for k in ("sensitivity", "precision", "f1", "dice", "dice_detected", "count_difference"):
         d = ps[k]
         lines.append(f"- {k}: {f(d['median'])} [{f(d['q1'])} - {f(d['q3'])}], mean {f(d['mean'])}, n={d['n']}")
     sl = doc["subject_level"]
-    lines += ["", f"Subjects with at least one CMB: TPR {f(sl['tpr'])}, TNR {f(sl['tnr'])}, PPV {f(sl['ppv'])}, "
-              f"F1 {f(sl['f1'])}, accuracy {f(sl['accuracy'])} (TP {sl['tp']}, FP {sl['fp']}, FN {sl['fn']}, TN {sl['tn']}).", ""]
+    subjects = (f"Subjects with at least one CMB: TPR {f(sl['tpr'])}, TNR {f(sl['tnr'])}, PPV {f(sl['ppv'])}, "
+                f"F1 {f(sl['f1'])}, accuracy {f(sl['accuracy'])} "
+                f"(TP {sl['tp']}, FP {sl['fp']}, FN {sl['fn']}, TN {sl['tn']}).")
+    lines += ["", subjects, ""]
     for title, key in (("size class", "by_size_class"), ("location", "by_location")):
         strata = doc.get(key)
         if not strata:
@@ -134,8 +138,8 @@ def summary_markdown(doc: dict) -> str:
     if doc.get("missing_prediction_cases"):
         lines += [f"**Missing predictions** (all their CMBs counted as FN): {', '.join(doc['missing_prediction_cases'])}", ""]
     if doc.get("unpaired_predictions"):
-        lines += [f"Predictions without a reference (not scored): "
-                  f"{', '.join(Path(p).name for p in doc['unpaired_predictions'])}", ""]
+        names = ", ".join(Path(p).name for p in doc["unpaired_predictions"])
+        lines += [f"Predictions without a reference (not scored): {names}", ""]
     lines += ["Undefined values (no reference CMB, or no prediction) are shown as n/a and left out of means.", ""]
     return "\n".join(lines)
 
