@@ -17,8 +17,8 @@ Mapping (documented in ``_ASEG``, ``_DK_LOBE``, ``_DESTRIEUX_LOBE`` below):
   Destrieux sulci shared by two lobes (central sulcus, posterior lateral fissure,
   parieto-occipital sulcus, ...) take the lobe of the nearest unambiguous parcel, so
   each bank goes to its own gyrus.  Hippocampus and amygdala -> temporal.
-* Caudate, putamen, pallidum, accumbens, ventral DC (hypothalamus/subthalamus) ->
-  basal_ganglia; thalamus -> thalamus; brainstem (16, 170-175) -> brainstem;
+* Caudate, putamen, pallidum, accumbens ->
+  basal_ganglia; thalamus and ventral DC (diencephalon below it) -> thalamus; brainstem (16, 170-175) -> brainstem;
   cerebellar cortex and white matter -> cerebellum; 192 and 251-255 -> corpus_callosum.
 * Cerebral white matter (2, 41, 77-79, 5001/5002, wmparc 3000s/4000s) is split
   geometrically, as the MARS definitions describe it (Gregoire et al., Neurology 2009):
@@ -80,7 +80,7 @@ _pair(11, 50, R["basal_ganglia"])
 _pair(12, 51, R["basal_ganglia"])
 _pair(13, 52, R["basal_ganglia"])
 _pair(26, 58, R["basal_ganglia"])
-_pair(28, 60, R["basal_ganglia"])  # ventral diencephalon
+_pair(28, 60, R["thalamus"])  # ventral diencephalon (hypothalamus, subthalamus)
 _pair(30, 62, R["basal_ganglia"])  # vessel (lenticulostriate region)
 _pair(17, 53, R["temporal"])  # hippocampus
 _pair(18, 54, R["temporal"])  # amygdala

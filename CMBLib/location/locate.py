@@ -1,0 +1,139 @@
+"""Anatomical location (MARS regions) of points in a subject image.
+
+Two routes:
+
+* **labels** (native): the user's FreeSurfer-style label map, aligned with the image in
+  world (RAS) space (any grid), is turned into MARS regions by
+  ``freesurfer.mars_from_freesurfer`` and read at each point.  Cortex without a
+  parcellation (aseg 3/42, SynthSeg without ``--parc``) gets its lobe from the atlas.
+* **atlas** (default): the MNI template is registered to the image
+  (``registration.register_template``), each point is carried to MNI space and read in
+  the shipped MARS atlas.
+
+Boundary rule (both routes): a point on an unlabelled voxel (CSF in a sulcus or a
+ventricle, just outside the brain edge) takes the nearest labelled voxel within
+``NEAREST_LABEL_RADIUS_MM`` (3 mm); only points farther from any brain label are
+``outside``.  Coordinates are RAS mm throughout.
+"""
+from typing import List, Optional
+
+import numpy as np
+
+from ..errors import CMBError
+from ..geometry import Volume
+from ..progress import check_cancel, report
+from ..validation import validate_image
+from .atlas import load_atlas, nearest_label
+from .freesurfer import LOBE_UNKNOWN, mars_from_freesurfer
+from .regions import LOBES, REGION_ID, category_of, region_name, side_name
+
+NEAREST_LABEL_RADIUS_MM = 3.0
+UNKNOWN_LOBE_SEARCH_MM = 15.0  # atlas search radius for the lobe of unparcellated cortex
+
+
+class Locator:
+    """Locates points in one image; the registration / label mapping is done once.
+
+    image: the subject Volume; labels: optional FreeSurfer-id label Volume aligned with
+    it in RAS space.  Call ``locate(points_ras)``."""
+
+    def __init__(self, image: Volume, labels: Optional[Volume] = None, progress=None, cancel=None):
+        validate_image(image, "image")
+        self.image = image
+        self.labels = labels
+        self.registration = None
+        self._native = None
+        self._progress = progress
+        self._cancel = cancel
+        if labels is not None:
+            report(progress, 0.0, "mapping the label map to MARS regions")
+            region, side = mars_from_freesurfer(labels.array, labels.spacing[::-1])
+            self._native = (region, side)
+            check_cancel(cancel)
+
+    # --- routes -----------------------------------------------------------------------
+    def _register(self):
+        if self.registration is None:
+            from .registration import register_template
+
+            template, mask = load_atlas().template_sitk()
+            self.registration = register_template(template, mask, self.image, self._progress, self._cancel)
+        return self.registration
+
+    def _atlas_lookup(self, points_ras, radius_mm):
+        mni = self._register().subject_to_template_ras(points_ras)
+        reg, side, dist = load_atlas().lookup(mni, radius_mm)
+        return reg, side, dist, mni
+
+    def locate(self, points_ras) -> List[dict]:
+        """One dict per (N, 3) RAS mm point: x, y, z, region, category, side, route,
+        distance_mm (to the label used; 0 when on it, empty when outside) and, on the
+        atlas route, mni_x, mni_y, mni_z."""
+        pts = np.asarray(points_ras, dtype=float).reshape(-1, 3)
+        if not np.all(np.isfinite(pts)):
+            raise CMBError("point coordinates must be finite numbers (RAS mm)")
+        mni = None
+        if self._native is not None:
+            region, side = self._native
+            kji = self.labels.ras_to_voxel(pts)[:, ::-1]
+            reg, sid, dist = nearest_label(region, side, kji, self.labels.spacing[::-1], NEAREST_LABEL_RADIUS_MM)
+            unknown = reg == LOBE_UNKNOWN
+            if unknown.any():
+                reg[unknown] = self._atlas_lobe(pts[unknown])
+            route = "labels"
+        else:
+            reg, sid, dist, mni = self._atlas_lookup(pts, NEAREST_LABEL_RADIUS_MM)
+            route = "atlas"
+        report(self._progress, 1.0, "location done")
+        out = []
+        for n, p in enumerate(pts):
+            name = region_name(reg[n])
+            ref_x = mni[n, 0] if mni is not None else p[0]
+            rec = {
+                "x": float(p[0]), "y": float(p[1]), "z": float(p[2]),
+                "region": name, "category": category_of(name),
+                "side": side_name(name, int(sid[n]), ref_x) if name != "outside" else _outside_side(ref_x, mni),
+                "route": route,
+                "distance_mm": None if np.isnan(dist[n]) else round(float(dist[n]), 2),
+            }
+            if mni is not None:
+                rec.update(mni_x=round(float(mni[n, 0]), 2), mni_y=round(float(mni[n, 1]), 2), mni_z=round(float(mni[n, 2]), 2))
+            out.append(rec)
+        return out
+
+    def _atlas_lobe(self, pts):
+        """Lobe ids for cortex points whose label map gives no lobe (from the atlas)."""
+        mni = self._register().subject_to_template_ras(pts)
+        atlas = load_atlas()
+        lobe_only = np.where(np.isin(atlas.region, [REGION_ID[n] for n in LOBES]), atlas.region, 0)
+        ijk = mni @ np.linalg.inv(atlas.label_affine)[:3, :3].T + np.linalg.inv(atlas.label_affine)[:3, 3]
+        reg, _, _ = nearest_label(lobe_only, atlas.side, ijk, np.abs(np.diag(atlas.label_affine)[:3]), UNKNOWN_LOBE_SEARCH_MM)
+        reg[reg == 0] = REGION_ID["frontal"]  # no lobe within reach: most cortex is frontal
+        return reg
+
+
+def _outside_side(x, mni) -> str:
+    # Outside points: the side is the sign of x in MNI space (atlas route) or native RAS.
+    return "right" if x > 0 else "left"
+
+
+def locate_points(image: Volume, points_ras, labels: Optional[Volume] = None, progress=None, cancel=None) -> List[dict]:
+    """MARS location of each (N, 3) RAS mm point in `image` (atlas route unless `labels`).
+
+    Returns one dict per point: x, y, z, region (snake_case, see ``regions``), category
+    (lobar | deep | infratentorial | outside), side (left | right | midline), route,
+    distance_mm and, on the atlas route, mni_x/mni_y/mni_z.  Raises CMBError on bad
+    input or when the atlas registration fails."""
+    pts = np.asarray(points_ras, dtype=float)
+    if pts.size == 0:
+        return []
+    if pts.ndim != 2 or pts.shape[1] != 3:
+        raise CMBError(f"points must be an (N, 3) array of RAS mm; got shape {pts.shape}")
+    return Locator(image, labels, progress, cancel).locate(pts)
+
+
+def locate_volume_points(image: Volume, points_kji, labels: Optional[Volume] = None, progress=None, cancel=None) -> List[dict]:
+    """Same as ``locate_points`` for points given as array indices (k, j, i) of `image`
+    (e.g. CMB centres from a detection mask)."""
+    kji = np.asarray(points_kji, dtype=float).reshape(-1, 3)
+    return locate_points(image, image.kji_to_ras(kji), labels, progress, cancel)
