@@ -127,14 +127,17 @@ def export_subject(dataset, subject: str, image: Volume, scribbles: Volume, mask
         raise CMBError(f"{sub} already exists in {root}; not overwritten (use --overwrite to replace it)")
 
     files = subject_files(root, label, seq, name)
-    root.mkdir(parents=True, exist_ok=True)
+    created = _make_parents(root)
     tmp = Path(tempfile.mkdtemp(prefix=f".cmb-export-{sub}-", dir=str(root)))
     try:
         staged = _stage(tmp, files, root, image, scribbles, mask_out, doc, label, name, progress)
         report(progress, 0.9, "moving the subject into place")
         _commit(staged, tmp)
-    finally:
+    except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        _remove_empty(created)
+        raise
+    shutil.rmtree(tmp, ignore_errors=True)
     report(progress, 1.0, f"exported {sub}")
     return files
 
@@ -229,18 +232,26 @@ def _commit(staged, tmp: Path) -> None:
             os.replace(src, dst)
     except BaseException:
         for dst, backup, created in reversed(done):
-            if dst.is_dir() and not dst.is_symlink():
-                shutil.rmtree(dst, ignore_errors=True)
-            elif dst.exists():
-                dst.unlink()
-            if backup is not None and backup.exists():
-                os.replace(backup, dst)
-            for folder in reversed(created):
-                try:
-                    folder.rmdir()
-                except OSError:
-                    pass
+            try:
+                if dst.is_dir() and not dst.is_symlink():
+                    shutil.rmtree(dst)
+                elif dst.exists():
+                    dst.unlink()
+                if backup is not None and backup.exists():
+                    os.replace(backup, dst)
+            except OSError:
+                continue  # keep undoing the rest; the backup stays in the hidden folder
+            _remove_empty(created)
         raise
+
+
+def _remove_empty(folders: List[Path]) -> None:
+    """Remove `folders` (outermost first) again where they are empty."""
+    for folder in reversed(folders):
+        try:
+            folder.rmdir()
+        except OSError:
+            pass
 
 
 def _make_parents(folder: Path) -> List[Path]:

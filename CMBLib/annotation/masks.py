@@ -52,10 +52,11 @@ def generate_masks(image: Volume, scribbles: Volume, doc: dict, labels: Optional
     to_grow = [v for v in wanted if v in present]
     results = {}
     if to_grow:
-        result = grow_from_scribbles(image, scribbles, labels=to_grow, progress=progress, cancel=cancel,
-                                     **grow_options)
+        # Grow every scribble so the engine shares contested voxels between touching CMBs
+        # as it always does; then take only the wanted labels.
+        result = grow_from_scribbles(image, scribbles, progress=progress, cancel=cancel, **grow_options)
         grown = np.asarray(result.labels.array)
-        free = (out == 0) & (grown > 0)
+        free = (out == 0) & np.isin(grown, to_grow)
         out[free] = grown[free]
         results = {int(c["label"]): c for c in result.cmbs}
     mask_out = image.with_array(out)
