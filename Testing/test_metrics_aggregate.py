@@ -137,3 +137,18 @@ def test_froc_from_probability_maps():
     assert curve["thresholds"] == [0.8, 0.5, 0.3]
     assert curve["sensitivity"] == [0.0, 1.0, 1.0]
     assert curve["fp_per_subject"] == [0.0, 0.0, 1.0]
+
+
+def test_dice_over_detected_is_valdo_mean_diceover_with_duplicates():
+    ref = np.zeros(SHAPE, np.uint8)
+    ref[2:4, 2:4, 2:4] = 1                      # A: 8 voxels
+    ref[8, 15, 30] = 1                          # B: 1 voxel
+    pred = np.zeros(SHAPE, np.uint8)
+    pred[2:4, 2:4, 3:5] = 1                     # on A, 4 voxels overlap, centre 1 mm away: TP
+    pred[3, 6, 2] = 1                           # 3.6 mm from A's centre: duplicate FP, still assigned to A
+    pred[8, 15, 30] = 1                         # exactly B
+    r = evaluate_case(pred, ref)
+    assert (r.tp, r.fp, r.fn, r.duplicates) == (2, 1, 0, 1)
+    assert r.dice_detected == pytest.approx((2 * 4 / (8 + 9) + 1.0) / 2)
+    assert r.dice == pytest.approx(2 * 5 / (10 + 9))
+    assert evaluate_case(np.zeros_like(ref), ref).dice_detected == 0.0

@@ -88,14 +88,20 @@ def test_valdo_does_not_fall_back_to_second_nearest_reference():
 @pytest.mark.parametrize("rule", ["valdo", "one_to_one"])
 def test_prediction_just_inside_and_just_outside(rule):
     ref = vol((5, 10, 10))
-    inside = vol((5, 10, 15))                         # exactly 5 mm: inside (<=)
-    outside = vol((5, 10, 16))                        # 6 mm
+    inside = vol((5, 10, 14), (5, 10, 15))            # centre i = 14.5: 4.5 mm
+    at_threshold = vol((5, 10, 15))                    # exactly 5 mm: outside (VALDO: dist < 5)
     assert counts(evaluate_case(inside, ref, rule=rule, distance_mm=5)) == (1, 0, 0)
-    assert counts(evaluate_case(outside, ref, rule=rule, distance_mm=5)) == (0, 1, 1)
-    # Centre of a 2-voxel prediction at i = 15.5 -> 5.5 mm: outside; at 5.6 threshold inside.
-    two = vol((5, 10, 15), (5, 10, 16))
-    assert counts(evaluate_case(two, ref, rule=rule, distance_mm=5)) == (0, 1, 1)
-    assert counts(evaluate_case(two, ref, rule=rule, distance_mm=5.6)) == (1, 0, 0)
+    assert counts(evaluate_case(at_threshold, ref, rule=rule, distance_mm=5)) == (0, 1, 1)
+    assert counts(evaluate_case(at_threshold, ref, rule=rule, distance_mm=5.001)) == (1, 0, 0)
+    assert counts(evaluate_case(inside, ref, rule=rule, distance_mm=4.5)) == (0, 1, 1)
+
+
+def test_distance_in_voxels_as_the_original_valdo_code():
+    ref = vol((5, 10, 10))
+    pred = vol((7, 10, 10))                           # 2 voxels along k: 6 mm at 3 mm slices
+    assert counts(evaluate_case(pred, ref, spacing=(0.5, 0.5, 3.0))) == (0, 1, 1)
+    r = evaluate_case(pred, ref, spacing=(0.5, 0.5, 3.0), distance_units="voxels")
+    assert counts(r) == (1, 0, 0) and r.matches[0]["distance_mm"] == 2.0
 
 
 def test_anisotropic_spacing_distances_in_mm():
@@ -191,3 +197,20 @@ def test_matching_functions_on_distance_matrices():
     assert (o.tp, o.fp, o.fn) == (2, 1, 0) and o.pairs == [(0, 1), (1, 0)]
     t = match_touch(3, 2, {(0, 0): 3, (1, 0): 1})
     assert (t.tp, t.fp, t.fn) == (1, 1, 1) and t.pred_status == ["TP", "duplicate", "FP"]
+
+
+def test_ties_follow_the_valdo_scorer_numbering():
+    """Components are numbered in (i, j, k) order, as the scorer labels nibabel [i, j, k] arrays."""
+    ref = vol((2, 5, 20), (8, 5, 10))                  # first in k order: i=20; first in i order: i=10
+    pred = vol((5, 5, 15))                             # equally far (5.83 mm) from both
+    r = evaluate_case(pred, ref, distance_mm=6)
+    assert [e.centre_ijk[0] for e in r.ref] == [10.0, 20.0]
+    assert r.ref_status == ["TP", "FN"]
+
+
+def test_float_reference_is_rounded_like_valdo():
+    ref = np.zeros(SHAPE, np.float32)
+    ref[5, 10, 10] = 0.6                               # rounds to 1: a CMB
+    ref[5, 10, 30] = 0.4                               # rounds to 0: nothing
+    r = evaluate_case(vol(), ref)
+    assert r.n_ref == 1 and r.fn == 1

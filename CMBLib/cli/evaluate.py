@@ -19,7 +19,11 @@ def add_parser(subparsers):
     p.add_argument("--rule", default="valdo", choices=["valdo", "touch", "one-to-one", "one_to_one"],
                    help="matching rule (default: valdo)")
     p.add_argument("--distance-mm", type=float, default=5.0,
-                   help="centre-of-mass distance threshold in mm, inclusive (valdo, one-to-one; default 5)")
+                   help="centre-of-mass distance threshold in mm; a match must be closer (valdo, one-to-one; "
+                        "default 5)")
+    p.add_argument("--distance-units", default="mm", choices=["mm", "voxels"],
+                   help="measure centre distances in mm (default) or in voxel units as the original VALDO "
+                        "evaluation code does (then --distance-mm counts voxels)")
     p.add_argument("--connectivity", type=int, default=26, choices=[6, 18, 26],
                    help="connected-component connectivity (default 26)")
     p.add_argument("--elements", default="components", choices=["components", "labels"],
@@ -40,6 +44,7 @@ def run(args) -> int:
     summary = evaluate_folders(
         args.pred, args.ref, out, rule=args.rule, distance_mm=args.distance_mm,
         connectivity=args.connectivity, elements=args.elements, threshold=args.threshold,
+        distance_units=args.distance_units,
         overwrite=args.overwrite, log=None if args.quiet else (lambda m: print(m, file=sys.stderr)))
     print(f"{summary['n_cases']} cases: TP {summary['tp']}  FP {summary['fp']}  FN {summary['fn']}  "
           f"sensitivity {_f(summary['sensitivity'])}  precision {_f(summary['precision'])}  F1 {_f(summary['f1'])}"

@@ -33,7 +33,7 @@ class CaseResult:
     f1: Optional[float]
     count_difference: int                  # |n_pred - n_ref|
     dice: Optional[float]                  # whole mask
-    dice_detected: Optional[float]         # over detected (TP) CMBs and the predictions matching them
+    dice_detected: Optional[float]         # mean Dice of detected CMBs with the predictions assigned to them
     pred: List[Element] = field(default_factory=list)
     ref: List[Element] = field(default_factory=list)
     pred_status: List[str] = field(default_factory=list)
@@ -67,7 +67,7 @@ def detection_scores(tp: int, fp: int, fn: int):
 def evaluate_case(pred, ref, spacing=(1.0, 1.0, 1.0), rule: str = "valdo", distance_mm: float = 5.0,
                   connectivity: int = 26, pred_scores=None, *, elements: str = "components",
                   threshold: float = 0.5, case: str = "", ref_locations: Optional[Dict[int, str]] = None,
-                  pred_locations: Optional[Dict[int, str]] = None) -> CaseResult:
+                  pred_locations: Optional[Dict[int, str]] = None, distance_units: str = "mm") -> CaseResult:
     """Compare a predicted mask with a reference mask.
 
     pred, ref: numpy arrays indexed [k, j, i] (binary, instance labels, or for `pred` a
@@ -76,17 +76,22 @@ def evaluate_case(pred, ref, spacing=(1.0, 1.0, 1.0), rule: str = "valdo", dista
         None: a missing prediction, every reference CMB is a false negative.
     spacing: (si, sj, sk) mm for plain arrays.
     rule: 'valdo', 'touch' or 'one_to_one' ('one-to-one'); distance_mm: centre distance
-        threshold (valdo, one_to_one), inclusive.
+        threshold (valdo, one_to_one); a match must be strictly closer, as in VALDO.
     connectivity: 6 or 26 (18 allowed) for connected components.
     pred_scores: optional per-prediction confidence, either a map on the same grid
         (each element takes its maximum) or a dict {label value: score}.  A probability
         map as `pred` scores its elements by their maximum probability.
     elements: 'components' (default, VALDO) or 'labels' (each label value is one CMB).
     ref_locations / pred_locations: {label value: location name} for stratification.
+    distance_units: 'mm' (default) or 'voxels': centre distances in voxel index units,
+        as the original VALDO evaluation code computes them (then `distance_mm` is read
+        as a number of voxels).
     """
     rule = normalise_rule(rule)
     if distance_mm is None or not np.isfinite(distance_mm) or distance_mm < 0:
         raise CMBError(f"distance threshold must be a non-negative number of mm (got {distance_mm})")
+    if distance_units not in ("mm", "voxels"):
+        raise CMBError(f"distance units must be 'mm' or 'voxels' (got {distance_units!r})")
     ref_arr, ijk_to_ras = _grid(ref, spacing, "reference")
     missing = pred is None
     if missing:
@@ -102,7 +107,7 @@ def evaluate_case(pred, ref, spacing=(1.0, 1.0, 1.0), rule: str = "valdo", dista
             raise CMBError(f"{case or 'case'}: prediction size {pred_arr.shape[::-1]} differs from the "
                            f"reference size {ref_arr.shape[::-1]} (i, j, k voxels)")
 
-    ref_lab, n_ref = label_elements(ref_arr, connectivity, elements, threshold, "reference")
+    ref_lab, n_ref = label_elements(ref_arr, connectivity, elements, threshold, "reference", reference=True)
     pred_lab, n_pred = label_elements(pred_arr, connectivity, elements, threshold, "prediction")
 
     score_map = None
@@ -120,7 +125,8 @@ def evaluate_case(pred, ref, spacing=(1.0, 1.0, 1.0), rule: str = "valdo", dista
     ref_el = describe_elements(ref_lab, n_ref, ijk_to_ras, ref_arr, locations=ref_locations)
     pred_el = describe_elements(pred_lab, n_pred, ijk_to_ras, pred_arr, score_map, score_dict, pred_locations)
 
-    distances = _centre_distances(pred_el, ref_el)
+    to_mm = np.eye(3) if distance_units == "voxels" else ijk_to_ras[:3, :3]
+    distances = _centre_distances(pred_el, ref_el, to_mm)
     overlaps = _overlaps(pred_lab, ref_lab, n_ref)
     m = match(rule, distances, distance_mm, overlaps)
 
@@ -129,7 +135,7 @@ def evaluate_case(pred, ref, spacing=(1.0, 1.0, 1.0), rule: str = "valdo", dista
     p_fg = pred_lab > 0
     r_fg = ref_lab > 0
     dice = ratio(2 * np.count_nonzero(p_fg & r_fg), np.count_nonzero(p_fg) + np.count_nonzero(r_fg))
-    dice_det = _dice_detected(pred_lab, ref_lab, m)
+    dice_det = _dice_detected(pred_lab, ref_lab, m) if n_ref else None
 
     matches = []
     for p, r in m.pairs:
@@ -160,13 +166,18 @@ def _grid(obj, spacing, name):
     return arr, m
 
 
-def _centre_distances(pred: List[Element], ref: List[Element]) -> np.ndarray:
-    """(n_pred, n_ref) Euclidean distances between centres of mass in mm."""
+def _centre_distances(pred: List[Element], ref: List[Element], to_mm: np.ndarray) -> np.ndarray:
+    """(n_pred, n_ref) Euclidean distances between centres of mass.
+
+    Differences of voxel centres (i, j, k) mapped by the 3x3 part of the grid matrix
+    (spacing and direction), so the origin adds no round-off.
+    """
     if not pred or not ref:
         return np.zeros((len(pred), len(ref)))
-    a = np.array([e.centre_ras for e in pred])
-    b = np.array([e.centre_ras for e in ref])
-    return np.sqrt(((a[:, None, :] - b[None, :, :]) ** 2).sum(-1))
+    a = np.array([e.centre_ijk for e in pred])
+    b = np.array([e.centre_ijk for e in ref])
+    diff = (a[:, None, :] - b[None, :, :]) @ np.asarray(to_mm, dtype=float).T
+    return np.sqrt((diff ** 2).sum(-1))
 
 
 def _overlaps(pred_lab: np.ndarray, ref_lab: np.ndarray, n_ref: int) -> Dict[Tuple[int, int], int]:
@@ -179,13 +190,26 @@ def _overlaps(pred_lab: np.ndarray, ref_lab: np.ndarray, n_ref: int) -> Dict[Tup
     return {(int(k // max(n_ref, 1)), int(k % max(n_ref, 1))): int(c) for k, c in zip(keys, counts)}
 
 
-def _dice_detected(pred_lab: np.ndarray, ref_lab: np.ndarray, m: Matching) -> Optional[float]:
-    """Dice between the detected references and the predictions credited for them."""
-    ref_ids = [r + 1 for r, s in enumerate(m.ref_status) if s == "TP"]
-    if not ref_ids:
-        return None
-    pred_ids = sorted({p + 1 for p, _ in m.pairs})
-    r = np.isin(ref_lab, ref_ids)
-    p = np.isin(pred_lab, pred_ids)
-    return ratio(2 * np.count_nonzero(p & r), np.count_nonzero(p) + np.count_nonzero(r))
+def _dice_detected(pred_lab: np.ndarray, ref_lab: np.ndarray, m: Matching) -> float:
+    """Mean over detected references of the Dice with all predictions assigned to each.
 
+    As VALDO's ``mean_diceover``: duplicates assigned to a detected reference count too;
+    0.0 when no reference is detected.
+    """
+    from scipy import ndimage
+
+    detected = [r for r, s in enumerate(m.ref_status) if s == "TP"]
+    if not detected:
+        return 0.0
+    ref_boxes = ndimage.find_objects(ref_lab)
+    pred_boxes = ndimage.find_objects(pred_lab)
+    scores = []
+    for r in detected:
+        preds = sorted({p for p, q in m.assigned if q == r})
+        boxes = [ref_boxes[r]] + [pred_boxes[p] for p in preds]
+        box = tuple(slice(min(b[d].start for b in boxes), max(b[d].stop for b in boxes)) for d in range(3))
+        ref_mask = ref_lab[box] == r + 1
+        pred_mask = np.isin(pred_lab[box], [p + 1 for p in preds])
+        scores.append(2.0 * np.count_nonzero(ref_mask & pred_mask)
+                      / (np.count_nonzero(ref_mask) + np.count_nonzero(pred_mask)))
+    return float(np.mean(scores))

@@ -1,16 +1,19 @@
 """CMB elements of a mask: connected components (or label values) with their centres in mm.
 
 An *element* is one CMB as the evaluator sees it.  By default (``elements="components"``)
-the non-zero voxels are binarised and split into connected components, as the VALDO
-challenge scorer does (H. J. Kuijf's challenge evaluations label components of the
-binarised mask with SimpleITK ``ConnectedComponentImageFilter`` and
-``SetFullyConnected(True)``, i.e. 26-connectivity in 3D; see hjkuijf/wmhchallenge
-``evaluation.py``, ``getLesionDetection``).  With ``elements="labels"`` each distinct
-non-zero value of an instance map is one element, even when it touches another or
-is split in pieces.
+the mask is binarised and split into connected components, as the official VALDO
+challenge scorer does (WhereIsValdo/valdo-eval-2021,
+``evaluation_comparison/pairwise_measures.py``: ``ndimage.label`` with
+``generate_binary_structure(3, 3)``, i.e. 26-connectivity, on the binarised maps).
+Components are numbered in the scorer's order too: it labels nibabel arrays, indexed
+[i, j, k], so numbering follows the first voxel in (i, j, k) order; this only decides
+ties between equally distant elements.  With ``elements="labels"`` each distinct
+non-zero value of an instance map is one element, even when it touches another or is
+split in pieces.
 
-Probability maps (floating-point values in [0, 1] that are not all integers) are
-binarised at ``threshold`` (``>=``, as Kuijf's ``BinaryThreshold(image, 0.5, ...)``).
+Binarisation as in that scorer: a prediction probability map (floating-point values in
+[0, 1] that are not all integers) is kept where ``>= threshold`` (0.5); a reference is
+rounded (``np.around``) and kept where non-zero; integer label maps where non-zero.
 
 Arrays are indexed [k, j, i]; centres are given as voxel indices (i, j, k) and as
 RAS mm through the grid's ``ijk_to_ras`` matrix, so distances are physical
@@ -66,8 +69,12 @@ def is_probability_map(array: np.ndarray) -> bool:
     return bool(np.any(a != np.round(a)))
 
 
-def foreground(array: np.ndarray, threshold: float = 0.5, name: str = "mask") -> np.ndarray:
-    """Boolean CMB voxels: probability >= threshold for probability maps, else value != 0."""
+def foreground(array: np.ndarray, threshold: float = 0.5, name: str = "mask",
+               reference: bool = False) -> np.ndarray:
+    """Boolean CMB voxels: probability >= threshold for probability maps, else value != 0.
+
+    A `reference` float map is rounded instead (non-zero after ``np.around``).
+    """
     a = np.asarray(array)
     if a.ndim != 3:
         raise CMBError(f"{name}: has {a.ndim} dimensions; a 3D mask is needed")
@@ -76,6 +83,11 @@ def foreground(array: np.ndarray, threshold: float = 0.5, name: str = "mask") ->
     if np.issubdtype(a.dtype, np.floating):
         if not np.all(np.isfinite(a)):
             raise CMBError(f"{name}: contains NaN or infinite values")
+        if reference:
+            rounded = np.around(a)
+            if rounded.min() < 0:
+                raise CMBError(f"{name}: has negative labels")
+            return rounded != 0
         if is_probability_map(a):
             if a.min() < 0 or a.max() > 1:
                 raise CMBError(f"{name}: non-integer values outside [0, 1]; "
@@ -87,12 +99,13 @@ def foreground(array: np.ndarray, threshold: float = 0.5, name: str = "mask") ->
 
 
 def label_elements(array: np.ndarray, connectivity: int = 26, elements: str = "components",
-                   threshold: float = 0.5, name: str = "mask") -> Tuple[np.ndarray, int]:
+                   threshold: float = 0.5, name: str = "mask", reference: bool = False) -> Tuple[np.ndarray, int]:
     """Number the elements 1..n: returns (int32 array [k, j, i], n)."""
-    mask = foreground(array, threshold, name)
+    mask = foreground(array, threshold, name, reference)
     if elements == "components":
-        labelled, n = ndimage.label(mask, structure=structure(connectivity))
-        return labelled.astype(np.int32, copy=False), int(n)
+        # Label the [i, j, k] view so numbering matches the VALDO scorer (nibabel order).
+        labelled, n = ndimage.label(mask.transpose(2, 1, 0), structure=structure(connectivity))
+        return np.ascontiguousarray(labelled.transpose(2, 1, 0)).astype(np.int32, copy=False), int(n)
     if elements == "labels":
         a = np.asarray(array)
         values = np.ones(int(mask.sum()), np.int64) if a.dtype == np.bool_ else np.round(a[mask]).astype(np.int64)

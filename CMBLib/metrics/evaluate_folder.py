@@ -17,7 +17,8 @@ from .report import REPORT_FILES, write_report
 
 def evaluate_folders(pred_paths, ref_paths, out_dir, rule: str = "valdo", distance_mm: float = 5.0,
                      connectivity: int = 26, elements: str = "components", threshold: float = 0.5,
-                     overwrite: bool = False, log: Optional[Callable[[str], None]] = None) -> dict:
+                     overwrite: bool = False, log: Optional[Callable[[str], None]] = None,
+                     distance_units: str = "mm") -> dict:
     """Pair, evaluate every case, write the report into `out_dir`; returns the metrics document."""
     rule = normalise_rule(rule)
     out = Path(out_dir)
@@ -50,7 +51,8 @@ def evaluate_folders(pred_paths, ref_paths, out_dir, rule: str = "valdo", distan
         r = evaluate_case(pred, ref, rule=rule, distance_mm=distance_mm, connectivity=connectivity,
                           pred_scores=score_map if score_map is not None else (scores or None),
                           elements=elements, threshold=threshold, case=c["case"],
-                          ref_locations=ref_loc or None, pred_locations=pred_loc or None)
+                          ref_locations=ref_loc or None, pred_locations=pred_loc or None,
+                          distance_units=distance_units)
         results.append(r)
         files[c["case"]] = {"ref_file": str(c["ref"]), "pred_file": str(c["pred"]) if c["pred"] else "",
                             "score_file": str(c["scores"]) if c["scores"] else ""}
@@ -61,7 +63,8 @@ def evaluate_folders(pred_paths, ref_paths, out_dir, rule: str = "valdo", distan
         say(f"prediction {p.name} has no reference; not scored")
     summary = aggregate(results)
     curve = froc(results)
-    settings = {"rule": rule, "distance_mm": distance_mm, "connectivity": connectivity, "elements": elements,
+    settings = {"rule": rule, "distance_mm": distance_mm, "distance_units": distance_units,
+                "connectivity": connectivity, "elements": elements,
                 "threshold": threshold, "pred": [str(p) for p in _as_list(pred_paths)],
                 "ref": [str(p) for p in _as_list(ref_paths)]}
     write_report(out, results, summary, curve, {"unpaired_predictions": unpaired, "files": files}, settings)

@@ -5,15 +5,18 @@ All rules take the (n_pred, n_ref) matrix of centre-of-mass distances in mm and,
 status of every predicted and reference element and the TP / FP / FN counts.
 
 valdo (VAscular Lesions DetectiOn challenge, MICCAI 2021, task 2)
-    Each predicted element goes to its *nearest* reference element (centre distance
-    in mm).  It is a candidate hit when that distance is ``<= distance_mm`` (the
-    challenge threshold is 5 mm; ``<=`` as in H. J. Kuijf's ADAM challenge scorer,
-    hjkuijf/ADAMchallenge ``evaluation_detect.py``: ``if distance <= radius``).  Of
-    several candidates on one reference the closest is the TP and the others are FPs
-    (duplicates); a prediction whose nearest reference is too far is an FP (it does
-    not fall back to a farther reference).  References without a candidate are FNs.
-    So TP + FP = number of predictions and TP + FN = number of references.
-    Ties (equal distances) go to the lower element number (scan order).
+    As the official scorer (WhereIsValdo/valdo-eval-2021,
+    ``evaluation_comparison/pairwise_measures.py``, ``assign_tp_fp_distance``): each
+    predicted element goes to its *nearest* reference element (centre-of-mass
+    distance); it is a candidate hit when that distance is strictly below
+    ``distance_mm`` (``paired_dist < thresh_assign``).  Of several candidates on one
+    reference the closest is the TP and the others are FPs (duplicates); a prediction
+    whose nearest reference is too far is an FP (it does not fall back to a farther
+    reference).  References without a candidate are FNs, so TP + FP = predictions and
+    TP + FN = references.  Ties go to the lower element number (``np.argmin``).  One
+    deliberate difference: when two predictions are *exactly* equally close to one
+    reference, the official code marks both TP (and FN may go negative); here only
+    the first is the TP, the other a duplicate FP.
 
 touch
     A reference is detected (TP) when at least one voxel of any prediction overlaps
@@ -24,9 +27,9 @@ touch
 
 one_to_one
     Optimal one-to-one assignment (scipy ``linear_sum_assignment``) among the pairs
-    whose centre distance is ``<= distance_mm``: the largest number of pairs, and
-    among those the smallest total distance.  Unassigned predictions are FPs,
-    unassigned references FNs.
+    whose centre distance is below ``distance_mm`` (strictly, as valdo): the largest
+    number of pairs, and among those the smallest total distance.  Unassigned
+    predictions are FPs, unassigned references FNs.
 """
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
@@ -36,7 +39,6 @@ import numpy as np
 from ..errors import CMBError
 
 RULES = ("valdo", "touch", "one_to_one")
-_EPS = 1e-6  # mm; absorbs float round-off in centre distances at the threshold
 
 
 @dataclass
@@ -47,6 +49,8 @@ class Matching:
     ref_status: List[str]                   # 'TP' or 'FN' per reference
     pairs: List[Tuple[int, int]] = field(default_factory=list)  # (pred, ref) matched pairs
     duplicates: int = 0
+    # (pred, ref) for every prediction credited to a reference, duplicates included
+    assigned: List[Tuple[int, int]] = field(default_factory=list)
 
     @property
     def tp(self) -> int:
@@ -94,7 +98,8 @@ def match(rule: str, distances: np.ndarray, distance_mm: float = 5.0,
     for i, s in zip(positions, m.pred_status):
         status[int(i)] = s
     pairs = [(int(positions[p]), r) for p, r in m.pairs]
-    return Matching(status, m.ref_status, pairs, m.duplicates)
+    assigned = [(int(positions[p]), r) for p, r in m.assigned]
+    return Matching(status, m.ref_status, pairs, m.duplicates, assigned)
 
 
 def match_valdo(distances: np.ndarray, distance_mm: float = 5.0) -> Matching:
@@ -109,9 +114,9 @@ def match_valdo(distances: np.ndarray, distance_mm: float = 5.0) -> Matching:
     for p in range(n_pred):
         r = int(nearest[p])
         dist = float(distances[p, r])
-        if dist <= distance_mm + _EPS:
+        if dist < distance_mm:
             candidates.setdefault(r, []).append((dist, p))
-    pairs = []
+    pairs, assigned = [], []
     duplicates = 0
     for r, cands in sorted(candidates.items()):
         cands.sort()                                 # closest first; ties by prediction number
@@ -119,8 +124,9 @@ def match_valdo(distances: np.ndarray, distance_mm: float = 5.0) -> Matching:
         pred_status[best] = "TP"
         ref_status[r] = "TP"
         pairs.append((best, r))
+        assigned.extend((p, r) for _, p in cands)
         duplicates += len(cands) - 1                 # these stay FP
-    return Matching(pred_status, ref_status, sorted(pairs), duplicates)
+    return Matching(pred_status, ref_status, sorted(pairs), duplicates, sorted(assigned))
 
 
 def match_one_to_one(distances: np.ndarray, distance_mm: float = 5.0) -> Matching:
@@ -132,7 +138,7 @@ def match_one_to_one(distances: np.ndarray, distance_mm: float = 5.0) -> Matchin
     ref_status = ["FN"] * n_ref
     if n_ref == 0 or n_pred == 0:
         return Matching(pred_status, ref_status)
-    allowed = distances <= distance_mm + _EPS
+    allowed = distances < distance_mm
     if not allowed.any():
         return Matching(pred_status, ref_status)
     # A forbidden pair costs more than any sum of allowed pairs, so the optimum first
@@ -146,7 +152,7 @@ def match_one_to_one(distances: np.ndarray, distance_mm: float = 5.0) -> Matchin
             pred_status[p] = "TP"
             ref_status[r] = "TP"
             pairs.append((p, r))
-    return Matching(pred_status, ref_status, sorted(pairs))
+    return Matching(pred_status, ref_status, sorted(pairs), 0, sorted(pairs))
 
 
 def match_touch(n_pred: int, n_ref: int, overlaps: Dict[Tuple[int, int], int]) -> Matching:
@@ -168,4 +174,4 @@ def match_touch(n_pred: int, n_ref: int, overlaps: Dict[Tuple[int, int], int]) -
         else:
             pred_status[p] = "TP"
         claimed.update(refs)
-    return Matching(pred_status, ref_status, pairs, duplicates)
+    return Matching(pred_status, ref_status, pairs, duplicates, list(pairs))

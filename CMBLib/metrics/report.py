@@ -104,7 +104,7 @@ def summary_markdown(doc: dict) -> str:
     s = doc.get("settings", {})
     rule = f"Rule **{doc['rule']}**"
     if doc["rule"] != "touch":
-        rule += f", centre distance <= {f(doc['distance_mm'])} mm"
+        rule += f", centre distance < {f(doc['distance_mm'])} {s.get('distance_units', 'mm')}"
     rule += f", {s.get('connectivity', 26)}-connectivity, elements: {s.get('elements', 'components')}."
     counts = (f"| {doc['tp']} | {doc['fp']} | {doc['fn']} | {f(doc['sensitivity'])} | {f(doc['precision'])} | "
               f"{f(doc['f1'])} | {f(doc['fp_per_subject'])} | {f(doc['fp_per_cmb'])} |")
