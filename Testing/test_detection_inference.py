@@ -1,0 +1,99 @@
+"""Sliding-window inference: window count, progress, cancel, out-of-memory fall-back, devices."""
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("monai")
+
+from CMBLib.detection.inference import count_windows, predict_probability, select_device  # noqa: E402
+from CMBLib.errors import CMBError  # noqa: E402
+from CMBLib.progress import CancelToken, Cancelled  # noqa: E402
+
+
+class Counting(torch.nn.Module):
+    """Logit = 10 * x (so probability = sigmoid(10 x)); counts windows seen."""
+
+    def __init__(self, oom_above=None):
+        super().__init__()
+        self.windows = 0
+        self.oom_above = oom_above
+
+    def forward(self, x):
+        if self.oom_above is not None and x.shape[0] > self.oom_above:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        self.windows += x.shape[0]
+        return 10.0 * x
+
+
+@pytest.mark.parametrize("shape,patch,expected", [((16, 32, 32), (32, 32, 16), 1),
+                                                  ((20, 40, 70), (32, 32, 16), 2 * 2 * 3),
+                                                  ((8, 8, 8), (32, 32, 16), 1)])
+def test_window_count_matches_monai(shape, patch, expected):
+    roi = list(patch)[::-1]
+    assert count_windows(shape, roi, 0.25) == expected
+    net = Counting()
+    x = np.random.default_rng(0).normal(size=shape).astype(np.float32)
+    prob, dev = predict_probability(net, x, patch, sw_batch_size=1)
+    assert net.windows == expected and dev == "cpu"
+    assert prob.shape == shape and prob.dtype == np.float32
+    assert np.allclose(prob, 1 / (1 + np.exp(-10 * x)), atol=1e-4)
+
+
+def test_progress_reaches_one_and_cancel_stops():
+    x = np.zeros((20, 40, 70), np.float32)
+    seen = []
+    predict_probability(Counting(), x, (32, 32, 16), sw_batch_size=2, progress=lambda f, m: seen.append(f))
+    assert len(seen) == 6 and seen == sorted(seen) and seen[-1] == 1.0
+    token = CancelToken()
+
+    def cancel_after_first(f, m):
+        token.cancel()
+
+    net = Counting()
+    with pytest.raises(Cancelled):
+        predict_probability(net, x, (32, 32, 16), sw_batch_size=2, progress=cancel_after_first, cancel=token)
+    assert net.windows == 2
+
+
+def test_out_of_memory_retries_with_fewer_windows_and_says_so():
+    x = np.zeros((20, 40, 70), np.float32)
+    warnings = []
+    net = Counting(oom_above=1)
+    prob, dev = predict_probability(net, x, (32, 32, 16), sw_batch_size=4, warnings=warnings)
+    assert dev == "cpu" and prob.shape == x.shape
+    assert warnings == ["cpu ran out of memory; retrying with 2 window(s) at a time",
+                        "cpu ran out of memory; retrying with 1 window(s) at a time"]
+    with pytest.raises(CMBError, match="out of memory on the CPU"):
+        predict_probability(Counting(oom_above=0), x, (32, 32, 16), sw_batch_size=1)
+
+
+def test_gpu_out_of_memory_moves_to_cpu(monkeypatch):
+    """A fake 'cuda' device whose every window runs out of memory ends on the CPU."""
+    import CMBLib.detection.inference as inf
+
+    calls = []
+    real_run = inf._run
+
+    def fake_run(network, array, roi, device, batch, *rest):
+        calls.append((device, batch))
+        if device != "cpu":
+            raise RuntimeError("CUDA out of memory")
+        return real_run(network, array, roi, device, batch, *rest)
+
+    monkeypatch.setattr(inf, "_run", fake_run)
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
+    warnings = []
+    prob, dev = inf.predict_probability(Counting(), np.zeros((8, 8, 8), np.float32), (8, 8, 8),
+                                        device="cuda", sw_batch_size=2, warnings=warnings)
+    assert dev == "cpu" and calls == [("cuda", 2), ("cuda", 1), ("cpu", 2)]
+    assert "running on the CPU instead" in warnings[-1]
+
+
+def test_select_device():
+    assert select_device("cpu") == "cpu"
+    assert select_device("auto") in ("cpu", "cuda", "mps")
+    with pytest.raises(CMBError, match="unknown device"):
+        select_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(CMBError, match="not available"):
+            select_device("cuda")
