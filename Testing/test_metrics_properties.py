@@ -58,3 +58,18 @@ def test_larger_threshold_never_finds_fewer(preds, refs, d1, extra):
     dist = np.sqrt(((p[:, None] - r[None]) ** 2).sum(-1))
     assert match_one_to_one(dist, d1 + extra).tp >= match_one_to_one(dist, d1).tp
     assert match_valdo(dist, d1 + extra).tp >= match_valdo(dist, d1).tp
+
+
+@settings(max_examples=60, deadline=None)
+@given(masks, st.sampled_from([6, 26]))
+def test_component_numbering_equals_labelling_the_ijk_array(mask, connectivity):
+    """Numbering as ndimage.label on the [i, j, k] (nibabel) array, as the VALDO scorer."""
+    from scipy import ndimage
+
+    from CMBLib.metrics import label_elements
+    from CMBLib.metrics.components import structure
+
+    ours, n = label_elements(mask, connectivity)
+    theirs, m = ndimage.label(mask.transpose(2, 1, 0), structure(connectivity))
+    assert n == m
+    assert np.array_equal(ours, theirs.transpose(2, 1, 0))

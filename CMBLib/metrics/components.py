@@ -103,9 +103,17 @@ def label_elements(array: np.ndarray, connectivity: int = 26, elements: str = "c
     """Number the elements 1..n: returns (int32 array [k, j, i], n)."""
     mask = foreground(array, threshold, name, reference)
     if elements == "components":
-        # Label the [i, j, k] view so numbering matches the VALDO scorer (nibabel order).
-        labelled, n = ndimage.label(mask.transpose(2, 1, 0), structure=structure(connectivity))
-        return np.ascontiguousarray(labelled.transpose(2, 1, 0)).astype(np.int32, copy=False), int(n)
+        struct = structure(connectivity)
+        box = _bounding_box(mask)
+        if box is None:
+            return np.zeros(mask.shape, np.int32), 0
+        labelled = np.zeros(mask.shape, np.int32)
+        crop, n = ndimage.label(mask[box], structure=struct)
+        crop = _renumber_ijk_order(crop, int(n))
+        if crop.shape == mask.shape:
+            return crop, int(n)
+        labelled[box] = crop
+        return labelled, int(n)
     if elements == "labels":
         a = np.asarray(array)
         values = np.ones(int(mask.sum()), np.int64) if a.dtype == np.bool_ else np.round(a[mask]).astype(np.int64)
@@ -129,25 +137,27 @@ def describe_elements(labelled: np.ndarray, n: int, ijk_to_ras: np.ndarray,
     """
     if n == 0:
         return []
-    index = np.arange(1, n + 1)
-    counts = np.bincount(labelled.ravel(), minlength=n + 1)[1:]
-    centres_kji = np.asarray(ndimage.center_of_mass(np.ones_like(labelled, dtype=np.uint8), labelled, index),
-                             dtype=float).reshape(n, 3)
-    centres_ijk = centres_kji[:, ::-1]
+    where = np.nonzero(labelled)
+    lab = labelled[where]
+    counts = np.bincount(lab, minlength=n + 1)[1:].astype(float)
+    centres_kji = np.stack([np.bincount(lab, weights=w, minlength=n + 1)[1:] for w in where], axis=1)
+    centres_ijk = (centres_kji / counts[:, None])[:, ::-1]
     centres_ras = centres_ijk @ ijk_to_ras[:3, :3].T + ijk_to_ras[:3, 3]
     voxel_mm3 = float(abs(np.linalg.det(ijk_to_ras[:3, :3])))
-    labels = _majority_labels(labelled, n, original)
+    labels = _majority_labels(lab, n, None if original is None else np.asarray(original)[where])
     maxima = None
     if score_map is not None:
-        maxima = ndimage.maximum(np.asarray(score_map, dtype=float), labelled, index)
+        maxima = np.full(n + 1, -np.inf)
+        np.maximum.at(maxima, lab, np.asarray(score_map, dtype=float)[where])
+        maxima = maxima[1:]
     result = []
     for e in range(n):
         volume = float(counts[e]) * voxel_mm3
         diameter = equivalent_diameter_mm(volume)
         score = None
         if maxima is not None:
-            score = float(np.atleast_1d(maxima)[e])
-        elif scores is not None and labels[e] in scores and scores[labels[e]] is not None:
+            score = float(maxima[e])
+        elif scores is not None and scores.get(labels[e]) is not None:
             score = float(scores[labels[e]])
         location = locations.get(labels[e]) if locations else None
         result.append(Element(
@@ -159,19 +169,48 @@ def describe_elements(labelled: np.ndarray, n: int, ijk_to_ras: np.ndarray,
     return result
 
 
-def _majority_labels(labelled: np.ndarray, n: int, original: Optional[np.ndarray]) -> List[int]:
-    """Most frequent original (integer) value inside each element; 1 for boolean/probability maps."""
-    if original is None or original.dtype == np.bool_ or is_probability_map(original):
+def _bounding_box(mask: np.ndarray):
+    """Slices of the smallest box holding every True voxel, or None when there is none."""
+    box = []
+    for axis in range(mask.ndim):
+        other = tuple(a for a in range(mask.ndim) if a != axis)
+        hit = np.flatnonzero(mask.any(axis=other))
+        if hit.size == 0:
+            return None
+        box.append(slice(int(hit[0]), int(hit[-1]) + 1))
+    return tuple(box)
+
+
+def _renumber_ijk_order(labelled: np.ndarray, n: int) -> np.ndarray:
+    """Renumber labels 1..n by each element's first voxel in (i, j, k) order.
+
+    This is the numbering ``ndimage.label`` gives on the [i, j, k] (nibabel) array, as
+    the VALDO scorer labels it.
+    """
+    if n <= 1:
+        return labelled.astype(np.int32, copy=False)
+    k, j, i = np.nonzero(labelled)
+    lab = labelled[k, j, i]
+    nk, nj, _ = labelled.shape
+    key = (i.astype(np.int64) * nj + j) * nk + k
+    first = np.full(n + 1, np.iinfo(np.int64).max)
+    np.minimum.at(first, lab, key)
+    mapping = np.zeros(n + 1, np.int32)
+    mapping[1 + np.argsort(first[1:], kind="stable")] = np.arange(1, n + 1, dtype=np.int32)
+    out = labelled.astype(np.int32, copy=True)
+    out[k, j, i] = mapping[lab]
+    return out
+
+
+def _majority_labels(lab: np.ndarray, n: int, values: Optional[np.ndarray]) -> List[int]:
+    """Most frequent original (integer) value of each element's voxels; 1 for boolean or
+    probability maps.  `lab`: element number of each foreground voxel, `values`: the
+    original map's value there."""
+    if values is None or values.dtype == np.bool_ or is_probability_map(values):
         return [1] * n
-    inside = labelled > 0
-    elem = labelled[inside].astype(np.int64)
-    vals = np.round(np.asarray(original)[inside]).astype(np.int64)
-    if vals.size == 0:
-        return [1] * n
-    # Count (element, value) pairs; pick the most frequent value per element.
+    vals = np.round(values).astype(np.int64)
     uniq_vals, val_idx = np.unique(vals, return_inverse=True)
-    pair = elem * uniq_vals.size + val_idx
-    pairs, counts = np.unique(pair, return_counts=True)
+    pairs, counts = np.unique(lab.astype(np.int64) * uniq_vals.size + val_idx.ravel(), return_counts=True)
     best = {}
     for p, c in zip(pairs.tolist(), counts.tolist()):
         e, v = divmod(p, uniq_vals.size)
