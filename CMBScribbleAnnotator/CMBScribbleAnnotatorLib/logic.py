@@ -1,0 +1,230 @@
+"""State of one annotated study in Slicer, kept in step with the CMBLib document.
+
+`AnnotatorLogic` owns the annotation document (a dict, see
+`CMBLib.annotation.document`) and three nodes: the "scribbles" segmentation (one segment
+per finding), the "masks" segmentation (grown masks; segment tags hold the metadata)
+and the "mimics" point list.  Every change goes through a method here, which updates
+the document and then autosaves (the widget debounces the calls).  Computations are
+CMBLib calls: `generate_masks`, `export_subject`, `import_subject`, `SessionStore`.
+"""
+import numpy as np
+import slicer
+
+from CMBLib.annotation.dataset import export_subject, import_subject, segment_tags
+from CMBLib.annotation.detections import add_detections
+from CMBLib.annotation.document import (complete_document, finding_index, new_document, new_finding,
+                                        next_label, set_field, touch, validate_document)
+from CMBLib.annotation.masks import ensure_findings, generate_masks, suggest_locations
+from CMBLib.annotation.session import SessionStore, volume_key
+from CMBLib.validation import label_ids
+
+from . import nodes
+
+SCRIBBLES_NAME = "CMB scribbles"
+MASKS_NAME = "CMB masks"
+MIMICS_NAME = "CMB mimics"
+
+
+class AnnotatorLogic:
+    """Annotation state of the selected volume; all methods are plain Python calls."""
+
+    def __init__(self, sessionRoot=None, rater=""):
+        self.store = SessionStore(sessionRoot)
+        self.rater = rater
+        self.volumeNode = None
+        self.volume = None
+        self.key = None
+        self.document = None
+        self.scribblesNode = None
+        self.masksNode = None
+        self.mimicsNode = None
+
+    # --- set-up --------------------------------------------------------------------------
+    def setVolume(self, volumeNode):
+        """Start annotating `volumeNode`: fresh document and nodes; returns the session key."""
+        self.volumeNode = volumeNode
+        self.volume = nodes.volumeFromNode(volumeNode)
+        self.key = volume_key(self.volume)
+        self.document = new_document(rater=self.rater)
+        self.document["study"]["image"] = volumeNode.GetName()
+        self.scribblesNode = self._freshNode("vtkMRMLSegmentationNode", SCRIBBLES_NAME)
+        self.masksNode = self._freshNode("vtkMRMLSegmentationNode", MASKS_NAME)
+        self.mimicsNode = self._freshNode("vtkMRMLMarkupsFiducialNode", MIMICS_NAME)
+        return self.key
+
+    def _freshNode(self, className, name):
+        old = slicer.mrmlScene.GetFirstNodeByName(name)
+        if old is not None and old.IsA(className):
+            slicer.mrmlScene.RemoveNode(old)
+        if className == "vtkMRMLSegmentationNode":
+            return nodes.newSegmentation(name, self.volumeNode)
+        node = slicer.mrmlScene.AddNewNodeByClass(className, name)
+        node.CreateDefaultDisplayNodes()
+        return node
+
+    def hasSavedSession(self):
+        return self.key is not None and self.store.has(self.key)
+
+    def savedSessionInfo(self):
+        return self.store.info(self.key) if self.key else {}
+
+    # --- findings ------------------------------------------------------------------------
+    def findings(self):
+        return self.document["findings"] if self.document else []
+
+    def addFinding(self, **fields):
+        """New finding (next free label) with an empty scribble segment; returns its label."""
+        label = next_label(self.document)
+        self.document["findings"].append(new_finding(label, rater=self.rater, **fields))
+        self.document["findings"].sort(key=lambda f: int(f["label"]))
+        nodes.addFindingSegment(self.scribblesNode, label)
+        touch(self.document)
+        return label
+
+    def deleteFinding(self, label):
+        index = finding_index(self.document, label)
+        del self.document["findings"][index]
+        nodes.removeFindingSegment(self.scribblesNode, label)
+        nodes.removeFindingSegment(self.masksNode, label)
+        touch(self.document)
+
+    def setField(self, label, field, value):
+        """Set one metadata field (checked against the schema); updates the mask segment tags."""
+        set_field(self.document, label, field, value, rater=self.rater)
+        self._tagMasks([label])
+
+    def setStudyField(self, field, value):
+        self.document["study"][field] = value
+        validate_document(self.document)
+        touch(self.document)
+
+    def findingCentre(self, label):
+        """RAS centre of a finding: its mask or detection centre, else its scribble's centre."""
+        finding = self.document["findings"][finding_index(self.document, label)]
+        if finding.get("centre_ras") is not None:
+            return finding["centre_ras"]
+        segmentId = nodes.segmentIdForLabel(self.scribblesNode, label)
+        if segmentId is None:
+            return None
+        array = slicer.util.arrayFromSegmentBinaryLabelmap(self.scribblesNode, segmentId, self.volumeNode)
+        voxels = np.argwhere(array > 0)
+        if len(voxels) == 0:
+            return None
+        return list(self.volume.kji_to_ras(voxels.mean(axis=0)))
+
+    def scribbleLabelmap(self):
+        """Scribbles as an instance label map (CMBLib Volume on the image grid)."""
+        return self.volume.with_array(nodes.labelmapFromSegmentation(self.scribblesNode, self.volumeNode))
+
+    def maskLabelmap(self):
+        return self.volume.with_array(nodes.labelmapFromSegmentation(self.masksNode, self.volumeNode))
+
+    # --- masks ---------------------------------------------------------------------------
+    def generateMasks(self, labels=None, progress=None, cancel=None, **growOptions):
+        """Grow masks for `labels` (default all) into the masks segmentation; returns a note."""
+        scribbles = self.scribbleLabelmap()
+        if not np.any(scribbles.array):
+            return "no scribble painted yet"
+        mask, _ = generate_masks(self.volume, scribbles, self.document, labels=labels,
+                                 mask=self.maskLabelmap(), progress=progress, cancel=cancel, **growOptions)
+        _, note = suggest_locations(self.volume, self.document)
+        present = set(label_ids(mask.array))
+        changed = [int(f["label"]) for f in self.document["findings"]
+                   if labels is None or int(f["label"]) in set(labels)]
+        for label in changed:
+            if label not in present:
+                nodes.removeFindingSegment(self.masksNode, label)
+        nodes.setSegmentsFromLabelmap(self.masksNode, self.volumeNode, mask.array,
+                                      labels=[v for v in changed if v in present])
+        self._tagMasks([int(f["label"]) for f in self.document["findings"]])
+        return note
+
+    def _tagMasks(self, labels):
+        """Mask segment tags = the finding metadata (as in the exported .seg.nrrd)."""
+        if self.masksNode is None:
+            return
+        wanted = {int(v) for v in labels}
+        for finding in self.document["findings"]:
+            if int(finding["label"]) in wanted:
+                nodes.setSegmentTags(self.masksNode, finding["label"], segment_tags(finding))
+
+    # --- detector hand-over --------------------------------------------------------------
+    def addDetections(self, records, detectorMask=None):
+        """Findings proposed by CMBDetector (status 'proposed'); returns {detector label: label}.
+
+        Each new finding gets a one-voxel scribble at its centre so "Generate masks" can
+        grow it; `detectorMask` (array [k, j, i] on the volume grid, detector labels),
+        when given, goes into the masks segmentation under the new labels.
+        """
+        mapping = add_detections(self.document, records)
+        scribbles = np.zeros(self.volume.array.shape, np.uint16)
+        for finding in self.document["findings"]:
+            if int(finding["label"]) in mapping.values() and finding.get("centre_ras") is not None:
+                i, j, k = np.round(self.volume.ras_to_voxel(finding["centre_ras"])).astype(int)
+                if all(0 <= v < n for v, n in zip((k, j, i), scribbles.shape)):
+                    scribbles[k, j, i] = finding["label"]
+        nodes.setSegmentsFromLabelmap(self.scribblesNode, self.volumeNode, scribbles)
+        if detectorMask is not None:
+            relabelled = np.zeros(scribbles.shape, np.uint16)
+            for old, new in mapping.items():
+                relabelled[np.asarray(detectorMask) == old] = new
+            nodes.setSegmentsFromLabelmap(self.masksNode, self.volumeNode, relabelled)
+        self._tagMasks(list(mapping.values()))
+        return mapping
+
+    # --- mimics --------------------------------------------------------------------------
+    def syncMimics(self):
+        """Read the mimic point list into the document."""
+        self.document["mimics"] = nodes.mimicsFromMarkups(self.mimicsNode)
+        touch(self.document)
+
+    # --- autosave / restore --------------------------------------------------------------
+    def autosave(self):
+        """Save document, scribbles and masks into the session folder (atomic)."""
+        if self.document is None:
+            return None
+        self.syncMimics()
+        scribbles = self.scribbleLabelmap()
+        ensure_findings(self.document, [int(v) for v in np.unique(scribbles.array) if v], self.rater)
+        masks = self.maskLabelmap()
+        return self.store.save(self.key, self.document, scribbles, masks if np.any(masks.array) else None,
+                               volume_name=self.volumeNode.GetName())
+
+    def restore(self):
+        """Load the autosaved state of the current volume into the nodes."""
+        document, scribbles, masks = self.store.load(self.key)
+        self._load(document, scribbles.array, None if masks is None else masks.array)
+
+    def discardSession(self):
+        if self.key:
+            self.store.discard(self.key)
+
+    def _load(self, document, scribbles, masks):
+        self.document = document
+        nodes.setSegmentsFromLabelmap(self.scribblesNode, self.volumeNode, scribbles)
+        for finding in document["findings"]:
+            nodes.addFindingSegment(self.scribblesNode, finding["label"])
+        if masks is not None:
+            nodes.setSegmentsFromLabelmap(self.masksNode, self.volumeNode, masks)
+            self._tagMasks([int(f["label"]) for f in document["findings"]])
+        nodes.mimicsToMarkups(self.mimicsNode, document["mimics"])
+
+    # --- dataset -------------------------------------------------------------------------
+    def exportStudy(self, dataset, subject, overwrite=False, sequence=None, progress=None):
+        """Write the study into a BIDS-derivatives dataset; returns the file paths."""
+        self.syncMimics()
+        scribbles = self.scribbleLabelmap()
+        doc = complete_document(self.document, subject=subject, sequence=sequence or "", rater=self.rater)
+        ensure_findings(doc, [int(v) for v in np.unique(scribbles.array) if v], self.rater)
+        mask = self.maskLabelmap()
+        return export_subject(dataset, subject, self.volume, scribbles, mask, doc, sequence=sequence,
+                              overwrite=overwrite, progress=progress)
+
+    def importStudy(self, dataset, subject):
+        """Load a subject of a dataset: image volume node + scribbles, masks, mimics, document."""
+        study = import_subject(dataset, subject)
+        volumeNode = slicer.util.addVolumeFromArray(study.image.array, study.image.ijk_to_ras,
+                                                    name=f"sub-{study.subject}")
+        self.setVolume(volumeNode)
+        self._load(study.document, study.scribbles.array, study.mask.array)
+        return volumeNode

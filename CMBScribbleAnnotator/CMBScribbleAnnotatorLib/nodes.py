@@ -1,0 +1,166 @@
+"""Conversions between Slicer nodes and CMBLib objects (numpy arrays + geometry).
+
+Volumes: `arrayFromVolume` gives the voxels indexed [k, j, i] and the IJK-to-RAS matrix
+gives spacing, origin and direction in RAS, exactly as `CMBLib.geometry.Volume` keeps
+them.  Parent transforms are not applied (the annotator works on untransformed volumes).
+Segmentations: one segment per finding; the segment tag ``cmb.label`` holds the label.
+"""
+import json
+
+import numpy as np
+import slicer
+import vtk
+
+from CMBLib.geometry import Volume
+
+LABEL_TAG = "cmb.label"
+
+
+def volumeFromNode(volumeNode) -> Volume:
+    """CMBLib Volume (array [k, j, i], RAS geometry) of a scalar volume node."""
+    matrix = vtk.vtkMatrix4x4()
+    volumeNode.GetIJKToRASMatrix(matrix)
+    ijkToRas = slicer.util.arrayFromVTKMatrix(matrix)
+    spacing = np.linalg.norm(ijkToRas[:3, :3], axis=0)
+    array = np.array(slicer.util.arrayFromVolume(volumeNode), copy=True)
+    return Volume(array, spacing, ijkToRas[:3, 3], ijkToRas[:3, :3] / spacing)
+
+
+def newSegmentation(name, volumeNode):
+    """A segmentation node on the grid of `volumeNode`, with display nodes."""
+    node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
+    node.CreateDefaultDisplayNodes()
+    node.SetReferenceImageGeometryParameterFromVolumeNode(volumeNode)
+    return node
+
+
+def segmentLabel(segment):
+    """Finding label stored in a segment's tag (None when absent)."""
+    value = vtk.mutable("")
+    if not segment.GetTag(LABEL_TAG, value):
+        return None
+    try:
+        return int(str(value))
+    except ValueError:
+        return None
+
+
+def segmentIdForLabel(segmentationNode, label):
+    """Segment ID of finding `label` in a segmentation (None when absent)."""
+    segmentation = segmentationNode.GetSegmentation()
+    for segmentId in segmentation.GetSegmentIDs():
+        if segmentLabel(segmentation.GetSegment(segmentId)) == int(label):
+            return segmentId
+    return None
+
+
+def addFindingSegment(segmentationNode, label, color=None):
+    """Add an empty segment 'CMB <label>' tagged with the label; returns its ID."""
+    segmentation = segmentationNode.GetSegmentation()
+    segmentId = segmentIdForLabel(segmentationNode, label)
+    if segmentId:
+        return segmentId
+    segmentId = segmentation.AddEmptySegment(f"CMB_{int(label)}", f"CMB {int(label)}", color or _color(label))
+    segmentation.GetSegment(segmentId).SetTag(LABEL_TAG, str(int(label)))
+    return segmentId
+
+
+def removeFindingSegment(segmentationNode, label):
+    segmentId = segmentIdForLabel(segmentationNode, label)
+    if segmentId:
+        segmentationNode.GetSegmentation().RemoveSegment(segmentId)
+
+
+def labelmapFromSegmentation(segmentationNode, volumeNode):
+    """Instance label map (uint16 array [k, j, i] on the volume grid) of the tagged segments."""
+    segmentation = segmentationNode.GetSegmentation()
+    ids, labels = vtk.vtkStringArray(), []
+    for segmentId in segmentation.GetSegmentIDs():
+        label = segmentLabel(segmentation.GetSegment(segmentId))
+        if label is not None:
+            ids.InsertNextValue(segmentId)
+            labels.append(label)
+    shape = slicer.util.arrayFromVolume(volumeNode).shape
+    if not labels:
+        return np.zeros(shape, np.uint16)
+    labelmapNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "__cmb_temp__")
+    try:
+        # Exported label values are 1..N in the order of `ids` (no colour table given).
+        if not slicer.modules.segmentations.logic().ExportSegmentsToLabelmapNode(
+                segmentationNode, ids, labelmapNode, volumeNode):
+            raise RuntimeError("export of the scribble segments failed")
+        exported = slicer.util.arrayFromVolume(labelmapNode)
+    finally:
+        displayNode = labelmapNode.GetDisplayNode()
+        if displayNode and displayNode.GetColorNode():
+            slicer.mrmlScene.RemoveNode(displayNode.GetColorNode())
+        slicer.mrmlScene.RemoveNode(labelmapNode)
+    lookup = np.zeros(len(labels) + 1, np.uint16)
+    lookup[1:] = labels
+    return lookup[np.asarray(exported, dtype=np.int64)]
+
+
+def setSegmentsFromLabelmap(segmentationNode, volumeNode, array, labels=None):
+    """Write label `v` of `array` ([k, j, i] on the volume grid) into the segment of finding `v`."""
+    labels = sorted(int(v) for v in np.unique(array) if v) if labels is None else labels
+    for label in labels:
+        segmentId = addFindingSegment(segmentationNode, label)
+        slicer.util.updateSegmentBinaryLabelmapFromArray(
+            (np.asarray(array) == label).astype(np.uint8), segmentationNode, segmentId, volumeNode)
+    return labels
+
+
+def setSegmentTags(segmentationNode, label, tags):
+    """Copy metadata tags (str -> str) onto the segment of finding `label`."""
+    segmentId = segmentIdForLabel(segmentationNode, label)
+    if segmentId:
+        segment = segmentationNode.GetSegmentation().GetSegment(segmentId)
+        for key, value in tags.items():
+            segment.SetTag(str(key), str(value))
+
+
+def mimicsToMarkups(markupsNode, mimics):
+    """Fill a point list from document mimics: label = type, description = JSON metadata."""
+    markupsNode.RemoveAllControlPoints()
+    for mimic in mimics:
+        index = markupsNode.AddControlPoint(vtk.vtkVector3d(*mimic["position_ras"]), mimic["type"])
+        markupsNode.SetNthControlPointDescription(index, json.dumps(_mimicMeta(mimic)))
+
+
+def mimicsFromMarkups(markupsNode, defaultType="other"):
+    """Document mimics (RAS mm) from a point list; the label is the type when it is one."""
+    from CMBLib.annotation import vocabulary as V
+    from CMBLib.annotation.document import new_mimic
+
+    mimics = []
+    for n in range(markupsNode.GetNumberOfControlPoints()):
+        position = [0.0, 0.0, 0.0]
+        markupsNode.GetNthControlPointPositionWorld(n, position)
+        try:
+            meta = json.loads(markupsNode.GetNthControlPointDescription(n) or "{}")
+        except ValueError:
+            meta = {"comment": markupsNode.GetNthControlPointDescription(n)}
+        label = markupsNode.GetNthControlPointLabel(n)
+        mimicType = label if label in V.MIMIC_TYPES else meta.get("type", defaultType)
+        if mimicType not in V.MIMIC_TYPES:
+            mimicType = "other"
+        mimics.append(new_mimic(n + 1, position, mimicType, **{k: v for k, v in meta.items()
+                                                               if k in ("type_other", "side", "comment")}))
+    return mimics
+
+
+def _mimicMeta(mimic):
+    return {"type": mimic["type"], "type_other": mimic.get("type_other", ""),
+            "side": mimic.get("side", "unreviewed"), "comment": mimic.get("comment", "")}
+
+
+def jumpTo(rasPoint):
+    """Centre the slice views on a RAS point (mm)."""
+    x, y, z = (float(v) for v in rasPoint)
+    slicer.modules.markups.logic().JumpSlicesToLocation(x, y, z, True)
+
+
+def _color(label):
+    palette = [(0.9, 0.2, 0.2), (0.2, 0.7, 0.2), (0.2, 0.4, 0.9), (0.9, 0.7, 0.1),
+               (0.7, 0.2, 0.8), (0.1, 0.8, 0.8), (0.9, 0.5, 0.2), (0.5, 0.5, 0.5)]
+    return palette[(int(label) - 1) % len(palette)]
