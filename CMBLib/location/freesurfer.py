@@ -155,6 +155,13 @@ def mars_from_freesurfer(labels: np.ndarray, spacing_kji=(1.0, 1.0, 1.0)):
     labels = np.asarray(labels)
     if labels.ndim != 3:
         raise CMBError(f"label map has {labels.ndim} dimensions; expected 3")
+    # Work inside the bounding box of the labels (plus a margin): much faster.
+    box = _bbox(labels != 0, margin=2)
+    if box is not None and any(b.stop - b.start < n for b, n in zip(box, labels.shape)):
+        region = np.zeros(labels.shape, np.uint8)
+        side = np.zeros(labels.shape, np.uint8)
+        region[box], side[box] = mars_from_freesurfer(labels[box], spacing_kji)
+        return region, side
     ids, inverse = np.unique(labels, return_inverse=True)
     table = label_table(ids)
     known = [v for v in ids if v != 0 and table[int(v)] is not None]
@@ -191,6 +198,17 @@ def mars_from_freesurfer(labels: np.ndarray, spacing_kji=(1.0, 1.0, 1.0)):
     return code.astype(np.uint8), side
 
 
+def _bbox(mask, margin):
+    """Slices of the bounding box of `mask` grown by `margin` voxels (None if empty)."""
+    if not mask.any():
+        return None
+    out = []
+    for axis in range(mask.ndim):
+        hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
+        out.append(slice(max(hit[0] - margin, 0), min(hit[-1] + margin + 1, mask.shape[axis])))
+    return tuple(out)
+
+
 def _dist(mask, sp):
     if not mask.any():
         return np.full(mask.shape, np.inf, dtype=np.float32)
@@ -203,15 +221,22 @@ def _split_white_matter(code, side, wm, cortex, ventricle, labels, sp):
     d_ven = _dist(ventricle & np.isin(labels, (4, 5, 43, 44)), sp)
     out = np.zeros(code.shape, dtype=np.int16)
     for hemi, (caud, thal, put, pal) in ((SIDE_LEFT, (11, 10, 12, 13)), (SIDE_RIGHT, (50, 49, 51, 52))):
-        d_lent = _dist(np.isin(labels, (put, pal)), sp)
-        d_med = _dist(np.isin(labels, (caud, thal, 9 if hemi == SIDE_LEFT else 48)), sp)
-        d_put = _dist(labels == put, sp)
-        d_ins = _dist(cortex & (code == R["insula"]) & (side == hemi), sp)
-        hw = wm & (side == hemi)
+        # Capsules lie next to the deep nuclei: work in their bounding box (+ margin).
+        margin = int(np.ceil(CAPSULE_MAX_WIDTH_MM / min(sp))) + 1
+        box = _bbox(np.isin(labels, (caud, thal, put, pal)), margin)
+        if box is None:
+            continue
+        lab, cx, sd = labels[box], code[box], side[box]
+        d_lent = _dist(np.isin(lab, (put, pal)), sp)
+        d_med = _dist(np.isin(lab, (caud, thal, 9 if hemi == SIDE_LEFT else 48)), sp)
+        d_put = _dist(lab == put, sp)
+        d_ins = _dist(cortex[box] & (cx == R["insula"]) & (sd == hemi), sp)
+        hw = wm[box] & (sd == hemi)
         ic = hw & (d_lent + d_med <= CAPSULE_MAX_WIDTH_MM)
         ec = hw & ~ic & (d_put + d_ins <= EXTERNAL_CAPSULE_WIDTH_MM) & (d_put < d_ins + 3.0)
-        out[ic] = R["internal_capsule"]
-        out[ec] = R["external_capsule"]
+        ob = out[box]
+        ob[ic] = R["internal_capsule"]
+        ob[ec] = R["external_capsule"]
     d_cc = _dist(np.isin(labels, (192, 251, 252, 253, 254, 255)), sp)
     cc = wm & (out == 0) & (d_cc <= CALLOSAL_MM) & (d_ven <= CALLOSAL_VENTRICLE_MM)
     out[cc] = R["corpus_callosum"]

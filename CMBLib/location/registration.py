@@ -14,8 +14,11 @@ both in SimpleITK's LPS mm.  Design choices:
   then rigid (Euler, two pyramid levels) and affine (two levels), each started from a
   few rotations about the left-right axis when the first try fits poorly.
 * Failure detection: an implausible transform (scale outside ``SCALE_RANGE``, a
-  reflection, strong shear) or a template brain that falls largely outside the subject's
-  foreground raises CMBError instead of returning a wrong labelling.
+  reflection, strong shear), a final mutual information below
+  ``MIN_MUTUAL_INFORMATION`` (noise, non-brain images) or a template brain that falls
+  largely outside the subject's foreground raises CMBError instead of returning a wrong
+  labelling.  (A brain-shaped blob without anatomy can still pass: the check guards
+  against gross failures, not subtle misalignment.)
 """
 from dataclasses import dataclass, field
 from typing import Optional
@@ -32,6 +35,7 @@ MASK_MARGIN_MM = 6.0
 SCALE_RANGE = (0.6, 1.6)  # subject brain size / template brain size, per axis
 MAX_ANISOTROPY = 1.6  # largest / smallest singular value of the affine matrix
 MIN_INSIDE_FRACTION = 0.80  # template brain voxels that must land on subject foreground
+MIN_MUTUAL_INFORMATION = 0.05  # below this the image shares no structure with a brain
 SAMPLING_FRACTION = 0.15
 SEED = 1
 
@@ -65,8 +69,10 @@ def foreground_mask(image):
 
     Background values are the intensities that fill at least 10% of the image border
     (0, or a bright value after contrast inversion, or both when a moved image was
-    padded); a voxel is background when it lies within max(2% of the range, 5 median
-    absolute deviations of the border noise) of one of them.  The largest connected
+    padded).  A value repeated exactly (masked or padded background, e.g. QSM) marks
+    background where it recurs exactly; otherwise (noisy background) a voxel is
+    background when it lies within max(2% of the range, 5 median absolute deviations
+    of the border noise) of the border mode.  The largest connected
     part of the rest, opened and hole-filled, is the foreground."""
     sitk = _sitk()
     arr = sitk.GetArrayFromImage(image).astype(np.float32)
@@ -76,9 +82,14 @@ def foreground_mask(image):
     lo, hi = float(arr.min()), float(arr.max())
     counts, edges = np.histogram(border, bins=50, range=(lo, hi if hi > lo else lo + 1))
     background = np.zeros(arr.shape, dtype=bool)
+    values, exact = np.unique(border, return_counts=True)
+    for v in values[exact >= 0.1 * border.size]:  # padding / masked background: exact constants
+        background |= arr == v
     for b in np.flatnonzero(counts >= 0.1 * border.size):
         near = border[(border >= edges[b]) & (border <= edges[b + 1])]
         centre = float(np.median(near))
+        if np.any(values[exact >= 0.1 * border.size] == centre):
+            continue
         spread = float(np.median(np.abs(border[np.abs(border - centre) < 0.1 * (hi - lo)] - centre)))
         tol = max(0.02 * (hi - lo), 5.0 * spread)
         background |= np.abs(arr - centre) <= tol
@@ -220,6 +231,8 @@ def _problems(res: Optional[RegistrationResult]):
         out.append("implausible shear/anisotropy")
     if "reflection" in res.warnings:
         out.append("the fit mirrors the brain")
+    if -res.metric < MIN_MUTUAL_INFORMATION:
+        out.append(f"mutual information {-res.metric:.3f} is too low: the image does not match a brain")
     if res.inside_fraction < MIN_INSIDE_FRACTION:
         out.append(f"only {100 * res.inside_fraction:.0f}% of the template brain lies on the image foreground")
     return out
