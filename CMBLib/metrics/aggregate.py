@@ -49,20 +49,18 @@ def stratify(results: List[CaseResult], attribute: str) -> Dict[str, dict]:
         return strata.setdefault(str(key), {"n_ref": 0, "tp": 0, "fn": 0, "n_pred": 0, "fp": 0})
 
     for r in results:
-        for el, status in zip(r.ref, r.ref_status):
-            key = getattr(el, attribute)
-            if key is None:
-                continue
-            e = entry(key)
-            e["n_ref"] += 1
-            e["tp" if status == "TP" else "fn"] += 1
-        for el, status in zip(r.pred, r.pred_status):
-            key = getattr(el, attribute)
-            if key is None:
-                continue
-            e = entry(key)
-            e["n_pred"] += 1
-            e["fp"] += status == "FP"
+        for is_ref, elements, statuses in ((True, r.ref, r.ref_status), (False, r.pred, r.pred_status)):
+            for el, status in zip(elements, statuses):
+                key = getattr(el, attribute)
+                if key is None:
+                    continue
+                e = entry(key)
+                if is_ref:
+                    e["n_ref"] += 1
+                    e["tp" if status == "TP" else "fn"] += 1
+                else:
+                    e["n_pred"] += 1
+                    e["fp"] += status == "FP"
     for e in strata.values():
         e["sensitivity"] = ratio(e["tp"], e["n_ref"])
     return OrderedDict(sorted(strata.items()))

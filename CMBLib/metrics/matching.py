@@ -105,8 +105,7 @@ def match(rule: str, distances: np.ndarray, distance_mm: float = 5.0,
 def match_valdo(distances: np.ndarray, distance_mm: float = 5.0) -> Matching:
     """Nearest-reference rule of the VALDO challenge (see module docstring)."""
     n_pred, n_ref = distances.shape
-    pred_status = ["FP"] * n_pred
-    ref_status = ["FN"] * n_ref
+    pred_status, ref_status = ["FP"] * n_pred, ["FN"] * n_ref
     if n_ref == 0 or n_pred == 0:
         return Matching(pred_status, ref_status)
     nearest = np.argmin(distances, axis=1)          # first minimum: lower reference number
@@ -134,12 +133,9 @@ def match_one_to_one(distances: np.ndarray, distance_mm: float = 5.0) -> Matchin
     from scipy.optimize import linear_sum_assignment
 
     n_pred, n_ref = distances.shape
-    pred_status = ["FP"] * n_pred
-    ref_status = ["FN"] * n_ref
-    if n_ref == 0 or n_pred == 0:
-        return Matching(pred_status, ref_status)
+    pred_status, ref_status = ["FP"] * n_pred, ["FN"] * n_ref
     allowed = distances < distance_mm
-    if not allowed.any():
+    if not allowed.any():                            # also when there is no prediction or reference
         return Matching(pred_status, ref_status)
     # A forbidden pair costs more than any sum of allowed pairs, so the optimum first
     # maximises the number of allowed pairs, then minimises their total distance.
