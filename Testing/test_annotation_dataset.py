@@ -10,7 +10,7 @@ import pytest
 import CMBLib.io as cmbio
 from CMBLib.annotation import dataset as ds
 from CMBLib.annotation.document import complete_document, load_schema, new_document, new_finding, validate_document
-from CMBLib.annotation.masks import ensure_findings, generate_masks, measure_masks
+from CMBLib.annotation.masks import ensure_findings, generate_masks, measure_masks, suggest_locations
 from CMBLib.annotation.session import SessionStore, volume_key
 from CMBLib.cli import main as cmb_main
 from CMBLib.errors import CMBError
@@ -259,6 +259,24 @@ def test_regrowing_selected_findings_keeps_the_others_and_rater_size_class():
     mask2, doc = generate_masks(vol, scr.with_array(edited), doc, labels=[1, 2], mask=mask)
     np.testing.assert_array_equal(mask2.array == 3, mask.array == 3)
     assert doc["findings"][1]["size_class"] == "5-10mm" and doc["findings"][1]["size_class_suggested"] == "<5mm"
+
+
+def test_location_suggestions_from_a_locator():
+    vol, scr = synthetic_study()
+    mask, doc = generate_masks(vol, scr, new_document("01"))
+
+    class FakeLocator:
+        def locate(self, points):
+            assert np.asarray(points).shape == (3, 3)
+            return [{"region": "thalamus", "category": "deep", "side": "left"},
+                    {"region": "outside", "category": "outside", "side": "right"},
+                    {"region": "frontal", "category": "lobar", "side": "midline"}]
+    doc, note = suggest_locations(vol, doc, locator=FakeLocator())
+    assert note == ""
+    assert [f["location_suggested"] for f in doc["findings"]] == ["thalamus", None, "frontal"]
+    assert [f["side_suggested"] for f in doc["findings"]] == ["left", "right", "midline"]
+    assert [f["location"] for f in doc["findings"]] == ["unreviewed"] * 3
+    validate_document(doc)
 
 
 def test_measure_masks_by_hand():

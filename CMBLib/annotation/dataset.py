@@ -30,13 +30,14 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, Iterable, List, Optional
 
 import numpy as np
 
 from ..errors import CMBError
 from ..geometry import Volume, geometry_difference
 from ..progress import report
+from ..validation import label_ids
 from . import vocabulary as V
 from .document import validate_document
 
@@ -190,7 +191,7 @@ def _stage(tmp: Path, files, root: Path, image, scribbles, mask, doc, label, nam
     report(progress, 0.4, "writing the masks")
     write_volume(mask.with_array(np.asarray(mask.array).astype(np.uint16)), here["mask"])
     write_volume(scribbles.with_array(np.asarray(scribbles.array).astype(np.uint16)), here["scribbles"])
-    write_segmentation(mask, segments_from_document(doc, mask), here["segmentation"])
+    write_segmentation(mask, segments_from_document(doc, label_ids(mask.array)), here["segmentation"])
     write_json_atomic(here["annotation"], doc)
     report(progress, 0.7, "updating the tables")
     deriv_root = root / "derivatives" / name
@@ -353,27 +354,33 @@ def _merge_rows(path: Path, columns, new_rows, sub: str, sort_key) -> str:
 
 
 # --- Slicer segmentation -----------------------------------------------------------------
-def segments_from_document(doc: dict, mask: Volume) -> List[dict]:
-    """Segment dicts for `CMBLib.io.write_segmentation`: one per finding present in `mask`.
+def segments_from_document(doc: dict, labels: Iterable[int]) -> List[dict]:
+    """Segment dicts for `CMBLib.io.write_segmentation`: one per finding whose label is in `labels`.
 
-    Segment name 'CMB <label>'; tags 'cmb.<field>' hold the metadata (text made safe
-    for the .seg.nrrd header: no '|', no line breaks).
+    `labels`: the label values present in the mask.  Segment name 'CMB <label>'; tags
+    'cmb.<field>' hold the metadata (text made safe for the .seg.nrrd header: no '|',
+    no line breaks).
     """
-    present = set(int(v) for v in np.unique(np.asarray(mask.array)) if v)
+    present = {int(v) for v in labels}
     segments = []
     for f in doc["findings"]:
         if int(f["label"]) not in present:
             continue
-        tags = {"cmb.label": str(int(f["label"]))}
-        for key in TAG_FIELDS:
-            tags[f"cmb.{key}"] = _tag_text(f.get(key))
-        m = f.get("mask") or {}
-        for key in ("volume_mm3", "diameter_mm", "voxel_count"):
-            if m.get(key) is not None:
-                tags[f"cmb.mask_{key}"] = _tag_text(m[key])
         segments.append({"labelValue": int(f["label"]), "id": f"CMB_{int(f['label'])}",
-                         "name": f"CMB {int(f['label'])}", "tags": tags})
+                         "name": f"CMB {int(f['label'])}", "tags": segment_tags(f)})
     return segments
+
+
+def segment_tags(finding: dict) -> Dict[str, str]:
+    """Tags ('cmb.<field>' -> text) carrying a finding's metadata on a Slicer segment."""
+    tags = {"cmb.label": str(int(finding["label"]))}
+    for key in TAG_FIELDS:
+        tags[f"cmb.{key}"] = _tag_text(finding.get(key))
+    m = finding.get("mask") or {}
+    for key in ("volume_mm3", "diameter_mm", "voxel_count"):
+        if m.get(key) is not None:
+            tags[f"cmb.mask_{key}"] = _tag_text(m[key])
+    return tags
 
 
 def _tag_text(value) -> str:

@@ -103,34 +103,44 @@ def _record(doc: dict, label: int, mask: Volume, cmb: Optional[dict], grown: boo
         finding["size_class"] = size
 
 
-def suggest_locations(image: Volume, doc: dict) -> Tuple[dict, str]:
+def suggest_locations(image: Volume, doc: dict, locator=None) -> Tuple[dict, str]:
     """Fill `location_suggested` / `side_suggested` of findings with a centre.
 
-    Uses `CMBLib.location.locate_points(image, points_ras)` when that module exists;
-    returns (doc, '' or a one-line note on why no suggestion was made).  Never fills
-    the rater's own `location` field.
+    Uses the location helper (`CMBLib.location`, atlas registration, a few seconds per
+    volume); pass a `CMBLib.location.Locator` made once per volume to reuse its
+    registration.  Returns (doc, '' or a one-line note on why nothing was suggested).
+    Never fills the rater's own `location` / `side` fields.
     """
-    try:
-        from ..location import locate_points
-    except ImportError:
-        return doc, "location helper not installed; no location suggested"
     findings = [f for f in doc["findings"] if f.get("centre_ras") is not None]
     if not findings:
         return doc, ""
+    if locator is None:
+        try:
+            from ..location import Locator
+        except ImportError:
+            return doc, "location helper not installed; no location suggested"
+        try:
+            locator = Locator(image)
+        except CMBError as exc:
+            return doc, f"no location suggested: {exc}"
     points = np.array([f["centre_ras"] for f in findings], dtype=float)
     try:
-        records = locate_points(image, points)
+        records = locator.locate(points)
     except CMBError as exc:
         return doc, f"no location suggested: {exc}"
-    rows = records.to_dict("records") if hasattr(records, "to_dict") else list(records)
-    for f, row in zip(findings, rows):
+    for f, row in zip(findings, records):
         apply_location(f, row)
     return doc, ""
 
 
 def apply_location(finding: dict, record: dict) -> dict:
-    """Copy a location record (region, category, side) into a finding's suggestions."""
-    region = str(record.get("region") or "")
+    """Copy a location record into a finding's suggestions.
+
+    `record`: a `locate_points` row (region, category, side) or a detection record
+    whose 'location' is a region name.  Regions outside the vocabulary ('outside')
+    are not suggested.
+    """
+    region = str(record.get("region") or record.get("location") or "")
     side = str(record.get("side") or "").lower()
     if region in V.LOCATION_GROUPS:
         finding["location_suggested"] = region

@@ -16,6 +16,7 @@ from CMBLib.annotation.document import (complete_document, finding_index, new_do
                                         next_label, set_field, touch, validate_document)
 from CMBLib.annotation.masks import ensure_findings, generate_masks, suggest_locations
 from CMBLib.annotation.session import SessionStore, volume_key
+from CMBLib.errors import CMBError
 from CMBLib.validation import label_ids
 
 from . import nodes
@@ -38,6 +39,8 @@ class AnnotatorLogic:
         self.scribblesNode = None
         self.masksNode = None
         self.mimicsNode = None
+        self.locator = None
+        self.locatorNote = ""
 
     # --- set-up --------------------------------------------------------------------------
     def setVolume(self, volumeNode):
@@ -45,6 +48,7 @@ class AnnotatorLogic:
         self.volumeNode = volumeNode
         self.volume = nodes.volumeFromNode(volumeNode)
         self.key = volume_key(self.volume)
+        self.locator, self.locatorNote = None, ""
         self.document = new_document(rater=self.rater)
         self.document["study"]["image"] = volumeNode.GetName()
         self.scribblesNode = self._freshNode("vtkMRMLSegmentationNode", SCRIBBLES_NAME)
@@ -127,7 +131,7 @@ class AnnotatorLogic:
             return "no scribble painted yet"
         mask, _ = generate_masks(self.volume, scribbles, self.document, labels=labels,
                                  mask=self.maskLabelmap(), progress=progress, cancel=cancel, **growOptions)
-        _, note = suggest_locations(self.volume, self.document)
+        note = self._suggestLocations()
         present = set(label_ids(mask.array))
         changed = [int(f["label"]) for f in self.document["findings"]
                    if labels is None or int(f["label"]) in set(labels)]
@@ -137,6 +141,23 @@ class AnnotatorLogic:
         nodes.setSegmentsFromLabelmap(self.masksNode, self.volumeNode, mask.array,
                                       labels=[v for v in changed if v in present])
         self._tagMasks([int(f["label"]) for f in self.document["findings"]])
+        return note
+
+    def _suggestLocations(self):
+        """Location suggestions; the atlas registration runs once per volume."""
+        if self.locator is None and not self.locatorNote:
+            try:
+                from CMBLib.location import Locator
+                self.locator = Locator(self.volume)
+            except ImportError:
+                self.locatorNote = "location helper not installed"
+            except CMBError as exc:
+                self.locatorNote = f"no location suggested: {exc}"
+        if self.locator is None:
+            return self.locatorNote
+        _, note = suggest_locations(self.volume, self.document, locator=self.locator)
+        if note:
+            self.locator, self.locatorNote = None, note   # do not retry a failed registration
         return note
 
     def _tagMasks(self, labels):
