@@ -161,3 +161,27 @@ def test_bids_derivatives_tree_as_reference(tmp_path, capsys):
     assert doc["n_cases"] == 1 and (doc["tp"], doc["fp"], doc["fn"]) == (1, 0, 0)
     assert doc["by_location"]["thalamus"]["tp"] == 1
     assert doc["cases"][0]["pred_file"].endswith("sub-1_T2S_cmb_mask.nii.gz")
+
+
+def test_cli_on_a_real_scan_grid(shared_data, tmp_path):
+    """Masks on the grid of a real QSM scan (1.06 x 1.06 x 1.07 mm): physical distances."""
+    from CMBLib.io import read_volume
+
+    grid = read_volume(shared_data / "real" / "qsm2016" / "chi_cosmos.nii.gz")
+    ref = np.zeros(grid.array.shape, np.uint8)
+    pred = np.zeros(grid.array.shape, np.uint8)
+    centres = [(80, 80, 80), (60, 100, 90), (100, 60, 70)]        # (k, j, i)
+    for k, j, i in centres:
+        ref[k - 1:k + 2, j - 1:j + 2, i - 1:i + 2] = 1
+    pred[80 - 1:80 + 2, 80 - 1:80 + 2, 84 - 1:84 + 2] = 1         # 4 voxels = 4.24 mm along i: TP
+    pred[60 - 1:60 + 2, 100 - 1:100 + 2, 95 - 1:95 + 2] = 1       # 5 voxels = 5.3 mm: FP + FN
+    write_volume(grid.with_array(ref), tmp_path / "r" / "qsm.nii.gz")
+    write_volume(grid.with_array(pred), tmp_path / "p" / "qsm_cmb_mask.nii.gz")
+    out = tmp_path / "o"
+    assert main(["evaluate", "--pred", str(tmp_path / "p"), "--ref", str(tmp_path / "r"),
+                 "--out", str(out), "--quiet"]) == 0
+    doc = json.loads((out / "metrics.json").read_text())
+    assert (doc["tp"], doc["fp"], doc["fn"]) == (1, 1, 2)
+    with open(out / "per_cmb.csv", newline="") as fh:
+        tp = [r for r in csv.DictReader(fh) if r["kind"] == "prediction" and r["status"] == "TP"]
+    assert float(tp[0]["distance_mm"]) == pytest.approx(4 * grid.spacing[0], abs=1e-3)

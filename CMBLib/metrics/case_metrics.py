@@ -72,7 +72,8 @@ def evaluate_case(pred, ref, spacing=(1.0, 1.0, 1.0), rule: str = "valdo", dista
 
     pred, ref: numpy arrays indexed [k, j, i] (binary, instance labels, or for `pred` a
         probability map binarised at `threshold`), or `Volume`s on the same grid (then
-        `spacing` is ignored and distances use the reference's geometry).  `pred` may be
+        `spacing` is ignored and distances use the reference's geometry, or the
+        prediction's when only it is a Volume).  `pred` may be
         None: a missing prediction, every reference CMB is a false negative.
     spacing: (si, sj, sk) mm for plain arrays.
     rule: 'valdo', 'touch' or 'one_to_one' ('one-to-one'); distance_mm: centre distance
@@ -93,6 +94,8 @@ def evaluate_case(pred, ref, spacing=(1.0, 1.0, 1.0), rule: str = "valdo", dista
     if distance_units not in ("mm", "voxels"):
         raise CMBError(f"distance units must be 'mm' or 'voxels' (got {distance_units!r})")
     ref_arr, ijk_to_ras = _grid(ref, spacing, "reference")
+    if isinstance(pred, Volume) and not isinstance(ref, Volume):
+        ijk_to_ras = pred.ijk_to_ras                 # the one grid that is known
     missing = pred is None
     if missing:
         pred_arr = np.zeros(ref_arr.shape, np.uint8)
