@@ -10,7 +10,8 @@ import pytest
 import CMBLib.io as cmbio
 from CMBLib.annotation import dataset as ds
 from CMBLib.annotation.document import complete_document, load_schema, new_document, new_finding, validate_document
-from CMBLib.annotation.masks import ensure_findings, generate_masks, measure_masks, suggest_locations
+from CMBLib.annotation.masks import (ensure_findings, generate_masks, labels_on_image_grid, measure_masks,
+                                    suggest_locations)
 from CMBLib.annotation.session import SessionStore, volume_key
 from CMBLib.cli import main as cmb_main
 from CMBLib.errors import CMBError
@@ -279,6 +280,39 @@ def test_location_suggestions_from_a_locator():
     validate_document(doc)
 
 
+def test_scribble_the_engine_refuses_still_gives_one_cmb():
+    vol, scr = synthetic_study()
+    image = vol.array.copy()
+    image[:, :, :4] = 0.0                                      # background slab (outside the head)
+    labels = scr.array.copy()
+    labels[6, 16, 1:3] = 4                                     # scribble 4 drawn on the background
+    mask, doc = generate_masks(vol.with_array(image), scr.with_array(labels), new_document("01"))
+    assert sorted(np.unique(mask.array)) == [0, 1, 2, 3, 4]
+    assert int((mask.array == 4).sum()) == 2                   # the scribble itself
+    assert "the scribble is the mask" in doc["findings"][3]["mask"]["warnings"][0]
+    assert doc["findings"][0]["mask"]["voxel_count"] > 20      # the others still grown
+    validate_document(doc)
+
+
+def test_labels_on_image_grid_places_a_cropped_block_exactly():
+    vol, scr = synthetic_study()
+    lo = np.array([4, 8, 6])                                   # (k, j, i) of the block corner
+    block = scr.array[4:9, 8:26, 6:30]
+    cropped = Volume(block, vol.spacing, vol.kji_to_ras(lo), vol.direction)
+    placed = labels_on_image_grid(cropped, vol)
+    np.testing.assert_array_equal(placed.array, scr.array)
+    assert geometry_difference(placed, vol) == ""
+    half = Volume(block, vol.spacing, vol.kji_to_ras(lo + 0.5), vol.direction)
+    with pytest.raises(CMBError, match="scribbles: grid is shifted from the image's by a fraction"):
+        labels_on_image_grid(half, vol)
+    coarse = Volume(block, (1.0, 1.0, 2.0), vol.kji_to_ras(lo), vol.direction)
+    with pytest.raises(CMBError, match="scribbles: spacing differs from the image's"):
+        labels_on_image_grid(coarse, vol)
+    outside = Volume(block, vol.spacing, vol.kji_to_ras([4, 8, 20]), vol.direction)
+    with pytest.raises(CMBError, match="labelled voxels lie outside the image"):
+        labels_on_image_grid(outside, vol)
+
+
 def test_measure_masks_by_hand():
     vol = Volume(np.zeros((4, 4, 4), np.uint16), (0.5, 0.5, 2.0), (0, 0, 0), np.eye(3))
     m = np.zeros((4, 4, 4), np.uint16)
@@ -397,6 +431,20 @@ def test_cmb_export_reports_bad_metadata_and_uses_given_masks(tmp_path, capsys):
     assert study.document["study"]["sequence"] == "SWI"
     assert (tmp_path / "DS" / "sub-01" / "anat" / "sub-01_swi.nii.gz").is_file()
     assert [f["mask"]["voxel_count"] for f in study.document["findings"]] == [8, 8, 8]
+
+
+def test_cmb_export_accepts_a_cropped_slicer_segmentation(tmp_path):
+    vol, scr = write_inputs(tmp_path)
+    lo = np.array([3, 5, 4])
+    block = Volume(scr.array[3:10, 5:30, 4:32], vol.spacing, vol.kji_to_ras(lo), vol.direction)  # as Slicer crops
+    cmbio.write_segmentation(block, [{"labelValue": v, "name": f"CMB {v}"} for v in (1, 2, 3)],
+                             tmp_path / "scribbles.seg.nrrd")
+    rc = cmb_main(["export", "--image", str(tmp_path / "T2S.nii.gz"), "--scribbles",
+                   str(tmp_path / "scribbles.seg.nrrd"), "--out", str(tmp_path / "DS"), "--subject", "01"])
+    assert rc == 0
+    study = ds.import_subject(tmp_path / "DS", "01")
+    np.testing.assert_array_equal(study.scribbles.array, scr.array)
+    assert sorted(np.unique(study.mask.array)) == [0, 1, 2, 3]
 
 
 def test_complete_document_then_export_validates(tmp_path):

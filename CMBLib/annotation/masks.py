@@ -12,10 +12,42 @@ from typing import Iterable, Optional, Tuple
 import numpy as np
 
 from ..errors import CMBError
-from ..geometry import Volume, bombs_size_class, equivalent_diameter_mm
+from ..geometry import Volume, bombs_size_class, equivalent_diameter_mm, geometry_difference
 from ..validation import label_ids, validate_image, validate_labelmap
 from . import vocabulary as V
 from .document import new_finding, touch
+
+
+def labels_on_image_grid(labels: Volume, image: Volume, name: str = "scribbles") -> Volume:
+    """`labels` on the image grid: as is, or pasted when it is a sub-block of that grid.
+
+    Slicer saves a segmentation (.seg.nrrd) cropped to its painted extent: same spacing
+    and direction as the image, origin shifted by whole voxels.  Such a block is placed
+    exactly (parts outside the image are dropped); any other grid raises CMBError.
+    """
+    if not geometry_difference(image, labels):
+        return labels
+    same_axes = (np.allclose(labels.spacing, image.spacing, atol=1e-4)
+                 and np.allclose(labels.direction, image.direction, atol=1e-4))
+    offset = image.ras_to_voxel(labels.origin)            # (i, j, k) of the block's first voxel
+    if not same_axes:
+        grid = "spacing" if not np.allclose(labels.spacing, image.spacing, atol=1e-4) else "direction"
+        raise CMBError(f"{name}: {grid} differs from the image's; resample it onto the image")
+    if not np.allclose(offset, np.round(offset), atol=1e-3):
+        raise CMBError(f"{name}: grid is shifted from the image's by a fraction of a voxel "
+                       f"(offset {', '.join(f'{v:.2f}' for v in offset)} voxels); resample it onto the image")
+    lo = np.round(offset[::-1]).astype(int)                # (k, j, i)
+    src = np.asarray(labels.array)
+    out = np.zeros(image.array.shape, dtype=src.dtype)
+    a = np.maximum(lo, 0)
+    b = np.minimum(lo + np.array(src.shape), np.array(out.shape))
+    if np.all(b > a):
+        out[a[0]:b[0], a[1]:b[1], a[2]:b[2]] = src[a[0] - lo[0]:b[0] - lo[0], a[1] - lo[1]:b[1] - lo[1],
+                                                   a[2] - lo[2]:b[2] - lo[2]]
+    lost = int(np.count_nonzero(src)) - int(np.count_nonzero(out))
+    if lost:
+        raise CMBError(f"{name}: {lost} labelled voxels lie outside the image")
+    return image.with_array(out)
 
 
 def ensure_findings(doc: dict, labels: Iterable[int], rater: str = "") -> dict:
@@ -39,8 +71,6 @@ def generate_masks(image: Volume, scribbles: Volume, doc: dict, labels: Optional
     Returns (instance mask Volume on the image grid, `doc` updated in place).
     Findings whose scribble has no voxels keep no mask (``mask: null``).
     """
-    from ..growing import grow_from_scribbles
-
     validate_image(image, "image")
     validate_labelmap(scribbles, image, "scribbles")
     present = label_ids(scribbles.array)
@@ -52,13 +82,9 @@ def generate_masks(image: Volume, scribbles: Volume, doc: dict, labels: Optional
     to_grow = [v for v in wanted if v in present]
     results = {}
     if to_grow:
-        # Grow every scribble so the engine shares contested voxels between touching CMBs
-        # as it always does; then take only the wanted labels.
-        result = grow_from_scribbles(image, scribbles, progress=progress, cancel=cancel, **grow_options)
-        grown = np.asarray(result.labels.array)
+        grown, results = _grow(image, scribbles, present, progress, cancel, grow_options)
         free = (out == 0) & np.isin(grown, to_grow)
         out[free] = grown[free]
-        results = {int(c["label"]): c for c in result.cmbs}
     mask_out = image.with_array(out)
     for label in wanted:
         if label not in {int(f["label"]) for f in doc["findings"]}:
@@ -66,6 +92,49 @@ def generate_masks(image: Volume, scribbles: Volume, doc: dict, labels: Optional
         _record(doc, label, mask_out, results.get(label), grown=True)
     touch(doc)
     return mask_out, doc
+
+
+def _grow(image, scribbles, present, progress, cancel, options):
+    """(label array, {label: engine metadata}) for every scribble label.
+
+    All labels are grown together, so the engine shares contested voxels between
+    touching CMBs.  If the engine refuses a scribble (e.g. drawn on background), the
+    others are grown together without it and the refused scribble itself becomes its
+    mask, with the reason as a warning: every scribble still yields one CMB.
+    """
+    from ..growing import grow_from_scribbles
+    from ..progress import Cancelled
+
+    try:
+        result = grow_from_scribbles(image, scribbles, progress=progress, cancel=cancel, **options)
+        return np.asarray(result.labels.array), {int(c["label"]): c for c in result.cmbs}
+    except Cancelled:
+        raise
+    except CMBError as exc:
+        if "scribble" not in str(exc) or len(present) == 0:
+            raise  # a problem with the image or the options, not with one scribble
+    refused = {}
+    for label in present:                     # find the scribbles the engine refuses
+        try:
+            grow_from_scribbles(image, scribbles, labels=[label], cancel=cancel, **options)
+        except Cancelled:
+            raise
+        except CMBError as exc:
+            refused[label] = str(exc)
+    accepted = [v for v in present if v not in refused]
+    grown = np.zeros(image.array.shape, np.uint16)
+    results = {}
+    if accepted:
+        result = grow_from_scribbles(image, scribbles, labels=accepted, progress=progress, cancel=cancel,
+                                     **options)
+        grown = np.asarray(result.labels.array).astype(np.uint16)
+        results = {int(c["label"]): c for c in result.cmbs}
+    for label, reason in refused.items():
+        region = (np.asarray(scribbles.array) == label) & (grown == 0)
+        grown[region] = label
+        results[label] = {"tolerance": None, "mode": None, "cap_hit": False,
+                          "warnings": [f"not grown ({reason}); the scribble is the mask"]}
+    return grown, results
 
 
 def measure_masks(mask: Volume, doc: dict) -> dict:

@@ -42,7 +42,8 @@ def add_parser(subparsers):
 def run(args) -> int:
     from ..annotation.dataset import export_subject, sequence_name, subject_label
     from ..annotation.document import complete_document, load_document, validate_document
-    from ..annotation.masks import ensure_findings, generate_masks, measure_masks, suggest_locations
+    from ..annotation.masks import (ensure_findings, generate_masks, labels_on_image_grid, measure_masks,
+                                    suggest_locations)
     from ..errors import CMBError
     from ..io import read_volume
     from ..validation import label_ids, validate_image, validate_labelmap
@@ -54,7 +55,7 @@ def run(args) -> int:
         raise CMBError(f"sub-{label} already exists in {out}; not overwritten (use --overwrite to replace it)")
 
     image = validate_image(read_volume(args.image), "image")
-    scribbles = read_volume(args.scribbles)
+    scribbles = labels_on_image_grid(read_volume(args.scribbles), image, "scribbles")
     validate_labelmap(scribbles, image, "scribbles")
     scribbles = scribbles.with_array(np.rint(np.asarray(scribbles.array)).astype(np.uint16))
     raw = load_document(args.annotation, complete=True) if args.annotation else None
@@ -67,7 +68,7 @@ def run(args) -> int:
     ensure_findings(doc, labels)
 
     if args.masks:
-        mask = read_volume(args.masks)
+        mask = labels_on_image_grid(read_volume(args.masks), image, "masks")
         validate_labelmap(mask, image, "masks")
         mask = mask.with_array(np.rint(np.asarray(mask.array)).astype(np.uint16))
         measure_masks(mask, doc)
