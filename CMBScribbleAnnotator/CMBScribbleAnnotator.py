@@ -94,7 +94,7 @@ class CMBScribbleAnnotatorWidget(ScriptedLoadableModuleWidget, VTKObservationMix
         self.statusLabel.wordWrap = True
         self.layout.addWidget(self.statusLabel)
         self.layout.addStretch(1)
-        self._setupShortcuts()
+        self.shortcuts = []
         self._setEnabled(False)
 
     # --- UI construction -----------------------------------------------------------------
@@ -266,18 +266,30 @@ class CMBScribbleAnnotatorWidget(ScriptedLoadableModuleWidget, VTKObservationMix
         self.exportButton.connect("clicked()", self.onExport)
         self.importButton.connect("clicked()", self.onImport)
 
-    def _setupShortcuts(self):
-        self.shortcuts = []
+    def enter(self):
+        """Shortcuts work in the whole main window (the rater paints in the slice views)."""
+        self.editor.installKeyboardShortcuts()
+        self._uninstallShortcuts()
         for key, (field, value) in V.SHORTCUTS.items():
             self._shortcut(f"Alt+{key}", lambda f=field, v=value: self.onFieldEdited(f, v, refreshForm=True))
         self._shortcut("Alt+N", lambda: self.stepFinding(+1))
         self._shortcut("Alt+P", lambda: self.stepFinding(-1))
 
+    def exit(self):
+        self.editor.setActiveEffect(None)
+        self.editor.uninstallKeyboardShortcuts()
+        self._uninstallShortcuts()
+
     def _shortcut(self, keys, callback):
-        shortcut = qt.QShortcut(qt.QKeySequence(keys), self.parent)
-        shortcut.setContext(qt.Qt.WidgetWithChildrenShortcut)
+        shortcut = qt.QShortcut(qt.QKeySequence(keys), slicer.util.mainWindow())
         shortcut.connect("activated()", callback)
         self.shortcuts.append(shortcut)
+
+    def _uninstallShortcuts(self):
+        for shortcut in self.shortcuts:
+            shortcut.setEnabled(False)
+            shortcut.setParent(None)
+        self.shortcuts = []
 
     def _setEnabled(self, enabled):
         for widget in (self.table, self.addButton, self.deleteButton, self.previousButton, self.nextButton,
@@ -533,6 +545,7 @@ class CMBScribbleAnnotatorWidget(ScriptedLoadableModuleWidget, VTKObservationMix
         return result
 
     def cleanup(self):
+        self._uninstallShortcuts()
         self.removeObservers()
         if self.saveTimer.isActive():
             self.saveTimer.stop()
