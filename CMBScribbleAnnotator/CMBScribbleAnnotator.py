@@ -109,6 +109,7 @@ class CMBScribbleAnnotatorWidget(ScriptedLoadableModuleWidget, VTKObservationMix
         form = self._section("Study")
         self.volumeSelector = slicer.qMRMLNodeComboBox()
         self.volumeSelector.nodeTypes = ["vtkMRMLScalarVolumeNode"]
+        self.volumeSelector.showChildNodeTypes = False   # no label maps
         self.volumeSelector.addEnabled = False
         self.volumeSelector.removeEnabled = False
         self.volumeSelector.noneEnabled = True
@@ -298,23 +299,30 @@ class CMBScribbleAnnotatorWidget(ScriptedLoadableModuleWidget, VTKObservationMix
 
     # --- volume and session --------------------------------------------------------------
     def onVolumeChanged(self, volumeNode):
+        if self.saveTimer.isActive():       # the previous volume's last change
+            self.saveTimer.stop()
+            self.autosaveNow()
         self.removeObservers()
         self.currentLabel = None
         if volumeNode is None or not ensureDependencies(ask=True):
             self._setEnabled(False)
             return
         self.logic.setVolume(volumeNode)
-        self.editor.setSegmentationNode(self.logic.scribblesNode)
-        self.editor.setSourceVolumeNode(volumeNode)
-        self.placeWidget.setCurrentNode(self.logic.mimicsNode)
-        self.brushSpin.value = 1.5 * min(volumeNode.GetSpacing()[:2])
         if self.logic.hasSavedSession():
             info = self.logic.savedSessionInfo()
             if slicer.util.confirmYesNoDisplay(
                     f"An autosaved annotation of this volume exists (saved {info.get('saved', '?')}). "
                     "Restore it?\n\nIf you answer No, the next change replaces it."):
                 self._run(self.logic.restore, "restored the autosaved annotation")
-        self.subjectEdit.text = self.logic.document["study"].get("subject", "")
+        self._attach(volumeNode)
+
+    def _attach(self, volumeNode):
+        """Point the editor, the mimic list and the form at the logic's current nodes."""
+        self.editor.setSegmentationNode(self.logic.scribblesNode)
+        self.editor.setSourceVolumeNode(volumeNode)
+        self.placeWidget.setCurrentNode(self.logic.mimicsNode)
+        self.brushSpin.value = 1.5 * min(volumeNode.GetSpacing()[:2])
+        self.subjectEdit.text = self.logic.document["study"].get("subject", "") or self.subjectEdit.text
         self._observeNodes()
         self._setEnabled(True)
         self.refreshAll()
@@ -523,10 +531,20 @@ class CMBScribbleAnnotatorWidget(ScriptedLoadableModuleWidget, VTKObservationMix
 
     def onImport(self):
         dataset = self.datasetButton.directory
+        if not ensureDependencies(ask=True):
+            return
+        self.removeObservers()
         volumeNode = self._run(lambda: self.logic.importStudy(dataset, self.subjectEdit.text), None, busy=True)
-        if volumeNode is not None:
-            slicer.util.setSliceViewerLayers(background=volumeNode, fit=True)
-            self.volumeSelector.setCurrentNode(volumeNode)
+        if volumeNode is None:
+            return
+        slicer.util.setSliceViewerLayers(background=volumeNode, fit=True)
+        self.volumeSelector.blockSignals(True)      # keep the imported annotation (no fresh start)
+        self.volumeSelector.setCurrentNode(volumeNode)
+        self.volumeSelector.blockSignals(False)
+        self.currentLabel = None
+        self._attach(volumeNode)
+        self.scheduleAutosave()
+        self.statusLabel.text = f"Imported sub-{self.logic.document['study'].get('subject', '')}"
 
     def _run(self, function, doneMessage=None, busy=False):
         """Call `function`; show CMBError messages in the status line instead of raising."""
