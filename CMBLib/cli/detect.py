@@ -114,6 +114,7 @@ def _run_studies(args, inputs, out_dir, emit, bar):
     from ..detection.pipeline import detect, normalise_sequence
     from ..io import read_volume, strip_image_suffix
     from ..progress import Cancelled
+    from ..validation import validate_image
 
     if args.threads:
         import torch
@@ -133,8 +134,7 @@ def _run_studies(args, inputs, out_dir, emit, bar):
             todo.append((path, name))
     if not todo:
         return rows
-    device = select_device(args.device)
-    model = load_model(args.model, device=device)
+    device = model = None  # loaded on the first readable study, so bad inputs fail fast
     for idx, (path, name) in enumerate(todo):
         def prog(f, msg, idx=idx, name=name):
             bar((idx + f) / len(todo), f"[{idx + 1}/{len(todo)}] {name}: {msg}")
@@ -142,7 +142,16 @@ def _run_studies(args, inputs, out_dir, emit, bar):
         t = time.perf_counter()
         try:
             check_nifti_complete(path)
-            volume = read_volume(path)
+            volume = validate_image(read_volume(path), str(path))
+        except CMBError as exc:
+            msg = str(exc) if str(path) in str(exc) else f"{path}: {exc}"
+            rows.append(summary_row(name, "failed", message=msg))
+            emit.error(msg)
+            continue
+        if model is None:
+            device = select_device(args.device)
+            model = load_model(args.model, device=device)
+        try:
             result = detect(volume, model, device=device, threshold=args.threshold, polarity=args.polarity,
                             sequence=sequence, location=args.location, progress=prog)
             paths = write_outputs(result, out_dir, name, image=str(path), overwrite=args.overwrite)
