@@ -105,6 +105,15 @@ class CMBScribbleAnnotatorWidget(ScriptedLoadableModuleWidget, VTKObservationMix
         self.layout.addWidget(button)
         return qt.QFormLayout(button)
 
+    def _buttons(self, form, *titles):
+        """A row of push buttons added to `form`; returns them."""
+        row = qt.QHBoxLayout()
+        buttons = [qt.QPushButton(title) for title in titles]
+        for button in buttons:
+            row.addWidget(button)
+        form.addRow(row)
+        return buttons
+
     def _setupInputs(self, settings):
         form = self._section("Study")
         self.volumeSelector = slicer.qMRMLNodeComboBox()
@@ -132,14 +141,8 @@ class CMBScribbleAnnotatorWidget(ScriptedLoadableModuleWidget, VTKObservationMix
         self.table.horizontalHeader().setStretchLastSection(True)
         self.table.setMinimumHeight(140)
         form.addRow(self.table)
-        row = qt.QHBoxLayout()
-        self.addButton = qt.QPushButton("Add CMB")
-        self.deleteButton = qt.QPushButton("Delete CMB")
-        self.previousButton = qt.QPushButton("< Previous (Alt+P)")
-        self.nextButton = qt.QPushButton("Next (Alt+N) >")
-        for button in (self.addButton, self.deleteButton, self.previousButton, self.nextButton):
-            row.addWidget(button)
-        form.addRow(row)
+        self.addButton, self.deleteButton, self.previousButton, self.nextButton = self._buttons(
+            form, "Add CMB", "Delete CMB", "< Previous (Alt+P)", "Next (Alt+N) >")
         self.table.connect("itemSelectionChanged()", self.onTableSelection)
         self.addButton.connect("clicked()", self.onAddFinding)
         self.deleteButton.connect("clicked()", self.onDeleteFinding)
@@ -201,12 +204,8 @@ class CMBScribbleAnnotatorWidget(ScriptedLoadableModuleWidget, VTKObservationMix
         hint = qt.QLabel(f"Shortcuts: {keys}; Alt+N / Alt+P: next / previous CMB.")
         hint.wordWrap = True
         form.addRow(hint)
-        row = qt.QHBoxLayout()
-        self.generateAllButton = qt.QPushButton("Generate masks (all)")
-        self.generateSelectedButton = qt.QPushButton("Generate mask (selected)")
-        row.addWidget(self.generateAllButton)
-        row.addWidget(self.generateSelectedButton)
-        form.addRow(row)
+        self.generateAllButton, self.generateSelectedButton = self._buttons(
+            form, "Generate masks (all)", "Generate mask (selected)")
         self.generateAllButton.connect("clicked()", lambda: self.onGenerate(selectedOnly=False))
         self.generateSelectedButton.connect("clicked()", lambda: self.onGenerate(selectedOnly=True))
 
@@ -258,12 +257,7 @@ class CMBScribbleAnnotatorWidget(ScriptedLoadableModuleWidget, VTKObservationMix
         form.addRow("Sequence:", self.sequenceCombo)
         self.overwriteCheck = qt.QCheckBox("Replace the subject if it exists")
         form.addRow(self.overwriteCheck)
-        row = qt.QHBoxLayout()
-        self.exportButton = qt.QPushButton("Export study")
-        self.importButton = qt.QPushButton("Import study")
-        row.addWidget(self.exportButton)
-        row.addWidget(self.importButton)
-        form.addRow(row)
+        self.exportButton, self.importButton = self._buttons(form, "Export study", "Import study")
         self.exportButton.connect("clicked()", self.onExport)
         self.importButton.connect("clicked()", self.onImport)
 
