@@ -504,6 +504,19 @@ class CMBScribbleAnnotatorWidget(ScriptedLoadableModuleWidget, VTKObservationMix
         self._run(lambda: self.logic.setStudyField(field, value))
         self.scheduleAutosave()
 
+    # --- detector hand-over ----------------------------------------------------------------
+    def importDetectorFindings(self, segmentationNode, volumeNode, findings):
+        """Called by CMBDetector: its candidates become findings ('confirmed' / 'proposed')."""
+        if self.logic.volumeNode is not volumeNode:
+            self.volumeSelector.setCurrentNode(volumeNode)     # offers to restore a saved session
+        mapping = self._run(lambda: self.logic.importDetectorFindings(segmentationNode, volumeNode, findings),
+                            None, busy=True)
+        if mapping is not None:
+            self._attach(volumeNode)
+            self.statusLabel.text = f"{len(mapping)} CMB candidate(s) received from CMBDetector"
+            self.scheduleAutosave()
+        return mapping
+
     # --- masks and dataset ---------------------------------------------------------------
     def onGenerate(self, selectedOnly):
         labels = [self.currentLabel] if selectedOnly and self.currentLabel is not None else None
@@ -568,9 +581,10 @@ class CMBScribbleAnnotatorWidget(ScriptedLoadableModuleWidget, VTKObservationMix
 class CMBScribbleAnnotatorLogic(ScriptedLoadableModuleLogic, AnnotatorLogic):
     """Module logic: `AnnotatorLogic` (node <-> CMBLib glue) registered as a Slicer logic.
 
-    CMBDetector hands its candidates over with
-    ``slicer.modules.cmbscribbleannotator.widgetRepresentation().self().logic.addDetections(records, mask)``
-    (findings with review status 'proposed').
+    CMBDetector hands its candidates over with the widget's (or this logic's)
+    ``importDetectorFindings(segmentationNode, volumeNode, findings)``; scripts can call
+    ``addDetections(records, mask)`` with detection records.  New findings keep the
+    status they arrive with ('proposed' for unreviewed candidates).
     """
 
     def __init__(self, sessionRoot=None, rater=""):

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from CMBLib.annotation import vocabulary as V
-from CMBLib.annotation.detections import accepted_labels, add_detections, findings_from_detections
+from CMBLib.annotation.detections import accepted_labels, add_detections, add_findings, findings_from_detections
 from CMBLib.annotation.document import (complete_document, document_errors, load_document, load_schema,
                                         new_document, new_finding, new_mimic, new_other_finding,
                                         next_label, save_document, set_field, validate_document)
@@ -183,3 +183,27 @@ def test_detector_candidates_become_proposed_findings():
     assert accepted_labels(doc, ["proposed"]) == [4, 5]
     with pytest.raises(CMBError, match=r"detections\[0\]\.centre_ras"):
         findings_from_detections([{"label": 1, "centre_ras": [1, 2]}])
+
+
+def test_findings_from_the_detector_module_are_cleaned_and_relabelled():
+    records = [{"label": 1, "centre_ras": [1.0, 2.0, 3.0], "max_probability": 0.9, "size_class": "<5mm",
+                "location": "outside"},
+               {"label": 7, "centre_ras": [4.0, 5.0, 6.0], "max_probability": 0.6, "size_class": "5-10mm",
+                "location": "thalamus"}]
+    try:
+        from CMBLib.detection.outputs import records_to_findings
+        incoming = records_to_findings(records, status="confirmed")
+    except ImportError:
+        incoming = [{"label": r["label"], "review_status": "confirmed", "source": "detector",
+                     "centre_ras": r["centre_ras"], "location_suggested": r["location"]} for r in records]
+    incoming[0]["unknown_key"] = 1
+    doc = good_document()                                      # labels 1, 2, 3 are taken
+    mapping = add_findings(doc, incoming)
+    assert mapping == {1: 4, 7: 7}
+    validate_document(doc)
+    new = {f["label"]: f for f in doc["findings"]}
+    assert new[4]["location_suggested"] is None and new[7]["location_suggested"] == "thalamus"
+    assert new[4]["review_status"] == "confirmed" and new[4]["source"] == "detector"
+    assert new[7]["location_group"] == "unreviewed"
+    with pytest.raises(CMBError, match=r"findings\[0\]\.certainty: 'sure' is not one of certain"):
+        add_findings(doc, [{"label": 9, "certainty": "sure"}])

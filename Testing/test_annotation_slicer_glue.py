@@ -292,6 +292,36 @@ def test_detector_hand_over_proposes_findings_with_a_seed(glue):
     assert logic.findings()[1]["mask"]["voxel_count"] > 10
 
 
+def test_cmb_detector_hand_over_through_its_segmentation(glue):
+    slicer, AnnotatorLogic, volume_node, tmp_path = glue
+    logic = AnnotatorLogic(sessionRoot=tmp_path)
+    logic.setVolume(volume_node)
+    logic.addFinding()
+    detector = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "CMB candidates")
+    for det_label in (1, 5):
+        segment_id = detector.GetSegmentation().AddEmptySegment(f"cand_{det_label}", f"cand {det_label}")
+        segment = detector.GetSegmentation().GetSegment(segment_id)
+        segment.SetTag("CMBDetector.Label", str(det_label))
+        block = np.zeros(volume_node.array.shape, bool)
+        block[4:7, 11:14, 14:17] = det_label == 1
+        block[2:4, 20:22, 5:7] = det_label == 5
+        segment.array = block
+    centre = list(logic.volume.kji_to_ras([5, 12, 15]))
+    findings = [{"label": 1, "review_status": "confirmed", "source": "detector", "centre_ras": centre,
+                 "location_suggested": "outside"},
+                {"label": 5, "review_status": "proposed", "source": "detector",
+                 "centre_ras": list(logic.volume.kji_to_ras([2.5, 20.5, 5.5]))}]
+    mapping = logic.importDetectorFindings(detector, volume_node, findings)
+    assert mapping == {1: 2, 5: 5}
+    mask = logic.maskLabelmap().array
+    assert int((mask == 2).sum()) == 27 and int((mask == 5).sum()) == 8
+    by_label = {f["label"]: f for f in logic.findings()}
+    assert by_label[2]["review_status"] == "confirmed" and by_label[5]["review_status"] == "proposed"
+    assert by_label[2]["mask"]["voxel_count"] == 27 and by_label[2]["location_suggested"] is None
+    assert logic.scribbleLabelmap().array[5, 12, 15] == 2
+    validate_document(logic.document)
+
+
 def test_module_files_are_listed_in_cmake_and_parse_on_python39():
     cmake = (MODULE_DIR / "CMakeLists.txt").read_text()
     listed = {line.strip().replace("${MODULE_NAME}", "CMBScribbleAnnotator")

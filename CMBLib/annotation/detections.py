@@ -67,6 +67,40 @@ def add_detections(doc: dict, records: Iterable[dict], rater: str = "CMBDetector
     return mapping
 
 
+def add_findings(doc: dict, findings: Iterable[dict], rater: str = "CMBDetector") -> Dict[int, int]:
+    """Append findings made elsewhere (e.g. `CMBLib.detection.outputs.records_to_findings`).
+
+    Each is rebuilt from the known fields (others dropped), given a free label, and
+    checked; suggestions outside the vocabulary (e.g. region 'outside') become null, an
+    unset review status becomes 'proposed'.  Returns {incoming label: finding label}.
+    Raises CMBError naming the field of a bad value, e.g. "findings[1].certainty: ...".
+    """
+    from .document import FINDING_DEFAULTS, check_finding, next_label
+
+    mapping = {}
+    incoming = list(findings)
+    for n, f in enumerate(incoming):
+        if not isinstance(f, dict) or "label" not in f:
+            raise CMBError(f"findings[{n}]: expected a finding with a label")
+        label = int(f["label"])
+        if label < 1 or any(int(g["label"]) == label for g in doc["findings"]):
+            label = next_label(doc)
+        fields = {k: v for k, v in f.items() if k in FINDING_DEFAULTS and k != "location_group"}
+        fields.setdefault("source", "detector")
+        if fields.get("review_status", V.UNREVIEWED) == V.UNREVIEWED:
+            fields["review_status"] = "proposed"
+        for key, allowed in (("location_suggested", V.LOCATION_GROUPS), ("side_suggested", V.SIDES),
+                             ("size_class_suggested", V.MEASURED_SIZE_CLASSES)):
+            if fields.get(key) not in allowed:
+                fields[key] = None
+        finding = check_finding(new_finding(label, rater=str(f.get("rater") or rater), **fields), f"findings[{n}]")
+        doc["findings"].append(finding)
+        mapping[int(f["label"])] = label
+    doc["findings"].sort(key=lambda f: int(f["label"]))
+    touch(doc)
+    return mapping
+
+
 def accepted_labels(doc: dict, statuses: Optional[Iterable[str]] = None) -> List[int]:
     """Labels of findings whose review status is in `statuses` (default: not rejected)."""
     keep = set(statuses) if statuses is not None else set(V.REVIEW_STATUSES) - {"rejected"}

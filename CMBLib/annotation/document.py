@@ -12,7 +12,7 @@ import copy
 import datetime
 import json
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional
+from typing import Dict, List, Optional
 
 from ..errors import CMBError
 from . import vocabulary as V
@@ -180,9 +180,7 @@ def set_field(doc: dict, label: int, field: str, value, rater: str = "") -> dict
     finding["modified"] = now_utc()
     if rater:
         finding["rater"] = rater
-    error = _first_error(_iter_errors(finding, _finding_schema()), f"findings[{n}]")
-    if error:
-        raise CMBError(error)
+    check_finding(finding, f"findings[{n}]")
     doc["findings"][n] = finding
     touch(doc)
     return finding
@@ -248,11 +246,12 @@ def validate_document(doc) -> dict:
     return doc
 
 
-def _first_error(errors: Iterable, prefix: str) -> str:
-    errors = list(errors)
-    if not errors:
-        return ""
-    return _describe(errors[0], prefix)
+def check_finding(finding: dict, path: str = "finding") -> dict:
+    """Check one finding against the schema; CMBError names `path`.field and the allowed values."""
+    errors = list(_iter_errors(finding, _finding_schema()))
+    if errors:
+        raise CMBError(_describe(errors[0], path))
+    return finding
 
 
 def _duplicate_ids(items, name: str, key: str) -> List[str]:

@@ -145,6 +145,12 @@ def measure_masks(mask: Volume, doc: dict) -> dict:
     return doc
 
 
+def measure_finding(doc: dict, label: int, mask: Volume) -> dict:
+    """Record the measurements of label `label` of `mask` in its finding; returns the finding."""
+    _record(doc, int(label), mask, None, grown=False)
+    return doc["findings"][[int(f["label"]) for f in doc["findings"]].index(int(label))]
+
+
 def _record(doc: dict, label: int, mask: Volume, cmb: Optional[dict], grown: bool) -> None:
     """Write mask measurements of `label` into its finding (and pre-fill the size class)."""
     finding = next(f for f in doc["findings"] if int(f["label"]) == label)

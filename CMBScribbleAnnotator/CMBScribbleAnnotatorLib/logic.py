@@ -9,12 +9,13 @@ CMBLib calls: `generate_masks`, `export_subject`, `import_subject`, `SessionStor
 """
 import numpy as np
 import slicer
+import vtk
 
 from CMBLib.annotation.dataset import export_subject, import_subject, segment_tags
-from CMBLib.annotation.detections import add_detections
+from CMBLib.annotation.detections import add_detections, add_findings
 from CMBLib.annotation.document import (complete_document, finding_index, new_document, new_finding,
                                         next_label, set_field, touch, validate_document)
-from CMBLib.annotation.masks import ensure_findings, generate_masks, suggest_locations
+from CMBLib.annotation.masks import ensure_findings, generate_masks, measure_finding, suggest_locations
 from CMBLib.annotation.session import SessionStore, volume_key
 from CMBLib.errors import CMBError
 from CMBLib.validation import label_ids
@@ -24,6 +25,7 @@ from . import nodes
 SCRIBBLES_NAME = "CMB scribbles"
 MASKS_NAME = "CMB masks"
 MIMICS_NAME = "CMB mimics"
+DETECTOR_LABEL_TAG = "CMBDetector.Label"
 
 
 class AnnotatorLogic:
@@ -171,27 +173,62 @@ class AnnotatorLogic:
 
     # --- detector hand-over --------------------------------------------------------------
     def addDetections(self, records, detectorMask=None):
-        """Findings proposed by CMBDetector (status 'proposed'); returns {detector label: label}.
+        """Detection records (CMBLib.detection) as findings with status 'proposed'.
 
-        Each new finding gets a one-voxel scribble at its centre so "Generate masks" can
-        grow it; `detectorMask` (array [k, j, i] on the volume grid, detector labels),
-        when given, goes into the masks segmentation under the new labels.
+        `detectorMask`: array [k, j, i] on the volume grid with the detector's labels; it
+        goes into the masks segmentation under the new labels.  Returns {detector label:
+        finding label}.
         """
         mapping = add_detections(self.document, records)
+        mask = None
+        if detectorMask is not None:
+            mask = np.zeros(self.volume.array.shape, np.uint16)
+            for old, new in mapping.items():
+                mask[np.asarray(detectorMask) == old] = new
+        self._placeDetections(mapping, mask)
+        return mapping
+
+    def importDetectorFindings(self, segmentationNode, volumeNode, findings):
+        """CMBDetector's hand-over: findings (review status 'confirmed' or 'proposed') and
+        its segmentation, whose segments (tag ``CMBDetector.Label``) are their masks."""
+        if self.volumeNode is not volumeNode or self.document is None:
+            self.setVolume(volumeNode)
+        mapping = add_findings(self.document, findings)
+        mask = np.zeros(self.volume.array.shape, np.uint16)
+        segmentation = segmentationNode.GetSegmentation()
+        for segmentId in segmentation.GetSegmentIDs():
+            value = vtk.mutable("")
+            if not segmentation.GetSegment(segmentId).GetTag(DETECTOR_LABEL_TAG, value):
+                continue
+            try:
+                label = mapping.get(int(str(value)))
+            except ValueError:
+                continue
+            if label is not None:
+                voxels = slicer.util.arrayFromSegmentBinaryLabelmap(segmentationNode, segmentId, volumeNode)
+                mask[(np.asarray(voxels) > 0) & (mask == 0)] = label
+        self._placeDetections(mapping, mask)
+        return mapping
+
+    def _placeDetections(self, mapping, mask):
+        """A one-voxel scribble at each new finding's centre (so "Generate masks" can grow
+        it) and the detector's masks, when given, in the masks segmentation."""
+        new = set(mapping.values())
         scribbles = np.zeros(self.volume.array.shape, np.uint16)
         for finding in self.document["findings"]:
-            if int(finding["label"]) in mapping.values() and finding.get("centre_ras") is not None:
+            if int(finding["label"]) in new and finding.get("centre_ras") is not None:
                 i, j, k = np.round(self.volume.ras_to_voxel(finding["centre_ras"])).astype(int)
                 if all(0 <= v < n for v, n in zip((k, j, i), scribbles.shape)):
                     scribbles[k, j, i] = finding["label"]
         nodes.setSegmentsFromLabelmap(self.scribblesNode, self.volumeNode, scribbles)
-        if detectorMask is not None:
-            relabelled = np.zeros(scribbles.shape, np.uint16)
-            for old, new in mapping.items():
-                relabelled[np.asarray(detectorMask) == old] = new
-            nodes.setSegmentsFromLabelmap(self.masksNode, self.volumeNode, relabelled)
-        self._tagMasks(list(mapping.values()))
-        return mapping
+        for label in new:
+            nodes.addFindingSegment(self.scribblesNode, label)
+        if mask is not None and np.any(mask):
+            nodes.setSegmentsFromLabelmap(self.masksNode, self.volumeNode, mask)
+            for finding in self.document["findings"]:
+                if int(finding["label"]) in new and finding.get("mask") is None:
+                    measure_finding(self.document, finding["label"], self.volume.with_array(mask))
+        self._tagMasks(sorted(new))
 
     # --- mimics --------------------------------------------------------------------------
     def syncMimics(self):
