@@ -5,6 +5,7 @@ Glue only: the annotation document, mask growing, sessions and dataset export ar
 CMBLib (`CMBLib.annotation`); node conversions and the state kept in step with the
 nodes are in `CMBScribbleAnnotatorLib`.
 """
+import json
 import os
 import tempfile
 
@@ -358,7 +359,7 @@ class CMBScribbleAnnotatorWidget(ScriptedLoadableModuleWidget, VTKObservationMix
         if index >= 0:
             mimicType = self.mimicType.currentData
             caller.SetNthControlPointLabel(index, mimicType)
-            caller.SetNthControlPointDescription(index, '{"type": "%s"}' % mimicType)
+            caller.SetNthControlPointDescription(index, json.dumps({"type": mimicType}))
         self.scheduleAutosave()
 
     # --- findings ------------------------------------------------------------------------
