@@ -10,9 +10,9 @@ both in SimpleITK's LPS mm.  Design choices:
 * The subject image is smoothed and resampled to ~``WORK_SPACING_MM`` isotropic first:
   thick slices (e.g. 0.9 x 0.9 x 3 mm) and large matrices cost the same.
 * Initialisation from the centroids of the template brain and of the subject's
-  foreground (voxels unlike the image border, so an inverted background also works);
-  then rigid (Euler, two pyramid levels) and affine (two levels), each started from a
-  few rotations about the left-right axis when the first try fits poorly.
+  foreground (voxels unlike the image border, so an inverted background also works),
+  refined by an exhaustive coarse search over pitch and superior/anterior shifts; then
+  rigid (Euler, two pyramid levels) and affine (two levels).
 * Failure detection: an implausible transform (scale outside ``SCALE_RANGE``, a
   reflection, strong shear), a final mutual information below
   ``MIN_MUTUAL_INFORMATION`` (noise, non-brain images) or a template brain that falls
@@ -37,6 +37,8 @@ MAX_ANISOTROPY = 1.6  # largest / smallest singular value of the affine matrix
 MIN_INSIDE_FRACTION = 0.80  # template brain voxels that must land on subject foreground
 MIN_MUTUAL_INFORMATION = 0.05  # below this the image shares no structure with a brain
 SAMPLING_FRACTION = 0.15
+COARSE_SHIFT_MM = 30.0  # coarse initial search range along S and A (mm)
+COARSE_STEP_MM = 10.0
 SEED = 1
 
 
@@ -148,6 +150,33 @@ def _register(fixed, moving, fixed_mask, initial, shrink, sigmas, iterations):
     return out, reg.GetMetricValue()
 
 
+def _coarse_search(fixed, moving, fixed_mask, c_fixed, c_moving):
+    """Best rigid start on a coarse grid (8 mm images): pitch (nodding) -0.3..0.3 rad and
+    shifts of up to +-COARSE_SHIFT_MM along the superior and anterior axes around the
+    centroid alignment.  Guards against a foreground centroid pulled away by the neck,
+    a partial field of view or a tilted head."""
+    sitk = _sitk()
+    rigid = sitk.Euler3DTransform()
+    rigid.SetCenter(c_fixed.tolist())
+    rigid.SetTranslation((c_moving - c_fixed).tolist())
+    reg = sitk.ImageRegistrationMethod()
+    reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=24)
+    reg.SetMetricSamplingStrategy(reg.RANDOM)
+    reg.SetMetricSamplingPercentage(0.5, SEED)
+    reg.SetMetricFixedMask(fixed_mask)
+    reg.SetInterpolator(sitk.sitkLinear)
+    n = int(COARSE_SHIFT_MM // COARSE_STEP_MM)
+    # Euler3D parameters: rx, ry, rz (rad), tx, ty, tz (mm, LPS).  Steps: 0.15 rad, 10 mm.
+    reg.SetOptimizerAsExhaustive(numberOfSteps=[2, 0, 0, 0, n, n], stepLength=1.0)
+    reg.SetOptimizerScales([0.15, 1.0, 1.0, 1.0, COARSE_STEP_MM, COARSE_STEP_MM])
+    reg.SetShrinkFactorsPerLevel([4])
+    reg.SetSmoothingSigmasPerLevel([4.0])
+    reg.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
+    reg.SetInitialTransform(rigid, inPlace=True)
+    reg.Execute(fixed, moving)
+    return rigid
+
+
 def _as_affine(transform):
     """Flatten a (composite) transform that holds one linear transform to AffineTransform."""
     sitk = _sitk()
@@ -180,24 +209,15 @@ def register_template(template, template_mask, subject: Volume, progress=None, c
 
     c_fixed = _centroid(template_mask)
     c_moving = _centroid(moving_fg)
-    best = None
-    for k, angle in enumerate((0.0, 0.25, -0.25)):
-        rigid = sitk.Euler3DTransform()
-        rigid.SetCenter(c_fixed.tolist())
-        rigid.SetTranslation((c_moving - c_fixed).tolist())
-        rigid.SetRotation(angle, 0.0, 0.0)
-        report(progress, 0.1 + 0.25 * k, "atlas registration: rigid")
-        rigid_out, _ = _register(template, moving, fixed_mask, rigid, [4, 2], [4.0, 2.0], 200)
-        check_cancel(cancel)
-        affine = _as_affine(rigid_out)
-        report(progress, 0.2 + 0.25 * k, "atlas registration: affine")
-        affine_out, metric = _register(template, moving, fixed_mask, affine, [2, 1], [2.0, 0.0], 200)
-        check_cancel(cancel)
-        result = _evaluate(_as_affine(affine_out), metric, template, template_mask, moving, moving_fg)
-        if best is None or _score(result) > _score(best):
-            best = result
-        if not _problems(best):
-            break
+    start = _coarse_search(template, moving, fixed_mask, c_fixed, c_moving)
+    check_cancel(cancel)
+    report(progress, 0.3, "atlas registration: rigid")
+    rigid_out, _ = _register(template, moving, fixed_mask, start, [4, 2], [4.0, 2.0], 200)
+    check_cancel(cancel)
+    report(progress, 0.6, "atlas registration: affine")
+    affine_out, metric = _register(template, moving, fixed_mask, _as_affine(rigid_out), [2, 1], [2.0, 0.0], 200)
+    check_cancel(cancel)
+    best = _evaluate(_as_affine(affine_out), metric, template, template_mask, moving, moving_fg)
     report(progress, 1.0, "atlas registration done")
     problems = _problems(best)
     if problems:
