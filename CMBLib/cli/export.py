@@ -35,6 +35,8 @@ def add_parser(subparsers):
     p.add_argument("--mode", default=None, help="region-growing intensity mode (default: the engine's)")
     p.add_argument("--max-diameter", type=float, default=10.0, metavar="MM",
                    help="largest CMB diameter in mm for region growing (default 10)")
+    p.add_argument("--no-location", action="store_true",
+                   help="skip the location suggestion (atlas registration, a few seconds)")
     p.add_argument("--overwrite", action="store_true", help="replace the subject if it exists")
     return p
 
@@ -79,7 +81,7 @@ def run(args) -> int:
         mask, doc = generate_masks(image, scribbles, doc, **grow)
     else:
         mask = scribbles.with_array(np.zeros(scribbles.array.shape, np.uint16))
-    doc, note = suggest_locations(image, doc)
+    doc, note = (doc, "") if args.no_location else suggest_locations(image, doc)
     if note and doc["findings"]:
         print(f"cmb export: note: {note}", file=sys.stderr)
     for f in doc["findings"]:
