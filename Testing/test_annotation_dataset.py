@@ -56,7 +56,7 @@ def annotated_doc(subject="01", labels=(1, 2, 3)):
     doc = new_document(subject, "T2starw", rater="r1")
     doc["findings"] = [new_finding(v, certainty="certain", location="frontal", side="left", cause="caa")
                        for v in labels]
-    doc["findings"][0]["comment"] = "rim | next to a vein\nsecond line"
+    doc["findings"][0]["comment"] = "rim | next to a vein\nsecond line, hémorragie 微"
     return doc
 
 
@@ -121,7 +121,7 @@ def test_seg_nrrd_carries_segments_and_metadata(exported):
     tags = segments[0]["tags"]
     assert tags["cmb.certainty"] == "certain" and tags["cmb.location"] == "frontal"
     assert tags["cmb.location_group"] == "lobar" and tags["cmb.mask_voxel_count"] == "8"
-    assert tags["cmb.comment"] == "rim / next to a vein second line"
+    assert tags["cmb.comment"] == "rim / next to a vein second line, hemorragie ?"
     study = ds.import_subject(root, "01")
     assert study.segments[2]["tags"]["cmb.cause"] == "caa"
 
@@ -453,3 +453,38 @@ def test_complete_document_then_export_validates(tmp_path):
     mask, doc = generate_masks(vol, scr, doc)
     files = ds.export_subject(tmp_path, "01", vol, scr, mask, doc)
     validate_document(json.loads(files["annotation"].read_text()))
+
+
+# --- property: any grid, labels and metadata come back identical ------------------------------
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from CMBLib.annotation import vocabulary as V  # noqa: E402
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 10_000), angle=st.floats(-90, 90), spacing=st.tuples(
+    st.floats(0.3, 3.0), st.floats(0.3, 3.0), st.floats(0.5, 6.0)), n=st.integers(0, 4),
+       certainty=st.sampled_from(V.CERTAINTIES), location=st.sampled_from(V.LOCATIONS),
+       comment=st.text(max_size=30))
+def test_round_trip_property(tmp_path_factory, seed, angle, spacing, n, certainty, location, comment):
+    rng = np.random.default_rng(seed)
+    shape = tuple(int(v) for v in rng.integers(3, 12, 3))
+    image = Volume(rng.normal(0, 1, shape).astype(np.float32), spacing, rng.normal(0, 50, 3), rotation(angle))
+    labels = np.zeros(shape, np.uint16)
+    for label in range(1, n + 1):
+        labels[tuple(rng.integers(0, s) for s in shape)] = label
+    present = sorted(int(v) for v in np.unique(labels) if v)
+    doc = new_document(rater="h")
+    doc["findings"] = [new_finding(v, certainty=certainty, location=location, comment=comment) for v in present]
+    measure_masks(image.with_array(labels), doc)
+    root = tmp_path_factory.mktemp("prop")
+    files = ds.export_subject(root, "1", image, image.with_array(labels), image.with_array(labels), doc)
+    study = ds.import_subject(root, "1")
+    np.testing.assert_array_equal(study.image.array, image.array)
+    np.testing.assert_array_equal(study.mask.array, labels)
+    assert geometry_difference(study.mask, image, tol_mm=1e-3) == ""
+    assert study.document["findings"] == doc["findings"]
+    labelmap, segments = read_segmentation(files["segmentation"])
+    np.testing.assert_array_equal(labelmap.array, labels)
+    assert [s["tags"]["cmb.certainty"] for s in segments] == [certainty] * len(present)

@@ -384,7 +384,15 @@ def segment_tags(finding: dict) -> Dict[str, str]:
 
 
 def _tag_text(value) -> str:
-    return " ".join(_cell(value).replace("|", "/").split())
+    """Text safe in a .seg.nrrd header: ASCII (accents dropped: 'hémorragie' -> 'hemorragie',
+    other letters -> '?'), one line, no '|'.  The annotation JSON keeps the exact text."""
+    import unicodedata
+
+    text = unicodedata.normalize("NFKD", _cell(value))
+    text = "".join(c for c in text if not unicodedata.combining(c))
+    text = text.encode("ascii", "replace").decode("ascii")
+    text = "".join(c if c.isprintable() else " " for c in text)
+    return " ".join(text.replace("|", "/").split())
 
 
 # --- import ----------------------------------------------------------------------------
