@@ -110,6 +110,10 @@ def test_complete_document_fills_unreviewed_defaults():
     assert doc["study"]["subject"] == "7" and doc["study"]["sequence"] == "QSM" and doc["rater"] == "r2"
     with pytest.raises(CMBError, match=r"findings\[0\]: expected an object"):
         complete_document({"findings": [3]})
+    with pytest.raises(CMBError, match="study: expected an object"):
+        complete_document({"study": ["include"]})
+    with pytest.raises(CMBError, match="mimics: expected a list"):
+        complete_document({"mimics": {"type": "cavernoma"}})
 
 
 def test_schema_enums_match_the_vocabulary():

@@ -122,6 +122,11 @@ def complete_document(doc: Optional[dict], subject: str = "", sequence: str = ""
     doc = copy.deepcopy(doc) if doc else {}
     if not isinstance(doc, dict):
         raise CMBError(f"annotation: expected a JSON object, got {type(doc).__name__}")
+    if not isinstance(doc.get("study", {}), dict):
+        raise CMBError("study: expected an object with the study-level fields")
+    for name in ("findings", "mimics", "other_findings"):
+        if not isinstance(doc.get(name, []), list):
+            raise CMBError(f"{name}: expected a list")
     for key, value in base.items():
         if key == "study":
             study = dict(STUDY_DEFAULTS)

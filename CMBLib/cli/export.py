@@ -101,7 +101,7 @@ def _given_sequence(path):
     import json
 
     study = json.loads(Path(path).read_text(encoding="utf-8")).get("study") or {}
-    return study.get("sequence")
+    return study.get("sequence") if isinstance(study, dict) else None
 
 
 def _guess_sequence(path) -> str:
