@@ -22,12 +22,12 @@ def validate_image(volume: Volume, name: str = "image") -> Volume:
         raise CMBError(f"{name}: direction matrix is not a rotation")
     if not np.issubdtype(a.dtype, np.number) and a.dtype != np.bool_:
         raise CMBError(f"{name}: voxel type {a.dtype} is not numeric")
-    if np.issubdtype(a.dtype, np.floating):
+    lo, hi = a.min(), a.max()  # NaN or inf anywhere shows up here
+    if np.issubdtype(a.dtype, np.floating) and not (np.isfinite(lo) and np.isfinite(hi)):
         bad = int(np.count_nonzero(~np.isfinite(a)))
-        if bad:
-            raise CMBError(f"{name}: {bad} voxels are NaN or infinite"
-                           + (" (the whole volume)" if bad == a.size else "") + "; fix or mask them first")
-    if a.max() == a.min():
+        raise CMBError(f"{name}: {bad} voxels are NaN or infinite"
+                       + (" (the whole volume)" if bad == a.size else "") + "; fix or mask them first")
+    if lo == hi:
         raise CMBError(f"{name}: image is constant (every voxel is {a.flat[0]}); nothing to see")
     return volume
 
@@ -50,5 +50,5 @@ def validate_labelmap(labels: Volume, image: Volume, name: str = "scribbles") ->
 
 def label_ids(array: np.ndarray):
     """Sorted non-zero integer labels present in `array`."""
-    ids = np.unique(np.asarray(array))
-    return [int(v) for v in ids if v != 0]
+    a = np.asarray(array)
+    return [int(v) for v in np.unique(a[a != 0])]

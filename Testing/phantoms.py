@@ -2,8 +2,9 @@
 
 A CMB is a sphere of radius r mm with a dark core (contrast as a fraction of the
 tissue intensity), rendered with sub-voxel supersampling so partial volume on thick
-slices is physical.  The ground-truth mask holds the voxels at least half inside the
-sphere.  A scribble is a short in-plane stroke through the centre slice, as a rater
+slices is physical.  The ground-truth mask keeps the sphere's volume: the N voxels most
+inside it, N = sphere volume / voxel volume (a "half inside" rule would leave a 3.8 mm
+CMB straddling two 4 mm slices with a single voxel).  A scribble is a short in-plane stroke through the centre slice, as a rater
 draws it with the smallest brush.
 """
 from dataclasses import dataclass
@@ -43,6 +44,16 @@ def sphere_fraction(shape_kji, spacing_ijk, centre_mm, radius_mm, supersample=5)
     return frac
 
 
+def volume_preserving_mask(frac, radius_mm, spacing):
+    """The round(sphere volume / voxel volume) voxels with the largest fraction inside."""
+    n = max(1, int(round(4 / 3 * np.pi * radius_mm ** 3 / float(np.prod(spacing)))))
+    flat = frac.ravel()
+    order = np.argsort(-flat, kind="stable")[:n]
+    mask = np.zeros(flat.shape, bool)
+    mask[order[flat[order] > 0]] = True
+    return mask.reshape(frac.shape)
+
+
 def make_phantom(cmbs: List[PhantomCMB], shape_ijk=(48, 48, 16), spacing=(0.86, 0.86, 4.0),
                  noise=0.03, seed=0, vessel: Optional[dict] = None, edge_mm: Optional[float] = None,
                  tissue=1.0):
@@ -69,7 +80,7 @@ def make_phantom(cmbs: List[PhantomCMB], shape_ijk=(48, 48, 16), spacing=(0.86, 
     for n, c in enumerate(cmbs, start=1):
         frac = sphere_fraction(shape_kji, sp, c.centre_mm, c.radius_mm)
         img *= 1.0 - c.contrast * frac
-        truth[(frac >= 0.5) & (truth == 0)] = n
+        truth[volume_preserving_mask(frac, c.radius_mm, sp) & (truth == 0)] = n
         _draw_scribble(scribbles, truth == n, c, sp, n)
     img += rng.normal(0.0, noise * tissue, img.shape)
     if edge_mm is not None:
@@ -115,3 +126,17 @@ def random_case(rng, spacing, shape_ijk=(40, 40, 12), kind="plain"):
                                    noise=float(rng.uniform(0.02, 0.06)), seed=int(rng.integers(1 << 30)),
                                    **kw)
     return vol, truth, scr, radius
+
+
+def scribble_from_mask(mask: np.ndarray, centre_kji, fraction: float = 0.6) -> np.ndarray:
+    """A rater-like stroke: the mask voxels on the centre slice and row, along i, covering
+    `fraction` of the mask's extent on that row (always the centre voxel)."""
+    k, j, i = (int(round(v)) for v in centre_kji)
+    out = np.zeros(mask.shape, dtype=bool)
+    row = np.flatnonzero(mask[k, j])
+    if row.size:
+        half = int(np.floor(fraction * (row.max() - row.min() + 1) / 2))
+        lo, hi = max(row.min(), i - half), min(row.max(), i + half)
+        out[k, j, lo:hi + 1] = mask[k, j, lo:hi + 1]
+    out[k, j, i] = True
+    return out

@@ -22,14 +22,24 @@ def refine_region(region: np.ndarray, seeds: np.ndarray, connectivity: int = 6,
     """
     st = structure(connectivity)
     out = region | seeds
+    # work inside the region's bounding box, padded so closing cannot touch the edge
+    pad = closing_iterations + 1
+    (lo, hi) = _bbox(out)
+    sub = tuple(slice(a, b) for a, b in zip(lo, hi))
+    part = np.pad(out[sub], pad)
     if closing_iterations > 0:
-        pad = closing_iterations + 1
-        padded = np.pad(out, pad)
-        closed = ndimage.binary_closing(padded, structure=st, iterations=closing_iterations)
-        out = closed[pad:-pad, pad:-pad, pad:-pad] | out
+        part |= ndimage.binary_closing(part, structure=st, iterations=closing_iterations)
     if fill_holes:
-        out = ndimage.binary_fill_holes(out, structure=st)
+        part = ndimage.binary_fill_holes(part, structure=st)
+    out = out.copy()
+    out[sub] = part[pad:-pad, pad:-pad, pad:-pad]
     return keep_seed_components(out, seeds, connectivity)
+
+
+def _bbox(mask: np.ndarray):
+    """(lo, hi) corner indices of the True voxels (hi exclusive)."""
+    idx = [np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != ax))) for ax in range(3)]
+    return [int(i[0]) for i in idx], [int(i[-1]) + 1 for i in idx]
 
 
 def keep_seed_components(mask: np.ndarray, seeds: np.ndarray, connectivity: int = 6) -> np.ndarray:
