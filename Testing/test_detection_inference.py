@@ -33,7 +33,7 @@ def test_window_count_matches_monai(shape, patch, expected):
     assert count_windows(shape, roi, 0.25) == expected
     net = Counting()
     x = np.random.default_rng(0).normal(size=shape).astype(np.float32)
-    prob, dev = predict_probability(net, x, patch, sw_batch_size=1)
+    prob, dev = predict_probability(net, x, patch, sw_batch_size=1, overlap=0.25)
     assert net.windows == expected and dev == "cpu"
     assert prob.shape == shape and prob.dtype == np.float32
     assert np.allclose(prob, 1 / (1 + np.exp(-10 * x)), atol=1e-4)
@@ -42,7 +42,8 @@ def test_window_count_matches_monai(shape, patch, expected):
 def test_progress_reaches_one_and_cancel_stops():
     x = np.zeros((20, 40, 70), np.float32)
     seen = []
-    predict_probability(Counting(), x, (32, 32, 16), sw_batch_size=2, progress=lambda f, m: seen.append(f))
+    predict_probability(Counting(), x, (32, 32, 16), sw_batch_size=2, overlap=0.25,
+                        progress=lambda f, m: seen.append(f))
     assert len(seen) == 6 and seen == sorted(seen) and seen[-1] == 1.0
     token = CancelToken()
 
@@ -51,7 +52,8 @@ def test_progress_reaches_one_and_cancel_stops():
 
     net = Counting()
     with pytest.raises(Cancelled):
-        predict_probability(net, x, (32, 32, 16), sw_batch_size=2, progress=cancel_after_first, cancel=token)
+        predict_probability(net, x, (32, 32, 16), sw_batch_size=2, overlap=0.25, progress=cancel_after_first,
+                            cancel=token)
     assert net.windows == 2
 
 
@@ -59,7 +61,7 @@ def test_out_of_memory_retries_with_fewer_windows_and_says_so():
     x = np.zeros((20, 40, 70), np.float32)
     warnings = []
     net = Counting(oom_above=1)
-    prob, dev = predict_probability(net, x, (32, 32, 16), sw_batch_size=4, warnings=warnings)
+    prob, dev = predict_probability(net, x, (32, 32, 16), sw_batch_size=4, overlap=0.25, warnings=warnings)
     assert dev == "cpu" and prob.shape == x.shape
     assert warnings == ["cpu ran out of memory; retrying with 2 window(s) at a time",
                         "cpu ran out of memory; retrying with 1 window(s) at a time"]
@@ -87,6 +89,17 @@ def test_gpu_out_of_memory_moves_to_cpu(monkeypatch):
                                         device="cuda", sw_batch_size=2, warnings=warnings)
     assert dev == "cpu" and calls == [("cuda", 2), ("cuda", 1), ("cpu", 2)]
     assert "running on the CPU instead" in warnings[-1]
+
+
+def test_windows_without_mask_voxels_are_skipped():
+    x = np.random.default_rng(1).normal(size=(20, 40, 70)).astype(np.float32)
+    mask = np.zeros(x.shape, bool)
+    mask[0:3, 0:5, 0:9] = True        # lies in the first window along every axis only
+    net = Counting()
+    prob, _ = predict_probability(net, x, (32, 32, 16), sw_batch_size=1, overlap=0.25, mask=mask)
+    assert net.windows == 1
+    assert np.allclose(prob[0:3, 0:5, 0:9], 1 / (1 + np.exp(-10 * x[0:3, 0:5, 0:9])), atol=1e-4)
+    assert prob[:, :, 60:].max() == 0.0
 
 
 def test_select_device():

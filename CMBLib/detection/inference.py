@@ -84,14 +84,16 @@ def _is_oom(exc: BaseException) -> bool:
 
 
 def predict_probability(network, array: np.ndarray, patch_size: Sequence[int], device: str = "cpu",
-                        sw_batch_size: int = 2, overlap: float = 0.25, mode: str = "gaussian",
-                        progress=None, cancel=None, warnings: Optional[list] = None) -> Tuple[np.ndarray, str]:
+                        sw_batch_size: int = 2, overlap: float = 0.125, mode: str = "gaussian",
+                        progress=None, cancel=None, warnings: Optional[list] = None,
+                        mask: Optional[np.ndarray] = None) -> Tuple[np.ndarray, str]:
     """Probability map (float32, same shape as `array` [k, j, i]) and the device actually used.
 
     `patch_size` is (i, j, k) voxels (as stored in model metadata).  Windows run in
     batches of `sw_batch_size`; progress is reported and `cancel` checked after each
-    batch.  On CUDA out-of-memory the batch is halved, then the job moves to the CPU;
-    each fall-back is appended to `warnings` (a list of strings).
+    batch.  `mask` (bool, same shape): windows holding no mask voxel are not computed
+    (probability 0 there).  On CUDA out-of-memory the batch is halved, then the job
+    moves to the CPU; each fall-back is appended to `warnings` (a list of strings).
     """
     import torch
 
@@ -100,7 +102,7 @@ def predict_probability(network, array: np.ndarray, patch_size: Sequence[int], d
     batch = max(int(sw_batch_size), 1)
     while True:
         try:
-            return _run(network, array, roi, device, batch, overlap, mode, progress, cancel), device
+            return _run(network, array, roi, device, batch, overlap, mode, progress, cancel, mask), device
         except Exception as exc:  # only out-of-memory is retried
             if not _is_oom(exc):
                 raise
@@ -119,7 +121,7 @@ def predict_probability(network, array: np.ndarray, patch_size: Sequence[int], d
                                "or use a machine with more memory") from None
 
 
-def _run(network, array, roi, device, batch, overlap, mode, progress, cancel) -> np.ndarray:
+def _run(network, array, roi, device, batch, overlap, mode, progress, cancel, mask=None) -> np.ndarray:
     import torch
     from monai.inferers import sliding_window_inference
 
@@ -128,19 +130,24 @@ def _run(network, array, roi, device, batch, overlap, mode, progress, cancel) ->
     network.to(device)
 
     def predictor(x):
+        # x: (B, 2, z, y, x) = image and brain mask of B windows
         check_cancel(cancel)
-        logits = network(x)
-        if isinstance(logits, (list, tuple)):
-            logits = logits[0]
-        if logits.shape[1] == 1:
-            prob = torch.sigmoid(logits)
-        else:
-            prob = torch.softmax(logits, dim=1)[:, 1:2]
+        prob = torch.zeros_like(x[:, :1])
+        keep = x[:, 1].flatten(1).amax(dim=1) > 0.5
+        if bool(keep.any()):
+            logits = network(x[keep][:, :1])
+            if isinstance(logits, (list, tuple)):
+                logits = logits[0]
+            if logits.shape[1] == 1:
+                prob[keep] = torch.sigmoid(logits)
+            else:
+                prob[keep] = torch.softmax(logits, dim=1)[:, 1:2]
         done["n"] += 1
         report(progress, min(done["n"] / total_calls, 1.0), f"window batch {done['n']}/{total_calls}")
         return prob
 
-    x = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))[None, None]
+    m = np.ones(array.shape, np.float32) if mask is None else np.asarray(mask, dtype=np.float32)
+    x = torch.from_numpy(np.stack([np.asarray(array, dtype=np.float32), m]))[None]
     with torch.inference_mode(), _warnings.catch_warnings():
         _warnings.simplefilter("ignore")
         out = sliding_window_inference(x.to(device), roi_size=roi,

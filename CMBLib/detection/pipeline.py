@@ -47,7 +47,7 @@ def normalise_sequence(sequence: str) -> str:
 def detect(volume: Volume, model: Union[str, Tuple[object, Dict]] = "default", device: str = "auto",
            threshold: Optional[float] = None, polarity: Optional[str] = None, sequence: str = "T2S",
            location: bool = False, brain_mask=None, min_diameter_mm: Optional[float] = None,
-           max_diameter_mm: Optional[float] = None, sw_batch_size: int = 2, overlap: float = 0.25,
+           max_diameter_mm: Optional[float] = None, sw_batch_size: int = 2, overlap: Optional[float] = None,
            progress=None, cancel=None) -> DetectionResult:
     """Detect CMBs in `volume` (a 3D Volume; SWI / T2*-GRE magnitude or QSM).
 
@@ -85,6 +85,8 @@ def detect(volume: Volume, model: Union[str, Tuple[object, Dict]] = "default", d
     if not 0.0 < thr < 1.0:
         raise CMBError(f"threshold {thr} must lie between 0 and 1")
     min_d = float(meta.get("min_diameter_mm", 2.0) if min_diameter_mm is None else min_diameter_mm)
+    overlap = float(meta.get("inference_overlap", 0.125) if overlap is None else overlap)
+    window = meta.get("inference_patch_size") or meta["patch_size"]
     max_d = float(meta.get("max_diameter_mm", 10.0) if max_diameter_mm is None else max_diameter_mm)
 
     check_cancel(cancel)
@@ -99,9 +101,9 @@ def detect(volume: Volume, model: Union[str, Tuple[object, Dict]] = "default", d
     def _inner(f, msg):
         report(progress, 0.1 + 0.8 * f, f"detecting: {msg}")
 
-    prob_model, used = predict_probability(network, pre.array, meta["patch_size"], device=dev,
-                                           sw_batch_size=sw_batch_size, overlap=overlap,
-                                           progress=_inner, cancel=cancel, warnings=warnings)
+    prob_model, used = predict_probability(network, pre.array, window, device=dev,
+                                           sw_batch_size=sw_batch_size, overlap=overlap, progress=_inner,
+                                           cancel=cancel, warnings=warnings, mask=pre.brain_mask)
     prob_model[~pre.brain_mask] = 0.0
     timings["inference"] = time.perf_counter() - t
 
@@ -135,7 +137,7 @@ def detect(volume: Volume, model: Union[str, Tuple[object, Dict]] = "default", d
         "min_diameter_mm": min_d,
         "max_diameter_mm": max_d,
         "model_spacing_mm": [float(s) for s in meta["spacing_mm"]],
-        "patch_size": [int(p) for p in meta["patch_size"]],
+        "patch_size": [int(p) for p in window],
         "overlap": overlap,
         "location": bool(location),
     }
