@@ -100,3 +100,19 @@ def test_location_is_added_or_refused(monkeypatch):
     res = detect(vol, dark_spot_model(), location=True)
     assert sorted(r["location"] for r in res.records) == sorted(
         "left " + ("deep" if r["centre_ras"][0] > 0 else "lobar") for r in res.records)
+
+    def located(image, pts, progress=None, cancel=None):
+        return [{"region": "thalamus", "category": "deep", "side": "left"} for _ in pts]
+
+    fake.locate_points = located
+    res = detect(vol, dark_spot_model(), location=True)
+    assert [(r["location"], r["location_category"], r["side"]) for r in res.records] == \
+        [("thalamus", "deep", "left")] * 2
+
+    def failing(image, pts, progress=None, cancel=None):
+        raise CMBError("atlas registration failed")
+
+    fake.locate_points = failing
+    res = detect(vol, dark_spot_model(), location=True)
+    assert len(res.records) == 2 and "location" not in res.records[0]
+    assert res.warnings == ["location not determined: atlas registration failed"]

@@ -27,7 +27,7 @@ FORMAT = "cmb-detections"
 FORMAT_VERSION = "1.0"
 CSV_COLUMNS = ["label", "x_ras", "y_ras", "z_ras", "i", "j", "k", "voxel_count", "volume_mm3",
                "diameter_mm", "size_class", "max_probability", "mean_probability", "elongation",
-               "sphericity", "vessel_like", "location"]
+               "sphericity", "vessel_like", "location", "side"]
 SIZE_CLASSES = ("<5mm", "5-10mm", ">10mm")
 SUMMARY_FILE = "cmb_summary.csv"
 
@@ -72,7 +72,7 @@ def records_csv(records: Iterable[Dict]) -> str:
         i, j, k = r["centre_ijk"]
         w.writerow([r["label"], x, y, z, i, j, k, r["voxel_count"], r["volume_mm3"], r["diameter_mm"],
                     r["size_class"], r["max_probability"], r["mean_probability"], r["elongation"],
-                    r["sphericity"], int(bool(r["vessel_like"])), r.get("location", "")])
+                    r["sphericity"], int(bool(r["vessel_like"])), r.get("location", ""), r.get("side", "")])
     return buf.getvalue()
 
 
@@ -160,5 +160,7 @@ def records_to_findings(records: Iterable[Dict], status: str = "proposed") -> Li
                   "size_class_suggested": r.get("size_class")}
         if r.get("location"):
             fields["location_suggested"] = r["location"]
+        if r.get("side"):
+            fields["side_suggested"] = r["side"]
         out.append(new_finding(int(r["label"]), **fields))
     return out

@@ -118,9 +118,9 @@ def detect(volume: Volume, model: Union[str, Tuple[object, Dict]] = "default", d
 
     if location and records:
         check_cancel(cancel)
-        report(progress, 0.95, "locating")
         t = time.perf_counter()
-        _add_locations(volume, records)
+        _add_locations(volume, records, warnings,
+                       progress=lambda f, m: report(progress, 0.95 + 0.05 * f, f"locating: {m}"), cancel=cancel)
         timings["location"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t_start
     timings = {k: round(v, 3) for k, v in timings.items()}
@@ -145,16 +145,33 @@ def detect(volume: Volume, model: Union[str, Tuple[object, Dict]] = "default", d
     return DetectionResult(volume.with_array(labels), prob_vol, records, settings, timings, warnings, dropped)
 
 
-def _add_locations(volume: Volume, records: List[Dict]) -> None:
-    """Fill record["location"] from CMBLib.location.locate_points (another part of CMBLib)."""
+def _add_locations(volume: Volume, records: List[Dict], warnings: List[str], progress=None, cancel=None) -> None:
+    """Fill record["location"] (MARS region), "location_category" and "side" from CMBLib.location.
+
+    A failed location (e.g. the atlas registration) becomes a warning, not a failed study.
+    """
     try:
         from ..location import locate_points
     except ImportError:
         raise CMBError("location module not installed (CMBLib.location); run without --location") from None
+    from ..progress import Cancelled
+
     points = np.array([r["centre_ras"] for r in records], dtype=float)
-    found = locate_points(volume, points)
+    try:
+        found = locate_points(volume, points, progress=progress, cancel=cancel)
+    except TypeError:  # a locate_points without progress/cancel
+        found = locate_points(volume, points)
+    except Cancelled:
+        raise
+    except CMBError as exc:
+        warnings.append(f"location not determined: {exc}")
+        return
     for rec, loc in zip(records, list(found)):
         rec["location"] = _location_name(loc)
+        if isinstance(loc, dict):
+            for key, name in (("category", "location_category"), ("side", "side")):
+                if loc.get(key):
+                    rec[name] = str(loc[key])
 
 
 def _location_name(loc) -> str:
