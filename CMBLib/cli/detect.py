@@ -141,7 +141,6 @@ def _run_studies(args, inputs, out_dir, emit, bar):
 
         t = time.perf_counter()
         try:
-            check_nifti_complete(path)
             volume = validate_image(read_volume(path), str(path))
         except CMBError as exc:
             msg = str(exc) if str(path) in str(exc) else f"{path}: {exc}"
@@ -172,55 +171,6 @@ def _run_studies(args, inputs, out_dir, emit, bar):
         rows.append(summary_row(name, "ok", result.records))
         emit.study(name, "ok", result=result, paths=paths, seconds=time.perf_counter() - t)
     return rows
-
-
-def check_nifti_complete(path) -> None:
-    """CMBError when a .nii / .nii.gz file holds fewer bytes than its header declares.
-
-    ITK's NIfTI reader (SimpleITK 2.5) silently accepts truncated files, so this checks
-    the NIfTI-1/2 header's vox_offset + dims * bitpix against the (decompressed) length.
-    """
-    import gzip
-    import struct
-    import zlib
-
-    name = str(path).lower()
-    if not (name.endswith(".nii") or name.endswith(".nii.gz")):
-        return
-    opener = gzip.open if name.endswith(".gz") else open
-    try:
-        with opener(path, "rb") as fh:
-            head = fh.read(540)
-            total = len(head)
-            while True:
-                chunk = fh.read(1 << 22)
-                if not chunk:
-                    break
-                total += len(chunk)
-    except (OSError, EOFError, zlib.error):
-        raise CMBError(f"{path}: cannot be read as an image (corrupt or truncated compressed file)") from None
-    if len(head) < 348:
-        raise CMBError(f"{path}: cannot be read as an image (file too short for a NIfTI header)")
-    for endian in ("<", ">"):
-        size = struct.unpack(endian + "i", head[:4])[0]
-        if size in (348, 540):
-            break
-    else:
-        return  # not a NIfTI header: leave it to the image reader
-    if size == 348:
-        dims = struct.unpack(endian + "8h", head[40:56])
-        bitpix = struct.unpack(endian + "h", head[72:74])[0]
-        offset = struct.unpack(endian + "f", head[108:112])[0]
-    else:
-        dims = struct.unpack(endian + "8q", head[16:80])
-        bitpix = struct.unpack(endian + "h", head[14:16])[0]
-        offset = struct.unpack(endian + "q", head[168:176])[0]
-    n = 1
-    for d in dims[1:1 + max(0, min(int(dims[0]), 7))]:
-        n *= max(int(d), 1)
-    expected = int(offset) + n * max(int(bitpix), 8) // 8
-    if total < expected:
-        raise CMBError(f"{path}: cannot be read as an image (truncated: {total} of {expected} bytes)")
 
 
 class _Emitter:
