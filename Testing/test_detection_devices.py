@@ -9,7 +9,7 @@ from detection_fixtures import TINY_UNET, phantom  # noqa: E402
 
 from CMBLib.detection.pipeline import detect  # noqa: E402
 
-# Stated tolerance: probabilities within 1e-3, the same candidates, strong candidates found at the same place (0.5 mm).
+# Stated tolerance: probabilities within 1e-3; each strong CPU candidate found on the GPU within 0.5 mm.
 PROB_TOL = 1e-3
 
 
