@@ -257,3 +257,26 @@ def test_bad_input_raises_one_line_cmb_error(case, message):
             grow_from_scribbles(vol, scr, mode="median")
     assert message in str(err.value)
     assert "\n" not in str(err.value)
+
+
+def test_choose_tolerance_hand_computed():
+    from CMBLib.growing.tolerance import choose_tolerance, size_curve
+
+    join = np.array([0, 0, 0.1, 0.2, 0.3, 0.4, 0.5, 1.0, 1.0, 1.0, 1.0, 1.0])
+    t, s = size_curve(join, limit=8)
+    np.testing.assert_allclose(t, [0, 0.1, 0.2, 0.3, 0.4, 0.5, 1.0])
+    np.testing.assert_array_equal(s, [2, 3, 4, 5, 6, 7, 9])  # stops after the first size above 8
+    c = choose_tolerance(t, s, cap=8, fraction=0.6)   # runaway at 1.0 -> target 0.6 -> last step 0.5
+    assert (c.tolerance, c.size, c.runaway_tolerance, c.has_elbow) == (0.5, 7, 1.0, True)
+    c = choose_tolerance(t, s, cap=20, fraction=0.6)  # never runs away: no elbow
+    assert c.runaway_tolerance is None and not c.has_elbow
+
+
+def test_scribble_on_plain_tissue_is_flagged():
+    vol, _, _ = make_phantom([], (30, 30, 10), (1.0, 1.0, 2.0), noise=0.04, seed=1)
+    scr = np.zeros(vol.array.shape, np.uint8)
+    scr[5, 15, 14:17] = 1
+    m = grow_from_scribbles(vol, vol.with_array(scr)).cmbs[0]
+    assert any("is it a CMB?" in w for w in m["warnings"])
+    vol, _, scr = make_phantom([PhantomCMB((15.0, 15.0, 10.0), 3.0, 0.6)], (30, 30, 10), (1.0, 1.0, 2.0), noise=0.04)
+    assert grow_from_scribbles(vol, scr).cmbs[0]["warnings"] == []

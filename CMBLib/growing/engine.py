@@ -244,7 +244,7 @@ def _grow_one(lab, array, seed_kji, pad, scale, cap, background, settings, spaci
         choice = choose_tolerance(tolerances, sizes, cap, fraction)
         tol = choice.tolerance
         if not choice.has_elbow:
-            warnings.append("size-vs-tolerance curve has no clear elbow; check the mask")
+            warnings.append("size-vs-tolerance curve has no elbow (the region never ran away); check the mask")
         runaway = choice.runaway_tolerance
     else:
         tol = float(settings.tolerance)
@@ -268,9 +268,23 @@ def _grow_one(lab, array, seed_kji, pad, scale, cap, background, settings, spaci
     region = refined if refined.sum() <= cap else keep_seed_components(region, seeds, settings.connectivity)
     if background is not None:
         region &= ~background[box] | seeds
+    if region.sum() <= seeds.sum():
+        warnings.append("mask did not grow beyond the scribble: focus too faint or scribble off the CMB")
+    contrast, noise = _contrast_to_noise(intensity, seed_mean)
+    if contrast < 3.0 * noise:
+        warnings.append(f"scribble is hardly {'darker' if dark else 'brighter'} than its surroundings "
+                        f"(contrast {contrast / max(noise, 1e-12):.1f} x noise): is it a CMB?")
     return {"label": lab, "box": box, "lo": lo, "region": region, "seeds": seeds, "join": join,
             "tolerance": tol, "runaway": runaway, "curve": (tolerances, sizes), "cap_hit": cap_hit,
             "warnings": warnings, "dark": dark, "seed_count": int(seeds.sum())}
+
+
+def _contrast_to_noise(intensity: np.ndarray, seed_mean: float):
+    """(|median of the box - seed mean|, noise sigma from in-plane neighbour differences)."""
+    contrast = abs(float(np.median(intensity)) - seed_mean)
+    diffs = np.abs(np.diff(intensity, axis=2)).ravel()
+    noise = float(np.median(diffs)) / (0.6745 * np.sqrt(2.0)) if diffs.size else 0.0
+    return contrast, noise
 
 
 def _blocked_join(intensity, seeds, settings, dark, blocked):

@@ -36,7 +36,7 @@ def size_curve(join: np.ndarray, limit: int):
 
 
 def choose_tolerance(tolerances: np.ndarray, sizes: np.ndarray, cap: int,
-                     fraction: float = 0.6, min_jump: float = 1.5) -> ToleranceChoice:
+                     fraction: float = 0.6) -> ToleranceChoice:
     """Tolerance = `fraction` x the runaway tolerance (the first at which size exceeds `cap`).
 
     The runaway tolerance is where the region leaks into the surrounding tissue, so it
@@ -44,23 +44,20 @@ def choose_tolerance(tolerances: np.ndarray, sizes: np.ndarray, cap: int,
     of the way there (partial-volume voxels half inside the focus).  The thesis keeps
     the last step before the runaway (fraction 1); the per-mode fractions in
     `engine.AUTO_FRACTION` come from the Dice evaluation in `benchmarks/eval_grow.py`.
-    `has_elbow` is False when the region never exceeds the cap, or the size does not
-    jump by at least `min_jump` times at the runaway step.
+    `has_elbow` is False when the region never exceeds the cap (no runaway inside the
+    search box): then the largest tolerance tried is scaled instead.
     """
     tolerances = np.asarray(tolerances, dtype=float)
     sizes = np.asarray(sizes, dtype=int)
     over = np.nonzero(sizes > cap)[0]
     if over.size:
-        r = int(over[0])
-        runaway = float(tolerances[r])
-        before = int(sizes[r - 1]) if r > 0 else 1
-        has_elbow = sizes[r] >= min_jump * before or r == 0
+        r, runaway = int(over[0]), float(tolerances[over[0]])
     else:
-        r, runaway, has_elbow = len(tolerances) - 1, float(tolerances[-1]), False
+        r, runaway = len(tolerances) - 1, float(tolerances[-1])
     target = fraction * runaway
     j = int(np.searchsorted(tolerances, target, side="right")) - 1
     j = min(max(j, 0), max(r - 1, 0))
-    return ToleranceChoice(float(tolerances[j]), int(sizes[j]), runaway if over.size else None, bool(has_elbow))
+    return ToleranceChoice(float(tolerances[j]), int(sizes[j]), runaway if over.size else None, bool(over.size))
 
 
 def region_at(join: np.ndarray, tolerance: float) -> np.ndarray:
