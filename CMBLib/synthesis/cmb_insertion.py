@@ -4,7 +4,7 @@ A CMB is modelled in physical space (mm, RAS) as a signal dip: a Gaussian core o
 `radius_mm` (1-5 mm, slightly ellipsoidal, randomly oriented) plus a broader, weaker
 blooming halo (Gaussian, or the dipole pattern of a magnetised sphere with B0 along S-I).
 The profile is evaluated at sub-voxel resolution (each voxel split into
-``ceil(spacing / 0.3 mm)`` sub-samples per axis) and averaged onto the target grid, so
+``ceil(spacing / 0.4 mm)`` (at most 8) sub-samples per axis) and averaged onto the target grid, so
 thick slices show physical partial-volume loss of contrast.
 
 * ``polarity="dark"`` (SWI, T2* magnitude): ``image * (1 - attenuation)``.
@@ -22,8 +22,8 @@ import numpy as np
 from ..errors import CMBError
 from ..geometry import Volume
 
-SUBVOXEL_MM = 0.3
-MAX_SUPERSAMPLE = 12
+SUBVOXEL_MM = 0.4
+MAX_SUPERSAMPLE = 8
 
 
 @dataclass
@@ -99,7 +99,7 @@ def render_cmb(volume: Volume, spec: CMBSpec, supersample: Optional[Sequence[int
     attenuation (multiplied by spec.contrast) on that box.
     """
     sp = np.asarray(volume.spacing, float)
-    reach = spec.radius_mm * max(spec.axes_scale) * (spec.halo_scale * 2.2 + 1) + 1.0
+    reach = spec.radius_mm * max(spec.axes_scale) * spec.halo_scale * 2.2 + 1.0
     if spec.dipole:
         reach = max(reach, spec.radius_mm * 4 + 1.0)
     c_ijk = volume.ras_to_voxel(spec.centre_ras)

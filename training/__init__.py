@@ -1,0 +1,1 @@
+"""Training and evaluation of CMB detection models (standalone; imports CMBLib, never the reverse)."""

@@ -1,0 +1,155 @@
+"""Pre-generate a cache of training / validation / test volumes on the model grid.
+
+Each case is one ``.npz`` (float16 image, uint8 CMB instance labels, bool brain mask,
+uint8 mimic types) already preprocessed exactly as at inference
+(`CMBLib.detection.preprocess.preprocess`), plus a ``.json`` with its provenance.
+
+Sources (``--sources``):
+
+* ``fs``  -- domain-randomised images from a FreeSurfer label map (random deformation,
+  T2*/SWI/random contrasts, clinical grids, mimics, CMBs);
+* ``qsm`` -- the real QSM brain (`chi_cosmos.nii.gz` + `msk.nii.gz`), re-acquired on a
+  random clinical grid, CMBs inserted (bright), preprocessed with polarity "bright".
+  CMBs go in the right hemisphere for ``train`` and the left one for ``val``/``test``,
+  so evaluation never sees a CMB position used for training (the veins are shared).
+
+Usage::
+
+    python -m training.generate_cache --out training/runs/cache --n-train 300 --n-val 12 --n-test 16
+"""
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from CMBLib.detection.preprocess import preprocess, resample_to
+from CMBLib.geometry import Volume
+from CMBLib.io import read_volume
+from CMBLib.synthesis.cmb_insertion import insert_cmbs, sample_centres
+from CMBLib.synthesis.label_synthesis import random_clinical_spacing, reacquire, synthesize_case
+from CMBLib.synthesis.mimics import add_mimics
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
+FS_LABELS = DATA / "freesurfer_subject" / "aparc.a2009s+aseg.nii.gz"
+QSM = DATA / "qsm2016" / "chi_cosmos.nii.gz"
+QSM_MASK = DATA / "qsm2016" / "msk.nii.gz"
+SPLIT_SEED = {"train": 0, "val": 1_000_000, "test": 2_000_000}
+
+
+def to_model_grid(image: Volume, polarity: str, specs, mimic_labels, spacing, brain_mask=None):
+    """Preprocess and render the CMB labels on the model grid; returns a dict of arrays."""
+    pre = preprocess(image, spacing, polarity, brain_mask=brain_mask)
+    zero = pre.grid.with_array(np.zeros(pre.array.shape, np.float32))
+    cmb = insert_cmbs(zero, specs=specs, polarity="dark").mask.array if specs else np.zeros(pre.array.shape, np.uint16)
+    mim = np.zeros(pre.array.shape, np.uint8)
+    if mimic_labels is not None:
+        mim = resample_to(mimic_labels, pre.grid, pre.grid.shape_ijk, order=0).astype(np.uint8)
+    return pre, {"image": pre.array.astype(np.float16), "cmb": cmb.astype(np.uint8),
+                 "brain": pre.brain_mask, "mimic": mim}
+
+
+def qsm_case(chi: Volume, msk: np.ndarray, rng, split: str, spacing_model, with_cmbs=True):
+    """Real QSM brain on a random clinical grid with bright CMBs in one hemisphere."""
+    from scipy import ndimage as ndi
+
+    sp = random_clinical_spacing(rng)
+    img, mask = reacquire(chi, sp, rng, mask=msk)
+    brain = ndi.binary_erosion(mask, iterations=2)
+    centre_x = img.kji_to_ras(np.argwhere(mask).mean(axis=0))[0]
+    kji = np.argwhere(brain)
+    x = img.kji_to_ras(kji)[:, 0]
+    side = (x > centre_x + 3) if split == "train" else (x < centre_x - 3)
+    allowed = np.zeros_like(brain)
+    allowed[tuple(kji[side].T)] = True
+    specs = []
+    res_img = img
+    if with_cmbs:
+        n = int(rng.integers(1, 9))
+        centres = sample_centres(allowed, img, n, rng, min_distance_mm=8.0)
+        ins = insert_cmbs(img, centres_ras=centres, rng=rng, brain_mask=mask, polarity="bright",
+                          radius_mm=(1.0, 2.5), contrast=(0.8, 3.0))
+        res_img, specs = ins.image, ins.specs
+    mim = None
+    if split == "train" and rng.random() < 0.5:  # synthetic calcification / flow voids on top
+        m = add_mimics(res_img, mask & (side_mask(img, mask, centre_x, split)), rng, polarity="bright",
+                       n_veins=2, n_flow_voids=3, calcification=True, air_bone=False, contrast=(0.8, 2.5))
+        res_img, mim = m.image, m.labels
+    a = res_img.array
+    noise = rng.uniform(0, 0.01)
+    a = a + rng.normal(0, noise, a.shape).astype(np.float32) * mask
+    res_img = res_img.with_array(a.astype(np.float32))
+    info = {"source": "qsm", "spacing": list(sp), "n_cmbs": len(specs), "polarity": "bright"}
+    pre, arrays = to_model_grid(res_img, "bright", specs, mim, spacing_model, brain_mask=mask)
+    return pre, arrays, info, specs
+
+
+def side_mask(img, mask, centre_x, split):
+    kji = np.argwhere(mask)
+    x = img.kji_to_ras(kji)[:, 0]
+    keep = (x > centre_x) if split == "train" else (x < centre_x)
+    out = np.zeros_like(mask)
+    out[tuple(kji[keep].T)] = True
+    return out
+
+
+def fs_case(labels: Volume, rng, spacing_model):
+    case = synthesize_case(labels, rng)
+    pre, arrays = to_model_grid(case.image, case.polarity, case.cmb_specs, case.mimic_labels, spacing_model)
+    info = dict(case.info, source="fs")
+    return pre, arrays, info, case.cmb_specs
+
+
+def save_case(folder: Path, name: str, pre, arrays, info, specs):
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / (name + ".tmp.npz")
+    np.savez_compressed(tmp, **arrays)
+    tmp.replace(folder / (name + ".npz"))
+    g = pre.grid
+    meta = dict(info, name=name, shape_kji=list(pre.array.shape), grid={
+        "spacing": list(g.spacing), "origin": list(g.origin), "direction": g.direction.tolist()},
+        centres_ras=[s.centre_ras.tolist() for s in specs],
+        radii_mm=[float(s.radius_mm) for s in specs])
+    (folder / (name + ".json")).write_text(json.dumps(meta, indent=1))
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default="training/runs/cache")
+    ap.add_argument("--n-train", type=int, default=300)
+    ap.add_argument("--n-val", type=int, default=12)
+    ap.add_argument("--n-test", type=int, default=16)
+    ap.add_argument("--qsm-fraction", type=float, default=0.25)
+    ap.add_argument("--spacing", type=float, nargs=3, default=(1.0, 1.0, 2.0))
+    ap.add_argument("--sources", default="fs,qsm")
+    args = ap.parse_args(argv)
+    out = Path(args.out)
+    sources = args.sources.split(",")
+    labels = read_volume(FS_LABELS) if "fs" in sources else None
+    chi = msk = None
+    if "qsm" in sources and QSM.is_file():
+        chi = read_volume(QSM)
+        msk = read_volume(QSM_MASK).array > 0
+    # validation first (needed while training), some training cases, the test set, the rest
+    train = [("train", i) for i in range(args.n_train)]
+    plan = [("val", i) for i in range(args.n_val)] + train[:40]
+    plan += [("test", i) for i in range(args.n_test)] + train[40:]
+    for split, i in plan:
+        name = f"{split}_{i:04d}"
+        if (out / split / (name + ".npz")).exists():
+            continue
+        rng = np.random.default_rng(SPLIT_SEED[split] + i)
+        use_qsm = chi is not None and (i % max(1, int(round(1 / max(args.qsm_fraction, 1e-3)))) == 1)
+        t = time.time()
+        if use_qsm:
+            pre, arrays, info, specs = qsm_case(chi, msk, rng, split, args.spacing)
+        else:
+            pre, arrays, info, specs = fs_case(labels, rng, args.spacing)
+        save_case(out / split, name, pre, arrays, info, specs)
+        print(f"{name} {info['source']} {info.get('spacing')} cmbs={info['n_cmbs']} "
+              f"shape={arrays['image'].shape} {time.time() - t:.1f}s", flush=True)
+
+
+if __name__ == "__main__":
+    main()
