@@ -195,3 +195,18 @@ def test_qsm_landmarks_get_their_category():
     assert cats == ["deep", "deep", "lobar", "lobar", "outside"], recs
     assert recs[0]["side"] != recs[1]["side"]
     assert recs[2]["region"] == "frontal" and recs[3]["region"] in ("occipital", "parietal")
+
+
+def test_bspline_point_inversion():
+    import SimpleITK as sitk
+
+    from CMBLib.location.registration import _invert_point
+
+    grid = sitk.Image([20, 20, 20], sitk.sitkFloat32)
+    grid.SetSpacing([5.0, 5.0, 5.0])
+    bspline = sitk.BSplineTransformInitializer(grid, [3, 3, 3], 3)
+    rng = np.random.default_rng(1)
+    bspline.SetParameters(rng.uniform(-4, 4, len(bspline.GetParameters())).tolist())
+    for x in ([30.0, 40.0, 50.0], [10.0, 80.0, 20.0]):
+        y = np.array(bspline.TransformPoint(x))
+        assert np.allclose(_invert_point(bspline, y), x, atol=0.05)

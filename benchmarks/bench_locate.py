@@ -74,6 +74,11 @@ def main():
         print(line, flush=True)
         if first is None:
             first = (vol, dt)
+        if name.startswith("t1"):
+            t0 = time.perf_counter()
+            res = R.register_template(template, mask, vol, deformable=True)
+            print(f"{name + ' +bspline':22s} registration {time.perf_counter() - t0:6.1f} s  "
+                  f"B-spline kept: {res.deformation is not None}  MI {-res.metric:.3f}", flush=True)
     if first and not args.no_reference:
         vol, dt = first
         saved = (R.WORK_SPACING_MM, R.SAMPLING_FRACTION)

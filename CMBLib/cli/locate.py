@@ -23,6 +23,8 @@ def add_parser(subparsers):
     p.add_argument("image", help="the image the points belong to (.nii, .nii.gz, .nrrd)")
     p.add_argument("points", help="CSV with columns x,y,z in RAS mm (Slicer markups CSV also accepted)")
     p.add_argument("--labels", metavar="SEG", help="FreeSurfer colour-table label map aligned with IMAGE")
+    p.add_argument("--deformable", action="store_true",
+                   help="add a coarse B-spline stage to the atlas registration (slower, slightly closer fit)")
     p.add_argument("--out", metavar="OUT.csv", help="output CSV (default: standard output)")
     p.add_argument("--summary", metavar="MARS.csv", help="also write the MARS count table (region x side)")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
@@ -41,7 +43,7 @@ def run(args) -> int:
     labels = read_volume(args.labels) if args.labels else None
     points = read_points_csv(args.points)
     progress = None if args.quiet else terminal_progress(sys.stderr)
-    records = locate_points(image, points, labels=labels, progress=progress)
+    records = locate_points(image, points, labels=labels, progress=progress, deformable=args.deformable)
     text = to_csv(records, COLUMNS)
     if args.out:
         write_text_atomic(args.out, text, overwrite=args.overwrite)

@@ -35,9 +35,11 @@ class Locator:
     """Locates points in one image; the registration / label mapping is done once.
 
     image: the subject Volume; labels: optional FreeSurfer-id label Volume aligned with
-    it in RAS space.  Call ``locate(points_ras)``."""
+    it in RAS space; deformable: add the B-spline stage to the atlas registration.
+    Call ``locate(points_ras)``."""
 
-    def __init__(self, image: Volume, labels: Optional[Volume] = None, progress=None, cancel=None):
+    def __init__(self, image: Volume, labels: Optional[Volume] = None, progress=None, cancel=None,
+                 deformable: bool = False):
         validate_image(image, "image")
         self.image = image
         self.labels = labels
@@ -45,6 +47,7 @@ class Locator:
         self._native = None
         self._progress = progress
         self._cancel = cancel
+        self.deformable = deformable
         if labels is not None:
             report(progress, 0.0, "mapping the label map to MARS regions")
             region, side = mars_from_freesurfer(labels.array, labels.spacing[::-1])
@@ -57,7 +60,8 @@ class Locator:
             from .registration import register_template
 
             template, mask = load_atlas().template_sitk()
-            self.registration = register_template(template, mask, self.image, self._progress, self._cancel)
+            self.registration = register_template(template, mask, self.image, self.deformable,
+                                                  self._progress, self._cancel)
         return self.registration
 
     def _atlas_lookup(self, points_ras, radius_mm):
@@ -117,23 +121,26 @@ def _outside_side(x, mni) -> str:
     return "right" if x > 0 else "left"
 
 
-def locate_points(image: Volume, points_ras, labels: Optional[Volume] = None, progress=None, cancel=None) -> List[dict]:
+def locate_points(image: Volume, points_ras, labels: Optional[Volume] = None, progress=None, cancel=None,
+                  deformable: bool = False) -> List[dict]:
     """MARS location of each (N, 3) RAS mm point in `image` (atlas route unless `labels`).
 
     Returns one dict per point: x, y, z, region (snake_case, see ``regions``), category
     (lobar | deep | infratentorial | outside), side (left | right | midline), route,
-    distance_mm and, on the atlas route, mni_x/mni_y/mni_z.  Raises CMBError on bad
-    input or when the atlas registration fails."""
+    distance_mm and, on the atlas route, mni_x/mni_y/mni_z.  `deformable` adds a coarse
+    B-spline stage to the atlas registration.  Raises CMBError on bad input or when the
+    atlas registration fails."""
     pts = np.asarray(points_ras, dtype=float)
     if pts.size == 0:
         return []
     if pts.ndim != 2 or pts.shape[1] != 3:
         raise CMBError(f"points must be an (N, 3) array of RAS mm; got shape {pts.shape}")
-    return Locator(image, labels, progress, cancel).locate(pts)
+    return Locator(image, labels, progress, cancel, deformable).locate(pts)
 
 
-def locate_volume_points(image: Volume, points_kji, labels: Optional[Volume] = None, progress=None, cancel=None) -> List[dict]:
+def locate_volume_points(image: Volume, points_kji, labels: Optional[Volume] = None, progress=None, cancel=None,
+                         deformable: bool = False) -> List[dict]:
     """Same as ``locate_points`` for points given as array indices (k, j, i) of `image`
     (e.g. CMB centres from a detection mask)."""
     kji = np.asarray(points_kji, dtype=float).reshape(-1, 3)
-    return locate_points(image, image.kji_to_ras(kji), labels, progress, cancel)
+    return locate_points(image, image.kji_to_ras(kji), labels, progress, cancel, deformable)
