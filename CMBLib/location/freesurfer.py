@@ -27,10 +27,12 @@ Mapping (documented in ``_ASEG``, ``_DK_LOBE``, ``_DESTRIEUX_LOBE`` below):
   and insular cortex; corpus callosum = the callosal label (192, 251-255) plus the
   white matter within ``CALLOSAL_MM`` of it that also lies within
   ``CALLOSAL_VENTRICLE_MM`` of a lateral ventricle (the callosal body over the
-  ventricles); deep and periventricular white matter = white matter at least
-  ``SUBCORTICAL_WM_MM`` from cortex or within ``PERIVENTRICULAR_MM`` of a lateral
-  ventricle; the rest is subcortical (juxtacortical, U-fibre) white matter and takes the
-  lobe of the nearest cortex.
+  ventricles); deep and periventricular white matter = white matter within
+  ``PERIVENTRICULAR_MM`` of a lateral ventricle, or more than ``SUBCORTICAL_WM_MM``
+  from cortex and within ``DEEP_WM_MAX_MM`` of a ventricle (the lobes' outer white
+  matter, e.g. of the occipital and temporal poles, stays lobar); the rest is
+  subcortical (juxtacortical, U-fibre) white matter and takes the lobe of the nearest
+  cortex.
 * Ventricles, CSF, choroid plexus, optic chiasm, background -> outside (0).
 
 Cortex without a parcellation (3/42, e.g. plain aseg or SynthSeg without ``--parc``)
@@ -46,7 +48,8 @@ LOBE_UNKNOWN = 255  # region code: lobar (cortex) of unknown lobe
 
 # Geometric rules (mm), fitted against the MARS reference parcellation (see
 # scripts/build_location_atlas.py --compare).
-SUBCORTICAL_WM_MM = 3.0  # white matter farther than this from cortex is deep
+SUBCORTICAL_WM_MM = 2.0  # white matter farther than this from cortex ...
+DEEP_WM_MAX_MM = 30.0  # ... and within this of a lateral ventricle is deep
 PERIVENTRICULAR_MM = 10.0  # white matter this close to a lateral ventricle is deep
 CALLOSAL_MM = 15.0  # corpus callosum: white matter this close to the callosal label ...
 CALLOSAL_VENTRICLE_MM = 8.0  # ... and this close to a lateral ventricle
@@ -132,10 +135,10 @@ def label_table(ids):
             out[v] = _ASEG[v]
         elif 1000 <= v < 1100 or 2000 <= v < 2100:
             side = SIDE_LEFT if v < 2000 else SIDE_RIGHT
-            out[v] = (_DK_LOBE.get(v % 1000, _CTX), side)
+            out[v] = (_DK_LOBE.get(v % 1000, _AMBIG), side)  # unknown/medial wall: nearest parcel
         elif 11100 <= v < 11200 or 12100 <= v < 12200:
             side = SIDE_LEFT if v < 12000 else SIDE_RIGHT
-            out[v] = (_DESTRIEUX_LOBE.get(v % 100, _CTX), side)
+            out[v] = (_DESTRIEUX_LOBE.get(v % 100, _AMBIG), side)
         elif 3000 <= v < 3100 or 4000 <= v < 4100:  # wmparc white matter
             out[v] = (_WM, SIDE_LEFT if v < 4000 else SIDE_RIGHT)
         else:
@@ -241,7 +244,7 @@ def _split_white_matter(code, side, wm, cortex, ventricle, labels, sp):
     cc = wm & (out == 0) & (d_cc <= CALLOSAL_MM) & (d_ven <= CALLOSAL_VENTRICLE_MM)
     out[cc] = R["corpus_callosum"]
     rest = wm & (out == 0)
-    deep = rest & ((d_ctx > SUBCORTICAL_WM_MM) | (d_ven <= PERIVENTRICULAR_MM))
+    deep = rest & (((d_ctx > SUBCORTICAL_WM_MM) & (d_ven <= DEEP_WM_MAX_MM)) | (d_ven <= PERIVENTRICULAR_MM))
     out[deep] = R["deep_periventricular_wm"]
     sub = rest & ~deep
     if sub.any():
