@@ -50,8 +50,12 @@ def to_model_grid(image: Volume, polarity: str, specs, mimic_labels, spacing, br
                  "brain": pre.brain_mask, "mimic": mim}
 
 
-def qsm_case(chi: Volume, msk: np.ndarray, rng, split: str, spacing_model, with_cmbs=True):
-    """Real QSM brain on a random clinical grid with bright CMBs in one hemisphere."""
+def qsm_native(chi: Volume, msk: np.ndarray, rng, split: str, with_cmbs=True):
+    """Real QSM brain on a random clinical grid with bright CMBs in one hemisphere.
+
+    Returns (image, cmb instance mask, brain mask array, CMB specs, mimic labels or None, info)
+    on the clinical grid.
+    """
     from scipy import ndimage as ndi
 
     sp = random_clinical_spacing(rng)
@@ -65,12 +69,13 @@ def qsm_case(chi: Volume, msk: np.ndarray, rng, split: str, spacing_model, with_
     allowed[tuple(kji[side].T)] = True
     specs = []
     res_img = img
+    cmb_mask = img.with_array(np.zeros(img.array.shape, np.uint16))
     if with_cmbs:
         n = int(rng.integers(1, 9))
         centres = sample_centres(allowed, img, n, rng, min_distance_mm=8.0)
         ins = insert_cmbs(img, centres_ras=centres, rng=rng, brain_mask=mask, polarity="bright",
                           radius_mm=(1.0, 2.5), contrast=(0.8, 3.0))
-        res_img, specs = ins.image, ins.specs
+        res_img, specs, cmb_mask = ins.image, ins.specs, ins.mask
     mim = None
     if split == "train" and rng.random() < 0.5:  # synthetic calcification / flow voids on top
         m = add_mimics(res_img, mask & (side_mask(img, mask, centre_x, split)), rng, polarity="bright",
@@ -80,9 +85,30 @@ def qsm_case(chi: Volume, msk: np.ndarray, rng, split: str, spacing_model, with_
     noise = rng.uniform(0, 0.01)
     a = a + rng.normal(0, noise, a.shape).astype(np.float32) * mask
     res_img = res_img.with_array(a.astype(np.float32))
-    info = {"source": "qsm", "spacing": list(sp), "n_cmbs": len(specs), "polarity": "bright"}
+    info = {"source": "qsm", "spacing": list(sp), "n_cmbs": len(specs), "polarity": "bright",
+            "hemisphere": "right" if split == "train" else "left"}
+    return res_img, cmb_mask, mask, specs, mim, info
+
+
+def qsm_case(chi: Volume, msk: np.ndarray, rng, split: str, spacing_model, with_cmbs=True):
+    """`qsm_native` preprocessed onto the model grid: (pre, arrays, info, specs)."""
+    res_img, _, mask, specs, mim, info = qsm_native(chi, msk, rng, split, with_cmbs)
     pre, arrays = to_model_grid(res_img, "bright", specs, mim, spacing_model, brain_mask=mask)
     return pre, arrays, info, specs
+
+
+def native_case(split: str, i: int, labels=None, chi=None, msk=None, qsm_every: int = 4):
+    """Case `i` of `split` on its clinical grid, exactly as the cache generated it.
+
+    Returns dict(image, cmb_mask, polarity, brain_mask (array or None), info).
+    """
+    rng = np.random.default_rng(SPLIT_SEED[split] + i)
+    if chi is not None and i % qsm_every == 1:
+        img, cmb, mask, _, _, info = qsm_native(chi, msk, rng, split)
+        return {"image": img, "cmb_mask": cmb, "polarity": "bright", "brain_mask": mask, "info": info}
+    case = synthesize_case(labels, rng)
+    return {"image": case.image, "cmb_mask": case.cmb_mask, "polarity": case.polarity, "brain_mask": None,
+            "info": dict(case.info, source="fs")}
 
 
 def side_mask(img, mask, centre_x, split):

@@ -5,8 +5,8 @@
 
 1. **Brain mask** on the input grid (`brain_mask_from_image`, or the one given): images
    whose background is one constant value (skull-stripped, QSM) use "not background";
-   others use Otsu + closing + erosion to cut the scalp off + largest component +
-   dilation back + hole filling.
+   others use Otsu, erosion to cut the scalp off, largest component, dilation back,
+   hole filling and closing.
 2. **Resample** (SimpleITK, linear) to `target_spacing_mm` (i, j, k) along the image's own
    axes (direction kept), cropped to the brain's bounding box plus a margin.
 3. **Polarity**: CMBs are always **dark** for the network.  ``polarity="bright"`` (QSM,
@@ -96,11 +96,12 @@ def brain_mask_from_image(volume: Volume) -> np.ndarray:
         lo, hi = np.percentile(sm, [0.5, 99.5])
         t = threshold_otsu(np.clip(sm, lo, hi))
         mask = sm > t * 0.7
-        mask = ndi.binary_closing(mask, structure=_ball(2.0, sp), iterations=1)
-        mask = _fill_holes(mask)
+        # no closing or hole filling yet: they would bridge a thin dark skull to the scalp
         mask = ndi.binary_erosion(mask, structure=_ball(4.0, sp))
         mask = _largest_component(mask)
         mask = ndi.binary_dilation(mask, structure=_ball(4.0, sp))
+        mask = _fill_holes(mask)
+        mask = ndi.binary_closing(mask, structure=_ball(2.0, sp))
     mask = _largest_component(mask)
     mask = _fill_holes(mask)
     if mask.sum() < 0.01 * mask.size:  # give up gracefully: use everything

@@ -1,0 +1,175 @@
+"""training/: loss, patch sampling, dataset layouts, a tiny train/resume/export round trip, DDP."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("yaml")
+
+from CMBLib.geometry import Volume  # noqa: E402
+from CMBLib.io import write_volume  # noqa: E402
+from training.datasets import CaseStore, annotator_pairs, find_pairs, preprocess_pair, valdo_pairs  # noqa: E402
+from training.losses import FocalTverskyCELoss  # noqa: E402
+from training.sampling import augment, sample_patch  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_focal_tversky_hand_computed():
+    # 4 voxels, target [1, 1, 0, 0]; p(CMB) = [1, 0.5, 0.5, 0] via logits (0, log p/(1-p))
+    p = torch.tensor([0.999999, 0.5, 0.5, 1e-6])
+    logits = torch.stack([torch.zeros(4), torch.log(p / (1 - p))])[None]        # (1, 2, 4)
+    target = torch.tensor([[1, 1, 0, 0]])
+    loss = FocalTverskyCELoss(smooth=0.0, w_ce=0.0)(logits, target)
+    tp, fp, fn = 1.5, 0.5, 0.5
+    ti = tp / (tp + 0.3 * fp + 0.7 * fn)
+    assert float(loss) == pytest.approx((1 - ti) ** 3, rel=1e-4)
+    # weighted CE alone: mean of -w log p_true weighted by class weights
+    ce = FocalTverskyCELoss(w_ftl=0.0, w_ce=1.0)(logits, target)
+    w = np.array([5, 5, 0.1, 0.1])
+    nll = -np.log([0.999999, 0.5, 0.5, 1 - 1e-6])
+    assert float(ce) == pytest.approx((w * nll).sum() / w.sum(), rel=1e-4)
+
+
+def test_perfect_prediction_has_near_zero_loss():
+    target = torch.zeros(1, 1, 4, 8, 8, dtype=torch.long)
+    target[0, 0, 1:3, 2:5, 2:5] = 1
+    logits = torch.cat([(1 - target) * 20.0, target * 20.0], dim=1).float()
+    assert float(FocalTverskyCELoss()(logits, target)) < 1e-6
+
+
+def _case(shape=(20, 40, 40), centre=(10, 20, 20)):
+    img = np.random.default_rng(0).normal(0, 0.1, shape).astype(np.float32)
+    cmb = np.zeros(shape, np.uint8)
+    k, j, i = centre
+    cmb[k - 1:k + 2, j - 1:j + 2, i - 1:i + 2] = 1
+    img[cmb > 0] = -3
+    mimic = np.zeros(shape, np.uint8)
+    mimic[2:18, 5, 5] = 1
+    return {"image": img, "cmb": cmb, "brain": np.ones(shape, bool), "mimic": mimic}
+
+
+def test_cmb_patches_contain_the_cmb_at_random_positions():
+    case = _case()
+    rng = np.random.default_rng(1)
+    positions = set()
+    for _ in range(30):
+        x, y, kind = sample_patch(case, (8, 16, 16), rng, "cmb")
+        assert kind == "cmb" and x.shape == (8, 16, 16) and y.shape == (8, 16, 16)
+        assert y.sum() > 0
+        positions.add(tuple(np.argwhere(y)[0]))
+        assert np.all(x[y > 0] == -3)
+    assert len(positions) > 5                               # shifted, not always centred
+    x, y, kind = sample_patch(case, (8, 16, 16), rng, "mimic")
+    assert kind == "mimic"
+    # a volume smaller than the patch is padded with its minimum
+    x, y, _ = sample_patch(case, (32, 64, 64), rng, "background")
+    assert x.shape == (32, 64, 64) and x.min() == pytest.approx(case["image"].min())
+    xa, ya = augment(x, y, rng)
+    assert xa.shape == x.shape and ya.sum() == y.sum()
+
+
+def _write_pair(img_path, mask_path):
+    a = np.random.default_rng(0).uniform(50, 100, (12, 24, 24)).astype(np.float32)
+    m = np.zeros(a.shape, np.uint8)
+    m[6, 10:12, 10:12] = 1
+    a[m > 0] = 5
+    write_volume(Volume(a, (1.0, 1.0, 2.0)), img_path)
+    write_volume(Volume(m, (1.0, 1.0, 2.0)), mask_path)
+
+
+def test_dataset_layouts(tmp_path):
+    valdo = tmp_path / "valdo" / "sub-101"
+    valdo.mkdir(parents=True)
+    _write_pair(valdo / "sub-101_space-T2S_desc-masked_T2S.nii.gz", valdo / "sub-101_space-T2S_CMB.nii.gz")
+    pairs = valdo_pairs(tmp_path / "valdo")
+    assert [(p[0].name, p[1].name) for p in pairs] == [("sub-101_space-T2S_desc-masked_T2S.nii.gz",
+                                                       "sub-101_space-T2S_CMB.nii.gz")]
+    root = tmp_path / "export"
+    (root / "sub-01" / "anat").mkdir(parents=True)
+    (root / "derivatives" / "cmb-annotations" / "sub-01" / "anat").mkdir(parents=True)
+    _write_pair(root / "sub-01" / "anat" / "sub-01_T2starw.nii.gz",
+                root / "derivatives" / "cmb-annotations" / "sub-01" / "anat" / "sub-01_desc-cmb_dseg.nii.gz")
+    pairs = annotator_pairs(root)
+    assert len(pairs) == 1 and pairs[0][0].name == "sub-01_T2starw.nii.gz"
+    assert find_pairs(root) == pairs and find_pairs(tmp_path / "valdo") == valdo_pairs(tmp_path / "valdo")
+    arrays = preprocess_pair(*pairs[0], spacing=(1.0, 1.0, 2.0))
+    assert arrays["cmb"].max() == 1 and arrays["image"].shape == arrays["cmb"].shape
+
+
+def _tiny_cache(folder: Path, n=2):
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        c = _case(centre=(10, 15 + 3 * i, 20))
+        np.savez_compressed(folder / f"case_{i}.npz", image=c["image"].astype(np.float16), cmb=c["cmb"],
+                            brain=c["brain"], mimic=c["mimic"])
+
+
+def _tiny_config(tmp_path, steps=3):
+    import yaml
+
+    _tiny_cache(tmp_path / "cache" / "train")
+    _tiny_cache(tmp_path / "cache" / "val", 1)
+    cfg = {"out": str(tmp_path / "run"), "threads": 1, "spacing_mm": [1.0, 1.0, 2.0],
+           "patch_size": [16, 16, 8], "inference_patch_size": [32, 32, 16], "batch_size": 2,
+           "max_steps": steps, "network": {"channels": [4, 8], "strides": [2]},
+           "log_every": 1, "checkpoint_every": 2, "val_every": 3, "val_cases": 1, "refresh_every": 1,
+           "data": {"train_dirs": [str(tmp_path / "cache" / "train")],
+                    "val_dirs": [str(tmp_path / "cache" / "val")]}}
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_train_resume_export_and_load(tmp_path):
+    from CMBLib.detection.model_io import load_model
+    from training.export_model import export
+    from training.train import main
+
+    cfg = _tiny_config(tmp_path)
+    main(["--config", str(cfg)])
+    run = tmp_path / "run"
+    assert (run / "checkpoint.pt").exists() and (run / "best.pt").exists()
+    rows = (run / "train_log.csv").read_text().splitlines()
+    assert rows[0].startswith("step,loss") and len(rows) == 4
+    assert "threshold" in (run / "val_log.csv").read_text().splitlines()[0]
+    main(["--config", str(cfg), "--resume", "--max-steps", "5"])
+    state = torch.load(run / "checkpoint.pt", weights_only=False)
+    assert state["step"] == 5
+    assert json.loads((run / "summary.json").read_text())["steps"] == 5
+    folder = export(run / "checkpoint.pt", tmp_path / "model", name="tiny", version="0.0.1", threshold=0.7)
+    net, meta = load_model(folder, device="cpu")
+    assert meta["threshold"] == 0.7 and meta["patch_size"] == [32, 32, 16] and meta["spacing_mm"] == [1, 1, 2]
+    x = torch.zeros(1, 1, 8, 16, 16)
+    with torch.no_grad():
+        ref = __import__("CMBLib.detection.network", fromlist=["build_network"]).build_network(meta["network"])
+        ref.load_state_dict(state["model"])
+        ref.eval()
+        assert torch.allclose(net(x), ref(x), atol=1e-6)
+
+
+def test_case_store_refresh_picks_up_new_files(tmp_path):
+    _tiny_cache(tmp_path / "c", 1)
+    store = CaseStore([tmp_path / "c"])
+    assert len(store) == 1
+    _tiny_cache(tmp_path / "c", 2)
+    assert store.refresh() == 2
+    case = store.load(1)
+    assert case["image"].dtype == np.float32 and len(case["indices"]["cmb"]) == 27
+
+
+@pytest.mark.slow
+def test_ddp_two_gloo_processes(tmp_path):
+    cfg = _tiny_config(tmp_path, steps=2)
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+           "-m", "training.train", "--config", str(cfg)]
+    out = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "world size 2" in out.stdout
+    assert torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)["step"] == 2
