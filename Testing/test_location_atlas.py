@@ -210,3 +210,33 @@ def test_bspline_point_inversion():
     for x in ([30.0, 40.0, 50.0], [10.0, 80.0, 20.0]):
         y = np.array(bspline.TransformPoint(x))
         assert np.allclose(_invert_point(bspline, y), x, atol=0.05)
+
+
+def test_atlas_agrees_with_mars_reference_parcellation():
+    """Per-hemisphere core (most interior voxel) of every region of the MARS reference
+    parcellation gets the same region from the shipped atlas (26 of 26), and >= 80% of the
+    voxels both call brain agree (measured 83.7%)."""
+    import nibabel as nib
+    from nibabel.processing import resample_from_to
+    from scipy import ndimage
+
+    from CMBLib.location.regions import REGIONS, region_name
+
+    ref = nib.load(str(shared_file("atlases/mars_regions_mni152_1mm.nii.gz")))
+    data = np.asanyarray(ref.dataobj)
+    atlas = load_atlas()
+    ours = np.asanyarray(resample_from_to(nib.Nifti1Image(atlas.region, atlas.label_affine), ref, order=0).dataobj)
+    both = (data > 0) & (ours > 0)
+    assert np.mean(ours[both] == data[both]) >= 0.80
+    x_of_i = ref.affine[0, 0] * np.arange(data.shape[0]) + ref.affine[0, 3]
+    cores = []
+    for rid, (name, _) in REGIONS.items():
+        for left in (True, False):
+            m = (data == rid) & ((x_of_i < 0) if left else (x_of_i >= 0))[:, None, None]
+            nz = np.argwhere(m)
+            lo, hi = nz.min(0), nz.max(0) + 1
+            d = ndimage.distance_transform_edt(np.pad(m[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]], 1))
+            ijk = np.array(np.unravel_index(np.argmax(d), d.shape)) - 1 + lo
+            cores.append(((ref.affine @ np.append(ijk, 1.0))[:3], name))
+    reg, _, _ = atlas.lookup(np.array([p for p, _ in cores]), 3.0)
+    assert [region_name(r) for r in reg] == [n for _, n in cores]
