@@ -2,14 +2,13 @@
 resampled, contrast-changed copies of the ICBM template, and landmark regions."""
 import numpy as np
 import pytest
+from conftest import shared_file
 
 from CMBLib.errors import CMBError
 from CMBLib.geometry import Volume
 from CMBLib.location import locate_points
 from CMBLib.location.atlas import load_atlas
 from CMBLib.location.regions import category_of
-
-from conftest import shared_file
 
 # 12 landmarks (MNI RAS mm) in 12 distinct MARS regions; each lies where both the
 # shipped atlas and the MARS reference parcellation agree (checked in test below).

@@ -2,6 +2,7 @@
 MARS summary table."""
 import numpy as np
 import pytest
+from conftest import shared_file
 
 from CMBLib.errors import CMBError
 from CMBLib.geometry import Volume
@@ -9,8 +10,6 @@ from CMBLib.location import REGION_NAMES, locate_points
 from CMBLib.location.freesurfer import LOBE_UNKNOWN, label_table, mars_from_freesurfer
 from CMBLib.location.regions import REGION_ID, category_of
 from CMBLib.location.summary import dataset_table, mars_table
-
-from conftest import shared_file
 
 
 def test_vocabulary_is_fixed():

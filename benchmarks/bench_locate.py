@@ -27,8 +27,9 @@ DATA = Path(os.environ.get("CMB_SHARED_DATA", ROOT.parent / "shared" / "data"))
 
 
 def _cases():
-    from CMBLib.io import read_volume
     import test_location_atlas as T
+
+    from CMBLib.io import read_volume
 
     tpl_path = DATA / "atlases/mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"
     if tpl_path.is_file():

@@ -155,14 +155,20 @@ def _centroid(mask) -> np.ndarray:
     return np.array(stats.GetCentroid(1))
 
 
-def _register(fixed, moving, fixed_mask, initial, shrink, sigmas, iterations):
+def _mi_method(fixed_mask, bins=32, sampling=None):
+    """Registration method with Mattes MI sampled at random inside `fixed_mask`."""
     sitk = _sitk()
     reg = sitk.ImageRegistrationMethod()
-    reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
+    reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=bins)
     reg.SetMetricSamplingStrategy(reg.RANDOM)
-    reg.SetMetricSamplingPercentage(SAMPLING_FRACTION, SEED)
+    reg.SetMetricSamplingPercentage(SAMPLING_FRACTION if sampling is None else sampling, SEED)
     reg.SetMetricFixedMask(fixed_mask)
     reg.SetInterpolator(sitk.sitkLinear)
+    return reg
+
+
+def _register(fixed, moving, fixed_mask, initial, shrink, sigmas, iterations):
+    reg = _mi_method(fixed_mask)
     reg.SetOptimizerAsRegularStepGradientDescent(
         learningRate=2.0, minStep=0.01, numberOfIterations=iterations, relaxationFactor=0.6, gradientMagnitudeTolerance=1e-6
     )
@@ -184,12 +190,7 @@ def _coarse_search(fixed, moving, fixed_mask, c_fixed, c_moving):
     rigid = sitk.Euler3DTransform()
     rigid.SetCenter(c_fixed.tolist())
     rigid.SetTranslation((c_moving - c_fixed).tolist())
-    reg = sitk.ImageRegistrationMethod()
-    reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=24)
-    reg.SetMetricSamplingStrategy(reg.RANDOM)
-    reg.SetMetricSamplingPercentage(0.5, SEED)
-    reg.SetMetricFixedMask(fixed_mask)
-    reg.SetInterpolator(sitk.sitkLinear)
+    reg = _mi_method(fixed_mask, bins=24, sampling=0.5)
     n = int(COARSE_SHIFT_MM // COARSE_STEP_MM)
     # Euler3D parameters: rx, ry, rz (rad), tx, ty, tz (mm, LPS).  Steps: 0.15 rad, 10 mm.
     reg.SetOptimizerAsExhaustive(numberOfSteps=[2, 0, 0, 0, n, n], stepLength=1.0)
@@ -266,12 +267,7 @@ def _deform(template, moving, fixed_mask, affine, affine_metric):
     extent = [n * s for n, s in zip(template.GetSize(), template.GetSpacing())]
     mesh = [max(int(round(e / BSPLINE_SPACING_MM)), 1) for e in extent]
     bspline = sitk.BSplineTransformInitializer(template, mesh, 3)
-    reg = sitk.ImageRegistrationMethod()
-    reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
-    reg.SetMetricSamplingStrategy(reg.RANDOM)
-    reg.SetMetricSamplingPercentage(SAMPLING_FRACTION, SEED)
-    reg.SetMetricFixedMask(fixed_mask)
-    reg.SetInterpolator(sitk.sitkLinear)
+    reg = _mi_method(fixed_mask)
     reg.SetOptimizerAsLBFGSB(gradientConvergenceTolerance=1e-5, numberOfIterations=40, maximumNumberOfCorrections=5,
                              maximumNumberOfFunctionEvaluations=200, costFunctionConvergenceFactor=1e7,
                              lowerBound=-MAX_BSPLINE_DISPLACEMENT_MM, upperBound=MAX_BSPLINE_DISPLACEMENT_MM)
@@ -296,13 +292,7 @@ def _deform(template, moving, fixed_mask, affine, affine_metric):
 
 def _metric(fixed, moving, fixed_mask, transform) -> float:
     """Mattes MI (negative) of `transform` at full resolution, fixed sampling seed."""
-    sitk = _sitk()
-    reg = sitk.ImageRegistrationMethod()
-    reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
-    reg.SetMetricSamplingStrategy(reg.RANDOM)
-    reg.SetMetricSamplingPercentage(SAMPLING_FRACTION, SEED)
-    reg.SetMetricFixedMask(fixed_mask)
-    reg.SetInterpolator(sitk.sitkLinear)
+    reg = _mi_method(fixed_mask)
     reg.SetInitialTransform(transform)
     return float(reg.MetricEvaluate(fixed, moving))
 
