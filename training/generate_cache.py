@@ -35,7 +35,8 @@ DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
 FS_LABELS = DATA / "freesurfer_subject" / "aparc.a2009s+aseg.nii.gz"
 QSM = DATA / "qsm2016" / "chi_cosmos.nii.gz"
 QSM_MASK = DATA / "qsm2016" / "msk.nii.gz"
-SPLIT_SEED = {"train": 0, "val": 1_000_000, "test": 2_000_000}
+SPLIT_SEED = {"train": 0, "val": 1_000_000, "test": 2_000_000,
+              "train_t2s": 3_000_000, "val_t2s": 4_000_000, "test_t2s": 5_000_000}
 
 
 def to_model_grid(image: Volume, polarity: str, specs, mimic_labels, spacing, brain_mask=None):
@@ -97,12 +98,62 @@ def qsm_case(chi: Volume, msk: np.ndarray, rng, split: str, spacing_model, with_
     return pre, arrays, info, specs
 
 
+def pseudo_t2s(chi: Volume, msk: np.ndarray, rng) -> Volume:
+    """A T2*-magnitude-like image of the real QSM brain: signal ``exp(-c |chi|)``.
+
+    Paramagnetic veins and iron-rich deep grey matter and diamagnetic calcium all shorten
+    T2*, so they turn dark as on a GRE magnitude image; white matter (slightly
+    diamagnetic) ends up darker than grey matter.  Outside the mask: 0 (skull-stripped).
+    """
+    from scipy import ndimage as ndi
+
+    c = rng.uniform(3.0, 7.0)                            # 1/ppm
+    chi_s = ndi.gaussian_filter(np.asarray(chi.array, np.float32), rng.uniform(0.3, 0.8))  # blooming
+    img = np.exp(-c * np.abs(chi_s)) * (1 - 0.25 * np.clip(-chi_s, 0, None) / 0.05)
+    img = np.where(msk, np.clip(img, 0.02, None), 0.0).astype(np.float32)
+    return chi.with_array(img)
+
+
+def qsm_t2s_native(chi: Volume, msk: np.ndarray, rng, split: str):
+    """Pseudo-T2* of the real QSM brain on a clinical grid with dark CMBs in one hemisphere
+    (right for training, left otherwise).  Returns (image, cmb mask, brain mask, specs, info)."""
+    from scipy import ndimage as ndi
+
+    from CMBLib.synthesis.label_synthesis import smooth_field
+
+    base = pseudo_t2s(chi, msk, rng)
+    sp = random_clinical_spacing(rng)
+    img, mask = reacquire(base, sp, rng, mask=msk)
+    brain = ndi.binary_erosion(mask, iterations=2)
+    centre_x = img.kji_to_ras(np.argwhere(mask).mean(axis=0))[0]
+    kji = np.argwhere(brain)
+    x = img.kji_to_ras(kji)[:, 0]
+    side = (x > centre_x + 3) if split.startswith("train") else (x < centre_x - 3)
+    allowed = np.zeros_like(brain)
+    allowed[tuple(kji[side].T)] = True
+    n = int(rng.integers(0, 9))
+    centres = sample_centres(allowed, img, n, rng, min_distance_mm=8.0)
+    ins = insert_cmbs(img, centres_ras=centres, rng=rng, polarity="dark", radius_mm=(1.0, 2.5),
+                      contrast=(0.4, 0.95))
+    a = ins.image.array * smooth_field(img.array.shape, np.asarray(sp)[::-1], rng, rng.uniform(60, 140),
+                                       rng.uniform(0, 0.3))
+    sd = rng.uniform(0.01, 0.06)
+    n1, n2 = rng.normal(0, sd, (2,) + a.shape).astype(np.float32)
+    a = np.where(mask, np.sqrt((a + n1) ** 2 + n2 ** 2), 0.0).astype(np.float32) * 1000
+    info = {"source": "qsm_t2s", "spacing": list(sp), "n_cmbs": len(ins.specs), "polarity": "dark",
+            "hemisphere": "right" if split.startswith("train") else "left"}
+    return img.with_array(a), ins.mask, mask, ins.specs, info
+
+
 def native_case(split: str, i: int, labels=None, chi=None, msk=None, qsm_every: int = 4):
     """Case `i` of `split` on its clinical grid, exactly as the cache generated it.
 
     Returns dict(image, cmb_mask, polarity, brain_mask (array or None), info).
     """
     rng = np.random.default_rng(SPLIT_SEED[split] + i)
+    if split.endswith("_t2s"):
+        img, cmb, mask, _, info = qsm_t2s_native(chi, msk, rng, split)
+        return {"image": img, "cmb_mask": cmb, "polarity": "dark", "brain_mask": mask, "info": info}
     if chi is not None and i % qsm_every == 1:
         img, cmb, mask, _, _, info = qsm_native(chi, msk, rng, split)
         return {"image": img, "cmb_mask": cmb, "polarity": "bright", "brain_mask": mask, "info": info}
@@ -149,6 +200,8 @@ def main(argv=None):
     ap.add_argument("--qsm-fraction", type=float, default=0.25)
     ap.add_argument("--spacing", type=float, nargs=3, default=(1.0, 1.0, 2.0))
     ap.add_argument("--sources", default="fs,qsm")
+    ap.add_argument("--t2s", type=int, nargs=3, metavar=("TRAIN", "VAL", "TEST"),
+                    help="instead: generate only pseudo-T2* cases of the real QSM brain (splits *_t2s)")
     args = ap.parse_args(argv)
     out = Path(args.out)
     sources = args.sources.split(",")
@@ -157,6 +210,21 @@ def main(argv=None):
     if "qsm" in sources and QSM.is_file():
         chi = read_volume(QSM)
         msk = read_volume(QSM_MASK).array > 0
+    if args.t2s:
+        counts = {"val": args.t2s[1], "test": args.t2s[2], "train": args.t2s[0]}
+        plan = [(f"{sp}_t2s", i) for sp, n in counts.items() for i in range(n)]
+        for split, i in plan:
+            name = f"{split}_{i:04d}"
+            folder = out / split.replace("_t2s", "")
+            if (folder / (name + ".npz")).exists():
+                continue
+            t = time.time()
+            rng = np.random.default_rng(SPLIT_SEED[split] + i)
+            img, _, mask, specs, info = qsm_t2s_native(chi, msk, rng, split)
+            pre, arrays = to_model_grid(img, "dark", specs, None, args.spacing, brain_mask=mask)
+            save_case(folder, name, pre, arrays, info, specs)
+            print(f"{name} {info['source']} {info['spacing']} cmbs={info['n_cmbs']} {time.time() - t:.1f}s", flush=True)
+        return
     # validation first (needed while training), some training cases, the test set, the rest
     train = [("train", i) for i in range(args.n_train)]
     plan = [("val", i) for i in range(args.n_val)] + train[:40]
