@@ -239,3 +239,14 @@ def test_atlas_agrees_with_mars_reference_parcellation():
             cores.append(((ref.affine @ np.append(ijk, 1.0))[:3], name))
     reg, _, _ = atlas.lookup(np.array([p for p, _ in cores]), 3.0)
     assert [region_name(r) for r in reg] == [n for _, n in cores]
+
+
+def test_small_crop_is_refused():
+    """A 24 x 24 x 41 mm crop of a real GRE (first echo) cannot be placed in the brain."""
+    import SimpleITK as sitk
+
+    from CMBLib.io import volume_from_sitk
+
+    echo1 = volume_from_sitk(sitk.ReadImage(str(shared_file("real/gre_multiecho_small/mag.nii.gz")))[:, :, :, 0])
+    with pytest.raises(CMBError, match="covers only"):
+        locate_points(echo1, [echo1.voxel_to_ras(np.array(echo1.shape_ijk) / 2)])

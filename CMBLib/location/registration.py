@@ -19,8 +19,9 @@ both in SimpleITK's LPS mm.  Design choices:
   agreement with its own labels): affine 87.3%, + B-spline 89.6%, at ~4x the time.
 * Failure detection: an implausible transform (scale outside ``SCALE_RANGE``, a
   reflection, strong shear), a final mutual information below
-  ``MIN_MUTUAL_INFORMATION`` (noise, non-brain images) or a template brain that falls
-  largely outside the subject's foreground raises CMBError instead of returning a wrong
+  ``MIN_MUTUAL_INFORMATION`` (noise, non-brain images), a template brain that falls
+  largely outside the subject's foreground, or a field of view showing less than
+  ``MIN_BRAIN_COVERAGE`` of the brain (small crops) raises CMBError instead of returning a wrong
   labelling.  (A brain-shaped blob without anatomy can still pass: the check guards
   against gross failures, not subtle misalignment.)
 """
@@ -39,6 +40,8 @@ MASK_MARGIN_MM = 6.0
 SCALE_RANGE = (0.6, 1.6)  # subject brain size / template brain size, per axis
 MAX_ANISOTROPY = 1.6  # largest / smallest singular value of the affine matrix
 MIN_INSIDE_FRACTION = 0.80  # template brain voxels that must land on subject foreground
+MIN_BRAIN_COVERAGE = 0.3  # fraction of the (registered) brain inside the field of view
+MIN_FIELD_OF_VIEW_MM = 60.0  # the image must extend at least this far along two axes
 MIN_MUTUAL_INFORMATION = 0.05  # below this the image shares no structure with a brain
 SAMPLING_FRACTION = 0.15
 BSPLINE_SPACING_MM = 35.0  # control-point spacing of the optional deformable stage
@@ -58,6 +61,7 @@ class RegistrationResult:
     scales: tuple  # singular values of the affine matrix
     warnings: list = field(default_factory=list)
     deformation: object = None  # optional BSplineTransform in template space, applied before `transform`
+    coverage: float = 1.0  # fraction of the template brain inside the subject's field of view
 
     def subject_to_template_ras(self, points_ras) -> np.ndarray:
         """(N, 3) subject RAS mm -> template (MNI) RAS mm."""
@@ -229,6 +233,10 @@ def register_template(template, template_mask, subject: Volume, deformable: bool
     Returns a RegistrationResult; raises CMBError when the registration fails."""
     sitk = _sitk()
     report(progress, 0.0, "preparing the image for atlas registration")
+    extent = sorted(n * sp for n, sp in zip(subject.shape_ijk, subject.spacing))
+    if extent[1] < MIN_FIELD_OF_VIEW_MM:
+        raise CMBError("the image covers only " + " x ".join(f"{e:.0f}" for e in extent) + " mm; the atlas "
+                       "needs most of the brain in view (give a label map with --labels instead)")
     moving = prepare_subject(subject)
     moving_fg = foreground_mask(moving)
     radius = max(int(round(MASK_MARGIN_MM / min(template.GetSpacing()))), 1)
@@ -307,7 +315,9 @@ def _evaluate(transform, metric, template, template_mask, moving, moving_fg) -> 
     w = sitk.GetArrayViewFromImage(warped) > 0
     fg = sitk.GetArrayViewFromImage(moving_fg) > 0
     inside = float(np.sum(w & fg) / max(np.sum(w), 1))
-    res = RegistrationResult(transform, float(metric), inside, scales)
+    brain_mm3 = np.sum(sitk.GetArrayViewFromImage(template_mask) > 0) * np.prod(template.GetSpacing()) * abs(det)
+    coverage = float(np.sum(w) * np.prod(moving.GetSpacing()) / max(brain_mm3, 1e-6))
+    res = RegistrationResult(transform, float(metric), inside, scales, coverage=coverage)
     if det < 0:
         res.warnings.append("reflection")
     return res
@@ -322,6 +332,8 @@ def _problems(res: Optional[RegistrationResult]):
         out.append("implausible shear/anisotropy")
     if "reflection" in res.warnings:
         out.append("the fit mirrors the brain")
+    if res.coverage < MIN_BRAIN_COVERAGE:
+        out.append(f"the image shows only {100 * res.coverage:.0f}% of the brain")
     if -res.metric < MIN_MUTUAL_INFORMATION:
         out.append(f"mutual information {-res.metric:.3f} is too low: the image does not match a brain")
     if res.inside_fraction < MIN_INSIDE_FRACTION:
