@@ -116,3 +116,21 @@ def test_location_is_added_or_refused(monkeypatch):
     res = detect(vol, dark_spot_model(), location=True)
     assert len(res.records) == 2 and "location" not in res.records[0]
     assert res.warnings == ["location not determined: atlas registration failed"]
+
+
+def test_batch_norm_network_uses_fitted_windows():
+    import torch
+
+    from CMBLib.detection.network import build_network
+
+    params = {"architecture": "UNet", "channels": [4, 8], "strides": [2], "num_res_units": 0,
+              "norm": "batch", "out_channels": 2}
+    torch.manual_seed(0)
+    meta = {"name": "bn", "version": "0", "spacing_mm": [1, 1, 2], "patch_size": [160, 160, 64],
+            "threshold": 0.5, "network": params}
+    vol, _ = phantom(SPOTS)
+    res = detect(vol, (build_network(params), meta))
+    assert res.mask.same_geometry(vol)
+    # model grid ~ 78 x 82 x 32 voxels (i, j, k): one window fitted to it, not 160 x 160 x 64
+    assert all(p % 2 == 0 for p in res.settings["patch_size"])
+    assert res.settings["patch_size"][0] < 160 and res.settings["patch_size"][2] < 64

@@ -58,7 +58,7 @@ def detect(volume: Volume, model: Union[str, Tuple[object, Dict]] = "default", d
     location (needs CMBLib.location).  brain_mask: optional array/Volume on the input grid.
     Sizes are in mm.  Raises CMBError for bad input, `Cancelled` when `cancel` is set.
     """
-    from .inference import predict_probability, select_device
+    from .inference import fit_window, predict_probability, select_device
     from .model_io import load_model
     from .preprocess import preprocess
 
@@ -101,6 +101,10 @@ def detect(volume: Volume, model: Union[str, Tuple[object, Dict]] = "default", d
     def _inner(f, msg):
         report(progress, 0.1 + 0.8 * f, f"detecting: {msg}")
 
+    if _window_invariant(meta):  # fewer, tighter windows: same result, less computation
+        from .network import divisor
+
+        window = fit_window(pre.array.shape[::-1], window, divisor(meta.get("network") or {}), overlap)
     prob_model, used = predict_probability(network, pre.array, window, device=dev,
                                            sw_batch_size=sw_batch_size, overlap=overlap, progress=_inner,
                                            cancel=cancel, warnings=warnings, mask=pre.brain_mask)
@@ -143,6 +147,23 @@ def detect(volume: Volume, model: Union[str, Tuple[object, Dict]] = "default", d
     }
     report(progress, 1.0, f"done: {len(records)} CMB candidate(s)")
     return DetectionResult(volume.with_array(labels), prob_vol, records, settings, timings, warnings, dropped)
+
+
+def _window_invariant(meta: Dict) -> bool:
+    """True when the network's output does not depend on the window size: no instance norm
+    (batch norm in eval mode uses fixed statistics).  model.json "inference_window":
+    "fit" or "fixed" overrides."""
+    choice = str(meta.get("inference_window", "")).lower()
+    if choice in ("fit", "fixed"):
+        return choice == "fit"
+    net = meta.get("network")
+    if not isinstance(net, dict):
+        return False
+    from .network import network_params
+
+    norm = network_params(net).get("norm")
+    name = norm[0] if isinstance(norm, (list, tuple)) and norm else norm
+    return str(name).lower() in ("batch", "none")
 
 
 def _add_locations(volume: Volume, records: List[Dict], warnings: List[str], progress=None, cancel=None) -> None:
