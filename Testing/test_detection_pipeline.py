@@ -131,6 +131,5 @@ def test_batch_norm_network_uses_fitted_windows():
     vol, _ = phantom(SPOTS)
     res = detect(vol, (build_network(params), meta))
     assert res.mask.same_geometry(vol)
-    # model grid ~ 78 x 82 x 32 voxels (i, j, k): one window fitted to it, not 160 x 160 x 64
-    assert all(p % 2 == 0 for p in res.settings["patch_size"])
-    assert res.settings["patch_size"][0] < 160 and res.settings["patch_size"][2] < 64
+    # model grid 87 x 87 x 36 voxels (i, j, k): one window fitted to it (multiples of 2), not 160 x 160 x 64
+    assert res.settings["patch_size"] == [88, 88, 36]
