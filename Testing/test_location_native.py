@@ -136,3 +136,18 @@ def test_mars_table_counts():
     table = dataset_table([dict(r, study="a") for r in recs] + [{"region": "insula", "side": "right", "study": "b"}])
     total = [r for r in table if r["study"] == "ALL" and r["category"] == "all"][0]
     assert total["total"] == 6
+
+
+def test_unparcellated_cortex_takes_lobe_from_atlas(subject):
+    """SynthSeg-like labels without parcellation (cortex 3/42): the lobe of cortical points
+    comes from the atlas registered to the image."""
+    img, lab = subject
+    arr = lab.array.copy()
+    arr[(arr >= 11100) & (arr < 12000)] = 3
+    arr[arr >= 12100] = 42
+    plain = lab.with_array(arr)
+    cases = [((11116,), "frontal"), ((12122,), "occipital"), ((11134,), "temporal"), ((12127,), "parietal"),
+             ((10,), "thalamus")]
+    pts = np.array([_interior_point(lab, ids) for ids, _ in cases])
+    recs = locate_points(img, pts, labels=plain)
+    assert [r["region"] for r in recs] == [n for _, n in cases]

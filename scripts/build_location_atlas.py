@@ -18,7 +18,8 @@ Sources (both installed from PyPI, nothing downloaded):
   outermost lateral putamen layer is relabelled white matter (``trim_lateral_putamen``:
   that atlas's putamen reaches into the external capsule of MNI152), then turned into
   MARS regions with ``CMBLib.location.freesurfer.mars_from_freesurfer`` (same rules as
-  the native route) and resampled (nearest neighbour) onto the template's 1 mm grid.
+  the native route) and resampled (nearest neighbour) onto the template's 1 mm grid;
+  parietal voxels behind MNI y = -78 mm become occipital (``parietal_pole_to_occipital``).
 
 ``--compare`` reports per-region voxel agreement against a MARS reference parcellation
 (e.g. ../shared/data/atlases/mars_regions_mni152_1mm.nii.gz); the reference is never an input
@@ -52,6 +53,23 @@ def _package_file(package: str, relative: str) -> Path:
 # cvs_avg35's putamen reaches ~1.4 mm (median) into the external capsule of the MNI152
 # MARS reference (measured with --compare); its outermost lateral layer becomes white matter.
 PUTAMEN_TRIM_MM = 1.5
+
+
+# Desikan's superior/inferior parietal parcels reach far back over the lateral occipital
+# gyri; in the MARS reference everything behind MNI y = -78 mm there is occipital (88% of
+# those voxels at y < -80, measured with --compare).
+OCCIPITAL_BELOW_Y_MM = -78.0
+
+
+def parietal_pole_to_occipital(region, affine, y_mm):
+    """Parietal voxels (MARS id 10) posterior to MNI y = `y_mm` become occipital (12)."""
+    j = np.arange(region.shape[1])
+    i = np.zeros_like(j)
+    y = (affine @ np.stack([i, j, i, np.ones_like(j)]))[1]
+    assert np.allclose(affine[1, [0, 2]], 0), "template grid must not be oblique"
+    out = region.copy()
+    out[(region == 10) & (y < y_mm)[None, :, None]] = 12
+    return out
 
 
 def trim_lateral_putamen(labels, trim_mm):
@@ -89,6 +107,7 @@ def build(compare=None):
     # Onto the template's 1 mm grid (RAS, axis order i, j, k as nibabel gives it).
     reg_t = np.asanyarray(resample_from_to(nib.Nifti1Image(region, dk.affine), t1, order=0).dataobj).astype(np.uint8)
     side_t = np.asanyarray(resample_from_to(nib.Nifti1Image(side, dk.affine), t1, order=0).dataobj).astype(np.uint8)
+    reg_t = parietal_pole_to_occipital(reg_t, t1.affine, OCCIPITAL_BELOW_Y_MM)
 
     # Template brain at 2 mm and its mask.
     data = np.asanyarray(t1.dataobj).astype(np.float32)
