@@ -12,8 +12,9 @@ network over the whole preprocessed volume (one pass, no windows, no blending): 
 ratio "detect / plain" shows the cost of sliding windows + pre/post-processing.
 
 With no bundled model (and no --model) the network is an untrained one of the bundled
-architecture (training/configs/default.yaml: MONAI UNet 16-32-64-128, 1 x 1 x 2 mm,
-64 x 64 x 32 patches): timing depends on the architecture, not on the weights.
+architecture (training/configs/default.yaml: MONAI UNet 16-32-64-128 with batch norm,
+1 x 1 x 2 mm grid, windows of at most 160 x 160 x 64): timing depends on the architecture,
+not on the weights.
 """
 import argparse
 import json
@@ -27,10 +28,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 CASES = {"clinical": ((44, 256, 256), (0.86, 0.86, 4.0)), "iso1mm": ((176, 224, 192), (1.0, 1.0, 1.0))}
 FALLBACK_META = {"name": "untrained-default-architecture", "version": "bench", "sha256": "",
-                 "spacing_mm": [1.0, 1.0, 2.0], "patch_size": [64, 64, 32], "threshold": 0.5,
+                 "spacing_mm": [1.0, 1.0, 2.0], "patch_size": [160, 160, 64], "threshold": 0.5,
                  "min_diameter_mm": 2.0, "max_diameter_mm": 10.0,
                  "network": {"architecture": "UNet", "channels": [16, 32, 64, 128], "strides": [2, 2, 2],
-                             "num_res_units": 1, "norm": "instance", "out_channels": 2}}
+                             "num_res_units": 1, "norm": "batch", "out_channels": 2}}
 
 
 def load(model_arg, device):
