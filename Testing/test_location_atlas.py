@@ -99,7 +99,7 @@ def test_landmarks_agree_with_mars_reference():
 
 
 def _write_points(path, pts):
-    path.write_text("x,y,z\n" + "".join(f"{p[0]:.3f},{p[1]:.3f},{p[2]:.3f}\n" for p in pts))
+    path.write_text("id,x,y,z\n" + "".join(f"p{n},{p[0]:.3f},{p[1]:.3f},{p[2]:.3f}\n" for n, p in enumerate(pts)))
 
 
 def test_cli_inverted_moved_thick_slices(template, tmp_path, capsys):
@@ -122,6 +122,7 @@ def test_cli_inverted_moved_thick_slices(template, tmp_path, capsys):
     rows = list(csv.DictReader(out.open()))
     assert len(rows) == 12
     assert {"x", "y", "z", "region", "category", "side"} <= set(rows[0])
+    assert [r["id"] for r in rows] == [f"p{n}" for n in range(12)]  # input columns carried
     assert score(rows) >= 11
     for r, (p, name) in zip(rows, LANDMARKS):
         assert r["category"] == category_of(name)

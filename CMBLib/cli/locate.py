@@ -44,7 +44,10 @@ def run(args) -> int:
     points = read_points_csv(args.points)
     progress = None if args.quiet else terminal_progress(sys.stderr)
     records = locate_points(image, points, labels=labels, progress=progress, deformable=args.deformable)
-    text = to_csv(records, COLUMNS)
+    extra, rows = _extra_columns(args.points, len(records))
+    for rec, row in zip(records, rows):
+        rec.update(row)
+    text = to_csv(records, extra + COLUMNS)
     if args.out:
         write_text_atomic(args.out, text, overwrite=args.overwrite)
     else:
@@ -52,6 +55,18 @@ def run(args) -> int:
     if args.summary:
         write_text_atomic(args.summary, to_csv(mars_table(records), SUMMARY_COLUMNS), overwrite=args.overwrite)
     return 0
+
+
+def _extra_columns(path, n):
+    """Other columns of the input CSV (e.g. an id or label), kept in front of the output."""
+    with open(path, newline="", encoding="utf-8-sig") as fh:
+        rows = [r for r in csv.reader(fh) if r and not r[0].lstrip().startswith("#")]
+    header = [h.strip() for h in rows[0]]
+    skip = {"x", "y", "z", "r", "a", "s"} | set(COLUMNS)
+    keep = [k for k, h in enumerate(header) if h and h.lower() not in skip]
+    if len(rows) - 1 != n:
+        return [], [{} for _ in range(n)]
+    return [header[k] for k in keep], [{header[k]: (r[k] if k < len(r) else "") for k in keep} for r in rows[1:]]
 
 
 def to_csv(records, columns) -> str:
