@@ -2,6 +2,8 @@
 MARS summary table."""
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from conftest import shared_file
 
 from CMBLib.errors import CMBError
@@ -151,3 +153,37 @@ def test_unparcellated_cortex_takes_lobe_from_atlas(subject):
     pts = np.array([_interior_point(lab, ids) for ids, _ in cases])
     recs = locate_points(img, pts, labels=plain)
     assert [r["region"] for r in recs] == [n for _, n in cases]
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 10_000), radius=st.floats(0.0, 4.0), sx=st.sampled_from([0.5, 1.0, 3.0]))
+def test_nearest_label_matches_brute_force(seed, radius, sx):
+    from CMBLib.location.atlas import nearest_label
+
+    rng = np.random.default_rng(seed)
+    region = (rng.random((9, 10, 11)) < 0.05) * rng.integers(1, 14, (9, 10, 11))
+    side = rng.integers(0, 3, region.shape)
+    spacing = np.array([sx, 1.0, 1.5])
+    pts = rng.uniform(-1, 10, (5, 3))
+    reg, _, dist = nearest_label(region, side, pts, spacing, radius)
+    nz = np.argwhere(region > 0)
+    for p, r, d in zip(np.round(pts).astype(int), reg, dist):
+        dd = np.sqrt((((nz - p) * spacing) ** 2).sum(1)) if len(nz) else np.array([np.inf])
+        best = dd.min()
+        if best <= radius + 1e-6:
+            assert np.isclose(d, best) and region[tuple(nz[np.argmin(dd)])] > 0 and r > 0
+        else:
+            assert r == 0 and np.isnan(d)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(REGION_NAMES + ["outside"]), st.sampled_from(["left", "right"]),
+                          st.booleans()), max_size=30))
+def test_mars_table_totals(findings):
+    recs = [{"region": r, "side": s, "uncertain": u} for r, s, u in findings]
+    rows = mars_table(recs)
+    total = [r for r in rows if r["category"] == "all"][0]
+    assert total["total"] == len(recs)
+    assert total["possible"] == sum(u for _, _, u in findings)
+    per_region = [r for r in rows if r["region"]]
+    assert sum(r["total"] for r in per_region) == len(recs)
