@@ -77,3 +77,16 @@ def tiny_model_folder(folder, seed=0, **meta):
     m = dict(META, network=TINY_UNET)
     m.update(meta)
     return save_model(net, m, folder)
+
+
+def exact_brain_mask(monkeypatch):
+    """Make the pipeline use the phantom's true brain (non-zero voxels) as brain mask, so
+    these tests do not depend on the heuristics of `preprocess.brain_mask_from_image`."""
+    import numpy as np
+
+    from CMBLib.detection import preprocess
+
+    def true_brain(volume, *args, **kwargs):
+        return np.asarray(volume.array) != 0
+
+    monkeypatch.setattr(preprocess, "brain_mask_from_image", true_brain)

@@ -10,7 +10,7 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("monai")
 
-from detection_fixtures import dark_spot_model, oblique, phantom, tiny_model_folder  # noqa: E402
+from detection_fixtures import dark_spot_model, exact_brain_mask, oblique, phantom, tiny_model_folder  # noqa: E402
 
 from CMBLib.cli import main  # noqa: E402
 from CMBLib.detection import model_io  # noqa: E402
@@ -19,6 +19,11 @@ from CMBLib.io import read_volume, write_volume  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SPOTS = [((30, 40, 10), 1.6), ((60, 55, 13), 3.5)]
+
+
+@pytest.fixture(autouse=True)
+def _true_brain(monkeypatch):
+    exact_brain_mask(monkeypatch)
 
 
 @pytest.fixture

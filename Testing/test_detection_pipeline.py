@@ -5,13 +5,18 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("monai")
 
-from detection_fixtures import dark_spot_model, oblique, phantom  # noqa: E402
+from detection_fixtures import dark_spot_model, exact_brain_mask, oblique, phantom  # noqa: E402
 
 from CMBLib.detection.pipeline import detect, normalise_sequence  # noqa: E402
 from CMBLib.errors import CMBError  # noqa: E402
 from CMBLib.progress import CancelToken, Cancelled  # noqa: E402
 
 SPOTS = [((30, 40, 10), 1.6), ((60, 55, 13), 3.5)]  # (centre i, j, k), radius mm
+
+
+@pytest.fixture(autouse=True)
+def _true_brain(monkeypatch):
+    exact_brain_mask(monkeypatch)
 
 
 @pytest.mark.parametrize("direction", [None, oblique(25.0)])
