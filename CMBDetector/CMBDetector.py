@@ -416,8 +416,8 @@ class CMBDetectorLogic(ScriptedLoadableModuleLogic):
                                                              torchVersionRequirement=">=2.0") is None:
                 slicer.util.errorDisplay("PyTorch could not be installed.")
                 return False
-        if missing:
-            slicer.util.pip_install(" ".join(missing))
+        for requirement in missing:  # one at a time: older Slicer passes the string to pip as one argument
+            slicer.util.pip_install(requirement)
         return True
 
     # --- running ------------------------------------------------------------------------
