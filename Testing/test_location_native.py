@@ -2,9 +2,9 @@
 MARS summary table."""
 import numpy as np
 import pytest
+from conftest import shared_file
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from conftest import shared_file
 
 from CMBLib.errors import CMBError
 from CMBLib.geometry import Volume
@@ -85,6 +85,24 @@ def subject():
             read_volume(shared_file("real/freesurfer_subject/aparc.a2009s+aseg.nii.gz")))
 
 
+@pytest.fixture(scope="module")
+def native(subject):
+    """Locator on the real subject's own labels (label mapping done once)."""
+    from CMBLib.location import Locator
+
+    return Locator(*subject)
+
+
+@pytest.fixture(scope="module")
+def atlas(subject):
+    """Locator on the real subject's T1 with the atlas registered once."""
+    from CMBLib.location import Locator
+
+    loc = Locator(subject[0])
+    loc._register()
+    return loc
+
+
 def _interior_point(lab, ids):
     """RAS of the voxel of `ids` deepest inside that structure."""
     from scipy import ndimage
@@ -97,30 +115,28 @@ def _interior_point(lab, ids):
     return lab.kji_to_ras(np.array(np.unravel_index(np.argmax(d), box.shape), float) + lo)
 
 
-def test_native_route_on_real_freesurfer_subject(subject):
+def test_native_route_on_real_freesurfer_subject(subject, native):
     img, lab = subject
     cases = [((16,), "brainstem", "midline"), ((8,), "cerebellum", "left"), ((10,), "thalamus", "left"),
              ((51,), "basal_ganglia", "right"), ((11116,), "frontal", "left"), ((12145,), "occipital", "right"),
              ((11134,), "temporal", "left"), ((12127,), "parietal", "right"), ((11117,), "insula", "left"),
              ((253,), "corpus_callosum", "midline"), ((41,), "deep_periventricular_wm", "right")]
     pts = np.array([_interior_point(lab, ids) for ids, _, _ in cases])
-    recs = locate_points(img, pts, labels=lab)
+    recs = native.locate(pts)
     assert [r["region"] for r in recs] == [c[1] for c in cases]
     assert [r["side"] for r in recs] == [c[2] for c in cases]
-    far = locate_points(img, [[0.0, 0.0, 200.0]], labels=lab)
+    far = native.locate([[0.0, 0.0, 200.0]])
     assert far[0]["region"] == "outside" and far[0]["category"] == "outside"
 
 
-def test_atlas_and_native_routes_agree_on_real_subject(subject):
+def test_atlas_and_native_routes_agree_on_real_subject(subject, native, atlas):
     """300 random brain voxels of the real subject: the atlas route on its T1 agrees with
     its own FreeSurfer labels on the MARS category for >= 85% (measured 89.7%)."""
     img, lab = subject
     rng = np.random.default_rng(0)
     kji = np.argwhere((lab.array > 0) & ~np.isin(lab.array, (4, 5, 14, 15, 24, 43, 44, 31, 63, 72)))
     ras = lab.kji_to_ras(kji[rng.choice(len(kji), 300, replace=False)].astype(float))
-    native = locate_points(img, ras, labels=lab)
-    atlas = locate_points(img, ras)
-    agree = np.mean([a["category"] == b["category"] for a, b in zip(native, atlas)])
+    agree = np.mean([a["category"] == b["category"] for a, b in zip(native.locate(ras), atlas.locate(ras))])
     assert agree >= 0.85
 
 
@@ -140,7 +156,7 @@ def test_mars_table_counts():
     assert total["total"] == 6
 
 
-def test_unparcellated_cortex_takes_lobe_from_atlas(subject):
+def test_unparcellated_cortex_takes_lobe_from_atlas(subject, atlas):
     """SynthSeg-like labels without parcellation (cortex 3/42): the lobe of cortical points
     comes from the atlas registered to the image."""
     img, lab = subject
@@ -151,7 +167,11 @@ def test_unparcellated_cortex_takes_lobe_from_atlas(subject):
     cases = [((11116,), "frontal"), ((12122,), "occipital"), ((11134,), "temporal"), ((12127,), "parietal"),
              ((10,), "thalamus")]
     pts = np.array([_interior_point(lab, ids) for ids, _ in cases])
-    recs = locate_points(img, pts, labels=plain)
+    from CMBLib.location import Locator
+
+    loc = Locator(img, plain)
+    loc.registration = atlas.registration  # same image: reuse the registration
+    recs = loc.locate(pts)
     assert [r["region"] for r in recs] == [n for _, n in cases]
 
 
