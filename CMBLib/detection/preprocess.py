@@ -112,6 +112,8 @@ def brain_mask_from_image(volume: Volume, work_mm: float = 2.0) -> np.ndarray:
         mask = np.repeat(np.repeat(np.repeat(mask, f[0], 0), f[1], 1), f[2], 2)
         pad = [(0, max(0, n - m)) for n, m in zip(full.shape, mask.shape)]
         mask = np.pad(mask, pad, mode="edge")[: full.shape[0], : full.shape[1], : full.shape[2]]
+        if frac_mode > 0.05:  # the exact border of a skull-stripped / QSM image
+            mask = ndi.binary_fill_holes(mask & (full != mode))
     if mask.sum() < 0.01 * mask.size:  # give up gracefully: use everything
         mask = np.ones_like(mask, dtype=bool)
     return mask
