@@ -144,7 +144,8 @@ def test_train_resume_export_and_load(tmp_path):
     assert json.loads((run / "summary.json").read_text())["steps"] == 5
     folder = export(run / "checkpoint.pt", tmp_path / "model", name="tiny", version="0.0.1", threshold=0.7)
     net, meta = load_model(folder, device="cpu")
-    assert meta["threshold"] == 0.7 and meta["patch_size"] == [32, 32, 16] and meta["spacing_mm"] == [1, 1, 2]
+    assert meta["threshold"] == 0.7 and meta["patch_size"] == [16, 16, 8]
+    assert meta["inference_patch_size"] == [32, 32, 16] and meta["spacing_mm"] == [1, 1, 2]
     x = torch.zeros(1, 1, 8, 16, 16)
     with torch.no_grad():
         ref = __import__("CMBLib.detection.network", fromlist=["build_network"]).build_network(meta["network"])
