@@ -193,7 +193,7 @@ def normalise(array: np.ndarray, mask: np.ndarray) -> np.ndarray:
 def model_grid(volume: Volume, target_spacing_mm: Sequence[float], mask: Optional[np.ndarray] = None,
                margin_mm: float = MARGIN_MM) -> Volume:
     """Geometry of the model grid: the input's axes at `target_spacing_mm`, covering the
-    bounding box of `mask` (or the whole input) plus `margin_mm`.  Array is a zeros stub."""
+    bounding box of `mask` (or the whole input) plus `margin_mm`.  Array: zeros of the grid's shape."""
     sp_in = np.asarray(volume.spacing, dtype=float)
     sp_out = np.asarray(target_spacing_mm, dtype=float)
     shape_ijk = np.asarray(volume.shape_ijk)
@@ -208,13 +208,11 @@ def model_grid(volume: Volume, target_spacing_mm: Sequence[float], mask: Optiona
         lo = np.full(3, -0.5)
         hi = shape_ijk - 0.5
     extent = (hi - lo) * sp_in  # mm along i, j, k (voxel edges)
-    if mask is None or not mask.any():
-        lo = lo  # keep
     n = np.maximum(1, np.ceil(extent / sp_out - 1e-6)).astype(int)
     # first output voxel centre: edge + half an output voxel (in input index units)
     start_idx = lo + 0.5 * sp_out / sp_in
     origin = volume.voxel_to_ras(start_idx)
-    return Volume(np.zeros((1, 1, 1), np.uint8), tuple(sp_out), tuple(origin), volume.direction.copy())
+    return Volume(np.zeros(tuple(n[::-1]), np.uint8), tuple(sp_out), tuple(origin), volume.direction.copy())
 
 
 def resample_to(volume: Volume, grid: Volume, shape_ijk, order: int = 1, default: float = 0.0) -> np.ndarray:
@@ -257,15 +255,7 @@ def preprocess(volume: Volume, target_spacing_mm: Sequence[float] = (1.0, 1.0, 2
         if not mask_in.any():
             raise CMBError("brain mask is empty")
     grid = model_grid(volume, target_spacing_mm, mask_in if crop else None)
-    sp_in = np.asarray(volume.spacing, float)
-    # grid size: the cropped extent divided by the target spacing
-    if crop and mask_in.any():
-        idx = np.argwhere(mask_in)
-        lo = np.maximum(idx.min(axis=0)[::-1] - MARGIN_MM / sp_in, -0.5)
-        hi = np.minimum(idx.max(axis=0)[::-1] + MARGIN_MM / sp_in, np.asarray(volume.shape_ijk) - 0.5)
-    else:
-        lo, hi = np.full(3, -0.5), np.asarray(volume.shape_ijk) - 0.5
-    shape_ijk = np.maximum(1, np.ceil((hi - lo) * sp_in / np.asarray(target_spacing_mm, float) - 1e-6)).astype(int)
+    shape_ijk = grid.shape_ijk
     src = volume
     if np.asarray(volume.array).dtype != np.float32:
         src = volume.with_array(np.asarray(volume.array, dtype=np.float32))

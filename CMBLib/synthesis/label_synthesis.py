@@ -18,12 +18,12 @@ clinical-looking acquisition with CMBs and mimics:
 All randomness comes from `rng`; the output image and masks share the clinical grid.
 """
 from dataclasses import dataclass, field
-from typing import Dict, Optional
+from typing import Dict
 
 import numpy as np
 
 from ..geometry import Volume
-from .cmb_insertion import insert_cmbs, random_rotation, sample_centres
+from .cmb_insertion import insert_cmbs, sample_centres
 from ..detection.preprocess import resample_to
 from .mimics import add_mimics
 
