@@ -31,8 +31,15 @@ def _counts(labels_vol, ref_vol):
     return {"tp": r.tp, "fp": r.fp, "fn": r.fn, "n_ref": r.n_ref}
 
 
-def evaluate_split(model_dir, split, n, thresholds=None, threads=2):
-    """Per-case rows for `split` cases 0..n-1; with `thresholds` a FROC sweep from one
+def split_items(split: str, n=None, n_t2s=None):
+    """[(split name, index)]: the domain-randomised / QSM cases and the pseudo-T2* ones."""
+    n = n if n is not None else (12 if split == "val" else 16)
+    n_t2s = n_t2s if n_t2s is not None else (4 if split == "val" else 8)
+    return [(split, i) for i in range(n)] + [(split + "_t2s", i) for i in range(n_t2s)]
+
+
+def evaluate_split(model_dir, items, thresholds=None, threads=2, min_diameter_mm=None):
+    """Per-case rows for `items` [(split, index)]; with `thresholds` a FROC sweep from one
     probability map per case, else the model's own threshold through `detect`."""
     import torch
 
@@ -46,29 +53,33 @@ def evaluate_split(model_dir, split, n, thresholds=None, threads=2):
     labels = read_volume(FS_LABELS)
     chi = read_volume(QSM) if QSM.is_file() else None
     msk = read_volume(QSM_MASK).array > 0 if chi is not None else None
-    per_source = {"fs": [], "qsm": []}
+    per_source = {"fs": [], "qsm": [], "qsm_t2s": []}
     timings = []
-    for i in range(n):
+    min_d = float(meta.get("min_diameter_mm", 2.0) if min_diameter_mm is None else min_diameter_mm)
+    for split, i in items:
         case = native_case(split, i, labels, chi, msk)
         src = case["info"]["source"]
         seq = "QSM" if case["polarity"] == "bright" else "T2S"
         t = time.time()
-        res = detect(case["image"], model=(network, meta), device="cpu", sequence=seq)
+        # no brain mask given: the automatic one, as `cmb detect` does
+        res = detect(case["image"], model=(network, meta), device="cpu", sequence=seq, min_diameter_mm=min_d)
         timings.append(time.time() - t)
         if thresholds is None:
             per_source[src].append([dict(_counts(res.labels, case["cmb_mask"]), threshold=meta["threshold"])])
         else:
             rows = []
             for th in thresholds:
-                lab, _, _ = find_candidates(res.probability, th, meta.get("min_diameter_mm", 2.0),
-                                            meta.get("max_diameter_mm", 10.0))
+                lab, _, _ = find_candidates(res.probability, th, min_d, meta.get("max_diameter_mm", 10.0))
                 rows.append(dict(_counts(case["image"].with_array(lab), case["cmb_mask"]), threshold=th))
             per_source[src].append(rows)
-        print(f"{split}_{i:04d} {src} {case['info'].get('spacing')} {per_source[src][-1][-1 if thresholds is None else 0]} "
-              f"{timings[-1]:.1f}s", flush=True)
-    out = {"split": split, "n_cases": n, "mean_detect_s": float(np.mean(timings)) if timings else None}
-    allrows = per_source["fs"] + per_source["qsm"]
-    for name, rows in (("all", allrows), ("fs", per_source["fs"]), ("qsm", per_source["qsm"])):
+        print(f"{split}_{i:04d} {src} {np.round(case['info'].get('spacing'), 2).tolist()} "
+              f"{per_source[src][-1][0]} {timings[-1]:.1f}s", flush=True)
+    out = {"items": [f"{s}_{i:04d}" for s, i in items], "min_diameter_mm": min_d,
+           "mean_detect_s": float(np.mean(timings)) if timings else None}
+    allrows = per_source["fs"] + per_source["qsm"] + per_source["qsm_t2s"]
+    real = per_source["qsm"] + per_source["qsm_t2s"]
+    for name, rows in (("all", allrows), ("fs", per_source["fs"]), ("qsm", per_source["qsm"]),
+                       ("qsm_t2s", per_source["qsm_t2s"]), ("real_background", real)):
         if rows:
             s = summarise(rows)
             out[name] = {"n_cases": len(rows), "rows": s, "best_at_2fp": best_row(s)}
@@ -104,7 +115,9 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description="Evaluate a model folder through the detection pipeline.")
     ap.add_argument("--model", required=True)
     ap.add_argument("--split", default="test", choices=["val", "test"])
-    ap.add_argument("--n", type=int, default=None, help="number of cases (default: 12 val, 16 test)")
+    ap.add_argument("--n", type=int, default=None, help="domain-randomised/QSM cases (default: 12 val, 16 test)")
+    ap.add_argument("--n-t2s", type=int, default=None, help="pseudo-T2* cases (default: 4 val, 8 test)")
+    ap.add_argument("--min-diameter-mm", type=float, default=None, help="override the model's minimum size")
     ap.add_argument("--froc", action="store_true", help="sweep thresholds (choose the default on val)")
     ap.add_argument("--qsm-as-is", action="store_true")
     ap.add_argument("--threads", type=int, default=2)
@@ -113,8 +126,9 @@ def main(argv=None):
     if args.qsm_as_is:
         res = qsm_as_is(args.model, args.threads)
     else:
-        n = args.n if args.n is not None else (12 if args.split == "val" else 16)
-        res = evaluate_split(args.model, args.split, n, THRESHOLDS if args.froc else None, args.threads)
+        items = split_items(args.split, args.n, args.n_t2s)
+        res = evaluate_split(args.model, items, THRESHOLDS if args.froc else None, args.threads,
+                             args.min_diameter_mm)
     text = json.dumps(res, indent=1, default=float)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
