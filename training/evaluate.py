@@ -21,7 +21,7 @@ import numpy as np
 from .generate_cache import FS_LABELS, QSM, QSM_MASK, native_case
 from .validate import best_row, summarise
 
-THRESHOLDS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95)
+THRESHOLDS = (0.3, 0.5, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97, 0.98, 0.99)
 
 
 def _counts(labels_vol, ref_vol):
