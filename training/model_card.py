@@ -1,0 +1,76 @@
+"""Metrics tables for a model card from `training.evaluate` JSON outputs.
+
+    python -m training.model_card --val val.json --test test.json --qsm qsm_as_is.json > tables.md
+
+Also returns the compact `metrics` dict stored in model.json.
+"""
+import argparse
+import json
+from pathlib import Path
+
+GROUPS = (("all", "all test cases"), ("fs", "domain-randomised (label-map) cases"),
+          ("real_background", "real-brain backgrounds (QSM + pseudo-T2*)"), ("qsm", "real QSM, bright CMBs"),
+          ("qsm_t2s", "pseudo-T2* of the real QSM brain, dark CMBs"))
+
+
+def _f(v, nd=2):
+    return "n/a" if v is None else f"{v:.{nd}f}"
+
+
+def row_at(doc, group, threshold):
+    g = doc.get(group)
+    if not g:
+        return None
+    rows = [r for r in g["rows"] if abs(r["threshold"] - threshold) < 1e-9]
+    return dict(rows[0], n_cases=g["n_cases"]) if rows else None
+
+
+def tables(val, test, qsm, threshold):
+    lines = ["| cases | n | TP | FP | FN | sensitivity | precision | F1 | FP/scan |", "|---|---|---|---|---|---|---|---|---|"]
+    metrics = {"threshold": threshold, "rule": "valdo, 5 mm", "test": {}}
+    for key, name in GROUPS:
+        r = row_at(test, key, threshold)
+        if r is None:
+            continue
+        lines.append(f"| {name} | {r['n_cases']} | {r['tp']} | {r['fp']} | {r['fn']} | {_f(r['sensitivity'])} | "
+                     f"{_f(r['precision'])} | {_f(r['f1'])} | {_f(r['fp_per_scan'])} |")
+        metrics["test"][key] = {k: r[k] for k in ("n_cases", "tp", "fp", "fn", "sensitivity", "precision", "f1",
+                                                  "fp_per_scan")}
+    out = "\n".join(lines) + "\n"
+    if val:
+        v = row_at(val, "all", threshold)
+        if v:
+            metrics["validation"] = {k: v[k] for k in ("n_cases", "tp", "fp", "fn", "sensitivity", "precision",
+                                                       "f1", "fp_per_scan")}
+        out += "\nValidation FROC (all validation cases; the threshold was chosen here):\n\n"
+        out += "| threshold | sensitivity | precision | F1 | FP/scan |\n|---|---|---|---|---|\n"
+        for r in val["all"]["rows"]:
+            out += (f"| {r['threshold']} | {_f(r['sensitivity'])} | {_f(r['precision'])} | {_f(r['f1'])} | "
+                    f"{_f(r['fp_per_scan'])} |\n")
+    if qsm:
+        metrics["qsm_as_is"] = {k: qsm[k] for k in ("fp_whole_brain", "fp_left_hemisphere")}
+        out += (f"\nReal QSM brain as it is (no inserted CMBs, 160 x 160 x 160 at 1.06 mm, sequence QSM): "
+                f"{qsm['fp_whole_brain']} false positives in the whole brain, {qsm['fp_left_hemisphere']} in the "
+                f"left (held-out) hemisphere.\n")
+    if test.get("mean_detect_s") is not None:
+        metrics["mean_detect_s_test"] = round(test["mean_detect_s"], 2)
+    return out, metrics
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--val")
+    ap.add_argument("--test", required=True)
+    ap.add_argument("--qsm")
+    ap.add_argument("--threshold", type=float, required=True)
+    ap.add_argument("--metrics-out", help="write the metrics dict (for model.json) here")
+    args = ap.parse_args(argv)
+    load = lambda p: json.loads(Path(p).read_text()) if p else None  # noqa: E731
+    text, metrics = tables(load(args.val), load(args.test), load(args.qsm), args.threshold)
+    if args.metrics_out:
+        Path(args.metrics_out).write_text(json.dumps(metrics, indent=1))
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
