@@ -105,7 +105,7 @@ def write_overview(image, result, truth: np.ndarray, path, max_panels: int = 8) 
         slices = [slices[int(i)] for i in np.linspace(0, len(slices) - 1, max_panels)]
     cols = min(4, len(slices))
     rows = int(np.ceil(len(slices) / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.4 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.5 * rows), squeeze=False, constrained_layout=True)
     a = image.array
     lo, hi = np.percentile(a, [1, 99.5])
     si, sj = image.spacing[0], image.spacing[1]
@@ -124,7 +124,6 @@ def write_overview(image, result, truth: np.ndarray, path, max_panels: int = 8) 
                 ax.text(i + rad, j + rad, str(r["label"]), color="red", fontsize=7)
         ax.set_title(f"slice k={k}", fontsize=8)
     fig.suptitle(f"{len(recs)} detection(s) (red rings); inserted CMBs outlined green", fontsize=9)
-    fig.tight_layout(h_pad=1.2)
     path = Path(path)
     with atomic_path(path) as tmp:
         fig.savefig(str(tmp), dpi=90, format="png")
