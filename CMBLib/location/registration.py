@@ -6,7 +6,10 @@ both in SimpleITK's LPS mm.  Design choices:
 
 * Mattes mutual information: works whatever the contrast (T1, T2*, SWI, inverted QSM).
 * The metric is sampled only inside the template brain mask, dilated by
-  ``MASK_MARGIN_MM``, so a skull in the subject image (or its absence) barely matters.
+  ``MASK_MARGIN_MM``.  A subject image with skull and scalp is first reduced to its
+  brain by a rough morphological extraction (``rough_brain_mask``): otherwise the
+  template brain tends to swell onto the scalp.  If that fit fails the checks below,
+  the whole image is registered instead.
 * The subject image is smoothed and resampled to ~``WORK_SPACING_MM`` isotropic first:
   thick slices (e.g. 0.9 x 0.9 x 3 mm) and large matrices cost the same.
 * Initialisation from the centroids of the template brain and of the subject's
@@ -39,11 +42,15 @@ WORK_SPACING_MM = 2.5
 MASK_MARGIN_MM = 6.0
 SCALE_RANGE = (0.6, 1.6)  # subject brain size / template brain size, per axis
 MAX_ANISOTROPY = 1.6  # largest / smallest singular value of the affine matrix
-MIN_INSIDE_FRACTION = 0.80  # template brain voxels that must land on subject foreground
+MIN_INSIDE_FRACTION = 0.60  # template brain voxels that must land on subject foreground (QSM masks
+# often leave out the cerebellum or inferior frontal lobe: the QSM 2016 brain gives 0.67)
 MIN_BRAIN_COVERAGE = 0.3  # fraction of the (registered) brain inside the field of view
 MIN_FIELD_OF_VIEW_MM = 60.0  # the image must extend at least this far along two axes
 MIN_MUTUAL_INFORMATION = 0.05  # below this the image shares no structure with a brain
 SAMPLING_FRACTION = 0.15
+TISSUE_FRACTION = 0.25  # rough brain extraction: tissue brighter than this x 98th percentile
+SKULL_GAP_MM = 5.0  # erosion that separates brain from scalp across the skull
+BRAIN_OF_HEAD_RANGE = (0.3, 0.85)  # brain / head foreground volume for the split to be used
 BSPLINE_SPACING_MM = 35.0  # control-point spacing of the optional deformable stage
 MAX_BSPLINE_DISPLACEMENT_MM = 8.0  # bound on each control-point move (mm)
 COARSE_SHIFT_MM = 30.0  # coarse initial search range along S and A (mm)
@@ -98,37 +105,77 @@ def _sitk():
 def foreground_mask(image):
     """Binary mask (sitk) of the head or brain: voxels unlike the image's background.
 
-    Background values are the intensities that fill at least 10% of the image border
-    (0, or a bright value after contrast inversion, or both when a moved image was
-    padded).  A value repeated exactly (masked or padded background, e.g. QSM) marks
-    background where it recurs exactly; otherwise (noisy background) a voxel is
-    background when it lies within max(2% of the range, 5 median absolute deviations
-    of the border noise) of the border mode.  The largest connected
-    part of the rest, opened and hole-filled, is the foreground."""
+    1. Padding / masked background: intensities shared (to 0.1% of the range) by at least
+       10% of the image border are background wherever they recur (0 outside a QSM brain
+       mask, a bright constant after contrast inversion, or both).
+    2. Noisy background: the rest of the border (and the voxels next to any padding)
+       is noise when it lies at the dark (or bright) end of the intensities; voxels
+       within max(5 robust standard deviations, 2% of the range) of its median, or
+       beyond it away from the tissue, are background.  (Next to padding of a
+       skull-stripped image lies tissue, not noise: then nothing is removed.)
+    The largest connected part of the rest, opened and hole-filled, is the foreground."""
     sitk = _sitk()
     arr = sitk.GetArrayFromImage(image).astype(np.float32)
     border = np.concatenate(
         [arr[0].ravel(), arr[-1].ravel(), arr[:, 0].ravel(), arr[:, -1].ravel(), arr[:, :, 0].ravel(), arr[:, :, -1].ravel()]
     )
     lo, hi = float(arr.min()), float(arr.max())
-    counts, edges = np.histogram(border, bins=50, range=(lo, hi if hi > lo else lo + 1))
+    tol = 1e-3 * (hi - lo if hi > lo else 1.0)
     background = np.zeros(arr.shape, dtype=bool)
-    values, exact = np.unique(border, return_counts=True)
-    for v in values[exact >= 0.1 * border.size]:  # padding / masked background: exact constants
-        background |= arr == v
-    for b in np.flatnonzero(counts >= 0.1 * border.size):
-        near = border[(border >= edges[b]) & (border <= edges[b + 1])]
-        centre = float(np.median(near))
-        if np.any(values[exact >= 0.1 * border.size] == centre):
-            continue
-        spread = float(np.median(np.abs(border[np.abs(border - centre) < 0.1 * (hi - lo)] - centre)))
-        tol = max(0.02 * (hi - lo), 5.0 * spread)
-        background |= np.abs(arr - centre) <= tol
+    border_bg = np.zeros(border.shape, dtype=bool)
+    values, counts = np.unique(np.round((border - lo) / tol), return_counts=True)
+    for v in values[counts >= 0.1 * border.size]:
+        centre = lo + v * tol
+        background |= np.abs(arr - centre) <= 1.5 * tol
+        border_bg |= np.abs(border - centre) <= 1.5 * tol
+    noise = border[~border_bg]
+    if background.any():  # padded image: its real edge lies next to the padding
+        from scipy import ndimage
+
+        edge = ndimage.binary_dilation(background, iterations=2) & ~background
+        noise = np.concatenate([noise, arr[edge]])
+    rest = arr[~background]
+    if noise.size >= 0.05 * border.size and rest.size:
+        centre = float(np.median(noise))
+        spread = 1.4826 * float(np.median(np.abs(noise - centre)))
+        margin = max(5.0 * spread, 0.02 * (hi - lo))
+        r_lo, r_hi = np.percentile(rest, [0.5, 98])
+        level = (centre - r_lo) / max(r_hi - r_lo, 1e-12)  # where the sample sits in the tissue range
+        if level < 0.15:
+            background |= arr < centre + margin  # dark (noise) background
+        elif level > 0.85:
+            background |= arr > centre - margin  # bright background (inverted contrast)
     fg = sitk.GetImageFromArray((~background).astype(np.uint8))
     fg.CopyInformation(image)
     fg = sitk.BinaryMorphologicalOpening(fg, [1, 1, 1])
     cc = sitk.RelabelComponent(sitk.ConnectedComponent(fg), sortByObjectSize=True)
     return sitk.BinaryFillhole(sitk.Cast(cc == 1, sitk.sitkUInt8))
+
+
+def rough_brain_mask(image, foreground):
+    """Brain (with its CSF) separated from scalp by the dark skull, or None.
+
+    Tissue = foreground voxels brighter than ``TISSUE_FRACTION`` of the 98th percentile
+    (skull and air are dark on T1, T2*, SWI); eroded by ``SKULL_GAP_MM`` it splits into
+    brain and scalp; the largest part, grown back and hole-filled, is the brain.  None when
+    nothing splits off (already skull-stripped, QSM) or the split looks wrong."""
+    sitk = _sitk()
+    arr = sitk.GetArrayViewFromImage(image)
+    fg = sitk.GetArrayViewFromImage(foreground) > 0
+    if not fg.any():
+        return None
+    tissue = sitk.GetImageFromArray((fg & (arr > TISSUE_FRACTION * np.percentile(arr[fg], 98))).astype(np.uint8))
+    tissue.CopyInformation(image)
+    radius = [max(int(round(SKULL_GAP_MM / sp)), 1) for sp in image.GetSpacing()]
+    core = sitk.BinaryErode(tissue, radius)
+    cc = sitk.RelabelComponent(sitk.ConnectedComponent(core), sortByObjectSize=True)
+    brain = sitk.BinaryDilate(sitk.Cast(cc == 1, sitk.sitkUInt8), [r + 1 for r in radius])
+    brain = sitk.BinaryFillhole(sitk.And(brain, foreground))
+    n_brain = int(np.sum(sitk.GetArrayViewFromImage(brain)))
+    ratio = n_brain / float(np.sum(fg))
+    if not BRAIN_OF_HEAD_RANGE[0] <= ratio <= BRAIN_OF_HEAD_RANGE[1]:
+        return None
+    return brain
 
 
 def prepare_subject(volume: Volume):
@@ -148,6 +195,17 @@ def prepare_subject(volume: Volume):
     size = [max(int(round(n * s / t)), 1) for n, s, t in zip(img.GetSize(), spacing, target)]
     return sitk.Resample(img, size, sitk.Transform(), sitk.sitkLinear, img.GetOrigin(), [float(t) for t in target],
                          img.GetDirection(), float(lo), sitk.sitkFloat32)
+
+
+def _metric_mask(template_mask, margin_mm):
+    """Template brain mask grown (margin > 0) or shrunk (margin < 0) by |margin| mm."""
+    sitk = _sitk()
+    radius = int(round(abs(margin_mm) / min(template_mask.GetSpacing())))
+    if radius == 0:
+        return template_mask
+    if margin_mm > 0:
+        return sitk.BinaryDilate(template_mask, [radius] * 3)
+    return sitk.BinaryErode(template_mask, [radius] * 3)
 
 
 def _centroid(mask) -> np.ndarray:
@@ -237,33 +295,52 @@ def register_template(template, template_mask, subject: Volume, deformable: bool
     if extent[1] < MIN_FIELD_OF_VIEW_MM:
         raise CMBError("the image covers only " + " x ".join(f"{e:.0f}" for e in extent) + " mm; the atlas "
                        "needs most of the brain in view (give a label map with --labels instead)")
-    moving = prepare_subject(subject)
-    moving_fg = foreground_mask(moving)
-    radius = max(int(round(MASK_MARGIN_MM / min(template.GetSpacing()))), 1)
-    fixed_mask = sitk.BinaryDilate(template_mask, [radius] * 3)
+    image = prepare_subject(subject)
+    head = foreground_mask(image)
+    brain = rough_brain_mask(image, head)
+    attempts = [(image, head)]
+    if brain is not None:  # a head: first try the brain alone (the template is brain only)
+        floor = float(np.min(sitk.GetArrayViewFromImage(image)))
+        attempts.insert(0, (sitk.Mask(image, brain, outsideValue=floor), brain))
+    fixed_mask = _metric_mask(template_mask, MASK_MARGIN_MM)
     check_cancel(cancel)
+    first = None
+    for n, (moving, moving_fg) in enumerate(attempts):
+        result = _affine_stages(template, template_mask, fixed_mask, moving, moving_fg, progress, cancel,
+                                (n, len(attempts)))
+        first = first or result
+        if not _problems(result):
+            break
+    else:
+        raise CMBError("atlas registration failed (" + "; ".join(_problems(first)) + "); "
+                       "check the image or give a label map with --labels")
+    if deformable:
+        report(progress, 0.8, "atlas registration: deformable")
+        result.deformation, result.metric = _deform(template, moving, fixed_mask, result.transform, result.metric)
+        check_cancel(cancel)
+    report(progress, 1.0, "atlas registration done")
+    return result
+
+
+def _affine_stages(template, template_mask, fixed_mask, moving, moving_fg, progress, cancel, attempt):
+    """Coarse search, rigid and affine stages; the evaluated RegistrationResult."""
+    n, total = attempt
+    frac = 0.8 / total
+
+    def at(x):
+        return 0.05 + frac * (n + x)
 
     c_fixed = _centroid(template_mask)
     c_moving = _centroid(moving_fg)
     start = _coarse_search(template, moving, fixed_mask, c_fixed, c_moving)
     check_cancel(cancel)
-    report(progress, 0.3, "atlas registration: rigid")
+    report(progress, at(0.3), "atlas registration: rigid")
     rigid_out, _ = _register(template, moving, fixed_mask, start, [4, 2], [4.0, 2.0], 200)
     check_cancel(cancel)
-    report(progress, 0.6, "atlas registration: affine")
+    report(progress, at(0.6), "atlas registration: affine")
     affine_out, metric = _register(template, moving, fixed_mask, _as_affine(rigid_out), [2, 1], [2.0, 0.0], 200)
     check_cancel(cancel)
-    best = _evaluate(_as_affine(affine_out), metric, template, template_mask, moving, moving_fg)
-    if deformable and not _problems(best):
-        report(progress, 0.8, "atlas registration: deformable")
-        best.deformation, best.metric = _deform(template, moving, fixed_mask, best.transform, best.metric)
-        check_cancel(cancel)
-    report(progress, 1.0, "atlas registration done")
-    problems = _problems(best)
-    if problems:
-        raise CMBError("atlas registration failed (" + "; ".join(problems) + "); "
-                       "check the image or give a label map with --labels")
-    return best
+    return _evaluate(_as_affine(affine_out), metric, template, template_mask, moving, moving_fg)
 
 
 def _deform(template, moving, fixed_mask, affine, affine_metric):
