@@ -207,3 +207,39 @@ def test_mars_table_totals(findings):
     assert total["possible"] == sum(u for _, _, u in findings)
     per_region = [r for r in rows if r["region"]]
     assert sum(r["total"] for r in per_region) == len(recs)
+
+
+def test_whole_head_t2star_like_image_of_real_subject(subject, native):
+    """A T2*-like whole-head image made from the real subject's labels (bright CSF, dark
+    skull, scalp, bias field, Rician noise), rotated 12 deg, shifted 16 mm and resampled to
+    0.9 x 0.9 x 5 mm: over 400 random brain voxels the atlas route agrees with the
+    subject's own labels on the category for >= 80% (measured 86.3%; 73.8% before the
+    rough brain extraction)."""
+    from scipy import ndimage
+    from test_location_atlas import moved_copy, rotation
+
+    _, lab = subject
+    L = lab.array
+    img = np.full(L.shape, 150.0, np.float32)  # grey matter
+    img[np.isin(L, (2, 41, 7, 46, 77, 251, 252, 253, 254, 255, 16, 28, 60))] = 100.0
+    img[np.isin(L, (4, 5, 14, 15, 24, 43, 44, 31, 63, 72))] = 220.0
+    img[np.isin(L, (12, 51))] = 85.0
+    img[np.isin(L, (13, 52))] = 60.0  # iron: dark pallidum
+    img[np.isin(L, (10, 49))] = 115.0
+    d = ndimage.distance_transform_edt(~ndimage.binary_fill_holes(L > 0))
+    img[d > 0] = 0.0
+    img[(d > 0) & (d <= 3)] = 210.0  # CSF
+    img[(d > 3) & (d <= 8)] = 20.0  # skull
+    img[(d > 8) & (d <= 13)] = 130.0  # scalp
+    kk, _, ii = np.indices(L.shape)
+    img *= 1 + 0.3 * np.sin(ii / 60.0) * np.cos(kk / 80.0)
+    rng = np.random.default_rng(0)
+    img = np.abs(img + rng.normal(0, 8, img.shape) + 1j * rng.normal(0, 8, img.shape)).astype(np.float32)
+    matrix, shift = rotation((0.3, 1.0, 0.2), 12.0), np.array([4.0, 12.0, -9.0])
+    moved = moved_copy(lab.with_array(img), matrix, shift, spacing=(0.9, 0.9, 5.0), slice_mm=5.0)
+    kji = np.argwhere((L > 0) & ~np.isin(L, (4, 5, 14, 15, 24, 43, 44, 31, 63, 72)))
+    ras = lab.kji_to_ras(kji[rng.choice(len(kji), 400, replace=False)].astype(float))
+    truth = native.locate(ras)
+    found = locate_points(moved, ras @ matrix.T + shift)
+    agree = np.mean([a["category"] == b["category"] for a, b in zip(truth, found)])
+    assert agree >= 0.80
