@@ -19,7 +19,7 @@ both in SimpleITK's LPS mm.  Design choices:
   B-spline (control points every ``BSPLINE_SPACING_MM``, moves bounded), kept only
   when it improves the mutual information (points are mapped back by fixed-point
   inversion).  Measured on the real FreeSurfer subject (1000 brain voxels, category
-  agreement with its own labels): affine 87.3%, + B-spline 89.6%, at ~4x the time.
+  agreement with its own labels): affine 87.1%, + B-spline 89.4%, at ~3x the time.
 * Failure detection: an implausible transform (scale outside ``SCALE_RANGE``, a
   reflection, strong shear), a final mutual information below
   ``MIN_MUTUAL_INFORMATION`` (noise, non-brain images), a template brain that falls
