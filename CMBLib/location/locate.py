@@ -96,7 +96,7 @@ class Locator:
             rec = {
                 "x": float(p[0]), "y": float(p[1]), "z": float(p[2]),
                 "region": name, "category": category_of(name),
-                "side": side_name(name, int(sid[n]), ref_x) if name != "outside" else _outside_side(ref_x, mni),
+                "side": side_name(name, int(sid[n]), ref_x),
                 "route": route,
                 "distance_mm": None if np.isnan(dist[n]) else round(float(dist[n]), 2),
             }
@@ -114,11 +114,6 @@ class Locator:
         reg, _, _ = nearest_label(lobe_only, atlas.side, ijk, np.abs(np.diag(atlas.label_affine)[:3]), UNKNOWN_LOBE_SEARCH_MM)
         reg[reg == 0] = REGION_ID["frontal"]  # no lobe within reach: most cortex is frontal
         return reg
-
-
-def _outside_side(x, mni) -> str:
-    # Outside points: the side is the sign of x in MNI space (atlas route) or native RAS.
-    return "right" if x > 0 else "left"
 
 
 def locate_points(image: Volume, points_ras, labels: Optional[Volume] = None, progress=None, cancel=None,

@@ -58,9 +58,10 @@ def category_of(region: str) -> str:
 
 def side_name(region: str, side_code: int, x_ras_mm: float = 0.0) -> str:
     """Side of a finding: 'midline' for brainstem / corpus callosum, otherwise the
-    hemisphere code of the label, or the sign of x (RAS: x > 0 is right) if unknown."""
+    hemisphere code of the label, or the sign of x (RAS, MNI x on the atlas route:
+    x > 0 is right) when unknown or outside the brain."""
     if region in MIDLINE_REGIONS:
         return "midline"
-    if side_code in (SIDE_LEFT, SIDE_RIGHT):
+    if side_code in (SIDE_LEFT, SIDE_RIGHT) and region != OUTSIDE:
         return SIDE_NAME[int(side_code)]
     return "right" if x_ras_mm > 0 else "left"

@@ -416,7 +416,3 @@ def _problems(res: Optional[RegistrationResult]):
     if res.inside_fraction < MIN_INSIDE_FRACTION:
         out.append(f"only {100 * res.inside_fraction:.0f}% of the template brain lies on the image foreground")
     return out
-
-
-def _score(res: RegistrationResult) -> float:
-    return -len(_problems(res)) * 10.0 - res.metric
