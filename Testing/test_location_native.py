@@ -243,3 +243,11 @@ def test_whole_head_t2star_like_image_of_real_subject(subject, native):
     found = locate_points(moved, ras @ matrix.T + shift)
     agree = np.mean([a["category"] == b["category"] for a, b in zip(truth, found)])
     assert agree >= 0.80
+
+
+def test_misaligned_labels_are_refused():
+    lab = Volume(_toy(), (1.0, 1.0, 1.0))
+    img = Volume(np.random.default_rng(0).random((40, 40, 40)).astype(np.float32), (1.0, 1.0, 1.0),
+                 origin=(500.0, 0.0, 0.0))
+    with pytest.raises(CMBError, match="aligned"):
+        locate_points(img, [[0.0, 0.0, 0.0]], labels=lab)

@@ -57,7 +57,8 @@ class Atlas:
         `radius_mm` (distance reported); beyond that it is outside (id 0)."""
         pts = np.atleast_2d(np.asarray(mni_ras, dtype=float))
         ijk = pts @ self._ras_to_ijk[:3, :3].T + self._ras_to_ijk[:3, 3]
-        return nearest_label(self.region, self.side, ijk, np.abs(np.diag(self.label_affine)[:3]), radius_mm)
+        spacing = np.linalg.norm(self.label_affine[:3, :3], axis=0)
+        return nearest_label(self.region, self.side, ijk, spacing, radius_mm)
 
 
 def nearest_label(region, side, ijk, spacing, radius_mm):

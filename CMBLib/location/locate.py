@@ -49,6 +49,7 @@ class Locator:
         self._cancel = cancel
         self.deformable = deformable
         if labels is not None:
+            _check_overlap(image, labels)
             report(progress, 0.0, "mapping the label map to MARS regions")
             region, side = mars_from_freesurfer(labels.array, labels.spacing[::-1])
             self._native = (region, side)
@@ -111,9 +112,22 @@ class Locator:
         atlas = load_atlas()
         lobe_only = np.where(np.isin(atlas.region, [REGION_ID[n] for n in LOBES]), atlas.region, 0)
         ijk = mni @ np.linalg.inv(atlas.label_affine)[:3, :3].T + np.linalg.inv(atlas.label_affine)[:3, 3]
-        reg, _, _ = nearest_label(lobe_only, atlas.side, ijk, np.abs(np.diag(atlas.label_affine)[:3]), UNKNOWN_LOBE_SEARCH_MM)
+        spacing = np.linalg.norm(atlas.label_affine[:3, :3], axis=0)
+        reg, _, _ = nearest_label(lobe_only, atlas.side, ijk, spacing, UNKNOWN_LOBE_SEARCH_MM)
         reg[reg == 0] = REGION_ID["frontal"]  # no lobe within reach: most cortex is frontal
         return reg
+
+
+def _check_overlap(image: Volume, labels: Volume) -> None:
+    """The label map's labelled voxels must lie within the image (world RAS space)."""
+    kji = np.argwhere(labels.array[::4, ::4, ::4] != 0) * 4
+    if not len(kji):
+        raise CMBError("the label map is empty")
+    ijk = image.ras_to_voxel(labels.kji_to_ras(kji.astype(float)))
+    inside = np.all((ijk > -0.5) & (ijk < np.array(image.shape_ijk) - 0.5), axis=1)
+    if inside.mean() < 0.5:
+        raise CMBError(f"only {100 * inside.mean():.0f}% of the label map lies inside the image; "
+                       "the labels must be aligned with the image (same world coordinates)")
 
 
 def locate_points(image: Volume, points_ras, labels: Optional[Volume] = None, progress=None, cancel=None,
