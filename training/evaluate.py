@@ -21,7 +21,8 @@ import numpy as np
 from .generate_cache import FS_LABELS, QSM, QSM_MASK, native_case
 from .validate import best_row, summarise
 
-THRESHOLDS = (0.3, 0.5, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97, 0.98, 0.99)
+THRESHOLDS = (0.5, 0.7, 0.8, 0.9, 0.95, 0.97, 0.98, 0.99, 0.995, 0.999)
+MIN_DIAMETERS_MM = (1.5, 2.0, 2.5, 3.0)
 
 
 def _counts(labels_vol, ref_vol):
@@ -62,15 +63,18 @@ def evaluate_split(model_dir, items, thresholds=None, threads=2, min_diameter_mm
         seq = "QSM" if case["polarity"] == "bright" else "T2S"
         t = time.time()
         # no brain mask given: the automatic one, as `cmb detect` does
-        res = detect(case["image"], model=(network, meta), device="cpu", sequence=seq, min_diameter_mm=min_d)
+        res = detect(case["image"], model=(network, meta), device="cpu", sequence=seq,
+                     min_diameter_mm=min_d if thresholds is None else min(MIN_DIAMETERS_MM))
         timings.append(time.time() - t)
         if thresholds is None:
             per_source[src].append([dict(_counts(res.labels, case["cmb_mask"]), threshold=meta["threshold"])])
         else:
             rows = []
             for th in thresholds:
-                lab, _, _ = find_candidates(res.probability, th, min_d, meta.get("max_diameter_mm", 10.0))
-                rows.append(dict(_counts(case["image"].with_array(lab), case["cmb_mask"]), threshold=th))
+                for md in MIN_DIAMETERS_MM:
+                    lab, _, _ = find_candidates(res.probability, th, md, meta.get("max_diameter_mm", 10.0))
+                    rows.append(dict(_counts(case["image"].with_array(lab), case["cmb_mask"]), threshold=th,
+                                     min_diameter_mm=md))
             per_source[src].append(rows)
         print(f"{split}_{i:04d} {src} {np.round(case['info'].get('spacing'), 2).tolist()} "
               f"{per_source[src][-1][0]} {timings[-1]:.1f}s", flush=True)

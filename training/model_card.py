@@ -17,17 +17,18 @@ def _f(v, nd=2):
     return "n/a" if v is None else f"{v:.{nd}f}"
 
 
-def row_at(doc, group, threshold):
+def row_at(doc, group, threshold, min_diameter_mm=None):
     g = doc.get(group)
     if not g:
         return None
-    rows = [r for r in g["rows"] if abs(r["threshold"] - threshold) < 1e-9]
+    rows = [r for r in g["rows"] if abs(r["threshold"] - threshold) < 1e-9
+            and (min_diameter_mm is None or "min_diameter_mm" not in r or r["min_diameter_mm"] == min_diameter_mm)]
     return dict(rows[0], n_cases=g["n_cases"]) if rows else None
 
 
-def tables(val, test, qsm, threshold):
+def tables(val, test, qsm, threshold, min_diameter_mm=None):
     lines = ["| cases | n | TP | FP | FN | sensitivity | precision | F1 | FP/scan |", "|---|---|---|---|---|---|---|---|---|"]
-    metrics = {"threshold": threshold, "rule": "valdo, 5 mm", "test": {}}
+    metrics = {"threshold": threshold, "min_diameter_mm": min_diameter_mm, "rule": "valdo, 5 mm", "test": {}}
     for key, name in GROUPS:
         r = row_at(test, key, threshold)
         if r is None:
@@ -38,15 +39,17 @@ def tables(val, test, qsm, threshold):
                                                   "fp_per_scan")}
     out = "\n".join(lines) + "\n"
     if val:
-        v = row_at(val, "all", threshold)
+        v = row_at(val, "all", threshold, min_diameter_mm)
         if v:
             metrics["validation"] = {k: v[k] for k in ("n_cases", "tp", "fp", "fn", "sensitivity", "precision",
                                                        "f1", "fp_per_scan")}
         out += "\nValidation FROC (all validation cases; the threshold was chosen here):\n\n"
-        out += "| threshold | sensitivity | precision | F1 | FP/scan |\n|---|---|---|---|---|\n"
+        out += "| threshold | min. diameter mm | sensitivity | precision | F1 | FP/scan |\n|---|---|---|---|---|---|\n"
         for r in val["all"]["rows"]:
-            out += (f"| {r['threshold']} | {_f(r['sensitivity'])} | {_f(r['precision'])} | {_f(r['f1'])} | "
-                    f"{_f(r['fp_per_scan'])} |\n")
+            if min_diameter_mm is not None and r.get("min_diameter_mm", min_diameter_mm) != min_diameter_mm:
+                continue
+            out += (f"| {r['threshold']} | {r.get('min_diameter_mm', '')} | {_f(r['sensitivity'])} | "
+                    f"{_f(r['precision'])} | {_f(r['f1'])} | {_f(r['fp_per_scan'])} |\n")
     if qsm:
         metrics["qsm_as_is"] = {k: qsm[k] for k in ("fp_whole_brain", "fp_left_hemisphere")}
         out += (f"\nReal QSM brain as it is (no inserted CMBs, 160 x 160 x 160 at 1.06 mm, sequence QSM): "
@@ -63,10 +66,12 @@ def main(argv=None):
     ap.add_argument("--test", required=True)
     ap.add_argument("--qsm")
     ap.add_argument("--threshold", type=float, required=True)
+    ap.add_argument("--min-diameter-mm", type=float)
     ap.add_argument("--metrics-out", help="write the metrics dict (for model.json) here")
     args = ap.parse_args(argv)
     load = lambda p: json.loads(Path(p).read_text()) if p else None  # noqa: E731
-    text, metrics = tables(load(args.val), load(args.test), load(args.qsm), args.threshold)
+    text, metrics = tables(load(args.val), load(args.test), load(args.qsm), args.threshold,
+                           args.min_diameter_mm)
     if args.metrics_out:
         Path(args.metrics_out).write_text(json.dumps(metrics, indent=1))
     print(text)

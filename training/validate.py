@@ -66,7 +66,8 @@ def summarise(per_case: List[List[Dict]]) -> List[Dict]:
         sens = tp / (tp + fn) if tp + fn else None
         prec = tp / (tp + fp) if tp + fp else None
         f1 = 2 * tp / (2 * tp + fp + fn) if (2 * tp + fp + fn) else None
-        out.append({"threshold": per_case[0][i]["threshold"], "tp": tp, "fp": fp, "fn": fn,
+        extra = {k: per_case[0][i][k] for k in ("min_diameter_mm",) if k in per_case[0][i]}
+        out.append({"threshold": per_case[0][i]["threshold"], **extra, "tp": tp, "fp": fp, "fn": fn,
                     "sensitivity": sens, "precision": prec, "f1": f1, "fp_per_scan": fp / n})
     return out
 
