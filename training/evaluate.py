@@ -67,7 +67,7 @@ def evaluate_split(model_dir, items, thresholds=None, threads=2, min_diameter_mm
                      min_diameter_mm=min_d if thresholds is None else min(MIN_DIAMETERS_MM))
         timings.append(time.time() - t)
         if thresholds is None:
-            per_source[src].append([dict(_counts(res.labels, case["cmb_mask"]), threshold=meta["threshold"])])
+            per_source[src].append([dict(_counts(res.mask, case["cmb_mask"]), threshold=meta["threshold"])])
         else:
             rows = []
             for th in thresholds:

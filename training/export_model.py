@@ -15,8 +15,9 @@ TRAINING_DATA = (
     "Synthetic only: domain-randomised T2*/SWI-like images generated from one real FreeSurfer label map "
     "(random deformation, intensities, bias, noise, gamma, slice thickness 0.5-5 mm, in-plane 0.45-1 mm) "
     "with inserted CMBs and mimics (veins, flow voids, calcification, cavernomas, air/bone), plus one real "
-    "QSM brain (2016 QSM challenge, COSMOS) re-sampled to clinical grids with inserted bright CMBs in the "
-    "right hemisphere. No real CMB annotations."
+    "QSM brain (2016 QSM challenge, COSMOS) re-sampled to clinical grids with inserted bright CMBs, and a "
+    "pseudo-T2* magnitude made from it (exp(-c|chi|)) with dark CMBs; training CMBs in the right hemisphere only. "
+    "No real CMB annotations, no real T2*/SWI scans."
 )
 
 
