@@ -66,13 +66,13 @@ def read_volume(path: PathLike) -> Volume:
 
 
 def check_nifti_complete(path) -> None:
-    """CMBError when a .nii / .nii.gz file holds fewer bytes than its header declares.
+    """CMBError when a .nii / .nii.gz file is truncated or holds NaN / infinite voxels.
 
-    ITK's NIfTI reader (SimpleITK 2.5) silently accepts truncated files, so this checks
-    the NIfTI-1/2 header's vox_offset + dims * bitpix against the (decompressed) length.
+    ITK's NIfTI reader (SimpleITK 2.5) silently accepts truncated files and turns NaN
+    into 0, so this reads the NIfTI-1/2 header, streams the (decompressed) voxel data,
+    compares its length with vox_offset + dims * bitpix and counts non-finite floats.
     """
     import gzip
-    import struct
     import zlib
 
     name = str(path).lower()
@@ -82,36 +82,67 @@ def check_nifti_complete(path) -> None:
     try:
         with opener(path, "rb") as fh:
             head = fh.read(540)
-            total = len(head)
+            header = _nifti_header(head)
+            if header is None:
+                if len(head) < 348:
+                    raise CMBError(f"{path}: cannot be read as an image (file too short for a NIfTI header)")
+                return  # not a NIfTI header: leave it to the image reader
+            offset, n_bytes, float_type = header
+            total, bad = len(head), 0
+            data = head[offset:] if offset < len(head) else b""
+            if offset > len(head):
+                skip = fh.read(offset - len(head))
+                total += len(skip)
+            carry = b""
+            itemsize = np.dtype(float_type).itemsize if float_type else 1
             while True:
+                if float_type and data:
+                    buf = carry + data
+                    usable = len(buf) - len(buf) % itemsize
+                    values = np.frombuffer(buf[:usable], dtype=float_type)
+                    bad += int(values.size - np.count_nonzero(np.isfinite(values)))
+                    carry = buf[usable:]
                 chunk = fh.read(1 << 22)
                 if not chunk:
                     break
                 total += len(chunk)
+                data = chunk
     except (OSError, EOFError, zlib.error):
         raise CMBError(f"{path}: cannot be read as an image (corrupt or truncated compressed file)") from None
+    expected = offset + n_bytes
+    if total < expected:
+        raise CMBError(f"{path}: cannot be read as an image (truncated: {total} of {expected} bytes)")
+    if bad:
+        raise CMBError(f"{path}: {bad} voxels are NaN or infinite; fix or mask them first")
+
+
+def _nifti_header(head: bytes):
+    """(vox_offset, data bytes, numpy float dtype or None) of a NIfTI-1/2 header, or None."""
+    import struct
+
     if len(head) < 348:
-        raise CMBError(f"{path}: cannot be read as an image (file too short for a NIfTI header)")
+        return None
     for endian in ("<", ">"):
         size = struct.unpack(endian + "i", head[:4])[0]
         if size in (348, 540):
             break
     else:
-        return  # not a NIfTI header: leave it to the image reader
+        return None
     if size == 348:
         dims = struct.unpack(endian + "8h", head[40:56])
-        bitpix = struct.unpack(endian + "h", head[72:74])[0]
+        datatype, bitpix = struct.unpack(endian + "hh", head[70:74])
         offset = struct.unpack(endian + "f", head[108:112])[0]
     else:
+        if len(head) < 540:
+            return None
+        datatype, bitpix = struct.unpack(endian + "hh", head[12:16])
         dims = struct.unpack(endian + "8q", head[16:80])
-        bitpix = struct.unpack(endian + "h", head[14:16])[0]
         offset = struct.unpack(endian + "q", head[168:176])[0]
     n = 1
     for d in dims[1:1 + max(0, min(int(dims[0]), 7))]:
         n *= max(int(d), 1)
-    expected = int(offset) + n * max(int(bitpix), 8) // 8
-    if total < expected:
-        raise CMBError(f"{path}: cannot be read as an image (truncated: {total} of {expected} bytes)")
+    floats = {16: endian + "f4", 64: endian + "f8"}
+    return int(offset), n * max(int(bitpix), 8) // 8, floats.get(int(datatype))
 
 
 def volume_from_sitk(image, name: str = "image") -> Volume:

@@ -131,3 +131,16 @@ def test_size_helpers():
     assert sphere_voxel_count(10.0, (1.0, 1.0, 1.0)) == 524  # 4/3 pi 5^3 = 523.6
     assert equivalent_diameter_mm(4 / 3 * np.pi * 8) == pytest.approx(4.0)
     assert bombs_size_class(4.99) == "<5mm" and bombs_size_class(5.0) == "5-10mm"
+
+
+@pytest.mark.parametrize("suffix", [".nii.gz", ".nii"])
+def test_nan_voxels_in_nifti_are_refused(tmp_path, suffix):
+    """SimpleITK turns NaN into 0 when reading NIfTI; read_volume must still refuse them."""
+    import SimpleITK as sitk
+
+    a = np.random.default_rng(0).random((6, 7, 8)).astype(np.float32)
+    a[1, 2, 3] = np.nan
+    a[4, 4, 4] = np.inf
+    sitk.WriteImage(sitk.GetImageFromArray(a), str(tmp_path / f"nan{suffix}"))
+    with pytest.raises(CMBError, match="2 voxels are NaN or infinite"):
+        read_volume(tmp_path / f"nan{suffix}")
