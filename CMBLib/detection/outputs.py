@@ -139,28 +139,16 @@ def write_summary(rows: List[Dict], path) -> Path:
 def records_to_findings(records: Iterable[Dict], status: str = "proposed") -> List[Dict]:
     """Hand-over to annotation: detection records -> annotation findings.
 
-    Each finding keeps the detection's ``label`` (the same label in the detection mask,
-    which becomes the finding's mask), ``review_status`` = `status` ("proposed" for
-    unreviewed candidates, "confirmed" for ones a reader accepted), ``source`` =
-    "detector", and the measured ``centre_ras``, ``max_probability``,
-    ``size_class_suggested`` and ``location_suggested``.  Uses
-    `CMBLib.annotation.new_finding` when that module is present.
+    The conversion is `CMBLib.annotation.detections.findings_from_detections` (labels,
+    centre, probability, suggested size class and location, detector mask metadata);
+    here each finding's ``review_status`` becomes `status`: "proposed" for unreviewed
+    candidates, "confirmed" for ones a reader accepted.
     """
+    from ..annotation.detections import findings_from_detections
+
     if status not in ("proposed", "confirmed", "rejected"):
         raise CMBError(f"finding status must be proposed, confirmed or rejected, not '{status}'")
-    try:
-        from ..annotation import new_finding
-    except ImportError:  # annotation part not installed: plain dicts with the same keys
-        def new_finding(label, **fields):
-            return dict(label=int(label), **fields)
-    out = []
-    for r in records:
-        fields = {"review_status": status, "source": "detector", "centre_ras": list(r["centre_ras"]),
-                  "max_probability": float(r["max_probability"]),
-                  "size_class_suggested": r.get("size_class")}
-        if r.get("location"):
-            fields["location_suggested"] = r["location"]
-        if r.get("side"):
-            fields["side_suggested"] = r["side"]
-        out.append(new_finding(int(r["label"]), **fields))
-    return out
+    findings = findings_from_detections(records)
+    for finding in findings:
+        finding["review_status"] = status
+    return findings
