@@ -227,26 +227,9 @@ def synthesize_case(labels: Volume, rng=None, preset: str = "random", spacing=No
                      air_bone=rng.random() < 0.5, contrast=(0.25, 0.85), supersample=(2, 2, 2))
     img = ndi.gaussian_filter(mim.image.array, [0.0, rng.uniform(0.2, 0.5), rng.uniform(0.2, 0.5)])
     mlab = mim.labels.array
-    brain_f = brain.astype(np.float32)
     # acquisition: slab averaging through-plane, then linear resampling in-plane
-    f = max(1, int(round(spacing[2] / render_sp[2])))
-    slab = render
-    if f > 1:
-        nk = img.shape[0] // f
-        img = img[: nk * f].reshape(nk, f, *img.shape[1:]).mean(axis=1)
-        mlab = mlab[: nk * f].reshape(nk, f, *mlab.shape[1:]).max(axis=1)
-        brain_f = brain_f[: nk * f].reshape(nk, f, *brain_f.shape[1:]).mean(axis=1)
-        origin = render.voxel_to_ras([0, 0, (f - 1) / 2.0])
-        slab = Volume(np.zeros(img.shape, np.uint8), (render_sp[0], render_sp[1], render_sp[2] * f),
-                      tuple(origin), direction)
-    real_sp = (spacing[0], spacing[1], slab.spacing[2])
-    n_ij = [max(1, int(round(slab.shape_ijk[a] * slab.spacing[a] / real_sp[a]))) for a in (0, 1)]
-    origin = slab.voxel_to_ras([-0.5 + 0.5 * real_sp[0] / slab.spacing[0], -0.5 + 0.5 * real_sp[1] / slab.spacing[1], 0])
-    clinical = Volume(np.zeros((img.shape[0], n_ij[1], n_ij[0]), np.uint8), real_sp, tuple(origin), direction)
-    if n_ij != list(slab.shape_ijk[:2]):
-        img = resample_to(slab.with_array(img.astype(np.float32)), clinical, clinical.shape_ijk, order=1)
-        mlab = resample_to(slab.with_array(mlab), clinical, clinical.shape_ijk, order=0)
-        brain_f = resample_to(slab.with_array(brain_f), clinical, clinical.shape_ijk, order=1)
+    clinical, (img, mlab, brain_f) = acquire_on_clinical_grid(
+        render, spacing, [(img, "mean"), (mlab, "max"), (brain.astype(np.float32), "mean")])  # brain_f: brain fraction
     brain_c = brain_f > 0.5
     clin = clinical.with_array(img.astype(np.float32))
     # CMBs inside the brain parenchyma (not CSF), at least 8 mm apart
@@ -277,6 +260,43 @@ def synthesize_case(labels: Volume, rng=None, preset: str = "random", spacing=No
                          polarity, info, ins.specs)
 
 
+def acquire_on_clinical_grid(render: Volume, spacing, arrays):
+    """Bring arrays from a thin render grid onto the clinical grid of `spacing` (mm).
+
+    Through-plane: slabs of round(spacing[2] / render k-spacing) render slices are averaged
+    ("mean", partial volume) or max-pooled ("max", label maps).  In-plane: linear ("mean")
+    or nearest-neighbour ("max") resampling to spacing[0], spacing[1].
+    arrays: list of (array [k, j, i] on `render`, "mean" | "max").
+    Returns (clinical grid Volume with an empty uint8 array, list of arrays on it).
+    """
+    render_sp, direction = render.spacing, render.direction
+    f = max(1, int(round(spacing[2] / render_sp[2])))
+    slab = render
+    if f > 1:
+        pooled = []
+        for a, how in arrays:
+            nk = a.shape[0] // f
+            blocks = a[: nk * f].reshape(nk, f, *a.shape[1:])
+            pooled.append((blocks.max(axis=1) if how == "max" else blocks.mean(axis=1), how))
+        arrays = pooled
+        origin = render.voxel_to_ras([0, 0, (f - 1) / 2.0])
+        slab = Volume(np.zeros(arrays[0][0].shape, np.uint8), (render_sp[0], render_sp[1], render_sp[2] * f),
+                      tuple(origin), direction)
+    real_sp = (spacing[0], spacing[1], slab.spacing[2])
+    n_ij = [max(1, int(round(slab.shape_ijk[a] * slab.spacing[a] / real_sp[a]))) for a in (0, 1)]
+    origin = slab.voxel_to_ras([-0.5 + 0.5 * real_sp[0] / slab.spacing[0],
+                                -0.5 + 0.5 * real_sp[1] / slab.spacing[1], 0])
+    shape_kji = (arrays[0][0].shape[0], n_ij[1], n_ij[0])
+    clinical = Volume(np.zeros(shape_kji, np.uint8), real_sp, tuple(origin), direction)
+    out = []
+    for a, how in arrays:
+        if n_ij != list(slab.shape_ijk[:2]):
+            src = a if how == "max" else a.astype(np.float32)
+            a = resample_to(slab.with_array(src), clinical, clinical.shape_ijk, order=0 if how == "max" else 1)
+        out.append(a)
+    return clinical, out
+
+
 def reacquire(volume: Volume, spacing, rng=None, mask=None, tilt_deg: float = 8.0):
     """Re-sample a real image on a clinical grid: thin render grid, slab averaging through
     plane (slice thickness spacing[2]), linear resampling in plane.
@@ -292,21 +312,5 @@ def reacquire(volume: Volume, spacing, rng=None, mask=None, tilt_deg: float = 8.
     render = make_grid(lo, hi, render_sp, direction)
     img = resample_to(volume.with_array(np.asarray(volume.array, np.float32)), render, render.shape_ijk, order=1)
     mk = resample_to(volume.with_array(m.astype(np.float32)), render, render.shape_ijk, order=1)
-    f = max(1, int(round(spacing[2] / render_sp[2])))
-    slab = render
-    if f > 1:
-        nk = img.shape[0] // f
-        img = img[: nk * f].reshape(nk, f, *img.shape[1:]).mean(axis=1)
-        mk = mk[: nk * f].reshape(nk, f, *mk.shape[1:]).mean(axis=1)
-        origin = render.voxel_to_ras([0, 0, (f - 1) / 2.0])
-        slab = Volume(np.zeros(img.shape, np.uint8), (render_sp[0], render_sp[1], render_sp[2] * f),
-                      tuple(origin), direction)
-    real_sp = (spacing[0], spacing[1], slab.spacing[2])
-    n_ij = [max(1, int(round(slab.shape_ijk[a] * slab.spacing[a] / real_sp[a]))) for a in (0, 1)]
-    origin = slab.voxel_to_ras([-0.5 + 0.5 * real_sp[0] / slab.spacing[0],
-                                -0.5 + 0.5 * real_sp[1] / slab.spacing[1], 0])
-    clinical = Volume(np.zeros((img.shape[0], n_ij[1], n_ij[0]), np.uint8), real_sp, tuple(origin), direction)
-    if n_ij != list(slab.shape_ijk[:2]):
-        img = resample_to(slab.with_array(img.astype(np.float32)), clinical, clinical.shape_ijk, order=1)
-        mk = resample_to(slab.with_array(mk.astype(np.float32)), clinical, clinical.shape_ijk, order=1)
+    clinical, (img, mk) = acquire_on_clinical_grid(render, spacing, [(img, "mean"), (mk, "mean")])
     return clinical.with_array(img.astype(np.float32)), mk > 0.5
