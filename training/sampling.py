@@ -43,7 +43,23 @@ def sample_patch(case: Dict[str, np.ndarray], patch_kji: Sequence[int], rng, kin
     kind: "cmb", "mimic", "background" or "random" (background anywhere in the volume).
     `indices`: optional precomputed {"cmb": (N,3), "mimic": (M,3), "brain": (B,3)} voxel lists.
     """
-    img, cmb = case["image"], case["cmb"]
+    start, kind = choose_start(case, patch_kji, rng, kind, indices)
+    x, y = patch_at(case, start, patch_kji)
+    return x, y, kind
+
+
+def patch_at(case: Dict[str, np.ndarray], start, patch_kji: Sequence[int]) -> Tuple[np.ndarray, np.ndarray]:
+    """(image patch float32, target patch uint8 0/1) of `case` starting at `start` [k, j, i]."""
+    img = case["image"]
+    x = _crop(img, start, patch_kji, float(img.min())).astype(np.float32)
+    y = (_crop(case["cmb"], start, patch_kji, 0) > 0).astype(np.uint8)
+    return x, y
+
+
+def choose_start(case: Dict[str, np.ndarray], patch_kji: Sequence[int], rng, kind: str = "random",
+                 indices: Optional[Dict[str, np.ndarray]] = None) -> Tuple[np.ndarray, str]:
+    """(patch start index [k, j, i], kind actually used) for a patch of `kind` (see `sample_patch`)."""
+    img = case["image"]
     idx = indices or case_indices(case)
     if kind == "cmb" and len(idx["cmb"]) == 0:
         kind = "mimic"
@@ -57,10 +73,7 @@ def sample_patch(case: Dict[str, np.ndarray], patch_kji: Sequence[int], rng, kin
         start = patch_start(c, patch_kji, rng, shift=True)
     else:
         start = np.array([rng.integers(-n // 4, max(1, d - 3 * n // 4)) for n, d in zip(patch_kji, img.shape)])
-    fill = float(img.min())
-    x = _crop(img, start, patch_kji, fill).astype(np.float32)
-    y = (_crop(cmb, start, patch_kji, 0) > 0).astype(np.uint8)
-    return x, y, kind
+    return start, kind
 
 
 def case_indices(case: Dict[str, np.ndarray], max_points: int = 20000, rng=None) -> Dict[str, np.ndarray]:

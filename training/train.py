@@ -74,14 +74,22 @@ def init_weights_from(network, source: str):
 
 
 def make_batch(store, cfg, rng, pyrng):
-    from .sampling import augment, choose_kind, sample_patch
+    from .patch_insertion import crop_brain, insert_random_cmbs
+    from .sampling import augment, choose_kind, choose_start, patch_at, sample_patch
 
     patch_kji = cfg["patch_size"][::-1]
     xs, ys, kinds = [], [], []
     for _ in range(int(cfg["batch_size"])):
         case = store.random_case(pyrng)
         kind = choose_kind(rng, cfg["sampling"])
-        x, y, used = sample_patch(case, patch_kji, rng, kind, case.get("indices"))
+        if kind == "insert":  # fresh synthetic CMBs in a random brain patch (patch_insertion)
+            start, _ = choose_start(case, patch_kji, rng, "background", case.get("indices"))
+            x, y = patch_at(case, start, patch_kji)
+            x, y, n = insert_random_cmbs(x, y, crop_brain(case, start, patch_kji), rng, cfg["spacing_mm"],
+                                         **cfg.get("insertion", {}))
+            used = "insert" if n else "background"
+        else:
+            x, y, used = sample_patch(case, patch_kji, rng, kind, case.get("indices"))
         x, y = augment(x, y, rng, **cfg.get("augment", {}))
         xs.append(x)
         ys.append(y)
