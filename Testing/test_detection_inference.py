@@ -131,3 +131,23 @@ def test_fitted_windows_on_a_clinical_grid_and_when_they_apply():
     assert not _window_invariant({"network": {}})  # network.py's default norm is instance
     assert _window_invariant({"network": {"norm": "instance"}, "inference_window": "fit"})
     assert not _window_invariant({"network": {"norm": "batch"}, "inference_window": "fixed"})
+
+
+class Gradient(torch.nn.Module):
+    """Logit grows along i (the last axis): not mirror-symmetric, so flipping matters."""
+
+    def forward(self, x):
+        ramp = torch.linspace(-3, 3, x.shape[-1]).view(1, 1, 1, 1, -1)
+        return x + ramp
+
+
+def test_flip_average_is_the_mean_of_the_image_and_its_mirror():
+    x = np.random.default_rng(2).normal(size=(8, 16, 24)).astype(np.float32)
+    plain, _ = predict_probability(Gradient(), x, (24, 16, 8), sw_batch_size=1)
+    both, _ = predict_probability(Gradient(), x, (24, 16, 8), sw_batch_size=1, flip_average=True)
+    ramp = np.linspace(-3, 3, 24)
+    sig = lambda v: 1 / (1 + np.exp(-v))  # noqa: E731
+    # mirror pass: the network sees x flipped, its ramp is added in flipped coordinates
+    expected = 0.5 * (sig(x + ramp) + sig(x + ramp[::-1]))
+    assert np.allclose(plain, sig(x + ramp), atol=1e-5)
+    assert np.allclose(both, expected, atol=1e-5)

@@ -39,7 +39,7 @@ def split_items(split: str, n=None, n_t2s=None):
     return [(split, i) for i in range(n)] + [(split + "_t2s", i) for i in range(n_t2s)]
 
 
-def evaluate_split(model_dir, items, thresholds=None, threads=2, min_diameter_mm=None):
+def evaluate_split(model_dir, items, thresholds=None, threads=2, min_diameter_mm=None, flip_average=None):
     """Per-case rows for `items` [(split, index)]; with `thresholds` a FROC sweep from one
     probability map per case, else the model's own threshold through `detect`."""
     import torch
@@ -51,6 +51,8 @@ def evaluate_split(model_dir, items, thresholds=None, threads=2, min_diameter_mm
 
     torch.set_num_threads(threads)
     network, meta = load_model(model_dir, device="cpu")
+    if flip_average is not None:
+        meta = dict(meta, flip_average=bool(flip_average))
     labels = read_volume(FS_LABELS)
     chi = read_volume(QSM) if QSM.is_file() else None
     msk = read_volume(QSM_MASK).array > 0 if chi is not None else None
@@ -123,6 +125,7 @@ def main(argv=None):
     ap.add_argument("--n-t2s", type=int, default=None, help="pseudo-T2* cases (default: 4 val, 8 test)")
     ap.add_argument("--min-diameter-mm", type=float, default=None, help="override the model's minimum size")
     ap.add_argument("--froc", action="store_true", help="sweep thresholds (choose the default on val)")
+    ap.add_argument("--flip-average", type=int, choices=[0, 1], help="override the model's test-time flip averaging")
     ap.add_argument("--qsm-as-is", action="store_true")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", help="JSON file for the summary")
@@ -132,7 +135,7 @@ def main(argv=None):
     else:
         items = split_items(args.split, args.n, args.n_t2s)
         res = evaluate_split(args.model, items, THRESHOLDS if args.froc else None, args.threads,
-                             args.min_diameter_mm)
+                             args.min_diameter_mm, args.flip_average)
     text = json.dumps(res, indent=1, default=float)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -67,10 +67,12 @@ def main(argv=None):
     ap.add_argument("--threshold", type=float, default=0.5)
     ap.add_argument("--min-diameter-mm", type=float, default=1.5)
     ap.add_argument("--metrics", help="JSON file whose content goes in model.json 'metrics'")
+    ap.add_argument("--flip-average", action="store_true",
+                    help="inference averages each window with its left-right mirror (model.json flip_average)")
     args = ap.parse_args(argv)
     metrics = json.loads(Path(args.metrics).read_text()) if args.metrics else None
     folder = export(args.checkpoint, args.out, args.name, args.version, args.threshold, metrics,
-                    args.min_diameter_mm)
+                    args.min_diameter_mm, extra={"flip_average": True} if args.flip_average else None)
     size = sum(p.stat().st_size for p in Path(folder).iterdir())
     print(f"exported {folder} ({size / 1e6:.2f} MB)")
 

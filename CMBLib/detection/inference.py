@@ -105,7 +105,7 @@ def _is_oom(exc: BaseException) -> bool:
 def predict_probability(network, array: np.ndarray, patch_size: Sequence[int], device: str = "cpu",
                         sw_batch_size: int = 2, overlap: float = 0.125, mode: str = "gaussian",
                         progress=None, cancel=None, warnings: Optional[list] = None,
-                        mask: Optional[np.ndarray] = None) -> Tuple[np.ndarray, str]:
+                        mask: Optional[np.ndarray] = None, flip_average: bool = False) -> Tuple[np.ndarray, str]:
     """Probability map (float32, same shape as `array` [k, j, i]) and the device actually used.
 
     `patch_size` is (i, j, k) voxels (as stored in model metadata).  Windows run in
@@ -113,6 +113,8 @@ def predict_probability(network, array: np.ndarray, patch_size: Sequence[int], d
     batch.  `mask` (bool, same shape): windows holding no mask voxel are not computed
     (probability 0 there).  On CUDA out-of-memory the batch is halved, then the job
     moves to the CPU; each fall-back is appended to `warnings` (a list of strings).
+    `flip_average`: test-time augmentation, the mean of the probabilities of each window
+    and of its mirror image along i (twice the computation).
     """
     import torch
 
@@ -121,7 +123,8 @@ def predict_probability(network, array: np.ndarray, patch_size: Sequence[int], d
     batch = max(int(sw_batch_size), 1)
     while True:
         try:
-            return _run(network, array, roi, device, batch, overlap, mode, progress, cancel, mask), device
+            return _run(network, array, roi, device, batch, overlap, mode, progress, cancel, mask,
+                        flip_average), device
         except Exception as exc:  # only out-of-memory is retried
             if not _is_oom(exc):
                 raise
@@ -140,7 +143,8 @@ def predict_probability(network, array: np.ndarray, patch_size: Sequence[int], d
                                "or use a machine with more memory") from None
 
 
-def _run(network, array, roi, device, batch, overlap, mode, progress, cancel, mask=None) -> np.ndarray:
+def _run(network, array, roi, device, batch, overlap, mode, progress, cancel, mask=None,
+         flip_average=False) -> np.ndarray:
     import torch
     from monai.inferers import sliding_window_inference
 
@@ -148,19 +152,23 @@ def _run(network, array, roi, device, batch, overlap, mode, progress, cancel, ma
     done = {"n": 0}
     network.to(device)
 
+    def cmb_probability(image):
+        logits = network(image)
+        if isinstance(logits, (list, tuple)):
+            logits = logits[0]
+        return torch.sigmoid(logits) if logits.shape[1] == 1 else torch.softmax(logits, dim=1)[:, 1:2]
+
     def predictor(x):
         # x: (B, 2, z, y, x) = image and brain mask of B windows
         check_cancel(cancel)
         prob = torch.zeros_like(x[:, :1])
         keep = x[:, 1].flatten(1).amax(dim=1) > 0.5
         if bool(keep.any()):
-            logits = network(x[keep][:, :1])
-            if isinstance(logits, (list, tuple)):
-                logits = logits[0]
-            if logits.shape[1] == 1:
-                prob[keep] = torch.sigmoid(logits)
-            else:
-                prob[keep] = torch.softmax(logits, dim=1)[:, 1:2]
+            image = x[keep][:, :1]
+            p = cmb_probability(image)
+            if flip_average:
+                p = 0.5 * (p + torch.flip(cmb_probability(torch.flip(image, dims=[-1])), dims=[-1]))
+            prob[keep] = p
         done["n"] += 1
         report(progress, min(done["n"] / total_calls, 1.0), f"window batch {done['n']}/{total_calls}")
         return prob

@@ -107,7 +107,8 @@ def detect(volume: Volume, model: Union[str, Tuple[object, Dict]] = "default", d
         window = fit_window(pre.array.shape[::-1], window, divisor(meta.get("network") or {}), overlap)
     prob_model, used = predict_probability(network, pre.array, window, device=dev,
                                            sw_batch_size=sw_batch_size, overlap=overlap, progress=_inner,
-                                           cancel=cancel, warnings=warnings, mask=pre.brain_mask)
+                                           cancel=cancel, warnings=warnings, mask=pre.brain_mask,
+                                           flip_average=bool(meta.get("flip_average", False)))
     prob_model[~pre.brain_mask] = 0.0
     timings["inference"] = time.perf_counter() - t
 
