@@ -209,11 +209,14 @@ def test_no_bundled_model_says_so(tmp_path, monkeypatch, capsys):
 
 def test_models_lists_version_input_and_metrics(tmp_path, monkeypatch, capsys):
     tiny_model_folder(tmp_path / "m1", name="m1", version="2.1", intended_input="SWI 3T",
-                      metrics={"sensitivity": 0.875, "fp_per_scan": 1.5})
+                      metrics={"sensitivity": 0.875, "fp_per_scan": 1.5,
+                               "test": {"all": {"n_cases": 3, "f1": 0.5, "tp": 4}}})
     monkeypatch.setattr(model_io, "MODELS_DIR", tmp_path)
     assert main(["models"]) == 0
     out = capsys.readouterr().out
     assert "m1 2.1 (default)" in out and "SWI 3T" in out and "sensitivity 0.875; fp_per_scan 1.5" in out
+    # one line per measured group, key figures only
+    assert "\n    test all: n_cases 3, f1 0.5\n" in out
 
 
 def test_demo_writes_outputs_and_png(tmp_path, dark_model, capsys):

@@ -29,7 +29,10 @@ def run(args) -> int:
               f"patch {' x '.join(str(s) for s in m['patch_size'])} voxels, threshold {m.get('threshold')}")
         if m.get("training_data"):
             print(f"  training data  : {_text(m['training_data'])}")
-        print(f"  performance    : {_metrics(m.get('metrics'))}")
+        lines = _metrics(m.get("metrics"))
+        print(f"  performance    : {lines[0]}")
+        for line in lines[1:]:
+            print(f"    {line}")
         print(f"  sha256         : {m.get('sha256', '')}")
     return 0
 
@@ -38,19 +41,32 @@ def _text(v) -> str:
     return v if isinstance(v, str) else json.dumps(v)
 
 
-def _metrics(metrics) -> str:
-    """'sensitivity 0.81, fp_per_scan 1.2 (on ...)' from a metrics dict (nested dicts flattened)."""
+SHOWN = ("n_cases", "sensitivity", "precision", "f1", "fp_per_scan")
+
+
+def _metrics(metrics) -> list:
+    """Lines describing a metrics dict: scalars on the first line, then one line per measured
+    group (nested dicts such as test -> all -> {sensitivity, ...}), key figures only."""
     if not metrics:
-        return "not measured"
+        return ["not measured"]
     if not isinstance(metrics, dict):
-        return str(metrics)
-    parts = []
-    for k, v in metrics.items():
-        if isinstance(v, dict):
-            parts.append(f"{k}: " + ", ".join(f"{a} {_num(b)}" for a, b in v.items()))
-        else:
-            parts.append(f"{k} {_num(v)}")
-    return "; ".join(parts)
+        return [str(metrics)]
+    head, groups = [], []
+
+    def walk(prefix, d):
+        leaves = {k: v for k, v in d.items() if not isinstance(v, dict)}
+        if prefix and leaves:
+            shown = [f"{k} {_num(leaves[k])}" for k in SHOWN if k in leaves] or \
+                [f"{k} {_num(v)}" for k, v in leaves.items()]
+            groups.append(f"{prefix}: " + ", ".join(shown))
+        elif not prefix:
+            head.extend(f"{k} {_num(v)}" for k, v in leaves.items())
+        for k, v in d.items():
+            if isinstance(v, dict):
+                walk(f"{prefix} {k}".strip(), v)
+
+    walk("", metrics)
+    return ["; ".join(head) or "see below"] + groups
 
 
 def _num(v) -> str:
