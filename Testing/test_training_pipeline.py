@@ -174,3 +174,23 @@ def test_ddp_two_gloo_processes(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     assert "world size 2" in out.stdout
     assert torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)["step"] == 2
+
+
+def test_average_checkpoints_means_floats_keeps_last_integer_buffers(tmp_path):
+    from training.average_checkpoints import average
+
+    def ck(name, w, n):
+        p = tmp_path / name
+        torch.save({"model": {"w": torch.tensor(w), "bn.num_batches_tracked": torch.tensor(n)},
+                    "config": {"c": name}, "step": n}, p)
+        return p
+
+    a, b = ck("a.pt", [0.0, 2.0], 3), ck("b.pt", [2.0, 4.0], 5)
+    st = average([a, b], tmp_path / "swa.pt")
+    loaded = torch.load(tmp_path / "swa.pt", weights_only=False)
+    assert torch.equal(loaded["model"]["w"], torch.tensor([1.0, 3.0]))
+    assert int(loaded["model"]["bn.num_batches_tracked"]) == 5 and loaded["config"] == {"c": "b.pt"}
+    assert st["averaged_from"] == ["a.pt (step 3)", "b.pt (step 5)"]
+    torch.save({"model": {"other": torch.zeros(2)}, "config": {}}, tmp_path / "c.pt")
+    with pytest.raises(SystemExit, match="different network"):
+        average([a, tmp_path / "c.pt"], tmp_path / "x.pt")
