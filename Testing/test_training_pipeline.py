@@ -119,6 +119,7 @@ def _tiny_config(tmp_path, steps=3):
            "patch_size": [16, 16, 8], "inference_patch_size": [32, 32, 16], "batch_size": 2,
            "max_steps": steps, "network": {"channels": [4, 8], "strides": [2]},
            "log_every": 1, "checkpoint_every": 2, "val_every": 3, "val_cases": 1, "refresh_every": 1,
+           "keep_every": 2, "sampling": {"cmb": 0.3, "insert": 0.4, "mimic": 0.1, "background": 0.2},
            "data": {"train_dirs": [str(tmp_path / "cache" / "train")],
                     "val_dirs": [str(tmp_path / "cache" / "val")]}}
     path = tmp_path / "tiny.yaml"
@@ -141,6 +142,8 @@ def test_train_resume_export_and_load(tmp_path):
     main(["--config", str(cfg), "--resume", "--max-steps", "5"])
     state = torch.load(run / "checkpoint.pt", weights_only=False)
     assert state["step"] == 5
+    kept = sorted(p.name for p in run.glob("checkpoint_*.pt"))     # keep_every: 2
+    assert kept == ["checkpoint_000002.pt", "checkpoint_000004.pt"]
     assert json.loads((run / "summary.json").read_text())["steps"] == 5
     folder = export(run / "checkpoint.pt", tmp_path / "model", name="tiny", version="0.0.1", threshold=0.7)
     net, meta = load_model(folder, device="cpu")
@@ -194,3 +197,23 @@ def test_average_checkpoints_means_floats_keeps_last_integer_buffers(tmp_path):
     torch.save({"model": {"other": torch.zeros(2)}, "config": {}}, tmp_path / "c.pt")
     with pytest.raises(SystemExit, match="different network"):
         average([a, tmp_path / "c.pt"], tmp_path / "x.pt")
+
+
+def test_insert_patches_carry_fresh_cmbs(tmp_path):
+    import random
+
+    from training.train import effective_config, make_batch
+
+    (tmp_path / "c").mkdir()
+    shape = (20, 40, 40)                                    # flat brain, no cached CMB
+    np.savez_compressed(tmp_path / "c" / "flat.npz", image=np.zeros(shape, np.float16),
+                        cmb=np.zeros(shape, np.uint8), brain=np.ones(shape, bool), mimic=np.zeros(shape, np.uint8))
+    store = CaseStore([tmp_path / "c"])
+    cfg = effective_config({"patch_size": [16, 16, 8], "batch_size": 6, "sampling": {"insert": 1.0},
+                            "insertion": {"n_cmbs": [1, 1]}, "augment": {"intensity": 0, "noise": 0}})
+    x, y, kinds = make_batch(store, cfg, np.random.default_rng(0), random.Random(0))
+    assert x.shape == (6, 1, 8, 16, 16) and kinds == ["insert"] * 6   # sampling replaced, not merged
+    for b in range(6):
+        assert y[b].sum() > 0                              # every patch has a labelled CMB
+        # a dark dip: labelled voxels have >= half the peak attenuation (peak >= min_peak 0.2)
+        assert x[b].max() <= 1e-6 and x[b][y[b] > 0].max() < -0.05

@@ -16,7 +16,9 @@ TRAINING_DATA = (
     "(random deformation, intensities, bias, noise, gamma, slice thickness 0.5-5 mm, in-plane 0.45-1 mm) "
     "with inserted CMBs and mimics (veins, flow voids, calcification, cavernomas, air/bone), plus one real "
     "QSM brain (2016 QSM challenge, COSMOS) re-sampled to clinical grids with inserted bright CMBs, and a "
-    "pseudo-T2* magnitude made from it (exp(-c|chi|)) with dark CMBs; training CMBs in the right hemisphere only. "
+    "pseudo-T2* magnitude made from it (exp(-c|chi|)) with dark CMBs; training CMBs in the right hemisphere only; "
+    "plus fresh synthetic CMBs inserted on the fly into random training patches (training/patch_insertion.py: "
+    "Gaussian to flat-topped profiles, half-maximum radius 0.9-3 mm, slab averaging over 2-5 mm). "
     "No real CMB annotations, no real T2*/SWI scans."
 )
 

@@ -116,6 +116,7 @@ DEFAULTS = {
     "augment": {"intensity": 0.1, "noise": 0.05},
     "log_every": 20,
     "checkpoint_every": 200,
+    "keep_every": 0,                     # > 0: also keep checkpoint_<step>.pt every so many steps
     "val_every": 1000,
     "val_cases": 12,
     "refresh_every": 200,
@@ -124,10 +125,14 @@ DEFAULTS = {
 }
 
 
+REPLACED_WHOLE = ("sampling",)   # proportions: a config's dict replaces the default one
+
+
 def effective_config(cfg: dict) -> dict:
+    """DEFAULTS updated by `cfg` (nested dicts merged key by key, except REPLACED_WHOLE)."""
     out = json.loads(json.dumps(DEFAULTS))
     for k, v in cfg.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict):
+        if isinstance(v, dict) and isinstance(out.get(k), dict) and k not in REPLACED_WHOLE:
             out[k].update(v)
         else:
             out[k] = v
@@ -260,6 +265,8 @@ def train(cfg: dict, resume: bool = False, max_minutes=None, init_from=None) -> 
             print(f"step {step} loss {row['loss']:.4f} lr {lr:.2e} {row['elapsed_s']}s", flush=True)
         if main_proc and step % int(cfg["checkpoint_every"]) == 0:
             checkpoint(ckpt)
+        if main_proc and int(cfg.get("keep_every", 0)) and step % int(cfg["keep_every"]) == 0:
+            checkpoint(out / f"checkpoint_{step:06d}.pt")  # kept for average_checkpoints
         if main_proc and val_cases and step % int(cfg["val_every"]) == 0:
             run_validation()
     if main_proc:
