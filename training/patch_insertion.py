@@ -1,6 +1,6 @@
 """On-the-fly synthetic CMBs inserted into training patches on the model grid.
 
-The cached cases carry a fixed set of CMBs (841 in the bundled model's cache), which a network
+The cached cases carry a fixed set of CMBs (841 in the bundled model's cache today), which a network
 learns by heart.  Here every "insert" patch gets fresh CMBs at random positions of any
 background patch (next to veins, sulci and the brain edge included), so each step sees
 new CMBs.  The patch is already preprocessed (`CMBLib.detection.preprocess`: CMBs dark,
