@@ -61,13 +61,8 @@ def qsm_native(chi: Volume, msk: np.ndarray, rng, split: str, with_cmbs=True):
 
     sp = random_clinical_spacing(rng)
     img, mask = reacquire(chi, sp, rng, mask=msk)
-    brain = ndi.binary_erosion(mask, iterations=2)
     centre_x = img.kji_to_ras(np.argwhere(mask).mean(axis=0))[0]
-    kji = np.argwhere(brain)
-    x = img.kji_to_ras(kji)[:, 0]
-    side = (x > centre_x + 3) if split == "train" else (x < centre_x - 3)
-    allowed = np.zeros_like(brain)
-    allowed[tuple(kji[side].T)] = True
+    allowed = hemisphere(img, ndi.binary_erosion(mask, iterations=2), centre_x, split, margin_mm=3.0)
     specs = []
     res_img = img
     cmb_mask = img.with_array(np.zeros(img.array.shape, np.uint16))
@@ -79,7 +74,7 @@ def qsm_native(chi: Volume, msk: np.ndarray, rng, split: str, with_cmbs=True):
         res_img, specs, cmb_mask = ins.image, ins.specs, ins.mask
     mim = None
     if split == "train" and rng.random() < 0.5:  # synthetic calcification / flow voids on top
-        m = add_mimics(res_img, mask & (side_mask(img, mask, centre_x, split)), rng, polarity="bright",
+        m = add_mimics(res_img, hemisphere(img, mask, centre_x, split), rng, polarity="bright",
                        n_veins=2, n_flow_voids=3, calcification=True, air_bone=False, contrast=(0.8, 2.5))
         res_img, mim = m.image, m.labels
     a = res_img.array
@@ -124,13 +119,8 @@ def qsm_t2s_native(chi: Volume, msk: np.ndarray, rng, split: str):
     base = pseudo_t2s(chi, msk, rng)
     sp = random_clinical_spacing(rng)
     img, mask = reacquire(base, sp, rng, mask=msk)
-    brain = ndi.binary_erosion(mask, iterations=2)
     centre_x = img.kji_to_ras(np.argwhere(mask).mean(axis=0))[0]
-    kji = np.argwhere(brain)
-    x = img.kji_to_ras(kji)[:, 0]
-    side = (x > centre_x + 3) if split.startswith("train") else (x < centre_x - 3)
-    allowed = np.zeros_like(brain)
-    allowed[tuple(kji[side].T)] = True
+    allowed = hemisphere(img, ndi.binary_erosion(mask, iterations=2), centre_x, split, margin_mm=3.0)
     n = int(rng.integers(0, 9))
     centres = sample_centres(allowed, img, n, rng, min_distance_mm=8.0)
     ins = insert_cmbs(img, centres_ras=centres, rng=rng, polarity="dark", radius_mm=(1.0, 2.5),
@@ -162,11 +152,13 @@ def native_case(split: str, i: int, labels=None, chi=None, msk=None, qsm_every: 
             "info": dict(case.info, source="fs")}
 
 
-def side_mask(img, mask, centre_x, split):
-    kji = np.argwhere(mask)
+def hemisphere(img: Volume, region: np.ndarray, centre_x: float, split: str, margin_mm: float = 0.0) -> np.ndarray:
+    """Voxels of `region` (bool [k, j, i]) in the hemisphere of `split`: right (RAS x above
+    `centre_x` + margin) for training splits, left (below `centre_x` - margin) otherwise."""
+    kji = np.argwhere(region)
     x = img.kji_to_ras(kji)[:, 0]
-    keep = (x > centre_x) if split == "train" else (x < centre_x)
-    out = np.zeros_like(mask)
+    keep = (x > centre_x + margin_mm) if split.startswith("train") else (x < centre_x - margin_mm)
+    out = np.zeros_like(region)
     out[tuple(kji[keep].T)] = True
     return out
 
