@@ -82,10 +82,21 @@ def evaluate_split(model_dir, items, thresholds=None, threads=2, min_diameter_mm
               f"{per_source[src][-1][0]} {timings[-1]:.1f}s", flush=True)
     out = {"items": [f"{s}_{i:04d}" for s, i in items], "min_diameter_mm": min_d,
            "mean_detect_s": float(np.mean(timings)) if timings else None}
-    allrows = per_source["fs"] + per_source["qsm"] + per_source["qsm_t2s"]
+    out.update(summarise_groups(per_source))
+    return out
+
+
+def summarise_groups(per_source):
+    """{group: {n_cases, rows (pooled per threshold), best_at_2fp}} for the groups reported in
+    model cards: all, fs, qsm, qsm_t2s and real_background (qsm + qsm_t2s).
+
+    `per_source`: {"fs" | "qsm" | "qsm_t2s": [per-case list of per-threshold count rows]}.
+    """
     real = per_source["qsm"] + per_source["qsm_t2s"]
-    for name, rows in (("all", allrows), ("fs", per_source["fs"]), ("qsm", per_source["qsm"]),
-                       ("qsm_t2s", per_source["qsm_t2s"]), ("real_background", real)):
+    groups = (("all", per_source["fs"] + real), ("fs", per_source["fs"]), ("qsm", per_source["qsm"]),
+              ("qsm_t2s", per_source["qsm_t2s"]), ("real_background", real))
+    out = {}
+    for name, rows in groups:
         if rows:
             s = summarise(rows)
             out[name] = {"n_cases": len(rows), "rows": s, "best_at_2fp": best_row(s)}
