@@ -23,8 +23,12 @@ import ctk
 import qt
 import slicer
 import vtk
-from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,
-                                           ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
+from slicer.ScriptedLoadableModule import (
+    ScriptedLoadableModule,
+    ScriptedLoadableModuleLogic,
+    ScriptedLoadableModuleTest,
+    ScriptedLoadableModuleWidget,
+)
 
 SEQUENCES = [("T2*-GRE", "T2S"), ("SWI", "SWI"), ("QSM (CMBs bright)", "QSM")]
 DEVICES = ["auto", "cuda", "mps", "cpu"]
@@ -454,6 +458,7 @@ class CMBDetectorLogic(ScriptedLoadableModuleLogic):
     def loadResults(self, jsonPath, volumeNode):
         """Segmentation (one segment per CMB), markups at the centres and a table from NAME_cmb.json."""
         from CMBDetectorLib.review import ReviewSession, segment_name
+
         from CMBLib.detection.outputs import read_detections
 
         self.document = read_detections(jsonPath)

@@ -10,8 +10,8 @@ Conventions, used everywhere in CMBLib:
 * World coordinates are **RAS in mm** (as NIfTI and Slicer report them).  ``origin``
   and ``direction`` are stored in RAS as well; SimpleITK's LPS is converted on I/O.
 """
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence, Tuple
 
 import numpy as np
 
@@ -25,8 +25,8 @@ class Volume:
     """A 3D array indexed [k, j, i] with spacing (mm), origin (RAS mm) and direction (RAS)."""
 
     array: np.ndarray
-    spacing: Tuple[float, float, float] = (1.0, 1.0, 1.0)
-    origin: Tuple[float, float, float] = (0.0, 0.0, 0.0)
+    spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    origin: tuple[float, float, float] = (0.0, 0.0, 0.0)
     direction: np.ndarray = field(default_factory=lambda: np.eye(3))
 
     def __post_init__(self):
@@ -36,7 +36,7 @@ class Volume:
 
     # --- geometry -------------------------------------------------------------------
     @property
-    def shape_ijk(self) -> Tuple[int, int, int]:
+    def shape_ijk(self) -> tuple[int, int, int]:
         """Size along (i, j, k)."""
         return tuple(int(n) for n in self.array.shape[::-1])
 

@@ -7,8 +7,9 @@ is written under a temporary name in the same folder and renamed into place.
 import contextlib
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator, Optional, Union
+from typing import Optional, Union
 
 import numpy as np
 

@@ -14,7 +14,7 @@ from .errors import CMBError
 ProgressCallback = Callable[[float, str], None]
 
 
-class Cancelled(CMBError):
+class Cancelled(CMBError):  # noqa: N818 (a user cancelling is not an error of the program)
     """The user cancelled a long job."""
 
 

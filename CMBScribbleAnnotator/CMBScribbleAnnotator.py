@@ -14,14 +14,18 @@ import numpy as np
 import qt
 import slicer
 import vtk
-from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,
-                                           ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
+from CMBScribbleAnnotatorLib import nodes
+from CMBScribbleAnnotatorLib.logic import AnnotatorLogic
+from slicer.ScriptedLoadableModule import (
+    ScriptedLoadableModule,
+    ScriptedLoadableModuleLogic,
+    ScriptedLoadableModuleTest,
+    ScriptedLoadableModuleWidget,
+)
 from slicer.util import VTKObservationMixin
 
 from CMBLib.annotation import vocabulary as V
 from CMBLib.errors import CMBError
-from CMBScribbleAnnotatorLib import nodes
-from CMBScribbleAnnotatorLib.logic import AnnotatorLogic
 
 FORM_CHOICES = [("review_status", "Review", V.REVIEW_STATUSES), ("certainty", "Certainty", V.CERTAINTIES),
                 ("size_class", "Size", V.SIZE_CLASSES), ("location", "Location", V.LOCATIONS),

@@ -4,11 +4,13 @@ A CMB is a sphere of radius r mm with a dark core (contrast as a fraction of the
 tissue intensity), rendered with sub-voxel supersampling so partial volume on thick
 slices is physical.  The ground-truth mask keeps the sphere's volume: the N voxels most
 inside it, N = sphere volume / voxel volume (a "half inside" rule would leave a 3.8 mm
-CMB straddling two 4 mm slices with a single voxel).  A scribble is a short in-plane stroke through the centre slice, as a rater
+CMB straddling two 4 mm slices with a single voxel).  A scribble is a short in-plane stroke through the centre slice,
+as a rater
 draws it with the smallest brush.
 """
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import List, Optional, Sequence
+from typing import Optional
 
 import numpy as np
 
@@ -54,7 +56,7 @@ def volume_preserving_mask(frac, radius_mm, spacing):
     return mask.reshape(frac.shape)
 
 
-def make_phantom(cmbs: List[PhantomCMB], shape_ijk=(48, 48, 16), spacing=(0.86, 0.86, 4.0),
+def make_phantom(cmbs: list[PhantomCMB], shape_ijk=(48, 48, 16), spacing=(0.86, 0.86, 4.0),
                  noise=0.03, seed=0, vessel: Optional[dict] = None, edge_mm: Optional[float] = None,
                  tissue=1.0):
     """Image, ground-truth instance mask and scribbles (Volumes, labels 1..N).

@@ -10,8 +10,13 @@ import pytest
 import CMBLib.io as cmbio
 from CMBLib.annotation import dataset as ds
 from CMBLib.annotation.document import complete_document, load_schema, new_document, new_finding, validate_document
-from CMBLib.annotation.masks import (ensure_findings, generate_masks, labels_on_image_grid, measure_masks,
-                                    suggest_locations)
+from CMBLib.annotation.masks import (
+    ensure_findings,
+    generate_masks,
+    labels_on_image_grid,
+    measure_masks,
+    suggest_locations,
+)
 from CMBLib.annotation.session import SessionStore, volume_key
 from CMBLib.cli import main as cmb_main
 from CMBLib.errors import CMBError
@@ -243,7 +248,7 @@ def test_touching_masks_stay_separate_and_keep_their_labels():
     near_two[:, :, :-1] |= two[:, :, 1:]
     assert np.any(near_two & (m == 3)), "spheres 2 and 3 touch: their masks should be face neighbours"
     # true sphere: 4.8 mm diameter; each grown mask must be close to it and centred within 1 mm
-    for label, ((k, j, i), r) in enumerate(CMBS, start=1):
+    for label, ((k, j, i), _r) in enumerate(CMBS, start=1):
         f = doc["findings"][label - 1]
         assert f["size_class"] == "<5mm"
         assert np.linalg.norm(np.subtract(f["centre_ras"], vol.kji_to_ras([k, j, i]))) < 1.0

@@ -6,9 +6,20 @@ import pytest
 
 from CMBLib.annotation import vocabulary as V
 from CMBLib.annotation.detections import accepted_labels, add_detections, add_findings, findings_from_detections
-from CMBLib.annotation.document import (complete_document, document_errors, load_document, load_schema,
-                                        new_document, new_finding, new_mimic, new_other_finding,
-                                        next_label, save_document, set_field, validate_document)
+from CMBLib.annotation.document import (
+    complete_document,
+    document_errors,
+    load_document,
+    load_schema,
+    new_document,
+    new_finding,
+    new_mimic,
+    new_other_finding,
+    next_label,
+    save_document,
+    set_field,
+    validate_document,
+)
 from CMBLib.errors import CMBError
 
 TAXONOMY = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "cmb_annotation_taxonomy.json"

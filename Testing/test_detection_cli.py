@@ -161,7 +161,8 @@ def _bad_inputs(folder):
     data = (folder / "plain.nii").read_bytes()
     (folder / "truncated.nii").write_bytes(data[: len(data) - 100])
     (folder / "notes.txt").write_text("not an image\n")
-    return {"flat2d.nii.gz": "2 dimensions", "echoes4d.nii.gz": "4 dimensions", "nan.nrrd": "NaN", "nan.nii.gz": ("constant", "NaN"),
+    return {"flat2d.nii.gz": "2 dimensions", "echoes4d.nii.gz": "4 dimensions", "nan.nrrd": "NaN",
+            "nan.nii.gz": ("constant", "NaN"),
             "zeros.nii.gz": "constant", "empty.nii.gz": "cannot be read", "truncated.nii.gz": "cannot be read",
             "truncated.nii": "truncated",
             "notes.txt": "cannot be read"}

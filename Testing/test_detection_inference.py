@@ -9,7 +9,7 @@ pytest.importorskip("monai")
 
 from CMBLib.detection.inference import count_windows, fit_window, predict_probability, select_device  # noqa: E402
 from CMBLib.errors import CMBError  # noqa: E402
-from CMBLib.progress import CancelToken, Cancelled  # noqa: E402
+from CMBLib.progress import Cancelled, CancelToken  # noqa: E402
 
 
 class Counting(torch.nn.Module):
@@ -115,7 +115,8 @@ def test_select_device():
 
 
 @settings(max_examples=60, deadline=None)
-@given(size=st.integers(1, 400), mx=st.integers(1, 30).map(lambda n: 8 * n), overlap=st.sampled_from([0.0, 0.125, 0.25]))
+@given(size=st.integers(1, 400), mx=st.integers(1, 30).map(lambda n: 8 * n),
+       overlap=st.sampled_from([0.0, 0.125, 0.25]))
 def test_fitted_windows_are_no_more_and_no_larger(size, mx, overlap):
     (roi,) = fit_window([size], [mx], 8, overlap)
     assert roi % 8 == 0 and roi <= max(mx, -(-size // 8) * 8)

@@ -9,7 +9,7 @@ from detection_fixtures import dark_spot_model, exact_brain_mask, oblique, phant
 
 from CMBLib.detection.pipeline import detect, normalise_sequence  # noqa: E402
 from CMBLib.errors import CMBError  # noqa: E402
-from CMBLib.progress import CancelToken, Cancelled  # noqa: E402
+from CMBLib.progress import Cancelled, CancelToken  # noqa: E402
 
 SPOTS = [((30, 40, 10), 1.6), ((60, 55, 13), 3.5)]  # (centre i, j, k), radius mm
 

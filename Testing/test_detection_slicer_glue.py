@@ -12,8 +12,7 @@ REPO = Path(__file__).resolve().parents[1]
 MODULE = REPO / "CMBDetector"
 sys.path.insert(0, str(MODULE))
 
-from CMBDetectorLib.process import (DetectionProcess, build_detect_command, error_message,  # noqa: E402
-                                    parse_line)
+from CMBDetectorLib.process import DetectionProcess, build_detect_command, error_message, parse_line  # noqa: E402
 from CMBDetectorLib.review import ReviewSession, segment_name  # noqa: E402
 
 

@@ -5,11 +5,10 @@ import sys
 
 import numpy as np
 import pytest
+from phantoms import PhantomCMB, dice, make_phantom
 
 from CMBLib.cli import main
 from CMBLib.io import read_volume, write_volume
-
-from phantoms import PhantomCMB, dice, make_phantom
 
 
 @pytest.fixture()
@@ -59,7 +58,8 @@ def test_grow_from_points_csv(study):
     folder, truth, relabel = study
     (folder / "centres.csv").write_text("x,y,z\n10.0,10.0,10.0\n24.0,22.0,12.0\n")
     out = folder / "from_points.nii.gz"
-    assert main(["grow", str(folder / "t2s.nii.gz"), "--points", str(folder / "centres.csv"), "-o", str(out), "--quiet"]) == 0
+    args = ["grow", str(folder / "t2s.nii.gz"), "--points", str(folder / "centres.csv"), "-o", str(out), "--quiet"]
+    assert main(args) == 0
     mask = read_volume(out)
     assert dice(mask.array == 1, truth.array == 3) > 0.75
     assert dice(mask.array == 2, truth.array == 11) > 0.75

@@ -1,17 +1,16 @@
 """Region-growing engine: hand-computed cases, oracle agreement, invariants, bad input."""
 import numpy as np
 import pytest
+import reference_region_growing as oracle
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from phantoms import PhantomCMB, dice, make_phantom, random_case
 from scipy import ndimage
 
 from CMBLib.errors import CMBError
 from CMBLib.geometry import Volume, sphere_voxel_count
 from CMBLib.growing import MODES, grow_from_points, grow_from_scribbles
 from CMBLib.growing.join_map import join_tolerances, minimax_vertex, minimax_vertex_relaxation
-
-from phantoms import PhantomCMB, dice, make_phantom, random_case
-import reference_region_growing as oracle
 
 RAW = dict(closing_iterations=0, fill_holes=False, relative=False)
 

@@ -3,13 +3,12 @@ import gzip
 
 import numpy as np
 import pytest
+from conftest import shared_file
 
 from CMBLib.errors import CMBError
 from CMBLib.geometry import Volume, bombs_size_class, equivalent_diameter_mm, sphere_voxel_count
 from CMBLib.io import read_points_csv, read_segmentation, read_volume, write_segmentation, write_volume
 from CMBLib.validation import validate_image, validate_labelmap
-
-from conftest import shared_file
 
 
 def _oblique_volume():

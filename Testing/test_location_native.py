@@ -219,25 +219,25 @@ def test_whole_head_t2star_like_image_of_real_subject(subject, native):
     from test_location_atlas import moved_copy, rotation
 
     _, lab = subject
-    L = lab.array
-    img = np.full(L.shape, 150.0, np.float32)  # grey matter
-    img[np.isin(L, (2, 41, 7, 46, 77, 251, 252, 253, 254, 255, 16, 28, 60))] = 100.0
-    img[np.isin(L, (4, 5, 14, 15, 24, 43, 44, 31, 63, 72))] = 220.0
-    img[np.isin(L, (12, 51))] = 85.0
-    img[np.isin(L, (13, 52))] = 60.0  # iron: dark pallidum
-    img[np.isin(L, (10, 49))] = 115.0
-    d = ndimage.distance_transform_edt(~ndimage.binary_fill_holes(L > 0))
+    lab_ids = lab.array
+    img = np.full(lab_ids.shape, 150.0, np.float32)  # grey matter
+    img[np.isin(lab_ids, (2, 41, 7, 46, 77, 251, 252, 253, 254, 255, 16, 28, 60))] = 100.0
+    img[np.isin(lab_ids, (4, 5, 14, 15, 24, 43, 44, 31, 63, 72))] = 220.0
+    img[np.isin(lab_ids, (12, 51))] = 85.0
+    img[np.isin(lab_ids, (13, 52))] = 60.0  # iron: dark pallidum
+    img[np.isin(lab_ids, (10, 49))] = 115.0
+    d = ndimage.distance_transform_edt(~ndimage.binary_fill_holes(lab_ids > 0))
     img[d > 0] = 0.0
     img[(d > 0) & (d <= 3)] = 210.0  # CSF
     img[(d > 3) & (d <= 8)] = 20.0  # skull
     img[(d > 8) & (d <= 13)] = 130.0  # scalp
-    kk, _, ii = np.indices(L.shape)
+    kk, _, ii = np.indices(lab_ids.shape)
     img *= 1 + 0.3 * np.sin(ii / 60.0) * np.cos(kk / 80.0)
     rng = np.random.default_rng(0)
     img = np.abs(img + rng.normal(0, 8, img.shape) + 1j * rng.normal(0, 8, img.shape)).astype(np.float32)
     matrix, shift = rotation((0.3, 1.0, 0.2), 12.0), np.array([4.0, 12.0, -9.0])
     moved = moved_copy(lab.with_array(img), matrix, shift, spacing=(0.9, 0.9, 5.0), slice_mm=5.0)
-    kji = np.argwhere((L > 0) & ~np.isin(L, (4, 5, 14, 15, 24, 43, 44, 31, 63, 72)))
+    kji = np.argwhere((lab_ids > 0) & ~np.isin(lab_ids, (4, 5, 14, 15, 24, 43, 44, 31, 63, 72)))
     ras = lab.kji_to_ras(kji[rng.choice(len(kji), 400, replace=False)].astype(float))
     truth = native.locate(ras)
     found = locate_points(moved, ras @ matrix.T + shift)

@@ -21,10 +21,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "Testing")]
 
+import reference_region_growing as thesis  # noqa: E402
+from phantoms import PhantomCMB, make_phantom  # noqa: E402
+
 from CMBLib.geometry import sphere_voxel_count  # noqa: E402
 from CMBLib.growing import grow_from_scribbles  # noqa: E402
-from phantoms import PhantomCMB, make_phantom  # noqa: E402
-import reference_region_growing as thesis  # noqa: E402
 
 GRIDS = {
     "clinical T2* 0.86x0.86x4 mm": ((256, 256, 44), (0.86, 0.86, 4.0)),
@@ -50,7 +51,8 @@ def main():
     args = ap.parse_args()
     rng = np.random.default_rng(0)
     grow_from_scribbles(*phantom((32, 32, 16), (1.0, 1.0, 2.0), 1, rng)[::2])  # warm-up (imports)
-    studies = [(name, spacing) + phantom(shape, spacing, args.cmbs, rng)[::2] for name, (shape, spacing) in GRIDS.items()]
+    studies = [(name, spacing) + phantom(shape, spacing, args.cmbs, rng)[::2]
+               for name, (shape, spacing) in GRIDS.items()]
     from eval_grow import inserted_cases  # a real brain background, when ../shared/data is there
     for label, vol, _, scr in inserted_cases(rng, 1):
         if label.endswith("/4.0mm"):

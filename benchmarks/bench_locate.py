@@ -38,7 +38,8 @@ def _cases():
         yield "moved 0.9x0.9x3", T.moved_copy(inv, T.MATRIX, T.SHIFT), T.moved_landmarks(T.MATRIX, T.SHIFT)
         yield ("clinical 0.45x0.45x5", T.moved_copy(inv, T.MATRIX, T.SHIFT, spacing=(0.45, 0.45, 5.0), slice_mm=5.0),
                T.moved_landmarks(T.MATRIX, T.SHIFT))
-    for name, rel in (("qsm 1.06 mm", "real/qsm2016/chi_cosmos.nii.gz"), ("t1 1 mm 256^3", "real/freesurfer_subject/norm.nii.gz")):
+    for name, rel in (("qsm 1.06 mm", "real/qsm2016/chi_cosmos.nii.gz"),
+                      ("t1 1 mm 256^3", "real/freesurfer_subject/norm.nii.gz")):
         if (DATA / rel).is_file():
             yield name, read_volume(DATA / rel), None
 

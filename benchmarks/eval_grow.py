@@ -24,10 +24,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "Testing")]
 
-from CMBLib.geometry import Volume  # noqa: E402
+from phantoms import dice, random_case, scribble_from_mask  # noqa: E402
+
 from CMBLib.growing import MODES, grow_from_scribbles  # noqa: E402
 from CMBLib.growing.engine import AUTO_FRACTION  # noqa: E402
-from phantoms import dice, random_case, scribble_from_mask  # noqa: E402
 
 SPACINGS = [(0.86, 0.86, 4.0), (0.47, 0.47, 3.0), (1.0, 1.0, 1.0), (0.5, 0.5, 0.5)]
 SHARED = ROOT.parent / "shared" / "data"

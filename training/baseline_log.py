@@ -6,7 +6,8 @@ the image is preprocessed exactly as for the network (`CMBLib.detection.preproce
 scales sigma = 1-3 mm of the scale-normalised LoG ``sigma^2 * LoG`` (positive on dark
 blobs), and every local maximum (within about 5 mm) inside the brain is a candidate,
 scored by its response.  Outside the brain the image is set to the brain median and
-candidates within 2 voxels of the mask border are ignored (the border itself is a strong edge).  The threshold that gives the best F1 is chosen on the
+candidates within 2 voxels of the mask border are ignored (the border itself is a strong edge).
+The threshold that gives the best F1 is chosen on the
 validation split and then applied to the test split.
 
     python -m training.baseline_log --split val            # sweep, prints the best threshold

@@ -16,8 +16,9 @@ Layouts read without conversion:
 import hashlib
 import random
 from collections import OrderedDict
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Optional
 
 import numpy as np
 
@@ -33,7 +34,7 @@ def _strip(name: str) -> str:
     return name
 
 
-def annotator_pairs(root) -> List[Tuple[Path, Path]]:
+def annotator_pairs(root) -> list[tuple[Path, Path]]:
     """(image, mask) pairs of the annotator's BIDS-derivatives export under `root`."""
     root = Path(root)
     pairs = []
@@ -51,7 +52,7 @@ def annotator_pairs(root) -> List[Tuple[Path, Path]]:
     return pairs
 
 
-def valdo_pairs(root) -> List[Tuple[Path, Path]]:
+def valdo_pairs(root) -> list[tuple[Path, Path]]:
     """(image, mask) pairs of a VALDO-style folder (``*_space-T2S_desc-masked_T2S`` + ``*_space-T2S_CMB``)."""
     pairs = []
     for img in sorted(Path(root).rglob("*_space-T2S_desc-masked_T2S.nii*")):
@@ -62,7 +63,7 @@ def valdo_pairs(root) -> List[Tuple[Path, Path]]:
     return pairs
 
 
-def find_pairs(root, layout: str = "auto") -> List[Tuple[Path, Path]]:
+def find_pairs(root, layout: str = "auto") -> list[tuple[Path, Path]]:
     """Pairs from `root` for layout 'annotator', 'valdo' or 'auto' (whichever finds some)."""
     if layout in ("annotator", "auto"):
         p = annotator_pairs(root)
@@ -71,7 +72,7 @@ def find_pairs(root, layout: str = "auto") -> List[Tuple[Path, Path]]:
     return valdo_pairs(root)
 
 
-def preprocess_pair(image_path, mask_path, spacing, polarity="dark") -> Dict[str, np.ndarray]:
+def preprocess_pair(image_path, mask_path, spacing, polarity="dark") -> dict[str, np.ndarray]:
     """Read and preprocess one real (image, mask) pair onto the model grid."""
     from CMBLib.detection.preprocess import preprocess, resample_to
     from CMBLib.geometry import geometry_difference
@@ -92,7 +93,7 @@ def preprocess_pair(image_path, mask_path, spacing, polarity="dark") -> Dict[str
             "mimic": np.zeros(pre.array.shape, np.uint8)}
 
 
-def cache_real_folder(root, cache_dir, spacing, layout="auto", polarity="dark") -> List[Path]:
+def cache_real_folder(root, cache_dir, spacing, layout="auto", polarity="dark") -> list[Path]:
     """Preprocess every pair under `root` into `cache_dir` (skips those already there)."""
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -123,8 +124,8 @@ class CaseStore:
         self.folders = [Path(f) for f in folders]
         self.pattern = pattern
         self.max_in_memory = int(max_in_memory)
-        self._cache: "OrderedDict[str, dict]" = OrderedDict()
-        self.paths: List[Path] = []
+        self._cache: OrderedDict[str, dict] = OrderedDict()
+        self.paths: list[Path] = []
         self.refresh()
 
     def refresh(self) -> int:
@@ -167,7 +168,7 @@ class CaseStore:
         return self.load(rng.randrange(len(self.paths)))
 
 
-def case_groups(config: dict, spacing) -> Tuple[List[Path], List[Path]]:
+def case_groups(config: dict, spacing) -> tuple[list[Path], list[Path]]:
     """(training folders, validation folders) from the `data` section of a config."""
     data = config.get("data", {})
     train = [Path(p) for p in data.get("train_dirs", [])]
@@ -180,7 +181,7 @@ def case_groups(config: dict, spacing) -> Tuple[List[Path], List[Path]]:
     return train, val
 
 
-def load_val_cases(folders: Sequence, limit: Optional[int] = None) -> List[dict]:
+def load_val_cases(folders: Sequence, limit: Optional[int] = None) -> list[dict]:
     store = CaseStore(folders, max_in_memory=10 ** 6)
     n = len(store) if limit is None else min(limit, len(store))
     return [store.load(i) for i in range(n)]

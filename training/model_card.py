@@ -27,7 +27,8 @@ def row_at(doc, group, threshold, min_diameter_mm=None):
 
 
 def tables(val, test, qsm, threshold, min_diameter_mm=None):
-    lines = ["| cases | n | TP | FP | FN | sensitivity | precision | F1 | FP/scan |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| cases | n | TP | FP | FN | sensitivity | precision | F1 | FP/scan |",
+             "|---|---|---|---|---|---|---|---|---|"]
     metrics = {"threshold": threshold, "min_diameter_mm": min_diameter_mm, "rule": "valdo, 5 mm", "test": {}}
     for key, name in GROUPS:
         r = row_at(test, key, threshold)

@@ -22,7 +22,7 @@ Intensity models (CMB attenuation ``a`` in [0, 1] per voxel):
 Labels: voxels with at least half the CMB's peak attenuation on the grid (as
 `CMBLib.synthesis.cmb_insertion`), always including the peak voxel.
 """
-from typing import Sequence, Tuple
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -71,11 +71,11 @@ def cmb_attenuation(shape_kji, spacing_ijk, centre_kji, radius_mm: float, power:
 
 
 def insert_random_cmbs(x: np.ndarray, y: np.ndarray, brain: np.ndarray, rng, spacing_ijk=(1.0, 1.0, 2.0),
-                       n_cmbs: Tuple[int, int] = (1, 3), radius_mm: Tuple[float, float] = (0.9, 3.0),
-                       contrast: Tuple[float, float] = (0.3, 0.95), slab_mm: Tuple[float, float] = (2.0, 5.0),
-                       zero_level: Tuple[float, float] = (-2.0, -0.6), additive_prob: float = 0.2,
-                       additive_scale: Tuple[float, float] = (0.8, 3.0), min_peak: float = 0.2,
-                       min_distance_mm: float = 7.0, margin: int = 4) -> Tuple[np.ndarray, np.ndarray, int]:
+                       n_cmbs: tuple[int, int] = (1, 3), radius_mm: tuple[float, float] = (0.9, 3.0),
+                       contrast: tuple[float, float] = (0.3, 0.95), slab_mm: tuple[float, float] = (2.0, 5.0),
+                       zero_level: tuple[float, float] = (-2.0, -0.6), additive_prob: float = 0.2,
+                       additive_scale: tuple[float, float] = (0.8, 3.0), min_peak: float = 0.2,
+                       min_distance_mm: float = 7.0, margin: int = 4) -> tuple[np.ndarray, np.ndarray, int]:
     """Insert 1-3 random CMBs into patch `x` (float32 [k, j, i]) inside `brain` (bool).
 
     `y` (0/1 target) gets the new CMBs' labels; CMBs keep `min_distance_mm` from existing

@@ -8,7 +8,8 @@ sampling ("the position of the CMB inside a CMB patch is randomly shifted"); mim
 patches are centred (with a shift) on a mimic voxel; background patches on a random
 brain voxel.  Volumes smaller than a patch are padded with the image minimum.
 """
-from typing import Dict, Optional, Sequence, Tuple
+from collections.abc import Sequence
+from typing import Optional
 
 import numpy as np
 
@@ -36,8 +37,8 @@ def patch_start(centre_kji, patch_kji, rng, shift: bool, margin: int = 4) -> np.
     return centre - pos
 
 
-def sample_patch(case: Dict[str, np.ndarray], patch_kji: Sequence[int], rng, kind: str = "random",
-                 indices: Optional[Dict[str, np.ndarray]] = None) -> Tuple[np.ndarray, np.ndarray, str]:
+def sample_patch(case: dict[str, np.ndarray], patch_kji: Sequence[int], rng, kind: str = "random",
+                 indices: Optional[dict[str, np.ndarray]] = None) -> tuple[np.ndarray, np.ndarray, str]:
     """(image patch float32, target patch uint8 0/1, kind actually used) from one case.
 
     kind: "cmb", "mimic", "background" or "random" (background anywhere in the volume).
@@ -48,7 +49,7 @@ def sample_patch(case: Dict[str, np.ndarray], patch_kji: Sequence[int], rng, kin
     return x, y, kind
 
 
-def patch_at(case: Dict[str, np.ndarray], start, patch_kji: Sequence[int]) -> Tuple[np.ndarray, np.ndarray]:
+def patch_at(case: dict[str, np.ndarray], start, patch_kji: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
     """(image patch float32, target patch uint8 0/1) of `case` starting at `start` [k, j, i]."""
     img = case["image"]
     x = _crop(img, start, patch_kji, float(img.min())).astype(np.float32)
@@ -56,8 +57,8 @@ def patch_at(case: Dict[str, np.ndarray], start, patch_kji: Sequence[int]) -> Tu
     return x, y
 
 
-def choose_start(case: Dict[str, np.ndarray], patch_kji: Sequence[int], rng, kind: str = "random",
-                 indices: Optional[Dict[str, np.ndarray]] = None) -> Tuple[np.ndarray, str]:
+def choose_start(case: dict[str, np.ndarray], patch_kji: Sequence[int], rng, kind: str = "random",
+                 indices: Optional[dict[str, np.ndarray]] = None) -> tuple[np.ndarray, str]:
     """(patch start index [k, j, i], kind actually used) for a patch of `kind` (see `sample_patch`)."""
     img = case["image"]
     idx = indices or case_indices(case)
@@ -76,7 +77,7 @@ def choose_start(case: Dict[str, np.ndarray], patch_kji: Sequence[int], rng, kin
     return start, kind
 
 
-def case_indices(case: Dict[str, np.ndarray], max_points: int = 20000, rng=None) -> Dict[str, np.ndarray]:
+def case_indices(case: dict[str, np.ndarray], max_points: int = 20000, rng=None) -> dict[str, np.ndarray]:
     """Voxel lists used for sampling (brain voxels subsampled to `max_points`)."""
     rng = np.random.default_rng(rng)
     out = {"cmb": np.argwhere(case["cmb"] > 0)}
@@ -92,7 +93,7 @@ def case_indices(case: Dict[str, np.ndarray], max_points: int = 20000, rng=None)
     return out
 
 
-def choose_kind(rng, proportions: Dict[str, float]) -> str:
+def choose_kind(rng, proportions: dict[str, float]) -> str:
     """Draw a patch kind from {"cmb": p, "mimic": p, "background": p}."""
     kinds = list(proportions)
     p = np.asarray([proportions[k] for k in kinds], float)
@@ -100,7 +101,7 @@ def choose_kind(rng, proportions: Dict[str, float]) -> str:
 
 
 def augment(x: np.ndarray, y: np.ndarray, rng, flip_axes=(1, 2), intensity: float = 0.1,
-            noise: float = 0.05) -> Tuple[np.ndarray, np.ndarray]:
+            noise: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
     """Random in-plane flips, intensity scale/shift and Gaussian noise (patch arrays [k, j, i])."""
     for ax in flip_axes:
         if rng.random() < 0.5:

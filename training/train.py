@@ -144,6 +144,7 @@ def train(cfg: dict, resume: bool = False, max_minutes=None, init_from=None) -> 
     import yaml
 
     from CMBLib.detection.network import build_network
+
     from .datasets import CaseStore, case_groups, load_val_cases
     from .losses import build_loss
     from .validate import validate
@@ -220,7 +221,8 @@ def train(cfg: dict, resume: bool = False, max_minutes=None, init_from=None) -> 
                        min_diameter_mm=float(cfg.get("min_diameter_mm", 1.5)))
         network.train()
         b = res["best"]
-        rec = {"kind": "val", "step": step, "elapsed_s": round(time.time() - t0, 1), **{"best_" + k: v for k, v in b.items()}}
+        rec = {"kind": "val", "step": step, "elapsed_s": round(time.time() - t0, 1),
+               **{"best_" + k: v for k, v in b.items()}}
         with open(out / "log.jsonl", "a") as f:
             f.write(json.dumps({**rec, "rows": res["rows"]}) + "\n")
         for r in res["rows"]:

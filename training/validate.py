@@ -6,7 +6,7 @@ are the connected components (`CMBLib.detection.candidates.find_candidates`, sam
 limits as inference) and `CMBLib.metrics.evaluate_case(rule="valdo", distance_mm=5)`
 counts TP / FP / FN.  The result is a small FROC table.
 """
-from typing import Dict, List, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -32,13 +32,13 @@ def predict_case(network, image: np.ndarray, patch_kji: Sequence[int], out_chann
 
 
 def score_case(prob: np.ndarray, case: dict, spacing, thresholds=DEFAULT_THRESHOLDS, min_diameter_mm=1.5,
-               max_diameter_mm=10.0, distance_mm=5.0) -> List[Dict]:
+               max_diameter_mm=10.0, distance_mm=5.0) -> list[dict]:
     """TP / FP / FN per threshold for one case (model grid, spacing (i, j, k) mm)."""
+    from scipy import ndimage as ndi
+
     from CMBLib.detection.candidates import find_candidates
     from CMBLib.geometry import Volume
     from CMBLib.metrics import evaluate_case
-
-    from scipy import ndimage as ndi
 
     prob = np.where(case["brain"], prob, 0.0).astype(np.float32)
     vol = Volume(prob, tuple(spacing))
@@ -55,7 +55,7 @@ def score_case(prob: np.ndarray, case: dict, spacing, thresholds=DEFAULT_THRESHO
     return rows
 
 
-def summarise(per_case: List[List[Dict]]) -> List[Dict]:
+def summarise(per_case: list[list[dict]]) -> list[dict]:
     """Pool per-threshold counts over cases: sensitivity, precision, F1, FP per scan."""
     out = []
     n = max(1, len(per_case))
@@ -72,7 +72,7 @@ def summarise(per_case: List[List[Dict]]) -> List[Dict]:
     return out
 
 
-def best_row(rows: List[Dict], max_fp_per_scan: float = 2.0) -> Dict:
+def best_row(rows: list[dict], max_fp_per_scan: float = 2.0) -> dict:
     """The row with the highest F1 among those with FP/scan <= max (else the lowest FP)."""
     ok = [r for r in rows if r["fp_per_scan"] <= max_fp_per_scan and r["f1"] is not None]
     if ok:
@@ -80,8 +80,8 @@ def best_row(rows: List[Dict], max_fp_per_scan: float = 2.0) -> Dict:
     return min(rows, key=lambda r: r["fp_per_scan"]) if rows else {}
 
 
-def validate(network, cases: List[dict], patch_kji, spacing, thresholds=DEFAULT_THRESHOLDS,
-             out_channels: int = 2, min_diameter_mm: float = 1.5) -> Dict:
+def validate(network, cases: list[dict], patch_kji, spacing, thresholds=DEFAULT_THRESHOLDS,
+             out_channels: int = 2, min_diameter_mm: float = 1.5) -> dict:
     per_case = []
     for case in cases:
         prob = predict_case(network, case["image"], patch_kji, out_channels)

@@ -18,7 +18,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Optional
 
 
 def cmblib_parent() -> str:
@@ -30,7 +30,7 @@ def cmblib_parent() -> str:
 
 def build_detect_command(python: str, image: str, out_dir: str, model: str = "default", device: str = "auto",
                          threshold: Optional[float] = None, sequence: str = "T2S", location: bool = False,
-                         overwrite: bool = True) -> List[str]:
+                         overwrite: bool = True) -> list[str]:
     """The argument list of one `cmb detect` run with JSON progress."""
     cmd = [python, "-m", "CMBLib", "detect", str(image), "--out", str(out_dir), "--progress-json",
            "--model", str(model), "--device", str(device), "--sequence", str(sequence)]
@@ -74,11 +74,11 @@ class DetectionProcess:
         self.proc = None
         self._queue = queue.Queue()
         self._threads = []
-        self.stderr: List[str] = []
+        self.stderr: list[str] = []
         self.cancelled = False
         self._exit_sent = False
 
-    def start(self, command: List[str], env: Optional[Dict[str, str]] = None) -> None:
+    def start(self, command: list[str], env: Optional[dict[str, str]] = None) -> None:
         env = dict(os.environ if env is None else env)
         parent = cmblib_parent()
         env["PYTHONPATH"] = parent + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
@@ -104,7 +104,7 @@ class DetectionProcess:
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def poll(self) -> List[Dict]:
+    def poll(self) -> list[dict]:
         """Events printed since the last call; the last one is 'exit' when the run ended."""
         events = []
         finished = self.proc is not None and self.proc.poll() is not None
@@ -137,7 +137,7 @@ class DetectionProcess:
         return self.proc.wait(timeout=timeout)
 
 
-def parse_line(line: str) -> Dict:
+def parse_line(line: str) -> dict:
     """A JSON progress/result line as a dict; anything else as {'event': 'log', 'message': line}."""
     text = line.strip()
     if text.startswith("{"):
@@ -152,7 +152,7 @@ def parse_line(line: str) -> Dict:
     return {"event": "log", "message": line}
 
 
-def error_message(exit_event: Dict) -> str:
+def error_message(exit_event: dict) -> str:
     """The one-line reason a run failed, from its stderr ('cmb detect: error: ...')."""
     lines = exit_event.get("stderr") or []
     for line in reversed(lines):

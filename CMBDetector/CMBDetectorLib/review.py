@@ -9,12 +9,11 @@ candidates with review_status "confirmed", unreviewed ones "proposed"; rejected 
 are left out.  Each finding's ``label`` is the candidate's label in the detection mask
 (and the segment tagged ``CMBDetector.Label`` in the segmentation).
 """
-from typing import Dict, List
 
 STATUSES = ("unreviewed", "accepted", "rejected")
 
 
-def segment_name(record: Dict) -> str:
+def segment_name(record: dict) -> str:
     """'CMB 3: 4.2 mm (<5mm), lobar' -- number, size and location (when known)."""
     text = f"CMB {int(record['label'])}: {float(record['diameter_mm']):.1f} mm ({record['size_class']})"
     if record.get("location"):
@@ -25,7 +24,7 @@ def segment_name(record: Dict) -> str:
 class ReviewSession:
     """Candidates in review order with a status each and a current position."""
 
-    def __init__(self, records: List[Dict]):
+    def __init__(self, records: list[dict]):
         self.records = list(records)
         self.status = {int(r["label"]): "unreviewed" for r in self.records}
         self.index = 0 if self.records else -1
@@ -67,16 +66,16 @@ class ReviewSession:
         if self.records:
             self.index = (self.index - 1) % len(self.records)
 
-    def counts(self) -> Dict[str, int]:
+    def counts(self) -> dict[str, int]:
         out = {s: 0 for s in STATUSES}
         for s in self.status.values():
             out[s] += 1
         return out
 
-    def records_with(self, status: str) -> List[Dict]:
+    def records_with(self, status: str) -> list[dict]:
         return [r for r in self.records if self.status[int(r["label"])] == status]
 
-    def findings(self) -> List[Dict]:
+    def findings(self) -> list[dict]:
         """Annotation findings: accepted -> "confirmed", unreviewed -> "proposed"; rejected left out."""
         from CMBLib.detection.outputs import records_to_findings
 

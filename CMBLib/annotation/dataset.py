@@ -28,9 +28,10 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional
+from typing import Optional
 
 import numpy as np
 
@@ -86,7 +87,7 @@ def sequence_name(sequence: str) -> str:
     raise CMBError(f"sequence {sequence!r} is not one of {', '.join(V.SEQUENCES)}")
 
 
-def subject_files(dataset, subject: str, sequence: str, name: str = DEFAULT_NAME) -> Dict[str, Path]:
+def subject_files(dataset, subject: str, sequence: str, name: str = DEFAULT_NAME) -> dict[str, Path]:
     """Paths of every file of one subject in the dataset (they need not exist)."""
     sub = f"sub-{subject_label(subject)}"
     root = Path(dataset)
@@ -104,7 +105,7 @@ def subject_files(dataset, subject: str, sequence: str, name: str = DEFAULT_NAME
 # --- export ----------------------------------------------------------------------------
 def export_subject(dataset, subject: str, image: Volume, scribbles: Volume, mask: Volume, document: dict,
                    *, sequence: Optional[str] = None, name: str = DEFAULT_NAME, overwrite: bool = False,
-                   progress=None) -> Dict[str, Path]:
+                   progress=None) -> dict[str, Path]:
     """Write one annotated study into `dataset` (created if needed); returns its file paths.
 
     `scribbles` and `mask` are instance label maps on the image grid whose labels are the
@@ -246,7 +247,7 @@ def _commit(staged, tmp: Path) -> None:
         raise
 
 
-def _remove_empty(folders: List[Path]) -> None:
+def _remove_empty(folders: list[Path]) -> None:
     """Remove `folders` (outermost first) again where they are empty."""
     for folder in reversed(folders):
         try:
@@ -255,7 +256,7 @@ def _remove_empty(folders: List[Path]) -> None:
             pass
 
 
-def _make_parents(folder: Path) -> List[Path]:
+def _make_parents(folder: Path) -> list[Path]:
     """mkdir -p, returning the folders it created (outermost first)."""
     missing = []
     while not folder.exists():
@@ -288,7 +289,7 @@ def _derivative_description(name: str) -> str:
 
 
 # --- tables ----------------------------------------------------------------------------
-def cmb_table_rows(doc: dict, subject: str) -> List[dict]:
+def cmb_table_rows(doc: dict, subject: str) -> list[dict]:
     """One row per finding (RAS mm centre, mask measurements, BOMBS fields)."""
     rows = []
     for f in doc["findings"]:
@@ -328,7 +329,7 @@ def _int(text) -> int:
         return 0
 
 
-def read_tsv(path) -> List[dict]:
+def read_tsv(path) -> list[dict]:
     """Rows of a TSV file as dicts (empty list when the file is absent)."""
     path = Path(path)
     if not path.is_file():
@@ -354,7 +355,7 @@ def _merge_rows(path: Path, columns, new_rows, sub: str, sort_key) -> str:
 
 
 # --- Slicer segmentation -----------------------------------------------------------------
-def segments_from_document(doc: dict, labels: Iterable[int]) -> List[dict]:
+def segments_from_document(doc: dict, labels: Iterable[int]) -> list[dict]:
     """Segment dicts for `CMBLib.io.write_segmentation`: one per finding whose label is in `labels`.
 
     `labels`: the label values present in the mask.  Segment name 'CMB <label>'; tags
@@ -371,7 +372,7 @@ def segments_from_document(doc: dict, labels: Iterable[int]) -> List[dict]:
     return segments
 
 
-def segment_tags(finding: dict) -> Dict[str, str]:
+def segment_tags(finding: dict) -> dict[str, str]:
     """Tags ('cmb.<field>' -> text) carrying a finding's metadata on a Slicer segment."""
     tags = {"cmb.label": str(int(finding["label"]))}
     for key in TAG_FIELDS:
@@ -396,7 +397,7 @@ def _tag_text(value) -> str:
 
 
 # --- import ----------------------------------------------------------------------------
-def list_subjects(dataset, name: str = DEFAULT_NAME) -> List[str]:
+def list_subjects(dataset, name: str = DEFAULT_NAME) -> list[str]:
     """Subject labels (without 'sub-') that have an annotation in the dataset."""
     root = Path(dataset) / "derivatives" / name
     if not root.is_dir():

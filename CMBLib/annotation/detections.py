@@ -6,7 +6,8 @@ A detection record is a dict as `CMBLib.detection` writes it into ``NAME_cmb.jso
 ``region`` / ``category`` / ``side``.  Each becomes a finding with review status
 ``"proposed"`` and source ``"detector"``; the rater then confirms or rejects it.
 """
-from typing import Dict, Iterable, List, Optional
+from collections.abc import Iterable
+from typing import Optional
 
 from ..errors import CMBError
 from . import vocabulary as V
@@ -15,7 +16,7 @@ from .masks import apply_location
 
 
 def findings_from_detections(records: Iterable[dict], existing_labels: Iterable[int] = (),
-                             rater: str = "CMBDetector") -> List[dict]:
+                             rater: str = "CMBDetector") -> list[dict]:
     """Findings (status 'proposed', source 'detector') for detection records.
 
     Labels are kept when free; a label already used in `existing_labels` (or twice in
@@ -55,7 +56,7 @@ def _convert(records, existing_labels, rater):
     return findings, mapping
 
 
-def add_detections(doc: dict, records: Iterable[dict], rater: str = "CMBDetector") -> Dict[int, int]:
+def add_detections(doc: dict, records: Iterable[dict], rater: str = "CMBDetector") -> dict[int, int]:
     """Append proposed findings for `records` to `doc`; returns {detector label: finding label}.
 
     Relabel the detector's instance mask with this mapping before merging it.
@@ -67,7 +68,7 @@ def add_detections(doc: dict, records: Iterable[dict], rater: str = "CMBDetector
     return mapping
 
 
-def add_findings(doc: dict, findings: Iterable[dict], rater: str = "CMBDetector") -> Dict[int, int]:
+def add_findings(doc: dict, findings: Iterable[dict], rater: str = "CMBDetector") -> dict[int, int]:
     """Append findings made elsewhere (e.g. `CMBLib.detection.outputs.records_to_findings`).
 
     Each is rebuilt from the known fields (others dropped), given a free label, and
@@ -101,7 +102,7 @@ def add_findings(doc: dict, findings: Iterable[dict], rater: str = "CMBDetector"
     return mapping
 
 
-def accepted_labels(doc: dict, statuses: Optional[Iterable[str]] = None) -> List[int]:
+def accepted_labels(doc: dict, statuses: Optional[Iterable[str]] = None) -> list[int]:
     """Labels of findings whose review status is in `statuses` (default: not rejected)."""
     keep = set(statuses) if statuses is not None else set(V.REVIEW_STATUSES) - {"rejected"}
     return [int(f["label"]) for f in doc["findings"] if f["review_status"] in keep]

@@ -12,7 +12,7 @@ import copy
 import datetime
 import json
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Optional
 
 from ..errors import CMBError
 from . import vocabulary as V
@@ -201,7 +201,7 @@ def next_label(doc: dict) -> int:
 
 
 # --- validation ------------------------------------------------------------------------
-_SCHEMA_CACHE: Dict[str, dict] = {}
+_SCHEMA_CACHE: dict[str, dict] = {}
 
 
 def load_schema() -> dict:
@@ -226,9 +226,12 @@ def _iter_errors(instance, schema: Optional[dict] = None):
     return jsonschema.Draft202012Validator(schema or load_schema()).iter_errors(instance)
 
 
-def document_errors(doc) -> List[str]:
+def document_errors(doc) -> list[str]:
     """Every problem of `doc` as 'path: message' lines (empty list: valid)."""
-    errors = sorted(_iter_errors(doc), key=lambda e: [(0, p) if isinstance(p, int) else (1, str(p)) for p in e.absolute_path])
+    def path_key(e):
+        return [(0, p) if isinstance(p, int) else (1, str(p)) for p in e.absolute_path]
+
+    errors = sorted(_iter_errors(doc), key=path_key)
     lines = [_describe(e) for e in errors]
     if isinstance(doc, dict) and isinstance(doc.get("findings"), list):
         lines += _duplicate_ids(doc["findings"], "findings", "label")
@@ -259,7 +262,7 @@ def check_finding(finding: dict, path: str = "finding") -> dict:
     return finding
 
 
-def _duplicate_ids(items, name: str, key: str) -> List[str]:
+def _duplicate_ids(items, name: str, key: str) -> list[str]:
     seen, lines = set(), []
     for n, item in enumerate(items):
         value = item.get(key) if isinstance(item, dict) else None

@@ -7,7 +7,8 @@ where the rater has not answered yet, the size class itself.  `measure_masks` do
 same bookkeeping for masks that already exist.  `suggest_locations` adds the location
 helper's answer (`CMBLib.location.locate_points`) when that module is installed.
 """
-from typing import Iterable, Optional, Tuple
+from collections.abc import Iterable
+from typing import Optional
 
 import numpy as np
 
@@ -63,7 +64,7 @@ def ensure_findings(doc: dict, labels: Iterable[int], rater: str = "") -> dict:
 
 def generate_masks(image: Volume, scribbles: Volume, doc: dict, labels: Optional[Iterable[int]] = None,
                    mask: Optional[Volume] = None, progress=None, cancel=None,
-                   **grow_options) -> Tuple[Volume, dict]:
+                   **grow_options) -> tuple[Volume, dict]:
     """Grow masks from the scribbles of `labels` (default: every scribble label).
 
     `mask` (optional) holds masks grown earlier: the voxels of `labels` are replaced and
@@ -178,7 +179,7 @@ def _record(doc: dict, label: int, mask: Volume, cmb: Optional[dict], grown: boo
         finding["size_class"] = size
 
 
-def suggest_locations(image: Volume, doc: dict, locator=None) -> Tuple[dict, str]:
+def suggest_locations(image: Volume, doc: dict, locator=None) -> tuple[dict, str]:
     """Fill `location_suggested` / `side_suggested` of findings with a centre.
 
     Uses the location helper (`CMBLib.location`, atlas registration, a few seconds per

@@ -21,7 +21,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import List, Optional
+from typing import Optional
 
 import numpy as np
 
@@ -64,7 +64,7 @@ class SessionStore:
         self._recover(key)
         return (self.folder(key) / "annotation.json").is_file()
 
-    def keys(self) -> List[str]:
+    def keys(self) -> list[str]:
         if not self.root.is_dir():
             return []
         return sorted(p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))

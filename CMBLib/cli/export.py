@@ -44,8 +44,13 @@ def add_parser(subparsers):
 def run(args) -> int:
     from ..annotation.dataset import export_subject, sequence_name, subject_label
     from ..annotation.document import complete_document, load_document, validate_document
-    from ..annotation.masks import (ensure_findings, generate_masks, labels_on_image_grid, measure_masks,
-                                    suggest_locations)
+    from ..annotation.masks import (
+        ensure_findings,
+        generate_masks,
+        labels_on_image_grid,
+        measure_masks,
+        suggest_locations,
+    )
     from ..errors import CMBError
     from ..io import read_volume
     from ..validation import label_ids, validate_image, validate_labelmap

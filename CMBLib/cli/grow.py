@@ -17,7 +17,8 @@ def add_parser(sub):
                     "Writes MASK and MASK.json (per-CMB tolerance, size, size class, curve, warnings).")
     p.add_argument("image", help="SWI / T2* / QSM volume (.nii.gz, .nii, .nrrd)")
     p.add_argument("scribbles", nargs="?", help="scribble label map on the image grid (.nii.gz, .nrrd, .seg.nrrd)")
-    p.add_argument("--points", metavar="CSV", help="CSV of CMB centres with columns x,y,z (RAS mm) instead of scribbles")
+    p.add_argument("--points", metavar="CSV",
+                   help="CSV of CMB centres with columns x,y,z (RAS mm) instead of scribbles")
     p.add_argument("-o", "--output", required=True, metavar="MASK", help="output instance mask (.nii.gz, .nrrd)")
     p.add_argument("--mode", choices=MODES, default=DEFAULT_MODE, help=f"intensity difference (default {DEFAULT_MODE})")
     p.add_argument("--connectivity", type=int, choices=(6, 26), default=6)
@@ -28,7 +29,8 @@ def add_parser(sub):
     g.add_argument("--relative", dest="relative", action="store_true", default=True,
                    help="differences as fractions of the image's robust intensity range (default)")
     g.add_argument("--absolute", dest="relative", action="store_false", help="differences in raw intensity units")
-    p.add_argument("--max-diameter", type=float, default=10.0, metavar="MM", help="largest CMB diameter, mm (default 10)")
+    p.add_argument("--max-diameter", type=float, default=10.0, metavar="MM",
+                   help="largest CMB diameter, mm (default 10)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.add_argument("--quiet", action="store_true", help="no progress, no table")
     return p

@@ -19,7 +19,7 @@ eigenvalues l1 >= l2 >= l3 (mm^2).  ``elongation = sqrt(l1 / l3)`` (1 for a ball
 ball, lower for rods and discs).  ``vessel_like`` is set when elongation >= 3: a hint for
 the reviewer (veins are the classic mimic), not a filter.
 """
-from typing import Dict, List, Optional, Tuple
+from typing import Optional
 
 import numpy as np
 from scipy import ndimage
@@ -31,7 +31,7 @@ VESSEL_ELONGATION = 3.0
 
 def find_candidates(probability: Volume, threshold: float = 0.5, min_diameter_mm: float = 2.0,
                     max_diameter_mm: float = 10.0, brain_mask: Optional[np.ndarray] = None,
-                    connectivity: int = 26) -> Tuple[np.ndarray, List[Dict], Dict]:
+                    connectivity: int = 26) -> tuple[np.ndarray, list[dict], dict]:
     """Label the components of ``probability >= threshold`` and keep those within the limits.
 
     `probability`: Volume of values in [0, 1] on the native grid.  `brain_mask`: optional
@@ -78,7 +78,7 @@ def find_candidates(probability: Volume, threshold: float = 0.5, min_diameter_mm
     return out, records, dropped
 
 
-def component_properties(comp: np.ndarray, sl, prob: np.ndarray, grid: Volume) -> Dict:
+def component_properties(comp: np.ndarray, sl, prob: np.ndarray, grid: Volume) -> dict:
     """Properties of one component: boolean `comp` inside bounding box `sl` of `grid`.
 
     Centre = voxel centroid, as (i, j, k) voxel index and RAS mm; volume in mm^3;
@@ -117,7 +117,7 @@ def inertia_eigenvalues(ijk: np.ndarray, grid: Volume) -> np.ndarray:
     return np.sort(np.clip(np.linalg.eigvalsh(cov), 1e-12, None))[::-1]
 
 
-def shape_measures(ijk: np.ndarray, grid: Volume) -> Tuple[float, float]:
+def shape_measures(ijk: np.ndarray, grid: Volume) -> tuple[float, float]:
     """(elongation sqrt(l1/l3) >= 1, Wadell sphericity of the moment ellipsoid in (0, 1])."""
     lam = inertia_eigenvalues(ijk, grid)
     a, b, c = np.sqrt(5.0 * lam)  # semi-axes of the ellipsoid with these moments

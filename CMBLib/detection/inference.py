@@ -7,7 +7,7 @@ background/CMB).  The result is a probability map in [0, 1].
 import math
 import warnings as _warnings
 from collections.abc import Sequence
-from typing import List, Optional, Tuple
+from typing import Optional
 
 import numpy as np
 
@@ -15,7 +15,7 @@ from ..errors import CMBError
 from ..progress import check_cancel, report
 
 
-def available_devices() -> List[str]:
+def available_devices() -> list[str]:
     """Devices torch can use here, best first (e.g. ['cuda', 'cpu'])."""
     import torch
 
@@ -76,7 +76,7 @@ def count_windows(shape: Sequence[int], roi_size: Sequence[int], overlap: float)
     return n
 
 
-def fit_window(shape: Sequence[int], max_window: Sequence[int], divisor: int = 8, overlap: float = 0.125) -> List[int]:
+def fit_window(shape: Sequence[int], max_window: Sequence[int], divisor: int = 8, overlap: float = 0.125) -> list[int]:
     """Per axis the smallest window (multiple of `divisor`) covering `shape` with as few windows
     as `max_window` would need.  Same axis order in and out.
 
@@ -105,7 +105,7 @@ def _is_oom(exc: BaseException) -> bool:
 def predict_probability(network, array: np.ndarray, patch_size: Sequence[int], device: str = "cpu",
                         sw_batch_size: int = 2, overlap: float = 0.125, mode: str = "gaussian",
                         progress=None, cancel=None, warnings: Optional[list] = None,
-                        mask: Optional[np.ndarray] = None, flip_average: bool = False) -> Tuple[np.ndarray, str]:
+                        mask: Optional[np.ndarray] = None, flip_average: bool = False) -> tuple[np.ndarray, str]:
     """Probability map (float32, same shape as `array` [k, j, i]) and the device actually used.
 
     `patch_size` is (i, j, k) voxels (as stored in model metadata).  Windows run in

@@ -18,7 +18,7 @@ import json
 import os
 import zipfile
 from pathlib import Path
-from typing import Dict, List, Tuple, Union
+from typing import Union
 
 import numpy as np
 
@@ -60,7 +60,7 @@ def sha256_file(path: Union[str, os.PathLike]) -> str:
     return h.hexdigest()
 
 
-def save_model(network, metadata: Dict, folder: Union[str, os.PathLike]) -> Path:
+def save_model(network, metadata: dict, folder: Union[str, os.PathLike]) -> Path:
     """Write `network`'s state_dict as ``weights.npz`` and `metadata` (+ sha256) as ``model.json``.
 
     Returns the folder.  `metadata` needs at least name, version, network, spacing_mm and
@@ -86,7 +86,7 @@ def save_model(network, metadata: Dict, folder: Union[str, os.PathLike]) -> Path
     return folder
 
 
-def list_models(models_dir: Union[str, os.PathLike, None] = None) -> List[Dict]:
+def list_models(models_dir: Union[str, os.PathLike, None] = None) -> list[dict]:
     """Metadata of every bundled model (folders with a model.json), sorted by name."""
     root = Path(models_dir) if models_dir else MODELS_DIR
     out = []
@@ -135,7 +135,7 @@ def resolve_model_folder(name_or_path: Union[str, os.PathLike], models_dir=None)
     raise CMBError(f"model '{text}' not found (bundled models: {known})")
 
 
-def read_metadata(folder: Union[str, os.PathLike]) -> Dict:
+def read_metadata(folder: Union[str, os.PathLike]) -> dict:
     """Parse and check a model folder's model.json (no weights are read)."""
     path = Path(folder) / METADATA_FILE
     try:
@@ -156,7 +156,7 @@ def read_metadata(folder: Union[str, os.PathLike]) -> Dict:
     return out
 
 
-def load_weights(folder: Union[str, os.PathLike], expected_sha256: str) -> Dict[str, np.ndarray]:
+def load_weights(folder: Union[str, os.PathLike], expected_sha256: str) -> dict[str, np.ndarray]:
     """Check the SHA-256 of weights.npz, then read it as plain arrays (no pickle)."""
     path = Path(folder) / WEIGHTS_FILE
     if not path.is_file():
@@ -169,11 +169,12 @@ def load_weights(folder: Union[str, os.PathLike], expected_sha256: str) -> Dict[
         with np.load(path, allow_pickle=False) as data:
             return {k: np.array(data[k]) for k in data.files}
     except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
-        raise CMBError(f"{path}: model weights are not plain numpy arrays ({str(exc)[:100]}); refusing to load") from None
+        raise CMBError(f"{path}: model weights are not plain numpy arrays ({str(exc)[:100]}); "
+                       "refusing to load") from None
 
 
 def load_model(name_or_path: Union[str, os.PathLike] = "default", device: str = "cpu",
-               models_dir=None) -> Tuple[object, Dict]:
+               models_dir=None) -> tuple[object, dict]:
     """Load a model by bundled name, "default" or folder path -> (network in eval mode, metadata).
 
     The weights' checksum is verified before they are read; pickled or corrupt weights
@@ -195,7 +196,8 @@ def load_model(name_or_path: Union[str, os.PathLike] = "default", device: str = 
         network.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else "mismatch"
-        raise CMBError(f"{folder}: weights do not fit the network described in {METADATA_FILE}: {first[:140]}") from None
+        raise CMBError(f"{folder}: weights do not fit the network described in {METADATA_FILE}: "
+                       f"{first[:140]}") from None
     network.to(device)
     network.eval()
     meta["path"] = str(folder)

@@ -18,7 +18,7 @@ import io
 import json
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Optional
 
 from ..errors import CMBError
 from ..io import write_json_atomic, write_text_atomic, write_volume
@@ -32,14 +32,14 @@ SIZE_CLASSES = ("<5mm", "5-10mm", ">10mm")
 SUMMARY_FILE = "cmb_summary.csv"
 
 
-def output_paths(out_dir, name: str) -> Dict[str, Path]:
+def output_paths(out_dir, name: str) -> dict[str, Path]:
     """{'mask', 'json', 'csv'} paths for study `name` in `out_dir`."""
     out_dir = Path(out_dir)
     return {"mask": out_dir / f"{name}_cmb_mask.nii.gz", "json": out_dir / f"{name}_cmb.json",
             "csv": out_dir / f"{name}_cmb.csv"}
 
 
-def detection_document(result, image: str = "") -> Dict:
+def detection_document(result, image: str = "") -> dict:
     """The JSON document (format cmb-detections 1.0) of a `DetectionResult`."""
     s = result.settings
     geom = result.mask
@@ -62,7 +62,7 @@ def detection_document(result, image: str = "") -> Dict:
     }
 
 
-def records_csv(records: Iterable[Dict]) -> str:
+def records_csv(records: Iterable[dict]) -> str:
     """The records as CSV text with `CSV_COLUMNS`."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
@@ -76,7 +76,7 @@ def records_csv(records: Iterable[Dict]) -> str:
     return buf.getvalue()
 
 
-def write_outputs(result, out_dir, name: str, image: str = "", overwrite: bool = False) -> Dict[str, Path]:
+def write_outputs(result, out_dir, name: str, image: str = "", overwrite: bool = False) -> dict[str, Path]:
     """Write mask, JSON and CSV of `result` for study `name`; returns their paths.
 
     Refuses (CMBError) to replace existing files unless `overwrite`.  Each file is
@@ -93,7 +93,7 @@ def write_outputs(result, out_dir, name: str, image: str = "", overwrite: bool =
     return paths
 
 
-def read_detections(path) -> Dict:
+def read_detections(path) -> dict:
     """Read a NAME_cmb.json (format cmb-detections 1.x); CMBError if it is not one."""
     path = Path(path)
     try:
@@ -108,7 +108,7 @@ def read_detections(path) -> Dict:
     return doc
 
 
-def summary_row(study: str, status: str, records: Optional[List[Dict]] = None, message: str = "") -> Dict:
+def summary_row(study: str, status: str, records: Optional[list[dict]] = None, message: str = "") -> dict:
     """One row of the run summary: study, status (ok/skipped/failed), counts, message."""
     records = records or []
     row = {"study": study, "status": status, "cmb_count": len(records) if status == "ok" else "",
@@ -122,7 +122,7 @@ def summary_row(study: str, status: str, records: Optional[List[Dict]] = None, m
     return row
 
 
-def write_summary(rows: List[Dict], path) -> Path:
+def write_summary(rows: list[dict], path) -> Path:
     """Write the run summary CSV (columns: fixed ones, then one per location seen)."""
     fixed = ["study", "status", "cmb_count"] + [f"n_{c}" for c in SIZE_CLASSES]
     extra = sorted({k for r in rows for k in r if k.startswith("n_location_")})
@@ -136,7 +136,7 @@ def write_summary(rows: List[Dict], path) -> Path:
     return write_text_atomic(path, buf.getvalue())
 
 
-def records_to_findings(records: Iterable[Dict], status: str = "proposed") -> List[Dict]:
+def records_to_findings(records: Iterable[dict], status: str = "proposed") -> list[dict]:
     """Hand-over to annotation: detection records -> annotation findings.
 
     The conversion is `CMBLib.annotation.detections.findings_from_detections` (labels,

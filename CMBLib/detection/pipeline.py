@@ -9,7 +9,7 @@ Every output is on the input's grid (arrays [k, j, i], RAS geometry of the input
 """
 import time
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple, Union
+from typing import Optional, Union
 
 import numpy as np
 
@@ -29,11 +29,11 @@ class DetectionResult:
 
     mask: Volume                       # int16 instance labels 1..N (0 = background)
     probability: Volume                # float32 CMB probability in [0, 1]
-    records: List[Dict]                # one dict per CMB, record i has label i + 1
-    settings: Dict                     # model, threshold, device, sequence, polarity, limits
-    timings: Dict[str, float]          # seconds per step and "total"
-    warnings: List[str] = field(default_factory=list)
-    dropped: Dict[str, int] = field(default_factory=dict)  # candidates removed, by reason
+    records: list[dict]                # one dict per CMB, record i has label i + 1
+    settings: dict                     # model, threshold, device, sequence, polarity, limits
+    timings: dict[str, float]          # seconds per step and "total"
+    warnings: list[str] = field(default_factory=list)
+    dropped: dict[str, int] = field(default_factory=dict)  # candidates removed, by reason
 
 
 def normalise_sequence(sequence: str) -> str:
@@ -44,7 +44,7 @@ def normalise_sequence(sequence: str) -> str:
     return _SEQUENCE_ALIASES[key]
 
 
-def detect(volume: Volume, model: Union[str, Tuple[object, Dict]] = "default", device: str = "auto",
+def detect(volume: Volume, model: Union[str, tuple[object, dict]] = "default", device: str = "auto",
            threshold: Optional[float] = None, polarity: Optional[str] = None, sequence: str = "T2S",
            location: bool = False, brain_mask=None, min_diameter_mm: Optional[float] = None,
            max_diameter_mm: Optional[float] = None, sw_batch_size: int = 2, overlap: Optional[float] = None,
@@ -63,8 +63,8 @@ def detect(volume: Volume, model: Union[str, Tuple[object, Dict]] = "default", d
     from .preprocess import preprocess
 
     t_start = time.perf_counter()
-    timings: Dict[str, float] = {}
-    warnings: List[str] = []
+    timings: dict[str, float] = {}
+    warnings: list[str] = []
     validate_image(volume, "image")
     sequence = normalise_sequence(sequence)
     polarity = polarity or SEQUENCES[sequence]
@@ -150,7 +150,7 @@ def detect(volume: Volume, model: Union[str, Tuple[object, Dict]] = "default", d
     return DetectionResult(volume.with_array(labels), prob_vol, records, settings, timings, warnings, dropped)
 
 
-def _window_invariant(meta: Dict) -> bool:
+def _window_invariant(meta: dict) -> bool:
     """True when the network's output does not depend on the window size: no instance norm
     (batch norm in eval mode uses fixed statistics).  model.json "inference_window":
     "fit" or "fixed" overrides."""
@@ -167,7 +167,7 @@ def _window_invariant(meta: Dict) -> bool:
     return str(name).lower() in ("batch", "none")
 
 
-def _add_locations(volume: Volume, records: List[Dict], warnings: List[str], progress=None, cancel=None) -> None:
+def _add_locations(volume: Volume, records: list[dict], warnings: list[str], progress=None, cancel=None) -> None:
     """Fill record["location"] (MARS region), "location_category" and "side" from CMBLib.location.
 
     A failed location (e.g. the atlas registration) becomes a warning, not a failed study.

@@ -17,8 +17,9 @@
 `Preprocessed.to_native(array)` maps anything computed on the model grid (a probability
 map, a label map with ``order=0``) back onto the input grid.
 """
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Optional
 
 import numpy as np
 

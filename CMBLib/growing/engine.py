@@ -12,8 +12,9 @@ image's robust intensity range (0.5th to 99.5th percentile of the non-background
 voxels), so they do not change when the image intensities are scaled.
 """
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Optional, Union
 
 import numpy as np
 
@@ -68,7 +69,7 @@ class GrowResult:
     """Instance mask (same label ids as the scribbles) and one metadata dict per CMB."""
 
     labels: Volume
-    cmbs: List[dict]
+    cmbs: list[dict]
     settings: dict = field(default_factory=dict)
 
     def to_json(self) -> dict:
@@ -127,7 +128,7 @@ def grow_from_points(image: Volume, points_ras, *, progress: Optional[ProgressCa
 
 
 # --------------------------------------------------------------------------------------
-def _seed_lists(scribbles: np.ndarray, wanted) -> Dict[int, np.ndarray]:
+def _seed_lists(scribbles: np.ndarray, wanted) -> dict[int, np.ndarray]:
     """label -> (n, 3) array of (k, j, i) seed indices, from one pass over the map."""
     from scipy import ndimage
 
@@ -195,7 +196,7 @@ def background_mask(array: np.ndarray) -> Optional[np.ndarray]:
     return np.isin(labels, touching)
 
 
-def _grow_all(image: Volume, seeds: Dict[int, np.ndarray], settings: GrowSettings,
+def _grow_all(image: Volume, seeds: dict[int, np.ndarray], settings: GrowSettings,
               progress, cancel) -> GrowResult:
     array = np.asarray(image.array)
     spacing_kji = np.asarray(image.spacing[::-1], dtype=float)

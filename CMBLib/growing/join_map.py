@@ -1,24 +1,24 @@
 """Join tolerances: for every voxel, the smallest tolerance at which region growing reaches it.
 
 Thesis Algorithm 1 re-runs a breadth-first search for every tolerance step.  Here the
-whole size-versus-tolerance curve comes out of one computation: ``J[v]`` is the
+whole size-versus-tolerance curve comes out of one computation: ``join[v]`` is the
 tolerance at which voxel ``v`` joins the region, so the region grown with tolerance
-``T`` is exactly ``{v : J[v] <= T}`` (connected to the seeds by construction) and the
-curve is the cumulative histogram of ``J``.
+``T`` is exactly ``{v : join[v] <= T}`` (connected to the seeds by construction) and the
+curve is the cumulative histogram of ``join``.
 
 All arrays here are small boxes around one scribble, indexed [k, j, i].  Intensities
 are already divided by the intensity scale when the difference is relative.
 
 Modes (intensity difference a voxel must keep below the tolerance):
 
-* ``seed_average``: ``|I(v) - mean(I[seeds])|``.  J is the minimax path cost from the
+* ``seed_average``: ``|I(v) - mean(I[seeds])|``.  join is the minimax path cost from the
   seeds (the largest difference met along the best path), exact for any tolerance.
-* ``parent_son``: ``|I(v) - I(parent)|`` for the neighbour it is reached from.  J is the
+* ``parent_son``: ``|I(v) - I(parent)|`` for the neighbour it is reached from.  join is the
   minimax path cost over edge weights, exact for any tolerance.
 * ``running_average``: ``|I(v) - mean(region so far)|``.  Voxels are taken in the order
   an ordered flood from the seeds reaches them (darkest-connected first for a dark
   lesion, brightest first for a bright one); each one's difference is measured against
-  the mean of the voxels taken before it, and J is the running maximum of those
+  the mean of the voxels taken before it, and join is the running maximum of those
   differences.  Unlike the thesis's FIFO version, the result does not depend on the
   queue order.
 """
@@ -94,16 +94,16 @@ def minimax_vertex(cost: np.ndarray, seeds: np.ndarray, connectivity: int, seed_
 def minimax_vertex_relaxation(cost: np.ndarray, seeds: np.ndarray, connectivity: int,
                               seed_value: float = 0.0) -> np.ndarray:
     """Same as `minimax_vertex` by plain vectorised relaxation (one neighbour ring per sweep)."""
-    J = np.full(cost.shape, np.inf)
-    J[seeds] = seed_value
-    scratch = np.empty_like(J)
+    join = np.full(cost.shape, np.inf)
+    join[seeds] = seed_value
+    scratch = np.empty_like(join)
     while True:
-        _neighbour_min(J, connectivity, scratch)
+        _neighbour_min(join, connectivity, scratch)
         np.maximum(scratch, cost, out=scratch)
         scratch[seeds] = seed_value
-        if np.array_equal(scratch, J):
-            return J
-        J, scratch = scratch, J
+        if np.array_equal(scratch, join):
+            return join
+        join, scratch = scratch, join
 
 
 def minimax_edge(intensity: np.ndarray, seeds: np.ndarray, connectivity: int) -> np.ndarray:
@@ -113,28 +113,28 @@ def minimax_edge(intensity: np.ndarray, seeds: np.ndarray, connectivity: int) ->
     for off in offsets:
         dst, src = _shift_slices(off)
         pairs.append((dst, src, np.abs(intensity[dst] - intensity[src])))
-    J = np.full(intensity.shape, np.inf)
-    J[seeds] = 0.0
+    join = np.full(intensity.shape, np.inf)
+    join[seeds] = 0.0
     while True:
         changed = False
         for dst, src, w in pairs:
-            cand = np.maximum(J[src], w)
-            target = J[dst]
+            cand = np.maximum(join[src], w)
+            target = join[dst]
             better = cand < target
             if better.any():
                 target[better] = cand[better]
                 changed = True
         if not changed:
-            return J
+            return join
 
 
 def join_tolerances(intensity: np.ndarray, seeds: np.ndarray, mode: str, connectivity: int,
                     dark: bool = True) -> np.ndarray:
-    """J[v]: the tolerance at which voxel v joins the region grown from `seeds`.
+    """join[v]: the tolerance at which voxel v joins the region grown from `seeds`.
 
     intensity: float box [k, j, i] (already divided by the scale for relative mode).
     seeds: bool box, at least one True.  dark: lesion darker than its surroundings
-    (decides the flood order of ``running_average``).  Seeds get J = 0.
+    (decides the flood order of ``running_average``).  Seeds get join = 0.
     """
     if mode == "seed_average":
         ref = float(intensity[seeds].mean())
@@ -161,8 +161,8 @@ def _running_average(intensity, seeds, connectivity, dark):
     means = sums / (n_seed + np.arange(values.size))
     diffs = np.abs(values - means)
     joined = np.maximum.accumulate(diffs) if diffs.size else diffs
-    J = np.zeros(intensity.shape)
+    join = np.zeros(intensity.shape)
     flat = np.empty(values.size)
     flat[order] = joined
-    J[others] = flat
-    return J
+    join[others] = flat
+    return join

@@ -8,7 +8,7 @@ surrounding tissue and the region leaks into it (thesis Fig. 5, the "elbow").
 tolerance before that runaway point.
 """
 from dataclasses import dataclass
-from typing import List, Optional
+from typing import Optional
 
 import numpy as np
 
@@ -70,5 +70,5 @@ def curve_to_lists(tolerances: np.ndarray, sizes: np.ndarray, max_points: int = 
     if tolerances.size > max_points:
         keep = np.unique(np.linspace(0, tolerances.size - 1, max_points).round().astype(int))
         tolerances, sizes = tolerances[keep], sizes[keep]
-    t: List[float] = [round(float(x), 6) for x in tolerances]
+    t: list[float] = [round(float(x), 6) for x in tolerances]
     return {"tolerance": t, "size": [int(s) for s in sizes]}

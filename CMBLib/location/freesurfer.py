@@ -100,7 +100,7 @@ for _i in range(170, 176):
 for _i in range(251, 256):
     _ASEG[_i] = (R["corpus_callosum"], SIDE_NONE)
 
-F, P, T, O, INS, AMB = (R["frontal"], R["parietal"], R["temporal"], R["occipital"], R["insula"], _AMBIG)
+F, P, T, O, INS, AMB = (R["frontal"], R["parietal"], R["temporal"], R["occipital"], R["insula"], _AMBIG)  # noqa: E741
 
 # Desikan-Killiany aparc index (1000 + n left, 2000 + n right) -> lobe.
 _DK_LOBE = {

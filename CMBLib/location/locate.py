@@ -15,7 +15,7 @@ ventricle, just outside the brain edge) takes the nearest labelled voxel within
 ``NEAREST_LABEL_RADIUS_MM`` (3 mm); only points farther from any brain label are
 ``outside``.  Coordinates are RAS mm throughout.
 """
-from typing import List, Optional
+from typing import Optional
 
 import numpy as np
 
@@ -70,7 +70,7 @@ class Locator:
         reg, side, dist = load_atlas().lookup(mni, radius_mm)
         return reg, side, dist, mni
 
-    def locate(self, points_ras) -> List[dict]:
+    def locate(self, points_ras) -> list[dict]:
         """One dict per (N, 3) RAS mm point: x, y, z, region, category, side, route,
         distance_mm (to the label used; 0 when on it, empty when outside) and, on the
         atlas route, mni_x, mni_y, mni_z."""
@@ -102,7 +102,8 @@ class Locator:
                 "distance_mm": None if np.isnan(dist[n]) else round(float(dist[n]), 2),
             }
             if mni is not None:
-                rec.update(mni_x=round(float(mni[n, 0]), 2), mni_y=round(float(mni[n, 1]), 2), mni_z=round(float(mni[n, 2]), 2))
+                rec.update(mni_x=round(float(mni[n, 0]), 2), mni_y=round(float(mni[n, 1]), 2),
+                           mni_z=round(float(mni[n, 2]), 2))
             out.append(rec)
         return out
 
@@ -131,7 +132,7 @@ def _check_overlap(image: Volume, labels: Volume) -> None:
 
 
 def locate_points(image: Volume, points_ras, labels: Optional[Volume] = None, progress=None, cancel=None,
-                  deformable: bool = False) -> List[dict]:
+                  deformable: bool = False) -> list[dict]:
     """MARS location of each (N, 3) RAS mm point in `image` (atlas route unless `labels`).
 
     Returns one dict per point: x, y, z, region (snake_case, see ``regions``), category
@@ -148,7 +149,7 @@ def locate_points(image: Volume, points_ras, labels: Optional[Volume] = None, pr
 
 
 def locate_volume_points(image: Volume, points_kji, labels: Optional[Volume] = None, progress=None, cancel=None,
-                         deformable: bool = False) -> List[dict]:
+                         deformable: bool = False) -> list[dict]:
     """Same as ``locate_points`` for points given as array indices (k, j, i) of `image`
     (e.g. CMB centres from a detection mask)."""
     kji = np.asarray(points_kji, dtype=float).reshape(-1, 3)

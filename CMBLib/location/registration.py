@@ -117,7 +117,8 @@ def foreground_mask(image):
     sitk = _sitk()
     arr = sitk.GetArrayFromImage(image).astype(np.float32)
     border = np.concatenate(
-        [arr[0].ravel(), arr[-1].ravel(), arr[:, 0].ravel(), arr[:, -1].ravel(), arr[:, :, 0].ravel(), arr[:, :, -1].ravel()]
+        [arr[0].ravel(), arr[-1].ravel(), arr[:, 0].ravel(), arr[:, -1].ravel(),
+         arr[:, :, 0].ravel(), arr[:, :, -1].ravel()]
     )
     lo, hi = float(arr.min()), float(arr.max())
     tol = 1e-3 * (hi - lo if hi > lo else 1.0)
@@ -232,7 +233,8 @@ def _mi_method(fixed_mask, bins=32, sampling=None):
 def _register(fixed, moving, fixed_mask, initial, shrink, sigmas, iterations):
     reg = _mi_method(fixed_mask)
     reg.SetOptimizerAsRegularStepGradientDescent(
-        learningRate=2.0, minStep=0.01, numberOfIterations=iterations, relaxationFactor=0.6, gradientMagnitudeTolerance=1e-6
+        learningRate=2.0, minStep=0.01, numberOfIterations=iterations, relaxationFactor=0.6,
+        gradientMagnitudeTolerance=1e-6
     )
     reg.SetOptimizerScalesFromPhysicalShift()
     reg.SetShrinkFactorsPerLevel(shrink)

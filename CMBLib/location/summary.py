@@ -6,7 +6,7 @@ returns them); ``certainty`` ('definite' | 'possible', or a boolean ``uncertain`
 separately, per region and per side (brainstem and corpus callosum: one count).
 """
 from collections import OrderedDict
-from typing import Iterable, List
+from collections.abc import Iterable
 
 from .regions import MIDLINE_REGIONS, OUTSIDE, REGION_NAMES, category_of
 
@@ -20,7 +20,7 @@ def _certainty(rec) -> str:
     return "possible" if rec.get("uncertain") else "definite"
 
 
-def mars_table(records: Iterable[dict], study: str = "") -> List[dict]:
+def mars_table(records: Iterable[dict], study: str = "") -> list[dict]:
     """One row per (region, side) of the MARS form, in form order, with counts.
 
     Rows: every region x side (left, right; 'midline' for brainstem and corpus
@@ -55,7 +55,7 @@ def mars_table(records: Iterable[dict], study: str = "") -> List[dict]:
     return out
 
 
-def dataset_table(records: Iterable[dict]) -> List[dict]:
+def dataset_table(records: Iterable[dict]) -> list[dict]:
     """MARS tables for every study (key ``study`` of each record) followed by the
     dataset total (study 'ALL')."""
     records = list(records)

@@ -10,7 +10,7 @@ Definitions (thesis of del Pozo Lérida, Table V):
   predictions by theirs (FP); by location the same, where locations are known.
 """
 from collections import OrderedDict
-from typing import Dict, List, Optional
+from typing import Optional
 
 import numpy as np
 
@@ -20,7 +20,7 @@ PER_SUBJECT_KEYS = ("sensitivity", "precision", "f1", "dice", "dice_detected", "
                     "tp", "fp", "fn", "n_ref", "n_pred")
 
 
-def describe(values) -> Dict[str, Optional[float]]:
+def describe(values) -> dict[str, Optional[float]]:
     """mean, median, q1, q3, iqr, n of the defined (non-None) values."""
     v = np.array([x for x in values if x is not None], dtype=float)
     if v.size == 0:
@@ -30,7 +30,7 @@ def describe(values) -> Dict[str, Optional[float]]:
             "q1": float(q1), "q3": float(q3), "iqr": float(q3 - q1)}
 
 
-def subject_level(results: List[CaseResult]) -> dict:
+def subject_level(results: list[CaseResult]) -> dict:
     """Classification of subjects as having at least one CMB."""
     tp = sum(r.n_ref > 0 and r.n_pred > 0 for r in results)
     fp = sum(r.n_ref == 0 and r.n_pred > 0 for r in results)
@@ -41,9 +41,9 @@ def subject_level(results: List[CaseResult]) -> dict:
             "f1": ratio(2 * tp, 2 * tp + fp + fn), "accuracy": ratio(tp + tn, len(results))}
 
 
-def stratify(results: List[CaseResult], attribute: str) -> Dict[str, dict]:
+def stratify(results: list[CaseResult], attribute: str) -> dict[str, dict]:
     """Per value of an element attribute ('size_class' or 'location'): references found, FPs."""
-    strata: Dict[str, dict] = {}
+    strata: dict[str, dict] = {}
 
     def entry(key):
         return strata.setdefault(str(key), {"n_ref": 0, "tp": 0, "fn": 0, "n_pred": 0, "fp": 0})
@@ -66,7 +66,7 @@ def stratify(results: List[CaseResult], attribute: str) -> Dict[str, dict]:
     return OrderedDict(sorted(strata.items()))
 
 
-def aggregate(results: List[CaseResult]) -> dict:
+def aggregate(results: list[CaseResult]) -> dict:
     """Pooled tp / fp / fn (top level) plus the statistics described in the module docstring."""
     n = len(results)
     tp = sum(r.tp for r in results)

@@ -5,7 +5,7 @@ are ``None`` ("undefined"), never 0 or 1: sensitivity without reference CMBs,
 precision without predictions, F1 and Dice when both masks are empty.
 """
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple
+from typing import Optional
 
 import numpy as np
 
@@ -34,14 +34,14 @@ class CaseResult:
     count_difference: int                  # |n_pred - n_ref|
     dice: Optional[float]                  # whole mask
     dice_detected: Optional[float]         # mean Dice of detected CMBs with the predictions assigned to them
-    pred: List[Element] = field(default_factory=list)
-    ref: List[Element] = field(default_factory=list)
-    pred_status: List[str] = field(default_factory=list)
-    ref_status: List[str] = field(default_factory=list)
-    matches: List[Dict] = field(default_factory=list)      # {'pred', 'ref', 'distance_mm', 'overlap_voxels'} (1-based)
+    pred: list[Element] = field(default_factory=list)
+    ref: list[Element] = field(default_factory=list)
+    pred_status: list[str] = field(default_factory=list)
+    ref_status: list[str] = field(default_factory=list)
+    matches: list[dict] = field(default_factory=list)      # {'pred', 'ref', 'distance_mm', 'overlap_voxels'} (1-based)
     missing_prediction: bool = False
     distances: np.ndarray = field(default=None, repr=False)   # (n_pred, n_ref) mm
-    overlaps: Dict[Tuple[int, int], int] = field(default_factory=dict, repr=False)  # 0-based (pred, ref) -> voxels
+    overlaps: dict[tuple[int, int], int] = field(default_factory=dict, repr=False)  # 0-based (pred, ref) -> voxels
 
     def summary(self) -> dict:
         """Scalar fields only (for per_case.csv and metrics.json)."""
@@ -66,8 +66,8 @@ def detection_scores(tp: int, fp: int, fn: int):
 
 def evaluate_case(pred, ref, spacing=(1.0, 1.0, 1.0), rule: str = "valdo", distance_mm: float = 5.0,
                   connectivity: int = 26, pred_scores=None, *, elements: str = "components",
-                  threshold: float = 0.5, case: str = "", ref_locations: Optional[Dict[int, str]] = None,
-                  pred_locations: Optional[Dict[int, str]] = None, distance_units: str = "mm") -> CaseResult:
+                  threshold: float = 0.5, case: str = "", ref_locations: Optional[dict[int, str]] = None,
+                  pred_locations: Optional[dict[int, str]] = None, distance_units: str = "mm") -> CaseResult:
     """Compare a predicted mask with a reference mask.
 
     pred, ref: numpy arrays indexed [k, j, i] (binary, instance labels, or for `pred` a
@@ -169,7 +169,7 @@ def _grid(obj, spacing, name):
     return arr, m
 
 
-def _centre_distances(pred: List[Element], ref: List[Element], to_mm: np.ndarray) -> np.ndarray:
+def _centre_distances(pred: list[Element], ref: list[Element], to_mm: np.ndarray) -> np.ndarray:
     """(n_pred, n_ref) Euclidean distances between centres of mass.
 
     Differences of voxel centres (i, j, k) mapped by the 3x3 part of the grid matrix
@@ -183,7 +183,7 @@ def _centre_distances(pred: List[Element], ref: List[Element], to_mm: np.ndarray
     return np.sqrt((diff ** 2).sum(-1))
 
 
-def _overlaps(pred_lab: np.ndarray, ref_lab: np.ndarray, n_ref: int) -> Dict[Tuple[int, int], int]:
+def _overlaps(pred_lab: np.ndarray, ref_lab: np.ndarray, n_ref: int) -> dict[tuple[int, int], int]:
     """{(pred, ref) 0-based: overlapping voxels} for every overlapping pair."""
     both = (pred_lab > 0) & (ref_lab > 0)
     if not both.any():

@@ -20,7 +20,7 @@ RAS mm through the grid's ``ijk_to_ras`` matrix, so distances are physical
 (anisotropic spacing handled).
 """
 from dataclasses import asdict, dataclass
-from typing import Dict, List, Optional, Tuple
+from typing import Optional
 
 import numpy as np
 from scipy import ndimage
@@ -41,8 +41,8 @@ class Element:
     volume_mm3: float
     diameter_mm: float         # equivalent-sphere diameter
     size_class: str            # BOMBS: '<5mm', '5-10mm', '>10mm'
-    centre_ijk: Tuple[float, float, float]   # fractional voxel index (i, j, k)
-    centre_ras: Tuple[float, float, float]   # RAS mm
+    centre_ijk: tuple[float, float, float]   # fractional voxel index (i, j, k)
+    centre_ras: tuple[float, float, float]   # RAS mm
     score: Optional[float] = None            # e.g. max probability (predictions)
     location: Optional[str] = None
 
@@ -99,7 +99,7 @@ def foreground(array: np.ndarray, threshold: float = 0.5, name: str = "mask",
 
 
 def label_elements(array: np.ndarray, connectivity: int = 26, elements: str = "components",
-                   threshold: float = 0.5, name: str = "mask", reference: bool = False) -> Tuple[np.ndarray, int]:
+                   threshold: float = 0.5, name: str = "mask", reference: bool = False) -> tuple[np.ndarray, int]:
     """Number the elements 1..n: returns (int32 array [k, j, i], n)."""
     mask = foreground(array, threshold, name, reference)
     if elements == "components":
@@ -127,8 +127,8 @@ def label_elements(array: np.ndarray, connectivity: int = 26, elements: str = "c
 def describe_elements(labelled: np.ndarray, n: int, ijk_to_ras: np.ndarray,
                       original: Optional[np.ndarray] = None,
                       score_map: Optional[np.ndarray] = None,
-                      scores: Optional[Dict[int, float]] = None,
-                      locations: Optional[Dict[int, str]] = None) -> List[Element]:
+                      scores: Optional[dict[int, float]] = None,
+                      locations: Optional[dict[int, str]] = None) -> list[Element]:
     """Size, centre of mass (unweighted, voxel centres) and score of elements 1..n.
 
     `ijk_to_ras`: 4x4 voxel (i, j, k) -> RAS mm matrix.  `score_map` (same grid, e.g. a
@@ -202,7 +202,7 @@ def _renumber_ijk_order(labelled: np.ndarray, n: int) -> np.ndarray:
     return out
 
 
-def _majority_labels(lab: np.ndarray, n: int, values: Optional[np.ndarray]) -> List[int]:
+def _majority_labels(lab: np.ndarray, n: int, values: Optional[np.ndarray]) -> list[int]:
     """Most frequent original (integer) value of each element's voxels; 1 for boolean or
     probability maps.  `lab`: element number of each foreground voxel, `values`: the
     original map's value there."""

@@ -44,7 +44,8 @@ def evaluate_folders(pred_paths, ref_paths, out_dir, rule: str = "valdo", distan
             sv = read_volume(c["scores"])
             diff = geometry_difference(ref, sv, tol_mm=0.01)
             if diff:
-                raise CMBError(f"{c['case']}: probability map {c['scores'].name} grid differs from the reference ({diff})")
+                raise CMBError(f"{c['case']}: probability map {c['scores'].name} grid differs "
+                               f"from the reference ({diff})")
             score_map = np.asarray(sv.array, dtype=float)
         scores, pred_loc = read_sidecar(c["pred"])
         _, ref_loc = read_sidecar(c["ref"])

@@ -6,7 +6,8 @@ matched again with the case's rule, so the valdo and one-to-one duplicates are h
 exactly.  `froc_from_maps` instead thresholds probability maps at a list of levels and
 recomputes the components at each (slower, but sees candidates merge and split).
 """
-from typing import List, Optional, Sequence
+from collections.abc import Sequence
+from typing import Optional
 
 import numpy as np
 
@@ -15,13 +16,13 @@ from .case_metrics import CaseResult, evaluate_case
 FP_RATES = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)   # FP per subject for the CPM (LUNA16 style)
 
 
-def has_scores(results: List[CaseResult]) -> bool:
+def has_scores(results: list[CaseResult]) -> bool:
     """True when every prediction of every case has a score (and there is at least one)."""
     preds = [e for r in results for e in r.pred]
     return bool(preds) and all(e.score is not None for e in preds)
 
 
-def froc(results: List[CaseResult], thresholds: Optional[Sequence[float]] = None,
+def froc(results: list[CaseResult], thresholds: Optional[Sequence[float]] = None,
          fp_rates: Sequence[float] = FP_RATES) -> Optional[dict]:
     """FROC points from per-candidate scores; None when some prediction has no score.
 

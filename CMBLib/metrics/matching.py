@@ -32,7 +32,7 @@ one_to_one
     predictions are FPs, unassigned references FNs.
 """
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple
+from typing import Optional
 
 import numpy as np
 
@@ -45,12 +45,12 @@ RULES = ("valdo", "touch", "one_to_one")
 class Matching:
     """Outcome of one rule on one case; element numbers are 0-based positions here."""
 
-    pred_status: List[str]                  # 'TP', 'FP' or 'duplicate' per prediction
-    ref_status: List[str]                   # 'TP' or 'FN' per reference
-    pairs: List[Tuple[int, int]] = field(default_factory=list)  # (pred, ref) matched pairs
+    pred_status: list[str]                  # 'TP', 'FP' or 'duplicate' per prediction
+    ref_status: list[str]                   # 'TP' or 'FN' per reference
+    pairs: list[tuple[int, int]] = field(default_factory=list)  # (pred, ref) matched pairs
     duplicates: int = 0
     # (pred, ref) for every prediction credited to a reference, duplicates included
-    assigned: List[Tuple[int, int]] = field(default_factory=list)
+    assigned: list[tuple[int, int]] = field(default_factory=list)
 
     @property
     def tp(self) -> int:
@@ -73,7 +73,7 @@ def normalise_rule(rule: str) -> str:
 
 
 def match(rule: str, distances: np.ndarray, distance_mm: float = 5.0,
-          overlaps: Optional[Dict[Tuple[int, int], int]] = None,
+          overlaps: Optional[dict[tuple[int, int], int]] = None,
           keep: Optional[np.ndarray] = None) -> Matching:
     """Apply `rule`; `keep` (bool per prediction) drops predictions first (FROC thresholds)."""
     rule = normalise_rule(rule)
@@ -109,7 +109,7 @@ def match_valdo(distances: np.ndarray, distance_mm: float = 5.0) -> Matching:
     if n_ref == 0 or n_pred == 0:
         return Matching(pred_status, ref_status)
     nearest = np.argmin(distances, axis=1)          # first minimum: lower reference number
-    candidates: Dict[int, List[Tuple[float, int]]] = {}
+    candidates: dict[int, list[tuple[float, int]]] = {}
     for p in range(n_pred):
         r = int(nearest[p])
         dist = float(distances[p, r])
@@ -151,12 +151,12 @@ def match_one_to_one(distances: np.ndarray, distance_mm: float = 5.0) -> Matchin
     return Matching(pred_status, ref_status, sorted(pairs), 0, sorted(pairs))
 
 
-def match_touch(n_pred: int, n_ref: int, overlaps: Dict[Tuple[int, int], int]) -> Matching:
+def match_touch(n_pred: int, n_ref: int, overlaps: dict[tuple[int, int], int]) -> Matching:
     """One-voxel-overlap rule; `overlaps` maps (pred, ref) 0-based pairs to voxel counts."""
     pred_status = ["FP"] * n_pred
     ref_status = ["FN"] * n_ref
     pairs = sorted((int(p), int(r)) for (p, r), v in overlaps.items() if v >= 1)
-    for p, r in pairs:
+    for _, r in pairs:
         ref_status[r] = "TP"
     claimed = set()
     duplicates = 0

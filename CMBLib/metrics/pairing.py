@@ -14,7 +14,7 @@ probability map uses it as its prediction (binarised at the threshold).
 import json
 import re
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Optional
 
 from ..errors import CMBError
 from ..io import IMAGE_SUFFIXES, find_images, image_suffix, strip_image_suffix
@@ -49,19 +49,19 @@ def is_score_map(path) -> bool:
     return any(stem.endswith(t) for t in SCORE_MAP_TAGS)
 
 
-def subject_session(name: str) -> Tuple[Optional[str], Optional[str]]:
+def subject_session(name: str) -> tuple[Optional[str], Optional[str]]:
     sub = _SUBJECT.search(name)
     ses = _SESSION.search(name)
     return (sub.group(1) if sub else None), (ses.group(1) if ses else None)
 
 
-def list_images(paths) -> List[Path]:
+def list_images(paths) -> list[Path]:
     """Image files named, or found in the given folders (searched recursively when a folder
     holds no image directly, e.g. a BIDS derivatives tree).  Scribble maps
     (``_desc-scribbles``) are skipped, and of files differing only by their image suffix
     (``X.nii.gz`` and ``X.seg.nrrd``) the first in `IMAGE_SUFFIXES` order is kept.
     """
-    out: List[Path] = []
+    out: list[Path] = []
     for p in paths:
         p = Path(p)
         if p.is_dir():
@@ -76,7 +76,7 @@ def list_images(paths) -> List[Path]:
             out.append(p)
         else:
             raise CMBError(f"{p}: no such file or folder")
-    best: Dict[Tuple[Path, str], Path] = {}
+    best: dict[tuple[Path, str], Path] = {}
     for p in out:
         key = (p.parent.resolve(), strip_image_suffix(p))
         if key not in best or _suffix_rank(p) < _suffix_rank(best[key]):
@@ -94,7 +94,7 @@ def _suffix_rank(path: Path) -> int:
     return IMAGE_SUFFIXES.index(image_suffix(path))
 
 
-def pair_files(pred_files: List[Path], ref_files: List[Path]):
+def pair_files(pred_files: list[Path], ref_files: list[Path]):
     """Returns (cases, unpaired_predictions).
 
     cases: list of dicts {'case', 'ref', 'pred' (Path or None), 'scores' (Path or None)}
@@ -123,7 +123,7 @@ def pair_files(pred_files: List[Path], ref_files: List[Path]):
     return cases, unpaired
 
 
-def _find(ref: Path, candidates: List[Path], what: str) -> Optional[Path]:
+def _find(ref: Path, candidates: list[Path], what: str) -> Optional[Path]:
     if not candidates:
         return None
     key = case_key(ref).lower()
@@ -151,7 +151,7 @@ def _find(ref: Path, candidates: List[Path], what: str) -> Optional[Path]:
     return None
 
 
-def _pick(ref: Path, same: List[Path], what: str, how: str) -> Path:
+def _pick(ref: Path, same: list[Path], what: str, how: str) -> Path:
     """The one candidate, or the one carrying a mask / prediction tag; else refuse."""
     if len(same) == 1:
         return same[0]
@@ -167,12 +167,13 @@ UNKNOWN_LOCATIONS = ("unreviewed", "unknown", "none", "")
 RECORD_KEYS = ("cmbs", "findings", "records", "candidates", "detections")
 
 
-def read_sidecar(mask_path: Optional[Path]) -> Tuple[Dict[int, float], Dict[int, str]]:
+def read_sidecar(mask_path: Optional[Path]) -> tuple[dict[int, float], dict[int, str]]:
     """Per-label scores and locations from the JSON written beside a mask, if any.
 
     Looks for ``KEY_cmb.json``, ``KEY_desc-cmb_annotation.json`` and ``STEM.json`` next
     to the mask (detection output ``NAME_cmb_mask.nii.gz`` has ``NAME_cmb.json``; an
-    exported annotation ``sub-X_desc-cmb_dseg.nii.gz`` has ``sub-X_desc-cmb_annotation.json``).  Records need a ``label``; the
+    exported annotation ``sub-X_desc-cmb_dseg.nii.gz`` has ``sub-X_desc-cmb_annotation.json``).
+    Records need a ``label``; the
     score is the first of max_probability / probability / score found; the location
     is ``location`` (a name, or a dict with a name).
     """
@@ -188,7 +189,7 @@ def read_sidecar(mask_path: Optional[Path]) -> Tuple[Dict[int, float], Dict[int,
     return {}, {}
 
 
-def _parse_sidecar(path: Path) -> Tuple[Dict[int, float], Dict[int, str]]:
+def _parse_sidecar(path: Path) -> tuple[dict[int, float], dict[int, str]]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:

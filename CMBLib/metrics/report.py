@@ -8,7 +8,7 @@ missing predictions).
 import csv
 import io
 from pathlib import Path
-from typing import List, Optional
+from typing import Optional
 
 from ..io import atomic_path, write_json_atomic, write_text_atomic
 from .case_metrics import CaseResult
@@ -17,7 +17,7 @@ REPORT_FILES = ("metrics.json", "per_case.csv", "per_cmb.csv", "froc.png", "summ
 SCHEMA_VERSION = "1.0"
 
 
-def write_report(out_dir, results: List[CaseResult], summary: dict, froc_curve: Optional[dict] = None,
+def write_report(out_dir, results: list[CaseResult], summary: dict, froc_curve: Optional[dict] = None,
                  pairing: Optional[dict] = None, settings: Optional[dict] = None) -> Path:
     """Write the report files into `out_dir` (created); returns the folder."""
     out = Path(out_dir)
@@ -43,7 +43,7 @@ def write_report(out_dir, results: List[CaseResult], summary: dict, froc_curve: 
     return out
 
 
-def per_cmb_rows(results: List[CaseResult]) -> List[dict]:
+def per_cmb_rows(results: list[CaseResult]) -> list[dict]:
     """One row per reference and per predicted CMB with its status and match."""
     rows = []
     for r in results:
@@ -136,7 +136,8 @@ def summary_markdown(doc: dict) -> str:
         at = ", ".join(f"{k}: {f(v)}" for k, v in fr["sensitivity_at"].items())
         lines += [f"FROC (see froc.png): CPM {f(fr['cpm'])}; sensitivity at FP/subject {at}.", ""]
     if doc.get("missing_prediction_cases"):
-        lines += [f"**Missing predictions** (all their CMBs counted as FN): {', '.join(doc['missing_prediction_cases'])}", ""]
+        missing = ", ".join(doc["missing_prediction_cases"])
+        lines += [f"**Missing predictions** (all their CMBs counted as FN): {missing}", ""]
     if doc.get("unpaired_predictions"):
         names = ", ".join(Path(p).name for p in doc["unpaired_predictions"])
         lines += [f"Predictions without a reference (not scored): {names}", ""]
@@ -144,7 +145,7 @@ def summary_markdown(doc: dict) -> str:
     return "\n".join(lines)
 
 
-def _csv(rows: List[dict]) -> str:
+def _csv(rows: list[dict]) -> str:
     buf = io.StringIO()
     if rows:
         fields = list(rows[0].keys())

@@ -14,8 +14,9 @@ thick slices show physical partial-volume loss of contrast.
 The instance mask marks, per CMB, the voxels whose averaged attenuation is at least half
 that CMB's peak on the grid (its visible extent, FWHM-like), always including the peak voxel.
 """
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import List, Optional, Sequence
+from typing import Optional
 
 import numpy as np
 
@@ -45,7 +46,7 @@ class InsertionResult:
     image: Volume
     mask: Volume                 # instance labels 1..N (uint16)
     centres_ras: np.ndarray      # (N, 3) RAS mm
-    specs: List[CMBSpec]
+    specs: list[CMBSpec]
 
 
 def random_rotation(rng) -> np.ndarray:
@@ -121,8 +122,8 @@ def render_cmb(volume: Volume, spec: CMBSpec, supersample: Optional[Sequence[int
     ii = (np.arange(lo[0], hi[0])[:, None] + offs[0][None, :]).ravel()
     jj = (np.arange(lo[1], hi[1])[:, None] + offs[1][None, :]).ravel()
     kk = (np.arange(lo[2], hi[2])[:, None] + offs[2][None, :]).ravel()
-    K, J, I = np.meshgrid(kk, jj, ii, indexing="ij")
-    pts = np.stack([I, J, K], axis=-1)
+    gk, gj, gi = np.meshgrid(kk, jj, ii, indexing="ij")
+    pts = np.stack([gi, gj, gk], axis=-1)
     ras = volume.voxel_to_ras(pts.reshape(-1, 3)).reshape(pts.shape)
     att = _profile(ras - spec.centre_ras, spec)
     nk, nj, ni = hi[2] - lo[2], hi[1] - lo[1], hi[0] - lo[0]

@@ -6,7 +6,6 @@ veins, a smooth bias field and Rician-like noise.  CMBs are inserted with
 `cmb_insertion.insert_cmbs` (dark polarity).  Grid: 128 x 128 x 40 voxels at
 0.9 x 0.9 x 3 mm, axial, RAS origin at the corner so the head centre is near (57, 57, 60).
 """
-from typing import Tuple
 
 import numpy as np
 
@@ -76,7 +75,7 @@ def make_demo_phantom(seed: int = 0, shape_kji=SHAPE_KJI, spacing=SPACING):
     return vol, brain, lab
 
 
-def make_demo_study(seed: int = 0, n_cmbs: int = 6) -> Tuple[Volume, Volume, np.ndarray]:
+def make_demo_study(seed: int = 0, n_cmbs: int = 6) -> tuple[Volume, Volume, np.ndarray]:
     """(image, cmb_mask, centres_ras): a T2*-like synthetic study with `n_cmbs` CMBs.
 
     cmb_mask is an instance label map (uint16, 1..N) on the image grid; centres_ras is

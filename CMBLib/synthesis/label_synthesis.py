@@ -18,13 +18,12 @@ clinical-looking acquisition with CMBs and mimics:
 All randomness comes from `rng`; the output image and masks share the clinical grid.
 """
 from dataclasses import dataclass, field
-from typing import Dict
 
 import numpy as np
 
+from ..detection.preprocess import resample_to
 from ..geometry import Volume
 from .cmb_insertion import insert_cmbs, sample_centres
-from ..detection.preprocess import resample_to
 from .mimics import add_mimics
 
 # tissue classes (index) -> FreeSurfer label ids; cortex parcels (1000+/11100+) map to GM
@@ -60,7 +59,7 @@ class SyntheticCase:
     centres_ras: np.ndarray       # (N, 3) RAS mm
     mimic_labels: Volume          # mimic type ids (uint8) on the clinical grid, see mimics.MIMIC_TYPES
     polarity: str                 # "dark" or "bright" (QSM-like inversion)
-    info: Dict = field(default_factory=dict)
+    info: dict = field(default_factory=dict)
     cmb_specs: list = field(default_factory=list)
 
 
@@ -121,8 +120,8 @@ def deform_labels(labels: Volume, grid: Volume, rng, max_rotation_deg=12.0, scal
     sp_kji = np.asarray(grid.spacing)[::-1]
     cshape = [max(2, int(np.ceil(n * s / 4.0)) + 1) for n, s in zip(shape, sp_kji)]
     axes = [np.linspace(0, n - 1, c) for n, c in zip(shape, cshape)]
-    K, J, I = np.meshgrid(*axes, indexing="ij")
-    ras = grid.voxel_to_ras(np.stack([I, J, K], axis=-1).reshape(-1, 3))
+    gk, gj, gi = np.meshgrid(*axes, indexing="ij")
+    ras = grid.voxel_to_ras(np.stack([gi, gj, gk], axis=-1).reshape(-1, 3))
     centre = ras.mean(axis=0)
     rot = _euler(np.deg2rad(max_rotation_deg) * rng.uniform(-1, 1, 3))
     s = rng.uniform(*scale, size=3)
@@ -256,7 +255,8 @@ def synthesize_case(labels: Volume, rng=None, preset: str = "random", spacing=No
     img = (img * 1000).astype(np.float32)
     info = {"preset": kind, "spacing": list(spacing), "n_cmbs": int(len(ins.centres_ras)),
             "mimics": mim.counts, "polarity": polarity}
-    return SyntheticCase(clinical.with_array(img), ins.mask, ins.centres_ras, clinical.with_array(mlab.astype(np.uint8)),
+    return SyntheticCase(clinical.with_array(img), ins.mask, ins.centres_ras,
+                         clinical.with_array(mlab.astype(np.uint8)),
                          polarity, info, ins.specs)
 
 

@@ -17,7 +17,7 @@ QSM (``"bright"``) veins are paramagnetic (bright) while calcification is diamag
 (dark), so it appears opposite to CMBs.
 """
 from dataclasses import dataclass
-from typing import Dict, Optional
+from typing import Optional
 
 import numpy as np
 
@@ -32,8 +32,8 @@ TYPE_IDS = {v: k for k, v in MIMIC_TYPES.items()}
 class MimicResult:
     image: Volume
     labels: Volume               # uint8 mimic type ids (0 = none), see MIMIC_TYPES
-    types: Dict[int, str]
-    counts: Dict[str, int]
+    types: dict[int, str]
+    counts: dict[str, int]
 
 
 def _box_points(volume: Volume, lo_ras, hi_ras, supersample=None):
@@ -51,8 +51,8 @@ def _box_points(volume: Volume, lo_ras, hi_ras, supersample=None):
           else np.asarray(supersample, int))
     offs = [(np.arange(n) + 0.5) / n - 0.5 for n in ss]
     ax = [(np.arange(lo[a], hi[a])[:, None] + offs[a][None, :]).ravel() for a in range(3)]
-    K, J, I = np.meshgrid(ax[2], ax[1], ax[0], indexing="ij")
-    ras = volume.voxel_to_ras(np.stack([I, J, K], axis=-1).reshape(-1, 3))
+    gk, gj, gi = np.meshgrid(ax[2], ax[1], ax[0], indexing="ij")
+    ras = volume.voxel_to_ras(np.stack([gi, gj, gk], axis=-1).reshape(-1, 3))
     box = (slice(lo[2], hi[2]), slice(lo[1], hi[1]), slice(lo[0], hi[0]))
     dims = (hi[2] - lo[2], ss[2], hi[1] - lo[1], ss[1], hi[0] - lo[0], ss[0])
     return box, ras, dims
@@ -201,7 +201,8 @@ def add_mimics(volume: Volume, brain_mask: np.ndarray, rng=None, polarity: str =
     if cavernoma:
         p = pick(depth > 10.0)
         if p is not None:
-            box, occ = render_blob(volume, p, rng.uniform(5.5, 9.0), rng, rim=True, mottled=True, supersample=supersample)
+            box, occ = render_blob(volume, p, rng.uniform(5.5, 9.0), rng, rim=True, mottled=True,
+                                   supersample=supersample)
             stamp(box, occ, "cavernoma", rng.uniform(0.6, 0.95))
     if air_bone:
         # dark partial volume along the inferior border (lowest 15 % of the brain in RAS z)

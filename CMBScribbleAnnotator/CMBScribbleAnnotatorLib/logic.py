@@ -13,8 +13,16 @@ import vtk
 
 from CMBLib.annotation.dataset import export_subject, import_subject, segment_tags
 from CMBLib.annotation.detections import add_detections, add_findings
-from CMBLib.annotation.document import (complete_document, finding_index, new_document, new_finding,
-                                        next_label, set_field, touch, validate_document)
+from CMBLib.annotation.document import (
+    complete_document,
+    finding_index,
+    new_document,
+    new_finding,
+    next_label,
+    set_field,
+    touch,
+    validate_document,
+)
 from CMBLib.annotation.masks import ensure_findings, generate_masks, measure_finding, suggest_locations
 from CMBLib.annotation.session import SessionStore, volume_key
 from CMBLib.errors import CMBError
