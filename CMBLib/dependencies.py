@@ -1,0 +1,120 @@
+"""Python packages the Slicer modules install on first use: the ONE place for the strings.
+
+Pure Python (no Slicer or Qt import): the modules call `requirements_for`, and
+Testing/test_slicer_requirements.py resolves every string this file can return with
+``pip download --python-version X.Y --only-binary=:all:`` for each supported Slicer
+Python.
+
+Supported Slicer releases and their Python:
+
+    Slicer 5.8.x  -> Python 3.9     MONAI 1.5.x (MONAI 1.6 has no Python 3.9 wheel)
+    Slicer 5.10.x -> Python 3.12    MONAI 1.6.x (needs torch >= 2.8)
+
+torch is never handed to pip by the modules: it is installed and version-checked only
+through the PyTorch extension (PyTorchUtils), with `torch_requirement` as its
+``torchVersionRequirement``, so PyTorchUtils keeps its choice of CUDA build.  The pip
+call that follows pins the installed torch (``torch==<installed>``) so pip cannot
+replace it behind PyTorchUtils' back.
+"""
+import importlib.util
+import sys
+from typing import Optional
+
+# Slicer's Python versions we support: (major, minor) of Slicer 5.8 and of the newest release.
+SUPPORTED_PYTHONS = ((3, 9), (3, 12))
+
+# Per Python: minimum torch (given to PyTorchUtils) and MONAI (given to pip).
+# MONAI 1.5.2 requires torch >= 2.4.1; MONAI 1.6 requires Python >= 3.10 and torch >= 2.8.
+_TORCH = {"py39": ">=2.4.1", "py310+": ">=2.8"}
+_MONAI = {"py39": "monai>=1.5.2,<1.6", "py310+": "monai>=1.6,<1.7"}
+
+# Import name -> pip requirement; the same for every supported Python (each range
+# has wheels for 3.9 and 3.12; checked by the test).  SimpleITK and numpy come with Slicer.
+ANNOTATION = {"jsonschema": "jsonschema>=4.17,<5", "slicerio": "slicerio>=1.0,<2",
+              "scipy": "scipy>=1.10,<2", "skimage": "scikit-image>=0.21,<1"}
+DETECTION_EXTRA = {"slicerio": "slicerio>=1.0,<2", "scipy": "scipy>=1.10,<2",
+                   "skimage": "scikit-image>=0.21,<1"}
+
+
+def _key(python) -> str:
+    return "py39" if tuple(python)[:2] < (3, 10) else "py310+"
+
+
+def torch_requirement(python=None) -> str:
+    """Version requirement for PyTorchUtils' installTorch (e.g. '>=2.8')."""
+    return _TORCH[_key(python or sys.version_info)]
+
+
+def requirements_for(part: str, python=None) -> dict:
+    """{import name: pip requirement} of `part` ('annotation' or 'detection') for `python`."""
+    if part == "annotation":
+        return dict(ANNOTATION)
+    if part == "detection":
+        out = dict(DETECTION_EXTRA)
+        out["monai"] = _MONAI[_key(python or sys.version_info)]
+        return out
+    raise ValueError(f"unknown part {part!r}; use 'annotation' or 'detection'")
+
+
+def all_requirement_strings(python) -> list:
+    """Every string the modules can hand to pip for `python` (for the resolution test)."""
+    strings = set(requirements_for("annotation", python).values())
+    strings |= set(requirements_for("detection", python).values())
+    return sorted(strings)
+
+
+def _installed_version(dist: str) -> Optional[str]:
+    try:
+        from importlib.metadata import PackageNotFoundError, version
+    except ImportError:  # pragma: no cover - Python < 3.8
+        return None
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return None
+
+
+def satisfied(requirement: str, installed: Optional[str]) -> bool:
+    """True when version `installed` meets `requirement` ('monai>=1.5,<1.6' or '>=2.8')."""
+    if installed is None:
+        return False
+    from packaging.requirements import Requirement
+    from packaging.version import InvalidVersion, Version
+
+    spec = Requirement(requirement).specifier if requirement[:1].isalpha() else None
+    if spec is None:
+        from packaging.specifiers import SpecifierSet
+
+        spec = SpecifierSet(requirement)
+    try:
+        return Version(installed.split("+")[0]) in spec
+    except InvalidVersion:
+        return False
+
+
+def missing(part: str, python=None, find_spec=importlib.util.find_spec, version_of=_installed_version) -> list:
+    """pip requirements of `part` that are absent or at a version outside their range."""
+    from packaging.requirements import Requirement
+
+    out = []
+    for name, requirement in requirements_for(part, python).items():
+        if find_spec(name) is None or not satisfied(requirement, version_of(Requirement(requirement).name)):
+            out.append(requirement)
+    return out
+
+
+def torch_status(python=None, version_of=_installed_version):
+    """('ok' | 'missing' | 'too old', installed version or None) for the torch requirement."""
+    installed = version_of("torch")
+    if installed is None:
+        return "missing", None
+    return ("ok" if satisfied(torch_requirement(python), installed) else "too old"), installed
+
+
+def pip_arguments(requirements: list, torch_version: Optional[str]) -> list:
+    """The list handed to slicer.util.pip_install: the requirements, and the installed torch
+    pinned so that pip keeps PyTorchUtils' build."""
+    args = list(requirements)
+    if args and torch_version:
+        args.append(f"torch=={torch_version}")
+    return args

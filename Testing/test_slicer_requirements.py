@@ -1,0 +1,70 @@
+"""Every requirement string the Slicer modules can hand to pip resolves for each supported
+Slicer Python (3.9 = Slicer 5.8, 3.12 = Slicer 5.10), and the module code takes its
+strings from CMBLib.dependencies only."""
+import re
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from CMBLib import dependencies as D
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _registry_reachable() -> bool:
+    try:
+        socket.create_connection(("pypi.org", 443), timeout=5).close()
+        return True
+    except OSError:
+        return False
+
+
+CASES = [(py, req) for py in D.SUPPORTED_PYTHONS for req in D.all_requirement_strings(py)]
+
+
+@pytest.mark.parametrize("python,requirement", CASES, ids=[f"py{p[0]}.{p[1]}-{r}" for p, r in CASES])
+def test_requirement_resolves_for_slicer_python(python, requirement, tmp_path):
+    if not _registry_reachable():
+        pytest.skip("no package registry reachable (pypi.org:443)")
+    cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
+           "--python-version", f"{python[0]}.{python[1]}", "--dest", str(tmp_path), requirement]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, f"{requirement} has no wheel for Python {python}: {proc.stderr[-500:]}"
+    assert any(tmp_path.iterdir())
+
+
+def test_monai_choice_per_python():
+    assert D.requirements_for("detection", (3, 9))["monai"] == "monai>=1.5.2,<1.6"
+    assert D.requirements_for("detection", (3, 12))["monai"] == "monai>=1.6,<1.7"
+    assert D.torch_requirement((3, 9)) == ">=2.4.1" and D.torch_requirement((3, 12)) == ">=2.8"
+    # torch itself is never a pip requirement of the modules (PyTorchUtils installs it)
+    for py in D.SUPPORTED_PYTHONS:
+        assert not any(r.startswith("torch") for r in D.all_requirement_strings(py))
+
+
+def test_version_checks():
+    assert D.satisfied(">=2.8", "2.8.0+cu126") and not D.satisfied(">=2.8", "2.7.1")
+    assert D.satisfied("monai>=1.5.2,<1.6", "1.5.2") and not D.satisfied("monai>=1.5.2,<1.6", "1.6.0")
+    assert not D.satisfied(">=2.8", None)
+    versions = {"torch": "2.5.0", "monai": "1.6.1", "scipy": "1.13.0", "scikit-image": "0.24.0",
+                "slicerio": "1.1.0"}
+    found = lambda name: object()  # noqa: E731 - every module importable
+    # on Python 3.9 MONAI 1.6 is out of range -> reinstalled; torch 2.5 is fine there, too old on 3.12
+    assert D.missing("detection", (3, 9), find_spec=found, version_of=versions.get) == ["monai>=1.5.2,<1.6"]
+    assert D.missing("detection", (3, 12), find_spec=found, version_of=versions.get) == []
+    assert D.torch_status((3, 12), version_of=versions.get) == ("too old", "2.5.0")
+    assert D.torch_status((3, 9), version_of=versions.get) == ("ok", "2.5.0")
+    assert D.torch_status((3, 9), version_of={}.get) == ("missing", None)
+    assert D.pip_arguments(["monai>=1.6,<1.7"], "2.9.0+cpu") == ["monai>=1.6,<1.7", "torch==2.9.0+cpu"]
+    assert D.pip_arguments([], "2.9.0") == []
+
+
+def test_modules_take_requirements_from_one_place():
+    """No pip requirement literal in the module folders: they all come from CMBLib.dependencies."""
+    pattern = re.compile(r"""["'](monai|scikit-image|slicerio|jsonschema|scipy)\s*[<>=]""")
+    for folder in ("CMBDetector", "CMBScribbleAnnotator"):
+        for path in (REPO / folder).rglob("*.py"):
+            assert not pattern.search(path.read_text()), f"{path}: requirement string outside CMBLib.dependencies"
