@@ -118,3 +118,44 @@ def pip_arguments(requirements: list, torch_version: Optional[str]) -> list:
     if args and torch_version:
         args.append(f"torch=={torch_version}")
     return args
+
+
+def plan(part: str, python=None, find_spec=importlib.util.find_spec, version_of=_installed_version) -> dict:
+    """What `part` still needs: {"torch": (status, version) or None, "pip": [requirements]}."""
+    torch = torch_status(python, version_of) if part == "detection" else None
+    return {"part": part, "torch": torch, "pip": missing(part, python, find_spec, version_of)}
+
+
+def needs_install(p: dict) -> bool:
+    return bool(p["pip"]) or (p["torch"] is not None and p["torch"][0] != "ok")
+
+
+def consent_text(p: dict, python=None) -> str:
+    """The one question asked before anything is installed."""
+    what = []
+    if p["torch"] is not None and p["torch"][0] != "ok":
+        status, version = p["torch"]
+        what.append(f"PyTorch {torch_requirement(python)} through the PyTorch extension"
+                    + (f" (installed: {version}, too old)" if status == "too old" else ""))
+    what += p["pip"]
+    return ("CMB " + p["part"] + " needs these Python packages, which are missing or too old:\n\n  "
+            + "\n  ".join(what) + "\n\nInstall them now? This downloads from the internet and can take "
+            "several minutes (PyTorch: a few GB).")
+
+
+def install(p: dict, pip_install, torch_logic=None, python=None, version_of=_installed_version) -> None:
+    """Install what `plan` listed, after consent: torch only through PyTorchUtils
+    (`torch_logic.installTorch`), the rest with `pip_install(list)` with torch pinned.
+    Raises RuntimeError with a readable message when something did not work."""
+    torch_version = version_of("torch")
+    if p["torch"] is not None and p["torch"][0] != "ok":
+        if torch_logic is None:
+            raise RuntimeError("PyTorch is installed through the 'PyTorch' extension: install it from the "
+                               "Extensions Manager, restart Slicer and try again.")
+        torch_logic.installTorch(askConfirmation=False, torchVersionRequirement=torch_requirement(python))
+        torch_version = version_of("torch")
+        if not satisfied(torch_requirement(python), torch_version):
+            raise RuntimeError(f"PyTorch {torch_requirement(python)} is needed, but the PyTorch extension "
+                               f"installed {torch_version or 'nothing'}; use its module to install a newer one.")
+    if p["pip"]:
+        pip_install(pip_arguments(p["pip"], torch_version))

@@ -1,7 +1,9 @@
-"""CMBDetector's Slicer-free parts: the process runner, review state, CMake listing, Python 3.9."""
+"""CMBDetector's Slicer-free parts: the warm-worker client, process-tree kill, review state,
+model card, CMake listing, Python 3.9, module size, no threads."""
 import ast
 import json
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -12,8 +14,17 @@ REPO = Path(__file__).resolve().parents[1]
 MODULE = REPO / "CMBDetector"
 sys.path.insert(0, str(MODULE))
 
-from CMBDetectorLib.process import DetectionProcess, build_detect_command, error_message, parse_line  # noqa: E402
-from CMBDetectorLib.review import ReviewSession, segment_name  # noqa: E402
+from CMBDetectorLib.process import (  # noqa: E402
+    LineBuffer,
+    WorkerClient,
+    detection_job,
+    error_message,
+    kill_process_tree,
+    parse_line,
+    python_slicer,
+    worker_command,
+)
+from CMBDetectorLib.review import ReviewSession, model_card_html, segment_name, table_row  # noqa: E402
 
 
 def _records(n):
@@ -68,13 +79,110 @@ def test_segment_name():
     assert segment_name({"label": 1, "diameter_mm": 6, "size_class": "5-10mm"}) == "CMB 1: 6.0 mm (5-10mm)"
 
 
-def test_command_and_line_parsing():
-    cmd = build_detect_command("py", "a.nrrd", "out", model="m", threshold=0.35, sequence="SWI", location=True)
-    assert cmd[:4] == ["py", "-m", "CMBLib", "detect"] and "--progress-json" in cmd
-    assert cmd[cmd.index("--threshold") + 1] == "0.35" and "--location" in cmd and "--overwrite" in cmd
+def test_job_lines_command_and_parsing():
+    assert worker_command("py") == ["py", "-m", "CMBLib", "worker"]
+    assert worker_command("py", threads=3)[-2:] == ["--threads", "3"]
+    job = detection_job("7", "a.nrrd", "out", "a", model="m", threshold=0.35, sequence="SWI", location=True)
+    assert job["threshold"] == 0.35 and job["location"] and not job["overwrite"]   # never overwrite by default
+    assert json.loads(json.dumps(job)) == job
     assert parse_line('{"progress": 0.5, "message": "x"}') == {"progress": 0.5, "message": "x", "event": "progress"}
     assert parse_line("plain text")["event"] == "log"
-    assert error_message({"stderr": ["warn", "cmb detect: error: a.nii: truncated"]}) == "a.nii: truncated"
+    assert error_message({"stderr": ["warn", "cmb worker: error: a.nii: truncated"]}) == "a.nii: truncated"
+    buf = LineBuffer()
+    assert buf.feed(b'{"a": 1}\n{"b"') == ['{"a": 1}'] and buf.feed(b": 2}\r\n") == ['{"b": 2}']
+    assert buf.feed(b"tail") == [] and buf.flush() == ["tail"]
+
+
+def test_python_slicer_never_falls_back_to_the_gui_binary(tmp_path):
+    name = "PythonSlicer.exe" if os.name == "nt" else "PythonSlicer"
+    (tmp_path / name).write_text("")
+    assert python_slicer([str(tmp_path / "missing"), str(tmp_path)], which=lambda n: None) == str(tmp_path / name)
+    assert python_slicer([], which=lambda n: "/opt/Slicer/bin/PythonSlicer") == "/opt/Slicer/bin/PythonSlicer"
+    with pytest.raises(RuntimeError, match="not found"):
+        python_slicer([str(tmp_path / "missing")], which=lambda n: None)
+
+
+def test_model_card_is_readable_text():
+    meta = {"name": "m", "version": "1", "intended_input": "SWI", "spacing_mm": [1, 1, 2], "threshold": 0.7,
+            "min_diameter_mm": 3, "max_diameter_mm": 10, "training_data": "x" * 400,
+            "metrics": "{'rule': 'valdo', 'test': {'all': {'n_cases': 24, 'sensitivity': 0.6461, "
+                       "'precision': 0.7433, 'fp_per_scan': 1.2083}}}"}
+    card = model_card_html(meta)
+    assert "sensitivity 0.65, precision 0.74, 1.21 false positives per scan" in card and "24 scans" in card
+    assert "{" not in card and len(card) < 700
+    assert "not measured" in model_card_html({"name": "m"})
+    assert table_row({"label": 2, "diameter_mm": 3.14, "size_class": "<5mm", "vessel_like": True}, "accepted") == [
+        "2", "accepted", "3.1", "<5mm", "0.00", "", "vessel-like"]
+
+
+class SubprocessStandIn:
+    """Stands in for QtProcess in pytest: same interface, lines delivered by pump()."""
+
+    def __init__(self, on_line, on_finished):
+        self.on_line, self.on_finished, self.proc = on_line, on_finished, None
+
+    def start(self, command, env=None):
+        self.proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+    @property
+    def running(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def write(self, text):
+        self.proc.stdin.write(text)
+        self.proc.stdin.flush()
+
+    def kill(self):
+        kill_process_tree(self.proc.pid)
+
+    def pump(self):
+        """Deliver one line, or the end of the process."""
+        line = self.proc.stdout.readline()
+        if line:
+            self.on_line("out", line.rstrip("\n"))
+            return True
+        self.on_finished(self.proc.wait(timeout=30))
+        return False
+
+
+FAKE_WORKER = """
+import json, sys, subprocess, time
+for line in sys.stdin:
+    job = json.loads(line)
+    if job.get("die"):
+        sys.exit(3)
+    if job.get("sleep"):
+        c = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+        print(json.dumps({"event": "progress", "id": job["id"], "progress": 0.1, "message": str(c.pid)}), flush=True)
+        time.sleep(60)
+    print(json.dumps({"event": "result", "id": job["id"], "status": "ok"}), flush=True)
+"""
+
+
+def _client(events):
+    return WorkerClient([sys.executable, "-c", FAKE_WORKER], process_factory=SubprocessStandIn,
+                        on_event=events.append)
+
+
+def test_worker_client_keeps_one_process_and_restarts_it_when_it_died():
+    events = []
+    client = _client(events)
+    first = client.submit({"image": "a"})
+    assert client.busy and client.process.pump() and events[-1] == {"event": "result", "id": first, "status": "ok"}
+    assert not client.busy
+    pid = client.process.proc.pid
+    second = client.submit({"image": "b"})
+    client.process.pump()
+    assert events[-1]["id"] == second and client.process.proc.pid == pid and client.starts == 1
+    died = client.submit({"die": True})
+    with pytest.raises(RuntimeError):
+        client.submit({"image": "c"})                       # one job at a time
+    assert not client.process.pump()
+    assert events[-1] == {"event": "exit", "returncode": 3, "cancelled": False, "stderr": [], "job": died}
+    client.submit({"image": "c"})                           # restarted on the next job
+    client.process.pump()
+    assert client.starts == 2 and events[-1]["event"] == "result"
+    client.shutdown()
 
 
 def _alive(pid):
@@ -89,54 +197,32 @@ def _alive(pid):
         return True
 
 
-@pytest.mark.skipif(os.name == "nt", reason="POSIX process groups")
+@pytest.mark.skipif(os.name == "nt", reason="POSIX process check")
 def test_cancel_kills_the_whole_process_tree():
-    code = ("import subprocess, sys, time; "
-            "c = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
-            "print(c.pid, flush=True); time.sleep(60)")
-    p = DetectionProcess()
-    p.start([sys.executable, "-c", code])
-    child = None
-    deadline = time.time() + 30
-    while child is None and time.time() < deadline:
-        for ev in p.poll():
-            if ev["event"] == "log" and ev["message"].strip().isdigit():
-                child = int(ev["message"])
-        time.sleep(0.05)
-    assert child is not None and _alive(child)
-    p.cancel()
-    p.wait(timeout=10)
+    events = []
+    client = _client(events)
+    client.submit({"sleep": True})
+    client.process.pump()
+    child = int(events[-1]["message"])
+    assert _alive(child)
+    client.cancel()
+    assert not client.process.pump()
     for _ in range(100):
         if not _alive(child):
             break
         time.sleep(0.05)
     assert not _alive(child), "the grandchild survived Cancel"
-    events = p.poll()
-    assert events[-1]["event"] == "exit" and events[-1]["cancelled"]
+    assert events[-1]["event"] == "exit" and events[-1]["cancelled"] and not client.busy
 
 
-def test_process_runs_cmb_detect_with_json_progress(tmp_path):
-    pytest.importorskip("torch")
-    pytest.importorskip("monai")
-    from detection_fixtures import phantom, tiny_model_folder
-
-    from CMBLib.io import write_volume
-
-    model = tiny_model_folder(tmp_path / "model")
-    vol, _ = phantom([((30, 40, 10), 2.0)])
-    write_volume(vol, tmp_path / "img.nrrd")
-    p = DetectionProcess()
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    p.start(build_detect_command(sys.executable, str(tmp_path / "img.nrrd"), str(tmp_path / "out"),
-                                 model=str(model), device="cpu"), env=env)
-    events = []
-    deadline = time.time() + 120
-    while not (events and events[-1]["event"] == "exit") and time.time() < deadline:
-        events += p.poll()
-        time.sleep(0.05)
-    assert events[-1]["event"] == "exit" and events[-1]["returncode"] == 0, events[-1]
-    progress = [e["progress"] for e in events if e["event"] == "progress"]
-    assert progress and progress == sorted(progress) and progress[-1] == 1.0
-    study = next(e for e in events if e["event"] == "study")
-    doc = json.loads(Path(study["outputs"]["json"]).read_text())
-    assert doc["format"] == "cmb-detections" and (tmp_path / "out" / "img_cmb_mask.nii.gz").exists()
+def test_module_folder_rules():
+    """No Python threads; a .ui loaded with loadUI; module file glue-sized; Lib reloaded."""
+    for path in MODULE.rglob("*.py"):
+        text = path.read_text()
+        assert "import threading" not in text and "from threading" not in text, path
+        assert "sys.executable" not in text or path.name == "process.py" and "Never sys.executable" in text, path
+    main = (MODULE / "CMBDetector.py").read_text()
+    assert len(main.splitlines()) <= 400
+    assert 'slicer.util.loadUI(self.resourcePath("UI/CMBDetector.ui"))' in main
+    assert (MODULE / "Resources" / "UI" / "CMBDetector.ui").is_file()
+    assert "def onReload" in main and "StartCloseEvent" in main and "EndCloseEvent" in main

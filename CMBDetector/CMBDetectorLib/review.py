@@ -82,3 +82,50 @@ class ReviewSession:
         out = records_to_findings(self.records_with("accepted"), status="confirmed")
         out += records_to_findings(self.records_with("unreviewed"), status="proposed")
         return sorted(out, key=lambda f: int(f["label"]))
+
+
+def table_row(record: dict, status: str) -> list:
+    """The texts of one row of the candidates table (see TABLE_HEADER in the module)."""
+    return [str(record["label"]), status, f"{float(record['diameter_mm']):.1f}", str(record["size_class"]),
+            f"{float(record.get('max_probability', 0.0)):.2f}", str(record.get("location") or ""),
+            "vessel-like" if record.get("vessel_like") else ""]
+
+
+def _metrics(value):
+    """model.json 'metrics': a dict, or (older models) the text of a Python dict."""
+    if isinstance(value, str):
+        import ast
+
+        try:
+            value = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            return {}
+    return value if isinstance(value, dict) else {}
+
+
+def model_card_html(meta: dict) -> str:
+    """A short, readable model card: version, input, grid, threshold, training data, test figures."""
+    from html import escape
+
+    def fmt(v, digits=2):
+        return f"{v:.{digits}f}" if isinstance(v, float) else escape(str(v))
+
+    metrics = _metrics(meta.get("metrics"))
+    test = (metrics.get("test") or {}).get("all") if isinstance(metrics.get("test"), dict) else None
+    if test:
+        perf = (f"test set, {test.get('n_cases', '?')} scans ({escape(str(metrics.get('rule', '')))}): "
+                f"sensitivity {fmt(test.get('sensitivity'))}, precision {fmt(test.get('precision'))}, "
+                f"{fmt(test.get('fp_per_scan'))} false positives per scan")
+    else:
+        perf = "not measured"
+    training = str(meta.get("training_data") or "not stated")
+    if len(training) > 160:
+        training = training[:157].rsplit(" ", 1)[0] + "..."
+    spacing = " x ".join(fmt(float(s), 1) for s in meta.get("spacing_mm", []))
+    lines = [f"<b>{escape(str(meta.get('name', 'model')))}</b> version {escape(str(meta.get('version', '?')))}",
+             f"Input: {escape(str(meta.get('intended_input', 'not stated')))}",
+             f"Grid {spacing} mm; threshold {fmt(meta.get('threshold', '?'))}; CMB sizes "
+             f"{fmt(meta.get('min_diameter_mm', '?'), 1)}-{fmt(meta.get('max_diameter_mm', '?'), 1)} mm",
+             f"Training data: {escape(training)}",
+             f"Performance: {perf}"]
+    return "<br>".join(lines)

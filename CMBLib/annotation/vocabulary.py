@@ -147,14 +147,16 @@ TAXONOMY_MAP = {
     "series/Comments": ("study.image_comment", "text"),
 }
 
-# Keyboard shortcuts of the metadata form (Slicer module): key -> (field, value).
+# Keyboard shortcuts of the metadata form (Slicer module, pressed with Alt): key -> (field, value).
+# Not F, E, V, H: Alt+F/E/V/H open Slicer's File/Edit/View/Help menus (hypertension is B,
+# blood pressure).  Checked by Testing/test_slicer_api_conformance.py.
 SHORTCUTS = {
     "C": ("certainty", "certain"),
     "U": ("certainty", "uncertain"),
     "S": ("size_class", "<5mm"),
     "L": ("size_class", "5-10mm"),
     "A": ("cause", "caa"),
-    "H": ("cause", "hypertension"),
+    "B": ("cause", "hypertension"),
     "T": ("cause", "trauma"),
     "M": ("multiple", True),
     "Y": ("review_status", "confirmed"),

@@ -1,0 +1,226 @@
+"""CMBDetector's logic: the warm worker, results -> nodes, review state, hand-over.
+
+No widget calls: the widget registers `onEvent` to hear the worker, and hands a target
+logic to `handOver`.  The worker process comes from `processFactory` (default
+`QtProcess`), so tests inject their own.
+"""
+import json
+import logging
+import os
+
+import slicer
+import vtk
+
+from .process import WorkerClient, default_threads, detection_job, python_slicer, worker_command
+from .review import STATUSES, ReviewSession, segment_name
+
+HANDOVER_ATTRIBUTE = "CMBDetector.Findings"   # JSON list of annotation findings on the segmentation node
+RECORDS_ATTRIBUTE = "CMBDetector.Records"     # JSON detection records (the review survives a scene save)
+LABEL_TAG = "CMBDetector.Label"               # segment tag: the candidate's label in the detection mask
+STATUS_TAG = "CMBDetector.ReviewStatus"       # segment tag: unreviewed / accepted / rejected
+STATUS_COLORS = {"unreviewed": (1.0, 0.85, 0.1), "accepted": (0.1, 0.85, 0.2), "rejected": (0.5, 0.5, 0.5)}
+TABLE_COLUMNS = ["label", "status", "diameter_mm", "size_class", "max_probability", "location", "vessel_like",
+                 "x_ras", "y_ras", "z_ras"]
+
+
+def safeName(name):
+    """A file-name-safe version of a node name."""
+    keep = "".join(c if c.isalnum() or c in "-_." else "_" for c in str(name)).strip("._")
+    return keep or "input"
+
+
+def slicerPython():
+    """PythonSlicer next to this Slicer (never the GUI binary)."""
+    app = slicer.app
+    return python_slicer([app.applicationDirPath(), os.path.join(app.slicerHome, "bin")])
+
+
+class DetectorLogic:
+    """Detection through one warm `cmb worker` process and the review of its candidates."""
+
+    def __init__(self, processFactory=None, python=None):
+        self.processFactory = processFactory
+        self.python = python
+        self.worker = None
+        self.onEvent = None          # callback(event) set by the widget
+        self.run = None              # {"id", "outputDir", "name", "volume"} of the job in progress / last job
+        self.resultPath = None
+        self.document = {}
+        self.session = None
+        self.segmentationNode = None
+        self.markupsNode = None
+        self.tableNode = None
+
+    @staticmethod
+    def models():
+        from CMBLib.detection.model_io import list_models
+
+        return list_models()
+
+    # --- the worker ---------------------------------------------------------------------
+    @property
+    def running(self):
+        return self.worker is not None and self.worker.busy
+
+    def _workerClient(self):
+        if self.worker is None:
+            kwargs = {} if self.processFactory is None else {"process_factory": self.processFactory}
+            command = worker_command(self.python or slicerPython(), threads=default_threads())
+            self.worker = WorkerClient(command, on_event=self._onWorkerEvent, **kwargs)
+        return self.worker
+
+    def outputExists(self, volumeNode, outputDir):
+        from CMBLib.detection.outputs import output_paths
+
+        return bool(outputDir) and output_paths(outputDir, safeName(volumeNode.GetName()))["json"].exists()
+
+    def start(self, volumeNode, model="default", device="auto", threshold=None, sequence="T2S",
+              location=False, outputDir=None, overwrite=False):
+        """Export `volumeNode` and send one job to the warm worker (started on first use)."""
+        if self.running:
+            raise RuntimeError("a detection is already running")
+        name = safeName(volumeNode.GetName())
+        outputDir = outputDir or slicer.util.tempDirectory("CMBDetector")
+        os.makedirs(outputDir, exist_ok=True)
+        inputDir = slicer.util.tempDirectory("CMBDetectorInput")
+        image = os.path.join(inputDir, name + ".nrrd")
+        if not slicer.util.exportNode(volumeNode, image):
+            raise RuntimeError(f"could not write {image}")
+        job = detection_job("", image, outputDir, name, model=model, device=device, threshold=threshold,
+                            sequence=sequence, location=location, overwrite=overwrite)
+        job.pop("id")
+        self.resultPath = None
+        self.run = {"outputDir": outputDir, "name": name, "volume": volumeNode}
+        self.run["id"] = self._workerClient().submit(job)
+        logging.info("CMBDetector job %s: %s", self.run["id"], json.dumps(job))
+        return self.run["id"]
+
+    def _onWorkerEvent(self, event):
+        if event.get("event") == "result" and self.run and event.get("id") == self.run["id"]:
+            self.resultPath = event.get("outputs", {}).get("json")
+        if self.onEvent is not None:
+            self.onEvent(event)
+
+    def cancel(self):
+        if self.worker is not None:
+            self.worker.cancel()
+
+    def shutdown(self):
+        """Stop the worker (module cleanup / scene close)."""
+        if self.worker is not None:
+            self.worker.shutdown()
+            self.worker = None
+
+    # --- results ------------------------------------------------------------------------
+    def loadResults(self, jsonPath, volumeNode):
+        """Segmentation (one segment per CMB), markups at the centres and a table from NAME_cmb.json."""
+        from CMBLib.detection.outputs import read_detections
+
+        self.document = read_detections(jsonPath)
+        records = self.document["cmbs"]
+        base = volumeNode.GetName() if volumeNode else "CMB"
+        maskPath = jsonPath[: -len("_cmb.json")] + "_cmb_mask.nii.gz"
+        seg = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", f"{base} CMB candidates")
+        seg.CreateDefaultDisplayNodes()
+        if volumeNode:
+            seg.SetReferenceImageGeometryParameterFromVolumeNode(volumeNode)
+        ids = vtk.vtkStringArray()
+        for rec in records:
+            segId = seg.GetSegmentation().AddEmptySegment(f"CMB_{rec['label']}", segment_name(rec),
+                                                          STATUS_COLORS["unreviewed"])
+            segment = seg.GetSegmentation().GetSegment(segId)
+            segment.SetTag(LABEL_TAG, str(rec["label"]))
+            segment.SetTag(STATUS_TAG, "unreviewed")
+            ids.InsertNextValue(segId)
+        if records:
+            labelmap = slicer.util.loadLabelVolume(maskPath, {"show": False})
+            labelmap.SetHideFromEditors(True)
+            slicer.modules.segmentations.logic().ImportLabelmapToSegmentationNode(labelmap, seg, ids)
+            slicer.mrmlScene.RemoveNode(labelmap)
+        seg.SetAttribute("CMBDetector.DetectionsFile", jsonPath)
+        seg.SetAttribute(RECORDS_ATTRIBUTE, json.dumps(records))
+        self.segmentationNode = seg
+        self.session = ReviewSession(records)
+
+        points = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", f"{base} CMB centres")
+        for rec in records:
+            n = points.AddControlPoint(vtk.vtkVector3d(*rec["centre_ras"]), f"CMB {rec['label']}")
+            points.SetNthControlPointDescription(n, segment_name(rec))
+            points.SetNthControlPointLocked(n, True)
+        self.markupsNode = points
+
+        table = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLTableNode", f"{base} CMB table")
+        for name in TABLE_COLUMNS:
+            table.AddColumn().SetName(name)
+        for rec in records:
+            row = table.AddEmptyRow()
+            values = [rec["label"], "unreviewed", rec["diameter_mm"], rec["size_class"], rec["max_probability"],
+                      rec.get("location", ""), int(bool(rec.get("vessel_like")))] + list(rec["centre_ras"])
+            for col, value in enumerate(values):
+                table.SetCellText(row, col, str(value))
+        self.tableNode = table
+        return seg, points, table
+
+    def reviewState(self):
+        """{label: status} and the current index, as JSON (kept in the parameter node)."""
+        if self.session is None:
+            return ""
+        return json.dumps({"status": {str(k): v for k, v in self.session.status.items()},
+                           "index": self.session.index})
+
+    def restoreReview(self, segmentationNode, state):
+        """Rebuild the review from a segmentation made by `loadResults` and a saved `reviewState`."""
+        text = segmentationNode.GetAttribute(RECORDS_ATTRIBUTE) if segmentationNode else None
+        if not text:
+            return False
+        self.segmentationNode = segmentationNode
+        self.session = ReviewSession(json.loads(text))
+        try:
+            saved = json.loads(state) if state else {}
+        except ValueError:
+            saved = {}
+        for label, status in (saved.get("status") or {}).items():
+            if int(label) in self.session.status and status in STATUSES:
+                self.session.status[int(label)] = status
+        self.session.select(saved.get("index", 0))
+        return True
+
+    def jumpTo(self, record):
+        """Centre all slice views on a candidate."""
+        if record is not None:
+            x, y, z = record["centre_ras"]
+            slicer.modules.markups.logic().JumpSlicesToLocation(x, y, z, True)
+
+    def setStatus(self, record, status):
+        """Record a review decision: session, segment (colour, tag) and table."""
+        self.session.status[int(record["label"])] = status
+        segId = f"CMB_{record['label']}"
+        if self.segmentationNode is not None:
+            segment = self.segmentationNode.GetSegmentation().GetSegment(segId)
+            if segment is not None:
+                segment.SetTag(STATUS_TAG, status)
+                segment.SetColor(*STATUS_COLORS[status])
+        if self.tableNode is not None:
+            row = [r["label"] for r in self.session.records].index(record["label"])
+            self.tableNode.SetCellText(row, 1, status)
+
+    def handOver(self, target=None):
+        """Give accepted candidates (with their masks) to the annotator.
+
+        The segmentation carries the hand-over (attribute ``CMBDetector.Findings``: JSON
+        findings, accepted -> "confirmed", unreviewed -> "proposed"; segments tagged
+        ``CMBDetector.Label``).  `target`: an object with ``importDetectorFindings(
+        segmentationNode, volumeNode, findings)`` (CMBScribbleAnnotator's logic); the
+        widget passes it, tests pass one writing into a temporary folder.
+        Returns (number accepted, what the target returned).
+        """
+        if self.session is None or self.segmentationNode is None:
+            raise ValueError("run detection first")
+        findings = self.session.findings()
+        self.segmentationNode.SetAttribute(HANDOVER_ATTRIBUTE, json.dumps(findings))
+        accepted = sum(f["review_status"] == "confirmed" for f in findings)
+        result = None
+        if target is not None:
+            volume = self.run["volume"] if self.run else None
+            result = target.importDetectorFindings(self.segmentationNode, volume, findings)
+        return accepted, result
