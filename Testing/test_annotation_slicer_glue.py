@@ -10,11 +10,11 @@ given IDs.  The real module is exercised by its Slicer self-test
 import ast
 import re
 import sys
-import types
 from pathlib import Path
 
 import numpy as np
 import pytest
+from fake_slicer import install, make_fake_slicer
 
 from CMBLib.annotation.document import validate_document
 from CMBLib.errors import CMBError
@@ -22,188 +22,10 @@ from CMBLib.errors import CMBError
 MODULE_DIR = Path(__file__).resolve().parents[1] / "CMBScribbleAnnotator"
 
 
-# --- the fake ------------------------------------------------------------------------------
-class Mutable:
-    def __init__(self, value):
-        self.value = value
-
-    def __str__(self):
-        return str(self.value)
-
-
-class Segment:
-    def __init__(self, name):
-        self.name, self.tags, self.array = name, {}, None
-
-    def SetTag(self, key, value):
-        self.tags[key] = str(value)
-
-    def GetTag(self, key, out):
-        if key not in self.tags:
-            return False
-        out.value = self.tags[key]
-        return True
-
-
-class Segmentation:
-    def __init__(self):
-        self.segments = {}
-
-    def AddEmptySegment(self, segment_id, name, color=None):
-        while segment_id in self.segments:
-            segment_id += "_"
-        self.segments[segment_id] = Segment(name)
-        return segment_id
-
-    def GetSegment(self, segment_id):
-        return self.segments.get(segment_id)
-
-    def GetSegmentIDs(self):
-        return list(self.segments)
-
-    def RemoveSegment(self, segment_id):
-        del self.segments[segment_id]
-
-
-class Node:
-    def __init__(self, class_name, name):
-        self.class_name, self.name = class_name, name
-        self.segmentation = Segmentation()
-        self.points = []
-        self.array, self.ijk_to_ras = None, np.eye(4)
-
-    def IsA(self, class_name):
-        return class_name == self.class_name
-
-    def GetName(self):
-        return self.name
-
-    def CreateDefaultDisplayNodes(self):
-        pass
-
-    def GetDisplayNode(self):
-        return None
-
-    def SetReferenceImageGeometryParameterFromVolumeNode(self, volume_node):
-        self.reference = volume_node
-
-    def GetSegmentation(self):
-        return self.segmentation
-
-    def GetIJKToRASMatrix(self, matrix):
-        matrix.m = self.ijk_to_ras.copy()
-
-    def GetSpacing(self):
-        return tuple(np.linalg.norm(self.ijk_to_ras[:3, :3], axis=0))
-
-    # markups
-    def RemoveAllControlPoints(self):
-        self.points = []
-
-    def AddControlPoint(self, position, label=""):
-        self.points.append([list(position), label, ""])
-        return len(self.points) - 1
-
-    def SetNthControlPointDescription(self, n, text):
-        self.points[n][2] = text
-
-    def GetNthControlPointDescription(self, n):
-        return self.points[n][2]
-
-    def GetNthControlPointLabel(self, n):
-        return self.points[n][1]
-
-    def GetNumberOfControlPoints(self):
-        return len(self.points)
-
-    def GetNthControlPointPositionWorld(self, n, out):
-        out[:] = self.points[n][0]
-
-
-class Scene:
-    def __init__(self):
-        self.nodes = []
-
-    def AddNewNodeByClass(self, class_name, name=""):
-        node = Node(class_name, name)
-        self.nodes.append(node)
-        return node
-
-    def GetFirstNodeByName(self, name):
-        return next((n for n in self.nodes if n.name == name), None)
-
-    def RemoveNode(self, node):
-        self.nodes.remove(node)
-
-
-def make_fake_slicer():
-    scene = Scene()
-    util = types.SimpleNamespace()
-    util.arrayFromVolume = lambda node: node.array
-    util.arrayFromVTKMatrix = lambda m: m.m.copy()
-
-    def update_segment(array, seg_node, segment_id, volume_node):
-        seg_node.GetSegmentation().GetSegment(segment_id).array = (np.asarray(array) > 0).copy()
-
-    def array_from_segment(seg_node, segment_id, volume_node):
-        a = seg_node.GetSegmentation().GetSegment(segment_id).array
-        return np.zeros(volume_node.array.shape, np.uint8) if a is None else a.astype(np.uint8)
-
-    def add_volume(array, ijk_to_ras=None, name=None, nodeClassName=None):
-        node = scene.AddNewNodeByClass(nodeClassName or "vtkMRMLScalarVolumeNode", name or "")
-        node.array = np.array(array, copy=True)
-        node.ijk_to_ras = np.asarray(ijk_to_ras, dtype=float)
-        return node
-
-    util.updateSegmentBinaryLabelmapFromArray = update_segment
-    util.arrayFromSegmentBinaryLabelmap = array_from_segment
-    util.addVolumeFromArray = add_volume
-
-    class SegmentationsLogic:
-        @staticmethod
-        def ExportSegmentsToLabelmapNode(seg_node, ids, labelmap_node, reference):
-            out = np.zeros(reference.array.shape, np.int16)
-            for value, segment_id in enumerate(ids.values, start=1):   # 1..N in the order of ids
-                a = seg_node.GetSegmentation().GetSegment(segment_id).array
-                if a is not None:
-                    out[a] = value
-            labelmap_node.array = out
-            return True
-
-    jumps = []
-
-    class MarkupsLogic:
-        @staticmethod
-        def JumpSlicesToLocation(x, y, z, centered):
-            jumps.append((x, y, z, centered))
-
-    modules = types.SimpleNamespace(segmentations=types.SimpleNamespace(logic=SegmentationsLogic),
-                                    markups=types.SimpleNamespace(logic=MarkupsLogic))
-    slicer = types.ModuleType("slicer")
-    slicer.mrmlScene, slicer.util, slicer.modules, slicer.jumps = scene, util, modules, jumps
-
-    vtk = types.ModuleType("vtk")
-
-    class Matrix:
-        m = np.eye(4)
-
-    class StringArray:
-        def __init__(self):
-            self.values = []
-
-        def InsertNextValue(self, value):
-            self.values.append(value)
-
-    vtk.vtkMatrix4x4, vtk.vtkStringArray, vtk.mutable = Matrix, StringArray, Mutable
-    vtk.vtkVector3d = lambda x, y, z: (x, y, z)
-    return slicer, vtk
-
-
 @pytest.fixture
 def glue(monkeypatch, tmp_path):
     slicer, vtk = make_fake_slicer()
-    monkeypatch.setitem(sys.modules, "slicer", slicer)
-    monkeypatch.setitem(sys.modules, "vtk", vtk)
+    install(lambda name, module: monkeypatch.setitem(sys.modules, name, module), slicer, vtk)
     monkeypatch.syspath_prepend(str(MODULE_DIR))
     for name in [m for m in sys.modules if m.startswith("CMBScribbleAnnotatorLib")]:
         monkeypatch.delitem(sys.modules, name)
@@ -337,3 +159,107 @@ def test_module_files_are_listed_in_cmake_and_parse_on_python39():
             assert re.search(rf"^\s*annotation/{re.escape(path.name)}\s*$", lib_cmake, re.M), path.name
     assert "class CMBScribbleAnnotatorTest(ScriptedLoadableModuleTest)" in (
         MODULE_DIR / "CMBScribbleAnnotator.py").read_text()
+
+
+def _paint(slicer, logic, label, voxels):
+    from CMBScribbleAnnotatorLib import nodes
+
+    array = np.zeros(logic.volume.array.shape, np.uint8)
+    for kji in voxels:
+        array[tuple(kji)] = 1
+    slicer.util.updateSegmentBinaryLabelmapFromArray(
+        array, logic.scribblesNode, nodes.segmentIdForLabel(logic.scribblesNode, label), logic.volumeNode)
+
+
+def test_autosave_writes_only_the_findings_that_changed(glue, monkeypatch):
+    slicer, AnnotatorLogic, volume_node, tmp_path = glue
+    logic = AnnotatorLogic(sessionRoot=tmp_path / "s", rater="r1")
+    logic.setVolume(volume_node)
+    for label, kji in ((1, [(5, 12, 14), (5, 12, 15)]), (2, [(3, 20, 5)]), (3, [(7, 4, 4)])):
+        assert logic.addFinding() == label
+        _paint(slicer, logic, label, kji)
+    written = []
+    import CMBLib.io as io      # CMBLib.annotation.session takes atomic_path from here at call time
+
+    original = io.atomic_path
+
+    def spy(path):
+        written.append(path.relative_to(logic.store.folder(logic.key)).as_posix())
+        return original(path)
+
+    monkeypatch.setattr(io, "atomic_path", spy)
+    logic.autosave()
+    first = sorted(p for p in written if p.endswith(".npy"))
+    assert first == ["scribbles/1.npy", "scribbles/2.npy", "scribbles/3.npy"]
+    written.clear()
+    _paint(slicer, logic, 2, [(3, 20, 5), (3, 20, 6)])         # one stroke on finding 2
+    logic.autosave()
+    assert [p for p in written if p.endswith(".npy")] == ["scribbles/2.npy"]
+    saved = np.load(logic.store.folder(logic.key) / "scribbles" / "2.npy")
+    assert saved.dtype == np.uint16 and sorted(map(tuple, saved)) == [(3, 20, 5), (3, 20, 6)]
+    written.clear()
+    logic.deleteFinding(3)
+    logic.autosave()
+    assert not [p for p in written if p.endswith(".npy")]
+    assert not (logic.store.folder(logic.key) / "scribbles" / "3.npy").exists()
+    again = AnnotatorLogic(sessionRoot=tmp_path / "s")
+    again.setVolume(volume_node)
+    again.restore()
+    labels = again.scribbleLabelmap().array
+    assert labels[5, 12, 14] == labels[5, 12, 15] == 1 and labels[3, 20, 6] == 2 and not np.any(labels == 3)
+
+
+class FakeGrown:
+    """Same interface as CMBLib.growing.GrownCMB: a cube around the seeds' centre whose
+    half-width is the tolerance (so masks at two tolerances differ predictably)."""
+
+    def __init__(self, label, seeds, shape):
+        self.label, self.tolerance = label, 1.0
+        c = np.round(np.asarray(seeds).mean(axis=0)).astype(int)
+        self.centre = c
+        self.box = tuple(slice(max(0, v - 3), min(n, v + 4)) for v, n in zip(c, shape))
+
+    def mask(self, tolerance=None):
+        t = int(round(self.tolerance if tolerance is None else tolerance))
+        shape = tuple(b.stop - b.start for b in self.box)
+        kk, jj, ii = np.indices(shape)
+        local = [v - b.start for v, b in zip(self.centre, self.box)]
+        return (abs(kk - local[0]) <= t) & (abs(jj - local[1]) <= t) & (abs(ii - local[2]) <= t)
+
+    def tolerance_range(self):
+        return 0.0, 3.0
+
+    def curve(self):
+        return np.arange(4.0), np.array([(2 * t + 1) ** 3 for t in range(4)])
+
+
+class FakeGrower:
+    def __init__(self, image, settings=None):
+        self.image, self.calls, self.removed = image, [], []
+
+    def grow(self, label, seeds_kji):
+        self.calls.append((label, np.asarray(seeds_kji).copy()))
+        return FakeGrown(label, seeds_kji, self.image.array.shape)
+
+    def remove(self, label):
+        self.removed.append(label)
+
+
+def test_live_mask_grows_the_changed_scribble_and_rethresholds(glue):
+    slicer, AnnotatorLogic, volume_node, tmp_path = glue
+    logic = AnnotatorLogic(sessionRoot=tmp_path, growerFactory=FakeGrower)
+    logic.setVolume(volume_node)
+    logic.addFinding()
+    logic.addFinding()
+    _paint(slicer, logic, 1, [(5, 12, 14), (5, 12, 16)])
+    grown = logic.liveGrow()
+    assert list(grown) == [1]                           # finding 2 has no scribble: nothing grown, no error
+    (label, seeds), = logic.grower().calls
+    assert label == 1 and sorted(map(tuple, seeds)) == [(5, 12, 14), (5, 12, 16)]
+    assert int((logic.maskLabelmap().array == 1).sum()) == 27          # tolerance 1 -> 3x3x3
+    assert logic.liveGrow() == {}                        # nothing changed since: no re-grow
+    logic.showMask(1, 2.0)                              # slider: re-threshold, no grow
+    assert len(logic.grower().calls) == 1 and int((logic.maskLabelmap().array == 1).sum()) == 125
+    _paint(slicer, logic, 1, [])                        # scribble erased -> mask removed
+    logic.liveGrow()
+    assert logic.grower().removed == [1] and not np.any(logic.maskLabelmap().array)

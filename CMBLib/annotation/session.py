@@ -12,6 +12,16 @@ finds its session)::
 Label maps are stored sparse (index and label of each non-zero voxel), so an autosave
 of a 512 x 512 x 300 study writes kilobytes, not a full volume.
 
+The Slicer module saves incrementally (`save_segments`): one small file per finding and
+layer, rewritten only when that finding's segment changed, plus the grid::
+
+    SESSIONS/<key>/scribbles/<label>.npy   (N x 3 uint16 voxel indices [k, j, i])
+    SESSIONS/<key>/masks/<label>.npy
+    SESSIONS/<key>/grid.json               (shape, IJK-to-RAS)
+
+Each file is replaced atomically and annotation.json is written last; `load` reads
+either layout.
+
 `save` writes a complete new folder beside the old one and swaps them with renames, so
 a crash at any moment leaves either the previous or the new state, never a mixture.
 """
@@ -89,6 +99,39 @@ class SessionStore:
                 shutil.rmtree(new, ignore_errors=True)
         return self.folder(key)
 
+    def save_segments(self, key: str, document: dict, layers: dict, shape, ijk_to_ras,
+                      volume_name: str = "") -> Path:
+        """Incremental save: `layers` = {"scribbles" | "masks": (changed, present)} where
+        `changed` maps label -> (N, 3) integer [k, j, i] voxels (only the segments that changed)
+        and `present` is the set of all labels the layer holds now (files of other labels
+        are removed).  Writes only the changed labels, the grid (when new) and the document."""
+        from ..io import atomic_path, write_json_atomic
+
+        validate_document(document)
+        folder = self.folder(key)
+        folder.mkdir(parents=True, exist_ok=True)
+        grid = {"shape": [int(v) for v in shape], "ijk_to_ras": np.asarray(ijk_to_ras, float).tolist()}
+        if not (folder / "grid.json").is_file() or json.loads((folder / "grid.json").read_text()) != grid:
+            write_json_atomic(folder / "grid.json", grid)
+        dtype = np.uint16 if max(grid["shape"]) <= np.iinfo(np.uint16).max else np.uint32
+        for layer, (changed, present) in layers.items():
+            sub = folder / layer
+            sub.mkdir(exist_ok=True)
+            for label, kji in changed.items():
+                with atomic_path(sub / f"{int(label)}.npy") as tmp:
+                    with open(tmp, "wb") as fh:
+                        np.save(fh, np.asarray(kji).reshape(-1, 3).astype(dtype, copy=False))
+            keep = {f"{int(v)}.npy" for v in present}
+            for path in sub.glob("*.npy"):
+                if path.name not in keep:
+                    path.unlink()
+            old = folder / f"{layer}.npz"            # the whole-volume layout of `save`
+            if old.exists():
+                old.unlink()
+        write_json_atomic(folder / "annotation.json", document)
+        write_json_atomic(folder / "session.json", {"key": key, "volume": volume_name, "saved": now_utc()})
+        return folder
+
     def _swap(self, key: str, new: Path) -> None:
         target = self.folder(key)
         old = None
@@ -118,6 +161,12 @@ class SessionStore:
         except ValueError as exc:
             raise CMBError(f"{folder / 'annotation.json'}: not valid JSON ({exc})") from None
         validate_document(doc)
+        if (folder / "grid.json").is_file():
+            scribbles = _load_segments(folder, "scribbles")
+            masks = _load_segments(folder, "masks")
+            if masks is not None and not np.any(masks.array):
+                masks = None
+            return doc, scribbles, masks
         scribbles = _load_sparse(folder / "scribbles.npz")
         masks = _load_sparse(folder / "masks.npz") if (folder / "masks.npz").is_file() else None
         return doc, scribbles, masks
@@ -156,5 +205,21 @@ def _load_sparse(path: Path) -> Volume:
             m = np.asarray(data["ijk_to_ras"], dtype=float)
     except (OSError, KeyError, ValueError) as exc:
         raise CMBError(f"{path}: saved label map is unreadable ({exc})") from None
+    spacing = np.linalg.norm(m[:3, :3], axis=0)
+    return Volume(array, spacing, m[:3, 3], m[:3, :3] / spacing)
+
+
+def _load_segments(folder: Path, layer: str) -> Volume:
+    """A label map from the per-label files of `save_segments`."""
+    try:
+        grid = json.loads((folder / "grid.json").read_text(encoding="utf-8"))
+        shape = tuple(int(v) for v in grid["shape"])
+        m = np.asarray(grid["ijk_to_ras"], dtype=float)
+        array = np.zeros(shape, np.uint16)
+        for path in sorted((folder / layer).glob("*.npy")) if (folder / layer).is_dir() else []:
+            kji = np.load(path).astype(np.intp).reshape(-1, 3)
+            array[kji[:, 0], kji[:, 1], kji[:, 2]] = int(path.stem)
+    except (OSError, KeyError, ValueError, IndexError) as exc:
+        raise CMBError(f"{folder / layer}: saved segments are unreadable ({exc})") from None
     spacing = np.linalg.norm(m[:3, :3], axis=0)
     return Volume(array, spacing, m[:3, 3], m[:3, :3] / spacing)

@@ -39,9 +39,11 @@ DETECTOR_LABEL_TAG = "CMBDetector.Label"
 class AnnotatorLogic:
     """Annotation state of the selected volume; all methods are plain Python calls."""
 
-    def __init__(self, sessionRoot=None, rater=""):
+    def __init__(self, sessionRoot=None, rater="", growerFactory=None):
         self.store = SessionStore(sessionRoot)
         self.rater = rater
+        self.growerFactory = growerFactory
+        self._resetTracking()
         self.volumeNode = None
         self.volume = None
         self.key = None
@@ -59,12 +61,20 @@ class AnnotatorLogic:
         self.volume = nodes.volumeFromNode(volumeNode)
         self.key = volume_key(self.volume)
         self.locator, self.locatorNote = None, ""
+        self._resetTracking()
         self.document = new_document(rater=self.rater)
         self.document["study"]["image"] = volumeNode.GetName()
         self.scribblesNode = self._freshNode("vtkMRMLSegmentationNode", SCRIBBLES_NAME)
         self.masksNode = self._freshNode("vtkMRMLSegmentationNode", MASKS_NAME)
         self.mimicsNode = self._freshNode("vtkMRMLMarkupsFiducialNode", MIMICS_NAME)
         return self.key
+
+    def _resetTracking(self):
+        self._saved = {"scribbles": {}, "masks": {}}   # label -> segment modified time at the last save
+        self._grower = None
+        self.grown = {}            # label -> GrownCMB of the live mask
+        self._grownAt = {}         # label -> scribble modified time it was grown from
+        self.tolerances = {}       # label -> tolerance shown
 
     def _freshNode(self, className, name):
         old = slicer.mrmlScene.GetFirstNodeByName(name)
@@ -100,6 +110,9 @@ class AnnotatorLogic:
         del self.document["findings"][index]
         nodes.removeFindingSegment(self.scribblesNode, label)
         nodes.removeFindingSegment(self.masksNode, label)
+        if self._grower is not None and int(label) in self.grown:
+            self._grower.remove(int(label))
+        self.grown.pop(int(label), None)
         touch(self.document)
 
     def setField(self, label, field, value):
@@ -246,15 +259,75 @@ class AnnotatorLogic:
 
     # --- autosave / restore --------------------------------------------------------------
     def autosave(self):
-        """Save document, scribbles and masks into the session folder (atomic)."""
+        """Save what changed since the last save (document, changed findings' scribbles and
+        masks) into the session folder; returns the folder."""
         if self.document is None:
             return None
         self.syncMimics()
-        scribbles = self.scribbleLabelmap()
-        ensure_findings(self.document, [int(v) for v in np.unique(scribbles.array) if v], self.rater)
-        masks = self.maskLabelmap()
-        return self.store.save(self.key, self.document, scribbles, masks if np.any(masks.array) else None,
-                               volume_name=self.volumeNode.GetName())
+        layers = {}
+        for layer, node in (("scribbles", self.scribblesNode), ("masks", self.masksNode)):
+            states = nodes.segmentStates(node)
+            saved = self._saved[layer]
+            changed = {label: nodes.segmentVoxels(node, segmentId)
+                       for label, segmentId, mtime in states if saved.get(label) != mtime}
+            layers[layer] = (changed, {label for label, _, _ in states}, states)
+        painted = [label for label, kji in layers["scribbles"][0].items() if len(kji)]
+        ensure_findings(self.document, painted, self.rater)
+        folder = self.store.save_segments(self.key, self.document,
+                                          {layer: value[:2] for layer, value in layers.items()},
+                                          self.volume.array.shape, self.volume.ijk_to_ras,
+                                          volume_name=self.volumeNode.GetName())
+        for layer, (_, _, states) in layers.items():
+            self._saved[layer] = {label: mtime for label, _, mtime in states}
+        return folder
+
+    # --- live masks ----------------------------------------------------------------------
+    def grower(self):
+        """The interactive grower of the current volume (made on first use)."""
+        if self._grower is None:
+            factory = self.growerFactory
+            if factory is None:
+                from CMBLib.growing import Grower as factory
+            self._grower = factory(self.volume)
+        return self._grower
+
+    def changedScribbles(self):
+        """Labels whose scribble changed since its live mask was grown."""
+        return [label for label, _, mtime in nodes.segmentStates(self.scribblesNode)
+                if self._grownAt.get(label) != mtime]
+
+    def liveGrow(self, labels=None):
+        """Grow the live mask of `labels` (default: those whose scribble changed) and show it;
+        returns {label: GrownCMB} of those grown."""
+        states = {label: (segmentId, mtime) for label, segmentId, mtime in nodes.segmentStates(self.scribblesNode)}
+        todo = self.changedScribbles() if labels is None else [int(v) for v in labels]
+        out = {}
+        for label in todo:
+            if label not in states:
+                continue
+            segmentId, mtime = states[label]
+            seeds = nodes.segmentVoxels(self.scribblesNode, segmentId)
+            self._grownAt[label] = mtime
+            if len(seeds) == 0:
+                if self.grown.pop(label, None) is not None:      # scribble erased: its live mask goes
+                    self.grower().remove(label)
+                    nodes.removeFindingSegment(self.masksNode, label)
+                continue
+            grown = self.grower().grow(label, seeds)
+            self.grown[label] = out[label] = grown
+            self.showMask(label, self.tolerances.get(label))
+        return out
+
+    def showMask(self, label, tolerance=None):
+        """Show finding `label`'s live mask at `tolerance` (default: the grower's choice)."""
+        grown = self.grown[int(label)]
+        if tolerance is None:
+            tolerance = grown.tolerance
+        else:
+            self.tolerances[int(label)] = float(tolerance)
+        nodes.setSegmentFromBox(self.masksNode, self.volumeNode, label, grown.mask(tolerance), grown.box)
+        self._tagMasks([label])
+        return tolerance
 
     def restore(self):
         """Load the autosaved state of the current volume into the nodes."""

@@ -62,6 +62,60 @@ def addFindingSegment(segmentationNode, label, color=None):
         return segmentId
     segmentId = segmentation.AddEmptySegment(f"CMB_{int(label)}", f"CMB {int(label)}", color or _color(label))
     segmentation.GetSegment(segmentId).SetTag(LABEL_TAG, str(int(label)))
+    # Its own labelmap layer: the layer's extent then covers this finding only, so reading
+    # one finding's voxels (autosave, live mask) touches a small array, not the brain.
+    segmentation.SeparateSegmentLabelmap(segmentId)
+    return segmentId
+
+
+def segmentStates(segmentationNode):
+    """[(label, segmentId, modified time)] of the tagged segments; the time is the larger of
+    the segment's and its binary labelmap's VTK MTime (it changes with every edit)."""
+    out = []
+    segmentation = segmentationNode.GetSegmentation()
+    for segmentId in segmentation.GetSegmentIDs():
+        segment = segmentation.GetSegment(segmentId)
+        label = segmentLabel(segment)
+        if label is None:
+            continue
+        image = segmentationNode.GetBinaryLabelmapInternalRepresentation(segmentId)
+        out.append((label, segmentId, max(segment.GetMTime(), image.GetMTime() if image is not None else 0)))
+    return out
+
+
+def segmentVoxels(segmentationNode, segmentId):
+    """Voxels [k, j, i] (N x 3 int) of one segment on the segmentation's reference grid
+    (the volume's), read from its internal labelmap: no full-volume array is made."""
+    image = segmentationNode.GetBinaryLabelmapInternalRepresentation(segmentId)
+    if image is None:
+        return np.zeros((0, 3), np.int32)
+    array = slicer.util.arrayFromSegmentInternalBinaryLabelmap(segmentationNode, segmentId)
+    if array is None or array.size == 0:
+        return np.zeros((0, 3), np.int32)
+    value = segmentationNode.GetSegmentation().GetSegment(segmentId).GetLabelValue()
+    extent = image.GetExtent()
+    kji = np.argwhere(array == value).astype(np.int32)
+    kji += np.array([extent[4], extent[2], extent[0]], np.int32)
+    return kji
+
+
+def setSegmentFromBox(segmentationNode, volumeNode, label, mask, box):
+    """Replace finding `label`'s segment by `mask` (bool array of the box
+    (slice_k, slice_j, slice_i) on the volume grid): only the box is copied."""
+    from vtk.util import numpy_support
+
+    segmentId = addFindingSegment(segmentationNode, label)
+    k, j, i = box
+    image = slicer.vtkOrientedImageData()
+    image.SetExtent(i.start, i.stop - 1, j.start, j.stop - 1, k.start, k.stop - 1)
+    image.AllocateScalars(vtk.VTK_UNSIGNED_CHAR, 1)
+    matrix = vtk.vtkMatrix4x4()
+    volumeNode.GetIJKToRASMatrix(matrix)
+    image.SetImageToWorldMatrix(matrix)
+    scalars = numpy_support.vtk_to_numpy(image.GetPointData().GetScalars())
+    scalars[:] = np.asarray(mask, np.uint8).ravel()
+    slicer.vtkSlicerSegmentationsModuleLogic.SetBinaryLabelmapToSegment(
+        image, segmentationNode, segmentId, slicer.vtkSlicerSegmentationsModuleLogic.MODE_REPLACE)
     return segmentId
 
 

@@ -1,0 +1,290 @@
+"""A small fake of the Slicer API used by CMBScribbleAnnotatorLib (pytest and benchmarks).
+
+Keeps the semantics the glue relies on (checked against Slicer's source, v5.8.1 and
+v5.10.0): arrays [k, j, i], IJK-to-RAS matrices, segment tags read through
+`vtk.mutable`, `ExportSegmentsToLabelmapNode` numbering the exported segments 1..N in
+the order of the given IDs, and one internal labelmap per segment (after
+`SeparateSegmentLabelmap`) whose extent covers only its voxels, with a VTK modified
+time that changes with every edit.
+"""
+import itertools
+import types
+
+import numpy as np
+
+_clock = itertools.count(1)
+
+
+class Mutable:
+    def __init__(self, value):
+        self.value = value
+
+    def __str__(self):
+        return str(self.value)
+
+
+class Image:
+    """vtkOrientedImageData: extent (i0, i1, j0, j1, k0, k1), uint8 scalars, MTime."""
+
+    def __init__(self, array=None, origin_kji=(0, 0, 0), shape=None):
+        self.array = np.zeros((0, 0, 0), np.uint8) if array is None else np.asarray(array, np.uint8)
+        self.origin_kji, self.shape = tuple(int(v) for v in origin_kji), shape
+        self.mtime = next(_clock)
+
+    # construction as in nodes.setSegmentFromBox
+    def SetExtent(self, i0, i1, j0, j1, k0, k1):
+        self.origin_kji = (k0, j0, i0)
+        self.array = np.zeros((k1 - k0 + 1, j1 - j0 + 1, i1 - i0 + 1), np.uint8)
+
+    def AllocateScalars(self, scalar_type, components):
+        pass
+
+    def SetImageToWorldMatrix(self, matrix):
+        self.matrix = matrix
+
+    def GetPointData(self):
+        return types.SimpleNamespace(GetScalars=lambda: self)
+
+    def GetExtent(self):
+        (k0, j0, i0), (nk, nj, ni) = self.origin_kji, self.array.shape
+        return (i0, i0 + ni - 1, j0, j0 + nj - 1, k0, k0 + nk - 1)
+
+    def GetMTime(self):
+        return self.mtime
+
+    def full(self, shape):
+        out = np.zeros(shape, bool)
+        if self.array.size:
+            k0, j0, i0 = self.origin_kji
+            nk, nj, ni = self.array.shape
+            out[k0:k0 + nk, j0:j0 + nj, i0:i0 + ni] = self.array > 0
+        return out
+
+
+def cropped(array):
+    """An Image holding the bounding box of the non-zero voxels of a full-grid array."""
+    array = np.asarray(array) > 0
+    if not array.any():
+        return Image(shape=array.shape)
+    box = tuple(slice(int(ix.min()), int(ix.max()) + 1) for ix in np.nonzero(array))
+    return Image(array[box].astype(np.uint8), [b.start for b in box], array.shape)
+
+
+class Segment:
+    def __init__(self, name):
+        self.name, self.tags, self.image, self.shape = name, {}, None, None
+        self.mtime = next(_clock)
+
+    @property
+    def array(self):
+        return None if self.image is None or self.shape is None else self.image.full(self.shape)
+
+    @array.setter
+    def array(self, full):
+        self.shape = np.shape(full)
+        self.image = cropped(full)
+
+    def SetTag(self, key, value):
+        self.tags[key] = str(value)
+        self.mtime = next(_clock)
+
+    def GetTag(self, key, out):
+        if key not in self.tags:
+            return False
+        out.value = self.tags[key]
+        return True
+
+    def GetLabelValue(self):
+        return 1
+
+    def GetMTime(self):
+        return self.mtime
+
+
+class Segmentation:
+    def __init__(self):
+        self.segments = {}
+
+    def AddEmptySegment(self, segment_id, name, color=None):
+        while segment_id in self.segments:
+            segment_id += "_"
+        self.segments[segment_id] = Segment(name)
+        return segment_id
+
+    def GetSegment(self, segment_id):
+        return self.segments.get(segment_id)
+
+    def GetSegmentIDs(self):
+        return list(self.segments)
+
+    def RemoveSegment(self, segment_id):
+        del self.segments[segment_id]
+
+    def SeparateSegmentLabelmap(self, segment_id):
+        pass   # every fake segment has its own layer
+
+
+class Node:
+    def __init__(self, class_name, name):
+        self.class_name, self.name = class_name, name
+        self.segmentation = Segmentation()
+        self.points = []
+        self.array, self.ijk_to_ras = None, np.eye(4)
+
+    def IsA(self, class_name):
+        return class_name == self.class_name
+
+    def GetName(self):
+        return self.name
+
+    def CreateDefaultDisplayNodes(self):
+        pass
+
+    def GetDisplayNode(self):
+        return None
+
+    def SetReferenceImageGeometryParameterFromVolumeNode(self, volume_node):
+        self.reference = volume_node
+
+    def GetSegmentation(self):
+        return self.segmentation
+
+    def GetBinaryLabelmapInternalRepresentation(self, segment_id):
+        return self.segmentation.GetSegment(segment_id).image
+
+    def GetIJKToRASMatrix(self, matrix):
+        matrix.m = self.ijk_to_ras.copy()
+
+    def GetSpacing(self):
+        return tuple(np.linalg.norm(self.ijk_to_ras[:3, :3], axis=0))
+
+    # markups
+    def RemoveAllControlPoints(self):
+        self.points = []
+
+    def AddControlPoint(self, position, label=""):
+        self.points.append([list(position), label, ""])
+        return len(self.points) - 1
+
+    def SetNthControlPointDescription(self, n, text):
+        self.points[n][2] = text
+
+    def GetNthControlPointDescription(self, n):
+        return self.points[n][2]
+
+    def GetNthControlPointLabel(self, n):
+        return self.points[n][1]
+
+    def GetNumberOfControlPoints(self):
+        return len(self.points)
+
+    def GetNthControlPointPositionWorld(self, n, out):
+        out[:] = self.points[n][0]
+
+
+class Scene:
+    def __init__(self):
+        self.nodes = []
+
+    def AddNewNodeByClass(self, class_name, name=""):
+        node = Node(class_name, name)
+        self.nodes.append(node)
+        return node
+
+    def GetFirstNodeByName(self, name):
+        return next((n for n in self.nodes if n.name == name), None)
+
+    def RemoveNode(self, node):
+        self.nodes.remove(node)
+
+
+def make_fake_slicer():
+    """(slicer, vtk) fake modules."""
+    scene = Scene()
+    util = types.SimpleNamespace()
+    util.arrayFromVolume = lambda node: node.array
+    util.arrayFromVTKMatrix = lambda m: m.m.copy()
+
+    def update_segment(array, seg_node, segment_id, volume_node):
+        seg_node.GetSegmentation().GetSegment(segment_id).array = np.asarray(array) > 0
+
+    def array_from_segment(seg_node, segment_id, volume_node):
+        a = seg_node.GetSegmentation().GetSegment(segment_id).array
+        return np.zeros(volume_node.array.shape, np.uint8) if a is None else a.astype(np.uint8)
+
+    def internal_array(seg_node, segment_id):
+        image = seg_node.GetBinaryLabelmapInternalRepresentation(segment_id)
+        return image.array
+
+    def add_volume(array, ijk_to_ras=None, name=None, nodeClassName=None):
+        node = scene.AddNewNodeByClass(nodeClassName or "vtkMRMLScalarVolumeNode", name or "")
+        node.array = np.array(array, copy=True)
+        node.ijk_to_ras = np.eye(4) if ijk_to_ras is None else np.asarray(ijk_to_ras, dtype=float)
+        return node
+
+    util.updateSegmentBinaryLabelmapFromArray = update_segment
+    util.arrayFromSegmentBinaryLabelmap = array_from_segment
+    util.arrayFromSegmentInternalBinaryLabelmap = internal_array
+    util.addVolumeFromArray = add_volume
+
+    class SegmentationsLogic:
+        MODE_REPLACE = 0
+
+        @staticmethod
+        def ExportSegmentsToLabelmapNode(seg_node, ids, labelmap_node, reference):
+            out = np.zeros(reference.array.shape, np.int16)
+            for value, segment_id in enumerate(ids.values, start=1):   # 1..N in the order of ids
+                a = seg_node.GetSegmentation().GetSegment(segment_id).array
+                if a is not None:
+                    out[a] = value
+            labelmap_node.array = out
+            return True
+
+        @staticmethod
+        def SetBinaryLabelmapToSegment(image, seg_node, segment_id, mode=0):
+            segment = seg_node.GetSegmentation().GetSegment(segment_id)
+            segment.shape = seg_node.reference.array.shape
+            segment.image = Image(image.array.copy(), image.origin_kji, segment.shape)
+
+    jumps = []
+
+    class MarkupsLogic:
+        @staticmethod
+        def JumpSlicesToLocation(x, y, z, centered):
+            jumps.append((x, y, z, centered))
+
+    modules = types.SimpleNamespace(segmentations=types.SimpleNamespace(logic=SegmentationsLogic),
+                                    markups=types.SimpleNamespace(logic=MarkupsLogic))
+    slicer = types.ModuleType("slicer")
+    slicer.mrmlScene, slicer.util, slicer.modules, slicer.jumps = scene, util, modules, jumps
+    slicer.vtkSlicerSegmentationsModuleLogic = SegmentationsLogic
+    slicer.vtkOrientedImageData = Image
+
+    vtk = types.ModuleType("vtk")
+
+    class Matrix:
+        m = np.eye(4)
+
+    class StringArray:
+        def __init__(self):
+            self.values = []
+
+        def InsertNextValue(self, value):
+            self.values.append(value)
+
+    vtk.vtkMatrix4x4, vtk.vtkStringArray, vtk.mutable = Matrix, StringArray, Mutable
+    vtk.vtkVector3d = lambda x, y, z: (x, y, z)
+    vtk.VTK_UNSIGNED_CHAR = 3
+    numpy_support = types.ModuleType("vtk.util.numpy_support")
+    numpy_support.vtk_to_numpy = lambda image: image.array.reshape(-1)
+    vtk.util = types.ModuleType("vtk.util")
+    vtk.util.numpy_support = numpy_support
+    return slicer, vtk
+
+
+def install(monkeypatch_setitem, slicer, vtk):
+    """Register the fakes as the modules `slicer`, `vtk`, `vtk.util`, `vtk.util.numpy_support`."""
+    monkeypatch_setitem("slicer", slicer)
+    monkeypatch_setitem("vtk", vtk)
+    monkeypatch_setitem("vtk.util", vtk.util)
+    monkeypatch_setitem("vtk.util.numpy_support", vtk.util.numpy_support)
