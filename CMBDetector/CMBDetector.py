@@ -336,27 +336,18 @@ class CMBDetectorLogic(ScriptedLoadableModuleLogic, DetectorLogic):
 
     @staticmethod
     def ensureDependencies(ask):
-        """Ask once, then install torch (PyTorch extension only) and the pip packages.
-        A failure is shown as one error message; returns True when everything is present."""
+        """One question, then torch through the PyTorch extension only and the pip packages;
+        a failure is shown as one error message.  True when everything is present."""
         from CMBLib import dependencies
 
-        plan = dependencies.plan("detection")
-        if not dependencies.needs_install(plan):
-            return True
-        if not ask(dependencies.consent_text(plan)):
-            return False
-        try:
-            with slicer.util.tryWithErrorDisplay("Installing the Python packages for detection failed.",
-                                                 waitCursor=True):
-                torchLogic = None
-                if plan["torch"][0] != "ok":
-                    try:
-                        import PyTorchUtils
-                    except ImportError:
-                        PyTorchUtils = None
-                    torchLogic = PyTorchUtils.PyTorchUtilsLogic() if PyTorchUtils else None
-                dependencies.install(plan, slicer.util.pip_install, torch_logic=torchLogic)
-        except Exception:
-            return False
-        return True
+        def torchLogic():
+            try:
+                import PyTorchUtils
+            except ImportError:
+                return None          # dependencies.install says how to get the PyTorch extension
+            return PyTorchUtils.PyTorchUtilsLogic()
 
+        return dependencies.ensure(
+            "detection", ask, slicer.util.pip_install, torch_logic_factory=torchLogic,
+            guard=lambda: slicer.util.tryWithErrorDisplay("Installing the Python packages for detection failed.",
+                                                          waitCursor=True))

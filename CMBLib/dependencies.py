@@ -159,3 +159,27 @@ def install(p: dict, pip_install, torch_logic=None, python=None, version_of=_ins
                                f"installed {torch_version or 'nothing'}; use its module to install a newer one.")
     if p["pip"]:
         pip_install(pip_arguments(p["pip"], torch_version))
+
+
+def ensure(part: str, ask, pip_install, torch_logic_factory=None, guard=None, python=None) -> bool:
+    """The modules' whole set-up: nothing to do -> True; else one question `ask(text)`;
+    then `install` inside `guard()` (Slicer: slicer.util.tryWithErrorDisplay, which shows
+    any failure as one error message).  Returns False when declined or failed."""
+    p = plan(part, python)
+    if not needs_install(p):
+        return True
+    if not ask(consent_text(p, python)):
+        return False
+    import contextlib
+
+    try:
+        with (guard() if guard is not None else contextlib.nullcontext()):
+            torch_logic = None
+            if p["torch"] is not None and p["torch"][0] != "ok" and torch_logic_factory is not None:
+                torch_logic = torch_logic_factory()
+            install(p, pip_install, torch_logic=torch_logic, python=python)
+    except Exception:  # shown by the guard; the caller only needs to know it did not work
+        if guard is None:
+            raise
+        return False
+    return True

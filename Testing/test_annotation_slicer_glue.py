@@ -158,7 +158,26 @@ def test_module_files_are_listed_in_cmake_and_parse_on_python39():
         if path.suffix in (".py", ".json"):
             assert re.search(rf"^\s*annotation/{re.escape(path.name)}\s*$", lib_cmake, re.M), path.name
     assert "class CMBScribbleAnnotatorTest(ScriptedLoadableModuleTest)" in (
-        MODULE_DIR / "CMBScribbleAnnotator.py").read_text()
+        MODULE_DIR / "CMBScribbleAnnotatorLib" / "selftest.py").read_text()
+    main = (MODULE_DIR / "CMBScribbleAnnotator.py").read_text()
+    assert "from CMBScribbleAnnotatorLib.selftest import CMBScribbleAnnotatorTest" in main
+    assert len(main.splitlines()) <= 400
+    assert 'slicer.util.loadUI(self.resourcePath("UI/CMBScribbleAnnotator.ui"))' in main
+    for path in MODULE_DIR.rglob("*.py"):
+        text = path.read_text()
+        assert "import threading" not in text and "from threading" not in text, path
+        assert "pip_install(" not in text or "dependencies.ensure(" in text, path   # one consent flow
+    assert "StartCloseEvent" in main and "EndCloseEvent" in main and "def onReload" in main
+    # every widget the code names exists in the .ui
+    ui = (MODULE_DIR / "Resources" / "UI" / "CMBScribbleAnnotator.ui").read_text()
+    code = main + (MODULE_DIR / "CMBScribbleAnnotatorLib" / "form.py").read_text()
+    names = set(re.findall(r"\bui\.([A-Za-z_]\w*)", code)) - {"layout"}
+    names |= {f"{prefix}_{field}" for prefix, fields in (
+        ("combo", ["review_status", "certainty", "size_class", "location", "side", "cause"]),
+        ("check", ["multiple", "problematic"]), ("text", ["cause_other", "problem_reason", "comment"]),
+        ("study", ["inclusion", "exclusion_reason", "quality"])) for field in fields}
+    for name in sorted(names):
+        assert f'name="{name}"' in ui, f"{name} is not in the .ui"
 
 
 def _paint(slicer, logic, label, voxels):
@@ -179,7 +198,7 @@ def test_autosave_writes_only_the_findings_that_changed(glue, monkeypatch):
         assert logic.addFinding() == label
         _paint(slicer, logic, label, kji)
     written = []
-    import CMBLib.io as io      # CMBLib.annotation.session takes atomic_path from here at call time
+    import CMBLib.io as io  # CMBLib.annotation.session takes atomic_path from here at call time
 
     original = io.atomic_path
 

@@ -86,6 +86,13 @@ class AnnotatorLogic:
         node.CreateDefaultDisplayNodes()
         return node
 
+    def clear(self):
+        """Forget the study (the scene was closed: its nodes are gone)."""
+        self.volumeNode = self.volume = self.key = self.document = None
+        self.scribblesNode = self.masksNode = self.mimicsNode = None
+        self.locator, self.locatorNote = None, ""
+        self._resetTracking()
+
     def hasSavedSession(self):
         return self.key is not None and self.store.has(self.key)
 
@@ -361,7 +368,15 @@ class AnnotatorLogic:
 
     def importStudy(self, dataset, subject):
         """Load a subject of a dataset: image volume node + scribbles, masks, mimics, document."""
-        study = import_subject(dataset, subject)
+        return self.loadStudy(self.readStudy(dataset, subject))
+
+    @staticmethod
+    def readStudy(dataset, subject):
+        """Read a subject (no node touched: a bad dataset leaves the open study as it is)."""
+        return import_subject(dataset, subject)
+
+    def loadStudy(self, study):
+        """Nodes for a study read by `readStudy`; returns the new volume node."""
         volumeNode = slicer.util.addVolumeFromArray(study.image.array, study.image.ijk_to_ras,
                                                     name=f"sub-{study.subject}")
         self.setVolume(volumeNode)
