@@ -280,10 +280,13 @@ class AnnotatorLogic:
             layers[layer] = (changed, {label for label, _, _ in states}, states)
         painted = [label for label, kji in layers["scribbles"][0].items() if len(kji)]
         ensure_findings(self.document, painted, self.rater)
+        # The schema check runs on the first save of a study; later every edit is checked where
+        # it is made (setField, setStudyField; findings and mimics come from CMBLib's constructors).
+        first = not any(self._saved.values())
         folder = self.store.save_segments(self.key, self.document,
                                           {layer: value[:2] for layer, value in layers.items()},
                                           self.volume.array.shape, self.volume.ijk_to_ras,
-                                          volume_name=self.volumeNode.GetName())
+                                          volume_name=self.volumeNode.GetName(), validate=first)
         for layer, (_, _, states) in layers.items():
             self._saved[layer] = {label: mtime for label, _, mtime in states}
         return folder
