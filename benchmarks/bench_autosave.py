@@ -95,7 +95,7 @@ def main(argv=None):
     exported = {}
     for layer, node in (("scribbles", logic.scribblesNode), ("masks", logic.masksNode)):
         out = np.zeros(shape, np.int16)
-        for value, (label, segment_id, _) in enumerate(nodes.segmentStates(node), start=1):
+        for value, (_label, segment_id, _) in enumerate(nodes.segmentStates(node), start=1):
             kji = nodes.segmentVoxels(node, segment_id)
             out[kji[:, 0], kji[:, 1], kji[:, 2]] = value
         exported[layer] = out
