@@ -161,11 +161,15 @@ def install(p: dict, pip_install, torch_logic=None, python=None, version_of=_ins
         pip_install(pip_arguments(p["pip"], torch_version))
 
 
-def ensure(part: str, ask, pip_install, torch_logic_factory=None, guard=None, python=None) -> bool:
+def ensure(part: str, ask, pip_install, torch_logic_factory=None, guard=None, python=None,
+           find_spec=None, version_of=None) -> bool:
     """The modules' whole set-up: nothing to do -> True; else one question `ask(text)`;
     then `install` inside `guard()` (Slicer: slicer.util.tryWithErrorDisplay, which shows
-    any failure as one error message).  Returns False when declined or failed."""
-    p = plan(part, python)
+    any failure as one error message).  Returns False when declined or failed.
+    `find_spec` / `version_of` replace the import-system look-ups in tests."""
+    find_spec = find_spec or importlib.util.find_spec
+    version_of = version_of or _installed_version
+    p = plan(part, python, find_spec=find_spec, version_of=version_of)
     if not needs_install(p):
         return True
     if not ask(consent_text(p, python)):
@@ -177,7 +181,7 @@ def ensure(part: str, ask, pip_install, torch_logic_factory=None, guard=None, py
             torch_logic = None
             if p["torch"] is not None and p["torch"][0] != "ok" and torch_logic_factory is not None:
                 torch_logic = torch_logic_factory()
-            install(p, pip_install, torch_logic=torch_logic, python=python)
+            install(p, pip_install, torch_logic=torch_logic, python=python, version_of=version_of)
     except Exception:  # shown by the guard; the caller only needs to know it did not work
         if guard is None:
             raise

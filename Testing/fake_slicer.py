@@ -137,6 +137,9 @@ class Node:
     def GetName(self):
         return self.name
 
+    def SetHideFromEditors(self, hide):
+        self.hidden = bool(hide)
+
     def CreateDefaultDisplayNodes(self):
         pass
 

@@ -226,3 +226,17 @@ def test_module_folder_rules():
     assert 'slicer.util.loadUI(self.resourcePath("UI/CMBDetector.ui"))' in main
     assert (MODULE / "Resources" / "UI" / "CMBDetector.ui").is_file()
     assert "def onReload" in main and "StartCloseEvent" in main and "EndCloseEvent" in main
+
+
+def test_every_widget_the_code_names_is_in_the_ui():
+    import re
+
+    ui = (MODULE / "Resources" / "UI" / "CMBDetector.ui").read_text()
+    code = (MODULE / "CMBDetector.py").read_text()
+    names = set(re.findall(r"\bui\.([A-Za-z_]\w*)", code))
+    assert {"applyButton", "table", "modelCard", "outputPath"} <= names
+    for name in sorted(names):
+        assert f'name="{name}"' in ui, f"{name} is not in CMBDetector.ui"
+    params = set(re.findall(r'<property name="SlicerParameterName" stdset="0">\s*<string>(\w+)</string>', ui))
+    fields = set(re.findall(r"^    (\w+): ", code, re.M))          # fields of CMBDetectorParameterNode
+    assert params and params <= fields, params - fields

@@ -68,3 +68,56 @@ def test_modules_take_requirements_from_one_place():
     for folder in ("CMBDetector", "CMBScribbleAnnotator"):
         for path in (REPO / folder).rglob("*.py"):
             assert not pattern.search(path.read_text()), f"{path}: requirement string outside CMBLib.dependencies"
+
+
+class _Guard:
+    """Stands in for slicer.util.tryWithErrorDisplay: records the error it would show."""
+
+    def __init__(self):
+        self.shown = []
+
+    def __call__(self):
+        import contextlib
+
+        @contextlib.contextmanager
+        def guard():
+            try:
+                yield
+            except Exception as exc:
+                self.shown.append(str(exc))
+                raise
+        return guard()
+
+
+def test_one_question_then_torch_through_pytorchutils_then_pip():
+    versions = {"torch": None, "monai": None, "scipy": "1.13.0", "scikit-image": "0.24.0", "slicerio": "1.1.0"}
+    env = {"python": (3, 12), "version_of": versions.get,
+           "find_spec": lambda name: object() if name != "monai" or versions["monai"] else None}
+    questions, pip_calls, torch_calls = [], [], []
+
+    class TorchLogic:
+        def installTorch(self, askConfirmation, torchVersionRequirement):   # noqa: N802, N803 - PyTorchUtils API
+            torch_calls.append((askConfirmation, torchVersionRequirement))
+            versions["torch"] = "2.9.1+cu126"
+
+    assert not D.ensure("detection", lambda text: questions.append(text) or False, pip_calls.append,
+                        torch_logic_factory=TorchLogic, **env)
+    assert len(questions) == 1 and "PyTorch >=2.8 through the PyTorch extension" in questions[0]
+    assert "monai>=1.6,<1.7" in questions[0] and not pip_calls and not torch_calls     # declined: nothing
+    guard = _Guard()
+    assert D.ensure("detection", lambda text: True, pip_calls.append, torch_logic_factory=TorchLogic,
+                    guard=guard, **env)
+    assert torch_calls == [(False, ">=2.8")]                  # PyTorchUtils asked once, no second dialog
+    assert pip_calls == [["monai>=1.6,<1.7", "torch==2.9.1+cu126"]]   # torch pinned: pip keeps its build
+    assert guard.shown == []
+
+    def failing_pip(args):
+        raise RuntimeError("pip: no matching distribution for monai")
+
+    assert not D.ensure("detection", lambda text: True, failing_pip, guard=guard, **env)
+    assert guard.shown == ["pip: no matching distribution for monai"]      # one readable error, no traceback
+    versions["torch"] = None                     # no PyTorch extension: say so, never pip-install torch
+    assert not D.ensure("detection", lambda text: True, pip_calls.append, guard=guard, **env)
+    assert "PyTorch' extension" in guard.shown[-1] and len(pip_calls) == 1
+    versions.update(torch="2.9.1", monai="1.6.1")
+    assert D.ensure("detection", lambda text: 1 / 0, failing_pip, **env)    # all present: no question

@@ -138,6 +138,7 @@ def labelmapFromSegmentation(segmentationNode, volumeNode):
     if not labels:
         return np.zeros(shape, np.uint16)
     labelmapNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "__cmb_temp__")
+    labelmapNode.SetHideFromEditors(True)          # never offered in a node selector
     try:
         # Exported label values are 1..N in the order of `ids` (no colour table given).
         if not slicer.modules.segmentations.logic().ExportSegmentsToLabelmapNode(
