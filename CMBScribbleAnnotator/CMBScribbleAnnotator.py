@@ -1,11 +1,8 @@
-"""CMBScribbleAnnotator: scribble cerebral microbleeds, record BOMBS metadata, mark mimics,
-see each CMB's grown mask when the brush is lifted, and export a training-ready dataset.
-
-Glue only: GUI in Resources/UI/CMBScribbleAnnotator.ui (filled by
-`CMBScribbleAnnotatorLib.form`), state in a parameter node, node <-> CMBLib work in
-`CMBScribbleAnnotatorLib.logic.AnnotatorLogic`, algorithms in CMBLib.
-Shortcuts (Alt+letter) are listed in docs/slicer.md.
-"""
+"""CMBScribbleAnnotator: scribble CMBs, record BOMBS metadata, mark mimics, see each CMB's
+grown mask when the brush is lifted, export a training-ready dataset.  Glue only: GUI in
+Resources/UI/CMBScribbleAnnotator.ui (filled by `CMBScribbleAnnotatorLib.form`), state in a
+parameter node, node work in `CMBScribbleAnnotatorLib.logic`, algorithms in CMBLib.
+Shortcuts: docs/slicer.md."""
 import json
 import os
 from typing import Annotated
@@ -135,6 +132,9 @@ class CMBScribbleAnnotatorWidget(ScriptedLoadableModuleWidget, VTKObservationMix
 
     def initializeParameterNode(self):
         self.setParameterNode(self.logic.getParameterNode())
+        saved = self._parameterNode.inputVolume            # a re-opened scene: offer its volume again
+        if saved is not None and self.logic.volumeNode is None and self.ui.volumeSelector.currentNode() is None:
+            self.ui.volumeSelector.setCurrentNode(saved)
 
     def setParameterNode(self, parameterNode):
         if self._parameterNode is not None and self._guiTag is not None:
@@ -230,7 +230,11 @@ class CMBScribbleAnnotatorWidget(ScriptedLoadableModuleWidget, VTKObservationMix
         """The brush was lifted: grow the live mask of the scribble that changed."""
         grown = form.run(self.ui.statusLabel, self.logic.liveGrow, showErrorAs="Live mask failed")
         if grown and self.currentLabel in grown:
-            form.showTolerance(self.ui, grown[self.currentLabel], grown[self.currentLabel].tolerance)
+            self._updating = True          # setting the slider must not count as the rater's choice
+            try:
+                form.showTolerance(self.ui, grown[self.currentLabel], grown[self.currentLabel].tolerance)
+            finally:
+                self._updating = False
 
     def onToleranceChanged(self, value):
         if not self._updating and self.currentLabel in self.logic.grown:

@@ -282,3 +282,8 @@ def test_live_mask_grows_the_changed_scribble_and_rethresholds(glue):
     _paint(slicer, logic, 1, [])                        # scribble erased -> mask removed
     logic.liveGrow()
     assert logic.grower().removed == [1] and not np.any(logic.maskLabelmap().array)
+    _paint(slicer, logic, 2, [(5, 12, 15)])
+    logic.generateMasks()                               # batch masks (and restored ones) are kept:
+    assert logic.liveGrow() == {}                       # only a later stroke re-grows live
+    _paint(slicer, logic, 2, [(5, 12, 15), (5, 12, 16)])
+    assert list(logic.liveGrow()) == [2]

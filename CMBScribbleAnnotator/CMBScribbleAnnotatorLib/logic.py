@@ -171,6 +171,7 @@ class AnnotatorLogic:
         nodes.setSegmentsFromLabelmap(self.masksNode, self.volumeNode, mask.array,
                                       labels=[v for v in changed if v in present])
         self._tagMasks([int(f["label"]) for f in self.document["findings"]])
+        self.markScribblesSeen()
         return note
 
     def _suggestLocations(self):
@@ -257,6 +258,7 @@ class AnnotatorLogic:
                 if int(finding["label"]) in new and finding.get("mask") is None:
                     measure_finding(self.document, finding["label"], self.volume.with_array(mask))
         self._tagMasks(sorted(new))
+        self.markScribblesSeen()
 
     # --- mimics --------------------------------------------------------------------------
     def syncMimics(self):
@@ -300,6 +302,11 @@ class AnnotatorLogic:
                 from CMBLib.growing import Grower as factory
             self._grower = factory(self.volume)
         return self._grower
+
+    def markScribblesSeen(self):
+        """Scribbles as they are now count as grown: live masks react only to later strokes
+        (after a restore, an import, a hand-over or batch growing, whose masks stay)."""
+        self._grownAt = {label: mtime for label, _, mtime in nodes.segmentStates(self.scribblesNode)}
 
     def changedScribbles(self):
         """Labels whose scribble changed since its live mask was grown."""
@@ -357,6 +364,7 @@ class AnnotatorLogic:
             nodes.setSegmentsFromLabelmap(self.masksNode, self.volumeNode, masks)
             self._tagMasks([int(f["label"]) for f in document["findings"]])
         nodes.mimicsToMarkups(self.mimicsNode, document["mimics"])
+        self.markScribblesSeen()
 
     # --- dataset -------------------------------------------------------------------------
     def exportStudy(self, dataset, subject, overwrite=False, sequence=None, progress=None):
