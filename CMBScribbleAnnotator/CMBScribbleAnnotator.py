@@ -101,8 +101,9 @@ class CMBScribbleAnnotatorWidget(ScriptedLoadableModuleWidget, VTKObservationMix
             self.shortcuts.add(f"Alt+{key}", lambda f=field, v=value: self.onFieldEdited(f, v, refreshForm=True))
         self.shortcuts.add("Alt+N", lambda: self.stepFinding(+1))
         self.shortcuts.add("Alt+P", lambda: self.stepFinding(-1))
-        if self.logic.volumeNode is not None and self.logic.volumeNode is not self.ui.volumeSelector.currentNode():
-            self._showVolume(self.logic.volumeNode)          # e.g. after CMBDetector's hand-over
+        if self.logic.volumeNode is not None:                # e.g. after CMBDetector's hand-over
+            self._detach()
+            self._showVolume(self.logic.volumeNode)
             self._attach(self.logic.volumeNode)
 
     def exit(self):
@@ -181,7 +182,9 @@ class CMBScribbleAnnotatorWidget(ScriptedLoadableModuleWidget, VTKObservationMix
         self.ui.editor.setSegmentationNode(self.logic.scribblesNode)
         self.ui.editor.setSourceVolumeNode(volumeNode)
         self.ui.placeWidget.setCurrentNode(self.logic.mimicsNode)
-        self.ui.brushSpin.value = 1.5 * min(volumeNode.GetSpacing()[:2])
+        if getattr(self, "_brushFor", None) is not volumeNode:     # a new volume: brush of 1.5 voxels
+            self._brushFor = volumeNode
+            self.ui.brushSpin.value = 1.5 * min(volumeNode.GetSpacing()[:2])
         self.ui.subjectEdit.text = self.logic.document["study"].get("subject", "") or self.ui.subjectEdit.text
         segmentation = self.logic.scribblesNode.GetSegmentation()
         for event in (slicer.vtkSegmentation.SourceRepresentationModified, slicer.vtkSegmentation.SegmentAdded,
@@ -190,13 +193,13 @@ class CMBScribbleAnnotatorWidget(ScriptedLoadableModuleWidget, VTKObservationMix
         markups = self.logic.mimicsNode
         self.addObserver(markups, markups.PointPositionDefinedEvent, self.onMimicPlaced)
         for event in (markups.PointModifiedEvent, markups.PointRemovedEvent):
-            self.addObserver(markups, event, self.onMimicsModified)
+            self.addObserver(markups, event, self.scheduleAutosave)
         self._setEnabled(True)
         self.refreshAll()
 
     def _detach(self):
         """Stop observing the annotation nodes (the scene observers stay)."""
-        for method in (self.onScribblesModified, self.onMimicPlaced, self.onMimicsModified):
+        for method in (self.onScribblesModified, self.onMimicPlaced, self.scheduleAutosave):
             self.removeObservers(method)
 
     def onRaterChanged(self):
@@ -206,7 +209,7 @@ class CMBScribbleAnnotatorWidget(ScriptedLoadableModuleWidget, VTKObservationMix
             self.logic.document["rater"] = self.ui.raterEdit.text
             self.scheduleAutosave()
 
-    def scheduleAutosave(self):
+    def scheduleAutosave(self, *_args):
         self.saveTimer.start()
 
     def flushAutosave(self):
@@ -240,9 +243,6 @@ class CMBScribbleAnnotatorWidget(ScriptedLoadableModuleWidget, VTKObservationMix
         if not self._updating and self.currentLabel in self.logic.grown:
             form.run(self.ui.statusLabel, lambda: self.logic.showMask(self.currentLabel, value))
             self.scheduleAutosave()
-
-    def onMimicsModified(self, *_args):
-        self.scheduleAutosave()
 
     def onMimicPlaced(self, caller, _event):
         index = caller.GetNumberOfControlPoints() - 1
