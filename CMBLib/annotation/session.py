@@ -72,11 +72,11 @@ class SessionStore:
     def save(self, key: str, document: dict, scribbles: Volume, masks: Optional[Volume] = None,
              volume_name: str = "") -> Path:
         """Save the state of `key` atomically; returns its folder."""
-        from ..io import write_json_atomic
+        from ..io import make_temp_dir, write_json_atomic
 
         validate_document(document)
         self.root.mkdir(parents=True, exist_ok=True)
-        new = Path(tempfile.mkdtemp(prefix=f".{key}.new.", dir=str(self.root)))
+        new = make_temp_dir(self.root, f".{key}.new.")
         try:
             _save_sparse(scribbles, new / "scribbles.npz")
             if masks is not None:

@@ -11,8 +11,6 @@ helper is installed.  An existing subject is never replaced without --overwrite.
 import sys
 from pathlib import Path
 
-import numpy as np
-
 
 def add_parser(subparsers):
     p = subparsers.add_parser(
@@ -42,6 +40,8 @@ def add_parser(subparsers):
 
 
 def run(args) -> int:
+    import numpy as np
+
     from ..annotation.dataset import export_subject, sequence_name, subject_label
     from ..annotation.document import complete_document, load_document, validate_document
     from ..annotation.masks import (

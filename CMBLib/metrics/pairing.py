@@ -23,7 +23,7 @@ from ..io import IMAGE_SUFFIXES, find_images, image_suffix, strip_image_suffix
 TAGS = ("_desc-cmb_probseg", "_desc-cmb_dseg", "_desc-cmb_mask", "_desc-cmb_label",
         "_cmb_probability", "_cmb_labels", "_cmb_label", "_cmb_mask", "_cmb_prob", "_cmb_seg",
         "_probability", "_prediction", "_probseg", "_labels", "_label", "_dseg", "_mask",
-        "_pred", "_prob", "_seg", "_cmb", "_gt", "_ref", "_microbleeds", "_microbleed")
+        "_pred", "_prob", "_seg", "_cmb", "_gt", "_ref", "_truth", "_microbleeds", "_microbleed")
 SKIP_TAGS = ("_desc-scribbles",)
 SCORE_MAP_TAGS = ("_desc-cmb_probseg", "_cmb_probability", "_cmb_prob", "_probability", "_probseg", "_prob")
 _SUBJECT = re.compile(r"(sub-[A-Za-z0-9]+)")
@@ -94,12 +94,18 @@ def _suffix_rank(path: Path) -> int:
     return IMAGE_SUFFIXES.index(image_suffix(path))
 
 
-def pair_files(pred_files: list[Path], ref_files: list[Path]):
+def pair_files(pred_files: list[Path], ref_files: list[Path], explicit: bool = False):
     """Returns (cases, unpaired_predictions).
 
     cases: list of dicts {'case', 'ref', 'pred' (Path or None), 'scores' (Path or None)}
     in reference order; unpaired_predictions: prediction files no reference took.
+    `explicit`: the user named exactly these files (one prediction, one reference);
+    they pair with each other whatever their names.
     """
+    if explicit and len(pred_files) == 1 and len(ref_files) == 1:
+        pred, ref = Path(pred_files[0]), Path(ref_files[0])
+        return [{"case": case_key(ref), "ref": ref, "pred": pred,
+                 "scores": pred if is_score_map(pred) else None}], []
     masks = [p for p in pred_files if not is_score_map(p)]
     maps = [p for p in pred_files if is_score_map(p)]
     cases, used = [], {}
