@@ -173,7 +173,19 @@ def volume_to_sitk(volume: Volume):
         array = array.astype(np.uint8)
     if array.dtype == np.float16:
         array = array.astype(np.float32)
-    image = sitk.GetImageFromArray(array)
+    return _with_geometry(sitk.GetImageFromArray(array), volume)
+
+
+def sitk_reference(geometry: Volume, shape_kji):
+    """An empty SimpleITK image (uint8) of size `shape_kji` with `geometry`'s spacing,
+    origin and direction: the target grid for `sitk.Resample`."""
+    import SimpleITK as sitk
+
+    return _with_geometry(sitk.Image([int(n) for n in shape_kji[::-1]], sitk.sitkUInt8), geometry)
+
+
+def _with_geometry(image, volume: Volume):
+    """`image` with the spacing, origin and direction of `volume` (RAS -> SimpleITK's LPS)."""
     image.SetSpacing(tuple(float(s) for s in volume.spacing))
     image.SetOrigin(tuple(float(v) for v in LPS_TO_RAS @ np.asarray(volume.origin)))
     image.SetDirection(tuple(float(v) for v in (LPS_TO_RAS @ volume.direction).ravel()))
@@ -353,6 +365,28 @@ def _json_default(o):
     if isinstance(o, Path):
         return str(o)
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def read_json(path: PathLike, what: str = "JSON"):
+    """The parsed content of a UTF-8 JSON file.
+
+    CMBError, in one line naming the file and `what` it should be ("model metadata",
+    "an annotation"), for a missing file, a folder, binary content or invalid JSON.
+    """
+    import json
+
+    path = Path(path)
+    if not path.is_file():
+        reason = "is a folder" if path.is_dir() else "file not found"
+        raise CMBError(f"{path}: cannot be read as {what} ({reason})")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise CMBError(f"{path}: cannot be read as {what} (binary data, not JSON text)") from None
+    except ValueError as exc:  # json.JSONDecodeError
+        raise CMBError(f"{path}: cannot be read as {what} (not valid JSON: {str(exc)[:100]})") from None
+    except OSError as exc:
+        raise CMBError(f"{path}: cannot be read as {what} ({exc.strerror or exc})") from None
 
 
 def read_csv_rows(path: PathLike, what: str = "CSV file") -> list:

@@ -155,3 +155,25 @@ def test_every_option_has_help():
         for action in p._actions:
             assert action.help, f"cmb {name} {'/'.join(action.option_strings) or action.dest}: no help text"
         assert "`" not in (p.description or ""), f"cmb {name}: back-ticks in the description"
+
+
+@pytest.mark.parametrize("content, words", [(b"\x89PNG\r\n\x1a\n\x00\x01\xff", "binary data"),
+                                            (b"", "not valid JSON"), (b'{"cmbs": [', "not valid JSON")])
+def test_every_json_reader_gives_one_line(tmp_path, content, words):
+    """The four JSON readers share CMBLib.io.read_json: annotation, model card, detections, sidecar."""
+    from CMBLib.annotation.document import load_document
+    from CMBLib.detection.model_io import read_metadata
+    from CMBLib.detection.outputs import read_detections
+    from CMBLib.metrics.pairing import read_sidecar
+
+    (tmp_path / "model.json").write_bytes(content)
+    (tmp_path / "case_cmb.json").write_bytes(content)
+    calls = {"an annotation": lambda: load_document(tmp_path / "case_cmb.json"),
+             "model metadata": lambda: read_metadata(tmp_path),
+             "detections JSON": lambda: read_detections(tmp_path / "case_cmb.json"),
+             "a CMB sidecar JSON": lambda: read_sidecar(tmp_path / "case_cmb_mask.nii.gz")}
+    for what, call in calls.items():
+        with pytest.raises(CMBError) as info:
+            call()
+        message = str(info.value)
+        assert f"cannot be read as {what}" in message and words in message and "\n" not in message

@@ -110,13 +110,12 @@ class SessionStore:
 
     def load(self, key: str):
         """(document, scribbles Volume, masks Volume or None) saved for `key`."""
+        from ..io import read_json
+
         if not self.has(key):
             raise CMBError(f"no saved session for volume {key} in {self.root}")
         folder = self.folder(key)
-        try:
-            doc = json.loads((folder / "annotation.json").read_text(encoding="utf-8"))
-        except ValueError as exc:
-            raise CMBError(f"{folder / 'annotation.json'}: not valid JSON ({exc})") from None
+        doc = read_json(folder / "annotation.json", "a saved annotation")
         validate_document(doc)
         scribbles = _load_sparse(folder / "scribbles.npz")
         masks = _load_sparse(folder / "masks.npz") if (folder / "masks.npz").is_file() else None

@@ -103,9 +103,10 @@ def run(args) -> int:
 
 def _given_sequence(path):
     """study.sequence as written in the annotation file (None when absent)."""
-    import json
+    from ..io import read_json
 
-    study = json.loads(Path(path).read_text(encoding="utf-8")).get("study") or {}
+    doc = read_json(path, "an annotation")
+    study = (doc.get("study") if isinstance(doc, dict) else None) or {}
     return study.get("sequence") if isinstance(study, dict) else None
 
 

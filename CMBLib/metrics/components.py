@@ -171,14 +171,8 @@ def describe_elements(labelled: np.ndarray, n: int, ijk_to_ras: np.ndarray,
 
 def _bounding_box(mask: np.ndarray):
     """Slices of the smallest box holding every True voxel, or None when there is none."""
-    box = []
-    for axis in range(mask.ndim):
-        other = tuple(a for a in range(mask.ndim) if a != axis)
-        hit = np.flatnonzero(mask.any(axis=other))
-        if hit.size == 0:
-            return None
-        box.append(slice(int(hit[0]), int(hit[-1]) + 1))
-    return tuple(box)
+    boxes = ndimage.find_objects(np.asarray(mask, dtype=np.uint8))
+    return boxes[0] if boxes else None
 
 
 def _renumber_ijk_order(labelled: np.ndarray, n: int) -> np.ndarray:

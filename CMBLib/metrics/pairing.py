@@ -11,13 +11,12 @@ Probability maps (``*_cmb_prob*``, ``*_probseg*``, ``*_probability*``) are not
 predictions themselves but score the prediction of the same case; a case with only a
 probability map uses it as its prediction (binarised at the threshold).
 """
-import json
 import re
 from pathlib import Path
 from typing import Optional
 
 from ..errors import CMBError
-from ..io import IMAGE_SUFFIXES, find_images, image_suffix, strip_image_suffix
+from ..io import IMAGE_SUFFIXES, find_images, image_suffix, read_json, strip_image_suffix
 
 # Trailing name tags that do not belong to the case name (lower case; longest first).
 TAGS = ("_desc-cmb_probseg", "_desc-cmb_dseg", "_desc-cmb_mask", "_desc-cmb_label",
@@ -196,10 +195,7 @@ def read_sidecar(mask_path: Optional[Path]) -> tuple[dict[int, float], dict[int,
 
 
 def _parse_sidecar(path: Path) -> tuple[dict[int, float], dict[int, str]]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise CMBError(f"{path}: cannot be read as JSON ({str(exc)[:80]})") from None
+    data = read_json(path, "a CMB sidecar JSON")
     records = data
     if isinstance(data, dict):
         records = next((data[k] for k in RECORD_KEYS if isinstance(data.get(k), list)), [])
