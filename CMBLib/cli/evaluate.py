@@ -24,8 +24,9 @@ def add_parser(subparsers):
                    help="centre-of-mass distance threshold in mm; a match must be closer (valdo, one-to-one; "
                         "default 5)")
     p.add_argument("--distance-units", default="mm", choices=["mm", "voxels"],
-                   help="measure centre distances in mm (default) or in voxel units as the original VALDO "
-                        "evaluation code does (then --distance-mm counts voxels)")
+                   help="measure centre distances in mm (default, as the VALDO challenge scored: its "
+                        "compare_segmentations.py passes the voxel size) or in voxel index units (VALDO's "
+                        "PairwiseMeasures with its default pixdim; then --distance-mm counts voxels)")
     p.add_argument("--connectivity", type=int, default=26, choices=[6, 18, 26],
                    help="connected-component connectivity (default 26)")
     p.add_argument("--elements", default="components", choices=["components", "labels"],
