@@ -123,14 +123,18 @@ def test_folder_skips_label_maps_and_own_outputs_with_a_note(tmp_path, dark_mode
     write_volume(grid.with_array(labels.astype(np.float32)), inp / "mask_float.nii.gz")  # saved as float
     write_volume(grid.with_array(labels), inp / "sub-01_T2S_truth_mask.nii.gz")  # the demo's truth mask
     assert main(["detect", str(inp), "--out", str(inp), "--model", dark_model]) == 0
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "skipping 3 label map(s)" in err, err
-    assert "lesions.nii.gz" in err and "mask_float.nii.gz" in err and "truth_mask" in err
+    printed = capsys.readouterr()
+    assert printed.err.count("\n") == 1 and "skipping 1 CMB mask(s)" in printed.err  # by name, unread
+    assert "sub-01_T2S_truth_mask.nii.gz" in printed.err
+    for name in ("lesions", "mask_float"):                                           # by their values
+        assert f"{name}: skipped (a label map (mask), not an image)" in printed.out
     assert sorted(p.name for p in inp.glob("*_cmb.json")) == ["sub-01_T2S_cmb.json"]
+    summary = (inp / "cmb_summary.csv").read_text()
+    assert "lesions,skipped" in summary and "sub-01_T2S,ok,2" in summary
     # a second run over the same folder also passes over the detection output just written
     assert main(["detect", str(inp), "--out", str(inp), "--model", dark_model, "--overwrite"]) == 0
     err = capsys.readouterr().err
-    assert "skipping 4 label map(s)" in err and "sub-01_T2S_cmb_mask.nii.gz" in err
+    assert "skipping 2 CMB mask(s)" in err and "sub-01_T2S_cmb_mask.nii.gz" in err
     assert sorted(p.name for p in inp.glob("*_cmb.json")) == ["sub-01_T2S_cmb.json"]
 
 

@@ -72,27 +72,22 @@ def collect_inputs(items):
 
 
 def folder_images(folder: Path) -> list:
-    """Images directly inside `folder`, less label maps and this project's own outputs.
+    """Images directly inside `folder`, less this project's own outputs (by name).
 
-    What is left out is named in one note on stderr: a folder holding a study often
-    also holds its masks, the demo's truth mask or earlier detection outputs.
+    What is left out is named in one note on stderr: a folder holding a study often also
+    holds the demo's truth mask or earlier detection outputs.  Other label maps (a
+    FreeSurfer segmentation, a grown mask) are recognised by their values once read, and
+    skipped with a note then (`_run_studies`), so no image is read twice.
     """
-    from ..io import find_images, image_suffix, read_volume, strip_image_suffix
-    from ..validation import looks_like_label_map
+    from ..io import find_images, image_suffix, strip_image_suffix
 
     keep, skipped = [], []
     for q in find_images(folder):
-        if image_suffix(q) == ".seg.nrrd" or strip_image_suffix(q).lower().endswith(EXCLUDE_SUFFIXES):
-            skipped.append(q.name)
-            continue
-        try:
-            label_map = looks_like_label_map(read_volume(q).array)
-        except CMBError:
-            label_map = False  # unreadable: the study itself reports the error
-        (skipped if label_map else keep).append(q.name if label_map else q)
+        own = image_suffix(q) == ".seg.nrrd" or strip_image_suffix(q).lower().endswith(EXCLUDE_SUFFIXES)
+        (skipped if own else keep).append(q.name if own else q)
     if skipped:
         shown = ", ".join(skipped[:5]) + (f" and {len(skipped) - 5} more" if len(skipped) > 5 else "")
-        print(f"cmb detect: {folder}: skipping {len(skipped)} label map(s) or CMB output(s), not images: {shown}",
+        print(f"cmb detect: {folder}: skipping {len(skipped)} CMB mask(s) or output(s), not images: {shown}",
               file=sys.stderr)
     return keep
 
@@ -139,7 +134,7 @@ def _run_studies(args, inputs, out_dir, emit, bar):
     from ..detection.pipeline import detect, normalise_sequence
     from ..io import read_volume, strip_image_suffix
     from ..progress import Cancelled
-    from ..validation import validate_image
+    from ..validation import looks_like_label_map, validate_image
 
     if args.threads:
         import torch
@@ -171,6 +166,10 @@ def _run_studies(args, inputs, out_dir, emit, bar):
             msg = str(exc) if str(path) in str(exc) else f"{path}: {exc}"
             rows.append(summary_row(name, "failed", message=msg))
             emit.error(msg)
+            continue
+        if looks_like_label_map(volume.array):  # a segmentation or mask lying among the images
+            rows.append(summary_row(name, "skipped", message="a label map (mask), not an image"))
+            emit.study(name, "skipped", message="a label map (mask), not an image")
             continue
         if model is None:
             device = select_device(args.device)
