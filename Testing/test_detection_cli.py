@@ -301,3 +301,4 @@ def test_demo_writes_outputs_and_png(tmp_path, dark_model, capsys):
     assert "not written by cmb demo" in capsys.readouterr().err
     assert (other / "demo_T2S.nii.gz").read_bytes() == b"the user's own file"
     assert main(["demo", "--out", str(other), "--model", dark_model, "--overwrite"]) == 0
+
