@@ -4,7 +4,15 @@ Array convention: volumes are indexed [k, j, i]; world coordinates are RAS mm.
 See `CMBLib.geometry` for the details.
 """
 from .errors import CMBError
-from .geometry import Volume
 
 __version__ = "0.1.0"
 __all__ = ["CMBError", "Volume", "__version__"]
+
+
+def __getattr__(name):
+    # `Volume` is imported on first use, so `cmb --help` does not pay for numpy.
+    if name == "Volume":
+        from .geometry import Volume
+
+        return Volume
+    raise AttributeError(f"module 'CMBLib' has no attribute {name!r}")

@@ -173,7 +173,19 @@ def volume_to_sitk(volume: Volume):
         array = array.astype(np.uint8)
     if array.dtype == np.float16:
         array = array.astype(np.float32)
-    image = sitk.GetImageFromArray(array)
+    return _with_geometry(sitk.GetImageFromArray(array), volume)
+
+
+def sitk_reference(geometry: Volume, shape_kji):
+    """An empty SimpleITK image (uint8) of size `shape_kji` with `geometry`'s spacing,
+    origin and direction: the target grid for `sitk.Resample`."""
+    import SimpleITK as sitk
+
+    return _with_geometry(sitk.Image([int(n) for n in shape_kji[::-1]], sitk.sitkUInt8), geometry)
+
+
+def _with_geometry(image, volume: Volume):
+    """`image` with the spacing, origin and direction of `volume` (RAS -> SimpleITK's LPS)."""
     image.SetSpacing(tuple(float(s) for s in volume.spacing))
     image.SetOrigin(tuple(float(v) for v in LPS_TO_RAS @ np.asarray(volume.origin)))
     image.SetDirection(tuple(float(v) for v in (LPS_TO_RAS @ volume.direction).ravel()))
@@ -272,9 +284,47 @@ def _label_color(n: int):
     return palette[n % len(palette)]
 
 
+def current_umask() -> int:
+    """The process's umask (read without changing it where /proc allows, e.g. on Linux)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: read it by setting it, and put it straight back
+    os.umask(mask)
+    return mask
+
+
+def honour_umask(path: PathLike) -> None:
+    """Give `path` the mode a plain open()/mkdir() would have: 0666 / 0777 less the umask.
+
+    `tempfile.mkstemp` / `mkdtemp` create 0600 / 0700 entries; a result renamed into
+    place from one must be readable by colleagues as the user's umask intends.
+    """
+    path = Path(path)
+    base = 0o777 if path.is_dir() else 0o666
+    os.chmod(path, base & ~current_umask())
+
+
+def make_temp_dir(parent: PathLike, prefix: str) -> Path:
+    """A new uniquely named folder in `parent` (created if needed) with umask-derived mode."""
+    parent = Path(parent)
+    parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=str(parent)))
+    honour_umask(tmp)
+    return tmp
+
+
 @contextlib.contextmanager
 def atomic_path(path: PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; rename it onto `path` only on success."""
+    """Yield a temporary path beside `path`; rename it onto `path` only on success.
+
+    The result gets the mode the user's umask gives new files (0644 under umask 022),
+    not mkstemp's private 0600.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = image_suffix(path) or path.suffix
@@ -283,6 +333,7 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
     tmp = Path(tmp)
     try:
         yield tmp
+        honour_umask(tmp)
         os.replace(tmp, path)
     finally:
         if tmp.exists():
@@ -316,33 +367,85 @@ def _json_default(o):
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
+def read_json(path: PathLike, what: str = "JSON"):
+    """The parsed content of a UTF-8 JSON file.
+
+    CMBError, in one line naming the file and `what` it should be ("model metadata",
+    "an annotation"), for a missing file, a folder, binary content or invalid JSON.
+    """
+    import json
+
+    path = Path(path)
+    if not path.is_file():
+        reason = "is a folder" if path.is_dir() else "file not found"
+        raise CMBError(f"{path}: cannot be read as {what} ({reason})")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise CMBError(f"{path}: cannot be read as {what} (binary data, not JSON text)") from None
+    except ValueError as exc:  # json.JSONDecodeError
+        raise CMBError(f"{path}: cannot be read as {what} (not valid JSON: {str(exc)[:100]})") from None
+    except OSError as exc:
+        raise CMBError(f"{path}: cannot be read as {what} ({exc.strerror or exc})") from None
+
+
+def read_csv_rows(path: PathLike, what: str = "CSV file") -> list:
+    """Rows of a UTF-8 text CSV (blank and '#' comment lines dropped; the header is row 0).
+
+    CMBError, in one line, for a missing file, a folder, binary or undecodable content
+    (e.g. an image given where a CSV was expected) and a file without rows.
+    """
+    import csv
+    import io as _io
+
+    path = Path(path)
+    if not path.is_file():
+        raise CMBError(f"{path}: {what} not found" if not path.exists() else f"{path}: is a folder, not a {what}")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise CMBError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    binary = f"{path}: is not a text CSV file (binary data; was an image given where the {what} belongs?)"
+    if b"\0" in data[:65536]:
+        raise CMBError(binary)
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise CMBError(binary) from None
+    try:
+        rows = [r for r in csv.reader(_io.StringIO(text, newline=""))
+                if any(c.strip() for c in r) and not r[0].lstrip().startswith("#")]
+    except csv.Error as exc:
+        raise CMBError(f"{path}: cannot be read as CSV ({exc})") from None
+    if not rows:
+        raise CMBError(f"{path}: empty {what}")
+    return rows
+
+
 def read_points_csv(path: PathLike, columns=("x", "y", "z")) -> np.ndarray:
     """Read RAS mm points from a CSV with a header containing x, y, z (extra columns ignored).
 
     Also accepts Slicer markups CSV (columns 'r','a','s' or 'x','y','z') -> (N, 3) array.
+    Every kind of bad file (binary, empty, no x,y,z columns, a non-numeric or
+    non-finite coordinate) raises CMBError with one line naming the file and the line.
     """
-    import csv
-
     path = Path(path)
-    if not path.is_file():
-        raise CMBError(f"{path}: points file not found")
-    with open(path, newline="", encoding="utf-8-sig") as fh:
-        rows = [r for r in csv.reader(fh) if r and not r[0].lstrip().startswith("#")]
-    if not rows:
-        raise CMBError(f"{path}: no points")
+    rows = read_csv_rows(path, "points file")
     header = [h.strip().lower() for h in rows[0]]
     for names in (list(columns), ["r", "a", "s"]):
         if all(n in header for n in names):
             idx = [header.index(n) for n in names]
             break
     else:
-        raise CMBError(f"{path}: needs columns x,y,z (RAS mm); found {','.join(header)}")
+        found = ",".join(h for h in header if h)[:120] or "no column names"
+        raise CMBError(f"{path}: needs a header with columns x,y,z (RAS mm); found {found}")
     points = []
-    for line_no, row in enumerate(rows[1:], start=2):
+    for n, row in enumerate(rows[1:], start=1):
         try:
             points.append([float(row[i]) for i in idx])
         except (ValueError, IndexError):
-            raise CMBError(f"{path}: line {line_no} has no numeric x,y,z") from None
+            shown = ",".join(row)[:60]
+            raise CMBError(f"{path}: point {n} ('{shown}') has no numeric x,y,z") from None
     arr = np.asarray(points, dtype=float).reshape(-1, 3)
     if not np.all(np.isfinite(arr)):
         raise CMBError(f"{path}: points contain NaN or infinite coordinates")

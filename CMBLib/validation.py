@@ -48,6 +48,31 @@ def validate_labelmap(labels: Volume, image: Volume, name: str = "scribbles") ->
     return labels
 
 
+def looks_like_label_map(array: np.ndarray) -> bool:
+    """True for a label map or mask (a segmentation, a CMB instance mask), not an image.
+
+    A label map holds non-negative whole numbers below 65536 (booleans, integers, or
+    floats that are all integers) that are few (at most 64 distinct values) or sparse
+    in their range (at most 10 %: FreeSurfer's aparc+aseg has about 110 values up to
+    2035).  An MR image, even an 8-bit one, fills its intensity range densely.  Judged
+    on an evenly strided sample of at most 2 million voxels.
+    """
+    a = np.asarray(array)
+    if a.dtype == np.bool_:
+        return True
+    flat = a.ravel()
+    sample = flat[:: max(1, flat.size // 2_000_000)]
+    if np.issubdtype(a.dtype, np.floating):
+        if not np.all(np.isfinite(sample)) or np.any(sample != np.round(sample)):
+            return False
+    elif not np.issubdtype(a.dtype, np.integer):
+        return False
+    if sample.size == 0 or sample.min() < 0 or sample.max() > 65535:
+        return False
+    n_values = np.unique(sample).size
+    return bool(n_values <= 64 or n_values <= 0.1 * (float(sample.max()) + 1))
+
+
 def label_ids(array: np.ndarray):
     """Sorted non-zero integer labels present in `array`."""
     a = np.asarray(array)

@@ -1,5 +1,7 @@
 """`cmb detect`, `cmb models`, `cmb demo`: outputs, batch behaviour and one-line errors."""
 import json
+import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -107,6 +109,46 @@ def test_folder_batch_skip_existing_overwrite_and_bad_study(tmp_path, dark_model
     assert (out / "s0_cmb.json").stat().st_mtime_ns == stamp
     assert main(["detect", str(inp), "--out", str(out), "--model", dark_model, "--overwrite"]) == 0
     assert (out / "s0_cmb.json").stat().st_mtime_ns != stamp
+
+
+def test_folder_skips_label_maps_and_own_outputs_with_a_note(tmp_path, dark_model, capsys):
+    """A study folder also holds masks: the demo's truth mask, a grown mask, earlier detections."""
+    inp = tmp_path / "in"
+    img, _ = _study(inp, "sub-01_T2S")
+    grid = read_volume(img)
+    labels = np.zeros(grid.array.shape, np.int16)
+    labels[10, 30:34, 40:44] = 1
+    labels[13, 55:58, 60:63] = 2
+    write_volume(grid.with_array(labels), inp / "lesions.nii.gz")               # a label map, any name
+    write_volume(grid.with_array(labels.astype(np.float32)), inp / "mask_float.nii.gz")  # saved as float
+    write_volume(grid.with_array(labels), inp / "sub-01_T2S_truth_mask.nii.gz")  # the demo's truth mask
+    assert main(["detect", str(inp), "--out", str(inp), "--model", dark_model]) == 0
+    printed = capsys.readouterr()
+    assert printed.err.count("\n") == 1 and "skipping 1 CMB mask(s)" in printed.err  # by name, unread
+    assert "sub-01_T2S_truth_mask.nii.gz" in printed.err
+    for name in ("lesions", "mask_float"):                                           # by their values
+        assert f"{name}: skipped (a label map (mask), not an image)" in printed.out
+    assert sorted(p.name for p in inp.glob("*_cmb.json")) == ["sub-01_T2S_cmb.json"]
+    summary = (inp / "cmb_summary.csv").read_text()
+    assert "lesions,skipped" in summary and "sub-01_T2S,ok,2" in summary
+    # a second run over the same folder also passes over the detection output just written
+    assert main(["detect", str(inp), "--out", str(inp), "--model", dark_model, "--overwrite"]) == 0
+    err = capsys.readouterr().err
+    assert "skipping 2 CMB mask(s)" in err and "sub-01_T2S_cmb_mask.nii.gz" in err
+    assert sorted(p.name for p in inp.glob("*_cmb.json")) == ["sub-01_T2S_cmb.json"]
+
+
+def test_outputs_are_group_readable_under_umask_022(tmp_path, dark_model):
+    img, _ = _study(tmp_path, "a")
+    old = os.umask(0o022)
+    try:
+        assert main(["detect", str(img), "--out", str(tmp_path / "out" / "deeper"), "--model", dark_model]) == 0
+    finally:
+        os.umask(old)
+    written = sorted((tmp_path / "out").rglob("*"))
+    assert {p.name for p in written} >= {"deeper", "a_cmb_mask.nii.gz", "a_cmb.json", "a_cmb.csv", "cmb_summary.csv"}
+    for p in written:
+        assert stat.S_IMODE(p.stat().st_mode) == (0o755 if p.is_dir() else 0o644), p
 
 
 def test_shards_split_the_sorted_inputs(tmp_path, dark_model):
@@ -220,6 +262,19 @@ def test_models_lists_version_input_and_metrics(tmp_path, monkeypatch, capsys):
     assert "\n    test all: n_cases 3, f1 0.5\n" in out
 
 
+def test_overview_is_radiological():
+    """Patient right on the viewer's left, anterior at the top, for the common grids."""
+    from CMBLib.cli.demo import radiological_view
+
+    # RAS-aligned (NIfTI from most converters): i runs to patient right, j to anterior
+    assert radiological_view(np.eye(3)) == (False, True, True)
+    # LPS-aligned (DICOM order): i runs to patient left, j to posterior: already radiological
+    assert radiological_view(np.diag([-1.0, -1.0, 1.0])) == (False, False, False)
+    # i along A-P, j along R-L: transpose first; j runs right (flip columns), i runs posterior
+    swapped = np.array([[0.0, 1.0, 0.0], [-1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+    assert radiological_view(swapped) == (True, False, True)
+
+
 def test_demo_writes_outputs_and_png(tmp_path, dark_model, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--model", dark_model, "--n-cmbs", "3"]) == 0
@@ -229,5 +284,21 @@ def test_demo_writes_outputs_and_png(tmp_path, dark_model, capsys):
                  "demo_T2S_cmb_mask.nii.gz", "demo_T2S_overview.png"):
         assert (out / name).stat().st_size > 0, name
     assert (out / "demo_T2S_overview.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert main(["demo", "--out", str(out), "--model", dark_model]) == 2  # no silent overwrite
-    assert "exists" in capsys.readouterr().err
+    listed = text[text.index("outputs in"):]
+    written = sorted(p.name for p in out.iterdir())
+    assert written == sorted(json.loads((out / "cmb_demo.json").read_text())["files"])
+    assert all(name in listed for name in written), (written, listed)  # the printed list is complete
+    assert "synthetic data only" in text.splitlines()[0]  # says up front what to expect
+    # a second run replaces its own earlier outputs ...
+    assert main(["demo", "--out", str(out), "--model", dark_model, "--n-cmbs", "2"]) == 0
+    assert "replacing the outputs of an earlier demo" in capsys.readouterr().out
+    assert np.unique(read_volume(out / "demo_T2S_truth_mask.nii.gz").array).tolist() == [0, 1, 2]
+    # ... but never a file it did not write
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "demo_T2S.nii.gz").write_bytes(b"the user's own file")
+    assert main(["demo", "--out", str(other), "--model", dark_model]) == 2
+    assert "not written by cmb demo" in capsys.readouterr().err
+    assert (other / "demo_T2S.nii.gz").read_bytes() == b"the user's own file"
+    assert main(["demo", "--out", str(other), "--model", dark_model, "--overwrite"]) == 0
+

@@ -185,3 +185,47 @@ def test_cli_on_a_real_scan_grid(shared_data, tmp_path):
     with open(out / "per_cmb.csv", newline="") as fh:
         tp = [r for r in csv.DictReader(fh) if r["kind"] == "prediction" and r["status"] == "TP"]
     assert float(tp[0]["distance_mm"]) == pytest.approx(4 * grid.spacing[0], abs=1e-3)
+
+
+def test_two_named_files_pair_whatever_their_names(tmp_path, capsys):
+    """`--pred det/x_cmb_mask.nii.gz --ref y_truth_mask.nii.gz`: the user said which two files to compare."""
+    ref = save(tmp_path / "reader_A_final.nii.gz", mask((5, 10, 10), (5, 20, 20)))
+    pred = save(tmp_path / "det" / "demo_T2S_cmb_mask.nii.gz", mask((5, 10, 11), (1, 1, 1), dtype=np.int16))
+    out = tmp_path / "rep"
+    assert main(["evaluate", "--pred", str(pred), "--ref", str(ref), "--out", str(out), "--quiet"]) == 0
+    assert "TP 1  FP 1  FN 1" in capsys.readouterr().out
+    # a folder is not an explicit choice: there names must pair, and here none does
+    rc = main(["evaluate", "--pred", str(tmp_path / "det"), "--ref", str(ref), "--out", str(tmp_path / "r2")])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "no prediction pairs" in err and "reader_A_final" in err
+    assert not (tmp_path / "r2").exists()
+
+
+def test_nothing_pairs_is_an_error_not_a_zero_score(tmp_path, capsys):
+    save(tmp_path / "ref" / "sub-1_CMB.nii.gz", mask((5, 10, 10)))
+    save(tmp_path / "ref" / "sub-2_CMB.nii.gz", mask((5, 10, 10)))
+    save(tmp_path / "pred" / "case7_cmb_mask.nii.gz", mask((5, 10, 10)))
+    rc = main(["evaluate", "--pred", str(tmp_path / "pred"), "--ref", str(tmp_path / "ref"),
+               "--out", str(tmp_path / "rep"), "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "no prediction pairs" in err and "case7_cmb_mask" in err
+    (tmp_path / "empty").mkdir()
+    rc = main(["evaluate", "--pred", str(tmp_path / "empty"), "--ref", str(tmp_path / "ref"),
+               "--out", str(tmp_path / "rep")])
+    assert rc == 2 and "no prediction files" in capsys.readouterr().err
+
+
+def test_unpaired_files_are_reported_even_when_quiet(study, capsys):
+    rc = main(["evaluate", "--pred", str(study / "pred"), "--ref", str(study / "ref"),
+               "--out", str(study / "rep"), "--quiet"])
+    printed = capsys.readouterr()
+    assert rc == 0 and printed.out.count("\n") == 1  # --quiet: one result line ...
+    lines = printed.err.splitlines()                 # ... and the unpaired files, one line each
+    assert len(lines) == 2
+    assert "sub-103_CMB.nii.gz has no prediction" in lines[0] and "false negatives" in lines[0]
+    assert "sub-999_cmb_mask.nii.gz has no reference" in lines[1]
+
+
+def test_demo_truth_mask_pairs_with_the_detection(tmp_path):
+    """`cmb demo` writes NAME_truth_mask beside NAME_cmb_mask: the two pair by case name."""
+    assert case_key("demo_T2S_truth_mask.nii.gz") == case_key("demo_T2S_cmb_mask.nii.gz") == "demo_T2S"

@@ -210,7 +210,8 @@ def test_ties_follow_the_valdo_scorer_numbering():
 
 def test_float_reference_is_rounded_like_valdo():
     ref = np.zeros(SHAPE, np.float32)
-    ref[5, 10, 10] = 0.6                               # rounds to 1: a CMB
-    ref[5, 10, 30] = 0.4                               # rounds to 0: nothing
+    ref[5, 10, 10] = 0.6                               # np.around(x, decimals=1) != 0: a CMB
+    ref[5, 10, 30] = 0.4                               # 0.4: a CMB too (VALDO rounds to one decimal)
+    ref[5, 18, 2] = 0.04                               # rounds to 0.0: nothing
     r = evaluate_case(vol(), ref)
-    assert r.n_ref == 1 and r.fn == 1
+    assert r.n_ref == 2 and r.fn == 2

@@ -27,7 +27,6 @@ import io
 import os
 import re
 import shutil
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,7 +129,9 @@ def export_subject(dataset, subject: str, image: Volume, scribbles: Volume, mask
 
     files = subject_files(root, label, seq, name)
     created = _make_parents(root)
-    tmp = Path(tempfile.mkdtemp(prefix=f".cmb-export-{sub}-", dir=str(root)))
+    from ..io import make_temp_dir
+
+    tmp = make_temp_dir(root, f".cmb-export-{sub}-")
     try:
         staged = _stage(tmp, files, root, image, scribbles, mask_out, doc, label, name, progress)
         report(progress, 0.9, "moving the subject into place")

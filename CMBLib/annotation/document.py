@@ -309,13 +309,10 @@ def _show(value) -> str:
 # --- files -----------------------------------------------------------------------------
 def load_document(path, complete: bool = False) -> dict:
     """Read an annotation JSON file; with `complete`, fill missing fields; validate."""
+    from ..io import read_json
+
     path = Path(path)
-    if not path.is_file():
-        raise CMBError(f"{path}: annotation file not found")
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise CMBError(f"{path}: not valid JSON ({exc})") from None
+    doc = read_json(path, "an annotation")
     if complete:
         doc = complete_document(doc)
     try:

@@ -82,11 +82,11 @@ class SessionStore:
     def save(self, key: str, document: dict, scribbles: Volume, masks: Optional[Volume] = None,
              volume_name: str = "") -> Path:
         """Save the state of `key` atomically; returns its folder."""
-        from ..io import write_json_atomic
+        from ..io import make_temp_dir, write_json_atomic
 
         validate_document(document)
         self.root.mkdir(parents=True, exist_ok=True)
-        new = Path(tempfile.mkdtemp(prefix=f".{key}.new.", dir=str(self.root)))
+        new = make_temp_dir(self.root, f".{key}.new.")
         try:
             _save_sparse(scribbles, new / "scribbles.npz")
             if masks is not None:
@@ -156,13 +156,12 @@ class SessionStore:
 
     def load(self, key: str):
         """(document, scribbles Volume, masks Volume or None) saved for `key`."""
+        from ..io import read_json
+
         if not self.has(key):
             raise CMBError(f"no saved session for volume {key} in {self.root}")
         folder = self.folder(key)
-        try:
-            doc = json.loads((folder / "annotation.json").read_text(encoding="utf-8"))
-        except ValueError as exc:
-            raise CMBError(f"{folder / 'annotation.json'}: not valid JSON ({exc})") from None
+        doc = read_json(folder / "annotation.json", "a saved annotation")
         validate_document(doc)
         if (folder / "grid.json").is_file():
             scribbles = _load_segments(folder, "scribbles")

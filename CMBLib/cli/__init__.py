@@ -49,6 +49,11 @@ def main(argv=None) -> int:
     except MemoryError:
         print(f"cmb {args.command}: error: out of memory", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into `head` and the like: stop quietly
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

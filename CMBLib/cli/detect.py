@@ -15,12 +15,13 @@ from pathlib import Path
 
 from ..errors import CMBError
 
-EXCLUDE_SUFFIXES = ("_cmb_mask",)
+# Outputs of this project lying in an input folder (detections, demo truth, exported masks).
+EXCLUDE_SUFFIXES = ("_cmb_mask", "_cmb_prob", "_truth_mask", "_desc-cmb_dseg", "_desc-scribbles_dseg", "_probseg")
 
 
 def add_parser(subparsers):
     p = subparsers.add_parser("detect", help="detect microbleeds in SWI / T2* / QSM volumes",
-                              description=__doc__.split("\n\n")[0])
+                              description=__doc__.split("\n\n")[0].replace("`", ""))
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (.nii.gz, .nii, .nrrd) or folders")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     p.add_argument("--model", default="default", metavar="NAME|PATH",
@@ -54,13 +55,11 @@ def parse_shard(text):
 
 def collect_inputs(items):
     """Expand folders -> (sorted unique image paths, list of (path, message) that are missing)."""
-    from ..io import find_images, strip_image_suffix
-
     found, missing = [], []
     for item in items:
         p = Path(item)
         if p.is_dir():
-            imgs = [q for q in find_images(p) if not strip_image_suffix(q).endswith(EXCLUDE_SUFFIXES)]
+            imgs = folder_images(p)
             if not imgs:
                 missing.append((str(p), f"{p}: folder holds no images (.nii.gz, .nii, .nrrd)"))
             found.extend(imgs)
@@ -70,6 +69,27 @@ def collect_inputs(items):
             missing.append((str(p), f"{p}: file not found"))
     unique = sorted({q.resolve(): q for q in found}.values(), key=lambda q: str(q))
     return unique, missing
+
+
+def folder_images(folder: Path) -> list:
+    """Images directly inside `folder`, less this project's own outputs (by name).
+
+    What is left out is named in one note on stderr: a folder holding a study often also
+    holds the demo's truth mask or earlier detection outputs.  Other label maps (a
+    FreeSurfer segmentation, a grown mask) are recognised by their values once read, and
+    skipped with a note then (`_run_studies`), so no image is read twice.
+    """
+    from ..io import find_images, image_suffix, strip_image_suffix
+
+    keep, skipped = [], []
+    for q in find_images(folder):
+        own = image_suffix(q) == ".seg.nrrd" or strip_image_suffix(q).lower().endswith(EXCLUDE_SUFFIXES)
+        (skipped if own else keep).append(q.name if own else q)
+    if skipped:
+        shown = ", ".join(skipped[:5]) + (f" and {len(skipped) - 5} more" if len(skipped) > 5 else "")
+        print(f"cmb detect: {folder}: skipping {len(skipped)} CMB mask(s) or output(s), not images: {shown}",
+              file=sys.stderr)
+    return keep
 
 
 def run(args) -> int:
@@ -114,7 +134,7 @@ def _run_studies(args, inputs, out_dir, emit, bar):
     from ..detection.pipeline import detect, normalise_sequence
     from ..io import read_volume, strip_image_suffix
     from ..progress import Cancelled
-    from ..validation import validate_image
+    from ..validation import looks_like_label_map, validate_image
 
     if args.threads:
         import torch
@@ -146,6 +166,10 @@ def _run_studies(args, inputs, out_dir, emit, bar):
             msg = str(exc) if str(path) in str(exc) else f"{path}: {exc}"
             rows.append(summary_row(name, "failed", message=msg))
             emit.error(msg)
+            continue
+        if looks_like_label_map(volume.array):  # a segmentation or mask lying among the images
+            rows.append(summary_row(name, "skipped", message="a label map (mask), not an image"))
+            emit.study(name, "skipped", message="a label map (mask), not an image")
             continue
         if model is None:
             device = select_device(args.device)

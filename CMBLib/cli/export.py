@@ -11,8 +11,6 @@ helper is installed.  An existing subject is never replaced without --overwrite.
 import sys
 from pathlib import Path
 
-import numpy as np
-
 
 def add_parser(subparsers):
     p = subparsers.add_parser(
@@ -42,6 +40,8 @@ def add_parser(subparsers):
 
 
 def run(args) -> int:
+    import numpy as np
+
     from ..annotation.dataset import export_subject, sequence_name, subject_label
     from ..annotation.document import complete_document, load_document, validate_document
     from ..annotation.masks import (
@@ -103,9 +103,10 @@ def run(args) -> int:
 
 def _given_sequence(path):
     """study.sequence as written in the annotation file (None when absent)."""
-    import json
+    from ..io import read_json
 
-    study = json.loads(Path(path).read_text(encoding="utf-8")).get("study") or {}
+    doc = read_json(path, "an annotation")
+    study = (doc.get("study") if isinstance(doc, dict) else None) or {}
     return study.get("sequence") if isinstance(study, dict) else None
 
 

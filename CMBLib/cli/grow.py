@@ -3,13 +3,14 @@ import sys
 from pathlib import Path
 
 from ..errors import CMBError
-from ..io import read_points_csv, read_volume, strip_image_suffix, write_json_atomic, write_volume
-from ..progress import terminal_progress
+
+# Literal copies of CMBLib.growing's names (importing it costs scipy at `cmb --help`);
+# Testing/test_cli_basics.py checks they agree.
+MODES = ("running_average", "seed_average", "parent_son")
+DEFAULT_MODE = "seed_average"
 
 
 def add_parser(sub):
-    from ..growing import DEFAULT_MODE, MODES
-
     p = sub.add_parser(
         "grow", help="grow 3D CMB masks from scribbles or centre points",
         description="Grow one 3D mask per scribble label (same label ids) with adaptive-tolerance "
@@ -21,7 +22,8 @@ def add_parser(sub):
                    help="CSV of CMB centres with columns x,y,z (RAS mm) instead of scribbles")
     p.add_argument("-o", "--output", required=True, metavar="MASK", help="output instance mask (.nii.gz, .nrrd)")
     p.add_argument("--mode", choices=MODES, default=DEFAULT_MODE, help=f"intensity difference (default {DEFAULT_MODE})")
-    p.add_argument("--connectivity", type=int, choices=(6, 26), default=6)
+    p.add_argument("--connectivity", type=int, choices=(6, 26), default=6,
+                   help="voxel neighbourhood for growing: 6 (faces) or 26 (faces, edges, corners); default 6")
     p.add_argument("--tolerance", default="auto",
                    help="'auto' (per CMB, from the size-vs-tolerance curve) or a fixed tolerance "
                         "(fraction of the image intensity range with --relative, intensity units with --absolute)")
@@ -38,6 +40,8 @@ def add_parser(sub):
 
 def run(args) -> int:
     from ..growing import grow_from_points, grow_from_scribbles
+    from ..io import read_points_csv, read_volume, write_json_atomic, write_volume
+    from ..progress import terminal_progress
 
     out = Path(args.output)
     meta_path = metadata_path(out)
@@ -49,10 +53,11 @@ def run(args) -> int:
         raise CMBError("give either a SCRIBBLES label map or --points CSV (one of them)")
     options = dict(mode=args.mode, connectivity=args.connectivity, tolerance=args.tolerance,
                    relative=args.relative, max_diameter_mm=args.max_diameter)
+    points = read_points_csv(args.points) if args.points else None  # a bad CSV fails first
     progress = None if args.quiet else terminal_progress()
     image = read_volume(args.image)
-    if args.points:
-        result = grow_from_points(image, read_points_csv(args.points), progress=progress, **options)
+    if points is not None:
+        result = grow_from_points(image, points, progress=progress, **options)
     else:
         result = grow_from_scribbles(image, read_volume(args.scribbles), progress=progress, **options)
     write_volume(result.labels, out)
@@ -68,6 +73,8 @@ def run(args) -> int:
 
 def metadata_path(mask_path: Path) -> Path:
     """MASK.nii.gz -> MASK.json beside it."""
+    from ..io import strip_image_suffix
+
     return mask_path.with_name(strip_image_suffix(mask_path) + ".json")
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 def add_parser(subparsers):
     p = subparsers.add_parser(
         "import-study", help="read an annotated subject back out of a CMB dataset",
-        description="Check one subject of a dataset written by `cmb export` (annotation validated, images "
+        description="Check one subject of a dataset written by cmb export (annotation validated, images "
                     "readable) and copy its image, scribbles, CMB mask, segmentation and annotation to DIR. "
                     "Without --subject, list the subjects.")
     p.add_argument("dataset", metavar="DATASET", help="dataset folder")

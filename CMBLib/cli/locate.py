@@ -33,18 +33,18 @@ def add_parser(subparsers):
 
 
 def run(args) -> int:
-    from ..io import read_points_csv, read_volume, write_text_atomic
+    from ..io import read_csv_rows, read_points_csv, read_volume, write_text_atomic
     from ..location import locate_points
     from ..location.summary import COLUMNS as SUMMARY_COLUMNS
     from ..location.summary import mars_table
     from ..progress import terminal_progress
 
+    points = read_points_csv(args.points)  # first: a bad CSV fails before minutes of registration
+    extra, rows = _extra_columns(read_csv_rows(args.points, "points file"), len(points))
     image = read_volume(args.image)
     labels = read_volume(args.labels) if args.labels else None
-    points = read_points_csv(args.points)
     progress = None if args.quiet else terminal_progress(sys.stderr)
     records = locate_points(image, points, labels=labels, progress=progress, deformable=args.deformable)
-    extra, rows = _extra_columns(args.points, len(records))
     for rec, row in zip(records, rows):
         rec.update(row)
     text = to_csv(records, extra + COLUMNS)
@@ -57,10 +57,8 @@ def run(args) -> int:
     return 0
 
 
-def _extra_columns(path, n):
-    """Other columns of the input CSV (e.g. an id or label), kept in front of the output."""
-    with open(path, newline="", encoding="utf-8-sig") as fh:
-        rows = [r for r in csv.reader(fh) if r and not r[0].lstrip().startswith("#")]
+def _extra_columns(rows, n):
+    """Other columns of the input CSV rows (e.g. an id or label), kept in front of the output."""
     header = [h.strip() for h in rows[0]]
     skip = {"x", "y", "z", "r", "a", "s"} | set(COLUMNS)
     keep = [k for k, h in enumerate(header) if h and h.lower() not in skip]

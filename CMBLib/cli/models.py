@@ -4,7 +4,7 @@ import json
 
 def add_parser(subparsers):
     p = subparsers.add_parser("models", help="list the bundled detection models",
-                              description=__doc__.split("\n")[0])
+                              description=__doc__.split("\n")[0].replace("`", ""))
     p.add_argument("--json", action="store_true", help="print the models' metadata as JSON")
     return p
 

@@ -14,7 +14,6 @@ The SHA-256 of ``weights.npz`` is checked against ``model.json`` *before* the we
 read; a mismatch is refused with a one-line CMBError.
 """
 import hashlib
-import json
 import os
 import zipfile
 from pathlib import Path
@@ -23,7 +22,7 @@ from typing import Union
 import numpy as np
 
 from ..errors import CMBError
-from ..io import atomic_path, write_json_atomic
+from ..io import atomic_path, read_json, write_json_atomic
 
 MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
 WEIGHTS_FILE = "weights.npz"
@@ -138,10 +137,7 @@ def resolve_model_folder(name_or_path: Union[str, os.PathLike], models_dir=None)
 def read_metadata(folder: Union[str, os.PathLike]) -> dict:
     """Parse and check a model folder's model.json (no weights are read)."""
     path = Path(folder) / METADATA_FILE
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise CMBError(f"{path}: cannot be read as model metadata: {str(exc)[:120]}") from None
+    meta = read_json(path, "model metadata")
     if not isinstance(meta, dict):
         raise CMBError(f"{path}: model metadata must be a JSON object")
     for name, others in ALIASES.items():

@@ -15,13 +15,12 @@ CMB count, count per BOMBS size class and per location when known).
 import csv
 import datetime
 import io
-import json
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Optional
 
 from ..errors import CMBError
-from ..io import write_json_atomic, write_text_atomic, write_volume
+from ..io import read_json, write_json_atomic, write_text_atomic, write_volume
 
 FORMAT = "cmb-detections"
 FORMAT_VERSION = "1.0"
@@ -96,10 +95,7 @@ def write_outputs(result, out_dir, name: str, image: str = "", overwrite: bool =
 def read_detections(path) -> dict:
     """Read a NAME_cmb.json (format cmb-detections 1.x); CMBError if it is not one."""
     path = Path(path)
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise CMBError(f"{path}: cannot be read as detections JSON: {str(exc)[:120]}") from None
+    doc = read_json(path, "detections JSON")
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise CMBError(f"{path}: not a cmb-detections file")
     if str(doc.get("format_version", "")).split(".")[0] != FORMAT_VERSION.split(".")[0]:

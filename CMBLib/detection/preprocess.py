@@ -50,28 +50,16 @@ class Preprocessed:
         """
         import SimpleITK as sitk
 
-        from ..io import volume_to_sitk
+        from ..io import sitk_reference, volume_to_sitk
 
         a = np.asarray(array)
         if a.shape != self.array.shape:
             raise CMBError(f"array shape {a.shape} differs from the model grid {self.array.shape}")
         moving = volume_to_sitk(self.grid.with_array(a.astype(np.float32) if order else a))
-        ref = _reference_image(self.source, self.source_shape)
+        ref = sitk_reference(self.source, self.source_shape)
         interp = sitk.sitkLinear if order else sitk.sitkNearestNeighbor
         out = sitk.Resample(moving, ref, sitk.Transform(), interp, 0.0, moving.GetPixelID())
         return sitk.GetArrayFromImage(out)
-
-
-def _reference_image(geom: Volume, shape_kji):
-    import SimpleITK as sitk
-
-    from ..geometry import LPS_TO_RAS
-
-    ref = sitk.Image([int(n) for n in shape_kji[::-1]], sitk.sitkUInt8)
-    ref.SetSpacing(tuple(float(s) for s in geom.spacing))
-    ref.SetOrigin(tuple(float(v) for v in LPS_TO_RAS @ np.asarray(geom.origin)))
-    ref.SetDirection(tuple(float(v) for v in (LPS_TO_RAS @ geom.direction).ravel()))
-    return ref
 
 
 def brain_mask_from_image(volume: Volume, work_mm: float = 2.0) -> np.ndarray:
@@ -220,7 +208,7 @@ def resample_to(volume: Volume, grid: Volume, shape_ijk, order: int = 1, default
     """Resample `volume` onto `grid` geometry of size `shape_ijk`; array [k, j, i]."""
     import SimpleITK as sitk
 
-    from ..io import volume_to_sitk
+    from ..io import sitk_reference, volume_to_sitk
 
     a = np.asarray(volume.array)
     if order:
@@ -228,7 +216,7 @@ def resample_to(volume: Volume, grid: Volume, shape_ijk, order: int = 1, default
     elif a.dtype == np.bool_:
         a = a.astype(np.uint8)
     img = volume_to_sitk(volume.with_array(a))
-    ref = _reference_image(grid, tuple(int(n) for n in shape_ijk)[::-1])
+    ref = sitk_reference(grid, tuple(int(n) for n in shape_ijk)[::-1])
     interp = sitk.sitkLinear if order else sitk.sitkNearestNeighbor
     out = sitk.Resample(img, ref, sitk.Transform(), interp, float(default), img.GetPixelID())
     return sitk.GetArrayFromImage(out)

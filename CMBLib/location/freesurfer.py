@@ -203,13 +203,10 @@ def mars_from_freesurfer(labels: np.ndarray, spacing_kji=(1.0, 1.0, 1.0)):
 
 def _bbox(mask, margin):
     """Slices of the bounding box of `mask` grown by `margin` voxels (None if empty)."""
-    if not mask.any():
+    boxes = ndimage.find_objects(np.asarray(mask, dtype=np.uint8))
+    if not boxes:
         return None
-    out = []
-    for axis in range(mask.ndim):
-        hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
-        out.append(slice(max(hit[0] - margin, 0), min(hit[-1] + margin + 1, mask.shape[axis])))
-    return tuple(out)
+    return tuple(slice(max(s.start - margin, 0), min(s.stop + margin, n)) for s, n in zip(boxes[0], mask.shape))
 
 
 def _dist(mask, sp):

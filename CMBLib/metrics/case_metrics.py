@@ -84,9 +84,9 @@ def evaluate_case(pred, ref, spacing=(1.0, 1.0, 1.0), rule: str = "valdo", dista
         map as `pred` scores its elements by their maximum probability.
     elements: 'components' (default, VALDO) or 'labels' (each label value is one CMB).
     ref_locations / pred_locations: {label value: location name} for stratification.
-    distance_units: 'mm' (default) or 'voxels': centre distances in voxel index units,
-        as the original VALDO evaluation code computes them (then `distance_mm` is read
-        as a number of voxels).
+    distance_units: 'mm' (default, as the VALDO challenge scored) or 'voxels': centre
+        distances in voxel index units, as VALDO's PairwiseMeasures gives them with its
+        default pixdim [1, 1, 1] (then `distance_mm` is read as a number of voxels).
     """
     rule = normalise_rule(rule)
     if distance_mm is None or not np.isfinite(distance_mm) or distance_mm < 0:

@@ -73,7 +73,9 @@ def foreground(array: np.ndarray, threshold: float = 0.5, name: str = "mask",
                reference: bool = False) -> np.ndarray:
     """Boolean CMB voxels: probability >= threshold for probability maps, else value != 0.
 
-    A `reference` float map is rounded instead (non-zero after ``np.around``).
+    A `reference` float map is rounded to one decimal first, as the VALDO scorer does
+    (``np.around(ref, decimals=1)``): 0.5 (raters disagreeing) is a CMB voxel, a
+    compression error below 0.05 is not.
     """
     a = np.asarray(array)
     if a.ndim != 3:
@@ -84,7 +86,7 @@ def foreground(array: np.ndarray, threshold: float = 0.5, name: str = "mask",
         if not np.all(np.isfinite(a)):
             raise CMBError(f"{name}: contains NaN or infinite values")
         if reference:
-            rounded = np.around(a)
+            rounded = np.around(a, decimals=1)
             if rounded.min() < 0:
                 raise CMBError(f"{name}: has negative labels")
             return rounded != 0
@@ -171,14 +173,8 @@ def describe_elements(labelled: np.ndarray, n: int, ijk_to_ras: np.ndarray,
 
 def _bounding_box(mask: np.ndarray):
     """Slices of the smallest box holding every True voxel, or None when there is none."""
-    box = []
-    for axis in range(mask.ndim):
-        other = tuple(a for a in range(mask.ndim) if a != axis)
-        hit = np.flatnonzero(mask.any(axis=other))
-        if hit.size == 0:
-            return None
-        box.append(slice(int(hit[0]), int(hit[-1]) + 1))
-    return tuple(box)
+    boxes = ndimage.find_objects(np.asarray(mask, dtype=np.uint8))
+    return boxes[0] if boxes else None
 
 
 def _renumber_ijk_order(labelled: np.ndarray, n: int) -> np.ndarray:

@@ -31,14 +31,17 @@ def evaluate_folders(pred_paths, ref_paths, out_dir, rule: str = "valdo", distan
     if not refs:
         raise CMBError(f"no reference images found in {', '.join(str(p) for p in _as_list(ref_paths))}")
     preds = list_images(_as_list(pred_paths))
-    cases, unpaired = pair_files(preds, refs)
+    explicit = all(Path(p).is_file() for p in _as_list(pred_paths) + _as_list(ref_paths))
+    cases, unpaired = pair_files(preds, refs, explicit=explicit)
+    if not any(c["pred"] is not None for c in cases):
+        raise CMBError(f"no prediction pairs with a reference ({_names(preds)} against {_names(refs)}): files "
+                       "pair by name (NAME_cmb_mask with NAME), case name or BIDS subject; name them alike, "
+                       "or give one --pred file and one --ref file")
     say = log or (lambda m: None)
     results, files = [], {}
     for n, c in enumerate(cases, 1):
         ref = read_volume(c["ref"])
         pred = read_volume(c["pred"]) if c["pred"] is not None else None
-        if pred is None:
-            say(f"[{n}/{len(cases)}] {c['case']}: no prediction; its CMBs count as false negatives")
         score_map = None
         if c["scores"] is not None and c["scores"] != c["pred"]:
             sv = read_volume(c["scores"])
@@ -60,8 +63,6 @@ def evaluate_folders(pred_paths, ref_paths, out_dir, rule: str = "valdo", distan
         if pred is not None:
             say(f"[{n}/{len(cases)}] {c['case']}: {r.n_ref} reference, {r.n_pred} predicted; "
                 f"TP {r.tp} FP {r.fp} FN {r.fn}")
-    for p in unpaired:
-        say(f"prediction {p.name} has no reference; not scored")
     summary = aggregate(results)
     curve = froc(results)
     settings = {"rule": rule, "distance_mm": distance_mm, "distance_units": distance_units,
@@ -72,7 +73,15 @@ def evaluate_folders(pred_paths, ref_paths, out_dir, rule: str = "valdo", distan
     doc = dict(summary)
     doc["froc"] = curve
     doc["unpaired_predictions"] = [str(p) for p in unpaired]
+    doc["unpaired_references"] = [str(c["ref"]) for c in cases if c["pred"] is None]
     return doc
+
+
+def _names(paths, most: int = 3) -> str:
+    if not paths:
+        return "no prediction files"
+    shown = ", ".join(Path(p).name for p in paths[:most])
+    return shown + (f" and {len(paths) - most} more" if len(paths) > most else "")
 
 
 def _as_list(paths):

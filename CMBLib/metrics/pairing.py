@@ -11,19 +11,18 @@ Probability maps (``*_cmb_prob*``, ``*_probseg*``, ``*_probability*``) are not
 predictions themselves but score the prediction of the same case; a case with only a
 probability map uses it as its prediction (binarised at the threshold).
 """
-import json
 import re
 from pathlib import Path
 from typing import Optional
 
 from ..errors import CMBError
-from ..io import IMAGE_SUFFIXES, find_images, image_suffix, strip_image_suffix
+from ..io import IMAGE_SUFFIXES, find_images, image_suffix, read_json, strip_image_suffix
 
 # Trailing name tags that do not belong to the case name (lower case; longest first).
 TAGS = ("_desc-cmb_probseg", "_desc-cmb_dseg", "_desc-cmb_mask", "_desc-cmb_label",
         "_cmb_probability", "_cmb_labels", "_cmb_label", "_cmb_mask", "_cmb_prob", "_cmb_seg",
         "_probability", "_prediction", "_probseg", "_labels", "_label", "_dseg", "_mask",
-        "_pred", "_prob", "_seg", "_cmb", "_gt", "_ref", "_microbleeds", "_microbleed")
+        "_pred", "_prob", "_seg", "_cmb", "_gt", "_ref", "_truth", "_microbleeds", "_microbleed")
 SKIP_TAGS = ("_desc-scribbles",)
 SCORE_MAP_TAGS = ("_desc-cmb_probseg", "_cmb_probability", "_cmb_prob", "_probability", "_probseg", "_prob")
 _SUBJECT = re.compile(r"(sub-[A-Za-z0-9]+)")
@@ -94,12 +93,18 @@ def _suffix_rank(path: Path) -> int:
     return IMAGE_SUFFIXES.index(image_suffix(path))
 
 
-def pair_files(pred_files: list[Path], ref_files: list[Path]):
+def pair_files(pred_files: list[Path], ref_files: list[Path], explicit: bool = False):
     """Returns (cases, unpaired_predictions).
 
     cases: list of dicts {'case', 'ref', 'pred' (Path or None), 'scores' (Path or None)}
     in reference order; unpaired_predictions: prediction files no reference took.
+    `explicit`: the user named exactly these files (one prediction, one reference);
+    they pair with each other whatever their names.
     """
+    if explicit and len(pred_files) == 1 and len(ref_files) == 1:
+        pred, ref = Path(pred_files[0]), Path(ref_files[0])
+        return [{"case": case_key(ref), "ref": ref, "pred": pred,
+                 "scores": pred if is_score_map(pred) else None}], []
     masks = [p for p in pred_files if not is_score_map(p)]
     maps = [p for p in pred_files if is_score_map(p)]
     cases, used = [], {}
@@ -190,10 +195,7 @@ def read_sidecar(mask_path: Optional[Path]) -> tuple[dict[int, float], dict[int,
 
 
 def _parse_sidecar(path: Path) -> tuple[dict[int, float], dict[int, str]]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise CMBError(f"{path}: cannot be read as JSON ({str(exc)[:80]})") from None
+    data = read_json(path, "a CMB sidecar JSON")
     records = data
     if isinstance(data, dict):
         records = next((data[k] for k in RECORD_KEYS if isinstance(data.get(k), list)), [])
