@@ -184,7 +184,8 @@ def choose_series(series: list, select: Optional[str] = None, folder: str = "") 
             if len(cmb) == 1:
                 images = cmb
         if len(images) != 1:
-            raise CMBError(f"{where}{len(images)} candidate series; pick one with --series NUMBER or UID: "
+            raise CMBError(f"{where}{len(images)} candidate series; pick one with --series NUMBER or UID (or give "
+                           f"a folder holding only that series): "
                            f"{describe_series(images)}")
         out.append(images[0])
     return out
