@@ -226,3 +226,20 @@ def test_cmb_report_from_exported_annotation_of_a_dicom_series(tmp_path, capsys)
     assert main(["report", "--cohort", str(tmp_path)]) == 2
     assert "no NAME_cmb.json" in capsys.readouterr().err
     assert main(["report", "--detections", str(det / "x_cmb.json"), "--image", str(folder), "--out", str(det)]) == 2
+
+
+def test_detect_bad_or_ambiguous_dicom_is_one_line_and_the_batch_goes_on(tmp_path, dark_model, capsys):
+    _, _, nifti, good = _study(tmp_path, np.eye(3))
+    bad = tmp_path / "dicom" / "bad"
+    paths = write_dicom_series(phantom([])[0], bad, series_description="SWI_bad", series_number=3)
+    paths[5].unlink()
+    two = tmp_path / "dicom2"
+    write_dicom_series(phantom([])[0], two / "a", series_description="SWI", series_number=4, study_uid="1.2.3")
+    write_dicom_series(phantom([])[0], two / "b", series_description="T2STAR", series_number=5, study_uid="1.2.3")
+    out = tmp_path / "out"
+    assert main(["detect", str(good), str(bad), str(two), "--out", str(out), "--model", dark_model]) == 2
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(err) == 2 and all(ln.startswith("cmb detect: error:") for ln in err), err
+    assert any('series 3 "SWI_bad"' in ln and "1 slice(s) missing" in ln for ln in err)
+    assert any("2 candidate series" in ln and "4 = SWI" in ln and "5 = T2STAR" in ln for ln in err)
+    assert (out / "P1_7_SWI_cmb.json").is_file()

@@ -38,8 +38,8 @@ class DicomInput:
                     out[key] = str(value)
         return out
 
-    def __str__(self):
-        return f"{self.folder} ({self.info.label()})"
+    def __str__(self):  # errors of read() name the series themselves
+        return str(self.folder)
 
     def __fspath__(self):  # messages and JSON "image" fields show the folder
         return str(self.folder)
