@@ -188,3 +188,13 @@ def test_non_dicom_folder_is_not_dicom(tmp_path):
     write_dicom_series(_volume(np.eye(3)), tmp_path / "deep" / "er")
     assert is_dicom_folder(tmp_path)
     assert Path(scan_folder(tmp_path)[0].files[0]).parent.name == "er"
+
+
+@pytest.mark.parametrize("direction", [np.eye(3), np.diag([-1.0, 1.0, 1.0])], ids=["RAS", "LAS"])
+def test_slice_order_follows_file_names_when_instance_numbers_are_useless(tmp_path, direction):
+    vol = _volume(direction, shape=(12, 5, 6))
+    for p in write_dicom_series(vol, tmp_path / "s"):
+        _rewrite(p, InstanceNumber=1)
+    back = read_dicom_volume(tmp_path / "s")     # IMG0001 ... IMG0012 follow k
+    np.testing.assert_array_equal(back.array, vol.array)
+    np.testing.assert_allclose(back.direction, vol.direction, atol=1e-6)

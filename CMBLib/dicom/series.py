@@ -10,8 +10,9 @@ is read by sorting its slices by their position along the slice normal
   SliceThickness); the origin is the position of the first slice.
 
 DICOM is LPS; the `Volume` is RAS (x and y negated).  When the InstanceNumbers run
-against the normal the slice order is reversed (k = -normal), so a series written from
-a NIfTI/NRRD volume reads back with that volume's own axes.  Rescale slope/intercept
+against the normal (or, without usable numbers, the file names do) the slice order is
+reversed (k = -normal), so a series written from a NIfTI/NRRD volume reads back with that
+volume's own axes.  Rescale slope/intercept
 are applied per slice (result float32).
 
 Refused with one CMBError line naming the series: multi-frame (enhanced) images,
@@ -253,8 +254,7 @@ def read_series(info: SeriesInfo):
     if np.abs(offsets).max() > max(0.01, 0.05 * step):
         raise CMBError(f"{name}: slices are not stacked along their normal (gantry tilt or sheared stack); "
                        "resample the series first")
-    numbers = [getattr(h, "InstanceNumber", None) for h in headers]
-    if all(v is not None for v in numbers) and np.all(np.diff([int(v) for v in numbers]) < 0):
+    if _runs_against_normal(headers, files):
         headers, files, pos, normal = headers[::-1], files[::-1], pos[::-1], -normal
     spacing_row, spacing_col = (float(v) for v in headers[0].PixelSpacing)
     slices = []
@@ -277,6 +277,27 @@ def read_series(info: SeriesInfo):
     direction_lps = np.stack([row, col, normal], axis=1)
     volume = Volume(array, (spacing_col, spacing_row, abs(step)), LPS_TO_RAS @ pos[0], LPS_TO_RAS @ direction_lps)
     return volume, headers
+
+
+def _runs_against_normal(headers, files) -> bool:
+    """True when the writer numbered the slices against the normal: InstanceNumbers that
+    decrease along the sorted slices, or (numbers absent, equal or unordered) file names
+    whose natural order is exactly the reverse of the slice order.  The detector's result
+    depends on the slice order (it resamples along the image's own axes), so the array
+    keeps the order the volume was written in."""
+    numbers = [getattr(h, "InstanceNumber", None) for h in headers]
+    if all(v is not None for v in numbers):
+        steps = np.diff([int(v) for v in numbers])
+        if np.all(steps < 0):
+            return True
+        if np.all(steps > 0):
+            return False
+    names = [_natural_key(str(f)) for f in files]
+    return all(a > b for a, b in zip(names, names[1:]))
+
+
+def _natural_key(text: str):
+    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", text)]
 
 
 def read_dicom_volume(folder, select: Optional[str] = None) -> Volume:
