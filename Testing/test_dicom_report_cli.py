@@ -243,3 +243,47 @@ def test_detect_bad_or_ambiguous_dicom_is_one_line_and_the_batch_goes_on(tmp_pat
     assert any('series 3 "SWI_bad"' in ln and "1 slice(s) missing" in ln for ln in err)
     assert any("2 candidate series" in ln and "4 = SWI" in ln and "5 = T2STAR" in ln for ln in err)
     assert (out / "P1_7_SWI_cmb.json").is_file()
+
+
+def _sitk_series(vol, folder):
+    """Write `vol` as SimpleITK's DicomSeriesFromArray example does: per-slice StudyInstanceUIDs,
+    no FrameOfReferenceUID, SliceThickness or SeriesNumber, SpacingBetweenSlices 1."""
+    import SimpleITK as sitk
+
+    from CMBLib.io import volume_to_sitk
+
+    folder.mkdir(parents=True)
+    img = volume_to_sitk(vol.with_array(np.rint(vol.array).astype(np.int16)))
+    d = img.GetDirection()
+    tags = [("0008|0008", "DERIVED\\SECONDARY"), ("0020|000e", "1.2.826.0.1.3680043.2.1125.1.99"),
+            ("0020|0037", "\\".join(str(v) for v in (d[0], d[3], d[6], d[1], d[4], d[7]))),
+            ("0008|103e", "T2STAR"), ("0008|0060", "MR"), ("0010|0020", "PAT42")]
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    for k in range(img.GetDepth()):
+        s = img[:, :, k]
+        for tag, value in tags:
+            s.SetMetaData(tag, value)
+        s.SetMetaData("0020|0032", "\\".join(str(v) for v in img.TransformIndexToPhysicalPoint((0, 0, k))))
+        s.SetMetaData("0020|0013", str(k))
+        writer.SetFileName(str(folder / f"{k}.dcm"))
+        writer.Execute(s)
+
+
+def test_series_written_by_simpleitk_gives_the_nifti_cmbs_and_a_valid_seg(tmp_path, dark_model, capsys):
+    vol, centres = phantom([SPOTS[1]], direction=oblique(-25.0) @ np.diag([-1.0, 1.0, 1.0]))
+    vol = vol.with_array(np.rint(vol.array))
+    write_volume(vol, tmp_path / "P.nii.gz")
+    _sitk_series(vol, tmp_path / "sitk")
+    assert main(["detect", str(tmp_path / "P.nii.gz"), "--out", str(tmp_path / "a"), "--model", dark_model]) == 0
+    assert main(["detect", str(tmp_path / "sitk"), "--out", str(tmp_path / "b"), "--model", dark_model,
+                 "--dicom-seg", "--report"]) == 0
+    ref = json.loads((tmp_path / "a" / "P_cmb.json").read_text())["cmbs"]
+    got = json.loads(next((tmp_path / "b").glob("*_cmb.json")).read_text())["cmbs"]
+    assert len(got) == len(ref) == 1
+    assert np.linalg.norm(np.subtract(got[0]["centre_ras"], ref[0]["centre_ras"])) < 1e-3
+    segs = list((tmp_path / "b").glob("*_cmb_seg.dcm"))
+    assert len(segs) == 1
+    seg = read_seg_segments(segs[0])[1]
+    assert seg["referenced_series"] == ["1.2.826.0.1.3680043.2.1125.1.99"]
+    assert np.linalg.norm(np.subtract(seg["centre_ras"], got[0]["centre_ras"])) < 1e-3

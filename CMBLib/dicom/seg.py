@@ -75,12 +75,51 @@ def seg_dataset(mask: Volume, source_headers: list, labels: Optional[list] = Non
     from .. import __version__
 
     return hd.seg.Segmentation(
-        source_images=list(source_headers), pixel_array=seg_pixels,
+        source_images=harmonised_headers(source_headers), pixel_array=seg_pixels,
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY, segment_descriptions=descriptions,
         series_instance_uid=hd.UID(), series_number=int(series_number), sop_instance_uid=hd.UID(),
         instance_number=1, manufacturer="CMBLib", manufacturer_model_name=str(algorithm_name),
         software_versions=f"CMBLib {__version__}", device_serial_number="0",
         series_description=series_description)
+
+
+def harmonised_headers(headers: list) -> list:
+    """Copies of the source headers that highdicom accepts as one series: writers such as
+    SimpleITK's series example give every slice its own StudyInstanceUID and no
+    FrameOfReferenceUID or SliceThickness.  The first slice's study UID is used for all; a
+    missing frame of reference gets a UID derived from the SeriesInstanceUID (the same on
+    every run); a missing SliceThickness, or a SpacingBetweenSlices that the positions
+    contradict, the distance between the first two slices."""
+    import copy
+
+    from pydicom.uid import generate_uid
+
+    first = headers[0]
+    study = str(getattr(first, "StudyInstanceUID", "") or "") or generate_uid(
+        entropy_srcs=["study", str(first.SeriesInstanceUID)])
+    frame = str(getattr(first, "FrameOfReferenceUID", "") or "") or generate_uid(
+        entropy_srcs=["frame", str(first.SeriesInstanceUID)])
+    thickness = None
+    if len(headers) > 1:
+        pos = np.array([[float(v) for v in h.ImagePositionPatient] for h in headers[:2]])
+        thickness = f"{float(np.linalg.norm(pos[1] - pos[0])):.6g}"
+    out = []
+    for h in headers:
+        same = str(getattr(h, "StudyInstanceUID", "")) == study and str(getattr(h, "FrameOfReferenceUID", "")) == frame
+        spacing = getattr(h, "SpacingBetweenSlices", None)
+        spacing_ok = spacing in (None, "") or thickness is None or abs(float(spacing) - float(thickness)) < 1e-3
+        if same and spacing_ok and getattr(h, "SliceThickness", None) not in (None, ""):
+            out.append(h)
+            continue
+        c = copy.deepcopy(h)
+        c.StudyInstanceUID = study
+        c.FrameOfReferenceUID = frame
+        if getattr(c, "SliceThickness", None) in (None, "") and thickness:
+            c.SliceThickness = thickness   # missing (type 2): the slice step, as highdicom needs a value
+        if not spacing_ok:
+            c.SpacingBetweenSlices = thickness   # GDCM writes 1 for 2D slices: the positions decide
+        out.append(c)
+    return out
 
 
 def write_seg(path, mask: Volume, source_headers: list, labels: Optional[list] = None, overwrite: bool = False,
@@ -106,14 +145,18 @@ def read_seg_segments(path) -> dict:
     if str(ds.SOPClassUID) != "1.2.840.10008.5.1.4.1.1.66.4":
         raise CMBError(f"{path}: not a DICOM Segmentation")
     shared = ds.SharedFunctionalGroupsSequence[0]
-    iop = np.array([float(v) for v in shared.PlaneOrientationSequence[0].ImageOrientationPatient])
-    sp_row, sp_col = (float(v) for v in shared.PixelMeasuresSequence[0].PixelSpacing)
+
+    def group(item, name):  # a functional group is per frame or shared (highdicom moves them)
+        return getattr(item, name, None) or getattr(shared, name)
+
     pixels = ds.pixel_array.reshape(int(getattr(ds, "NumberOfFrames", 1)), int(ds.Rows), int(ds.Columns))
     series = [str(s.SeriesInstanceUID) for s in ds.ReferencedSeriesSequence]
     labels = {int(s.SegmentNumber): str(s.SegmentLabel) for s in ds.SegmentSequence}
     sums = {n: [np.zeros(3), 0] for n in labels}
     for f, item in enumerate(ds.PerFrameFunctionalGroupsSequence):
-        number = int(item.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
+        number = int(group(item, "SegmentIdentificationSequence")[0].ReferencedSegmentNumber)
+        iop = np.array([float(v) for v in group(item, "PlaneOrientationSequence")[0].ImageOrientationPatient])
+        sp_row, sp_col = (float(v) for v in group(item, "PixelMeasuresSequence")[0].PixelSpacing)
         ipp = np.array([float(v) for v in item.PlanePositionSequence[0].ImagePositionPatient])
         rows, cols = np.nonzero(pixels[f])
         if not len(rows):
