@@ -136,7 +136,7 @@ def scan_folder(folder) -> list:
             except Exception as exc:  # pydicom raises many types for damaged files
                 raise CMBError(f"{p}: damaged DICOM file ({type(exc).__name__}: {str(exc)[:100]})") from None
             sop = str(getattr(ds, "SOPClassUID", ""))
-            if sop == SEG_SOP_CLASS or "PixelData" not in ds and not hasattr(ds, "Rows"):
+            if sop == SEG_SOP_CLASS or getattr(ds, "Rows", None) is None:   # SEG, SR, presentation states
                 continue
             uid = str(getattr(ds, "SeriesInstanceUID", "") or "")
             if uid not in series:
