@@ -198,3 +198,17 @@ def test_slice_order_follows_file_names_when_instance_numbers_are_useless(tmp_pa
     back = read_dicom_volume(tmp_path / "s")     # IMG0001 ... IMG0012 follow k
     np.testing.assert_array_equal(back.array, vol.array)
     np.testing.assert_allclose(back.direction, vol.direction, atol=1e-6)
+
+
+def test_a_seg_or_sr_beside_the_series_is_not_a_series(tmp_path):
+    pytest.importorskip("highdicom")
+    from CMBLib.dicom.seg import write_seg
+
+    vol = _volume(np.eye(3))
+    write_dicom_series(vol, tmp_path / "s")
+    image, headers = read_series(scan_folder(tmp_path / "s")[0])
+    mask = np.zeros(image.array.shape, np.int16)
+    mask[3, 4, 5] = 1
+    write_seg(tmp_path / "s" / "out" / "x_cmb_seg.dcm", image.with_array(mask), headers)
+    series = scan_folder(tmp_path / "s")
+    assert len(series) == 1 and len(series[0].files) == 7
