@@ -212,3 +212,20 @@ def test_a_seg_or_sr_beside_the_series_is_not_a_series(tmp_path):
     write_seg(tmp_path / "s" / "out" / "x_cmb_seg.dcm", image.with_array(mask), headers)
     series = scan_folder(tmp_path / "s")
     assert len(series) == 1 and len(series[0].files) == 7
+
+
+def test_files_without_the_part10_preamble_are_read(tmp_path):
+    vol = _volume(rotation(0, 0, 30))
+    for p in write_dicom_series(vol, tmp_path / "s"):
+        ds = pydicom.dcmread(str(p))
+        del ds.file_meta
+        ds.preamble = None
+        if int(pydicom.__version__.split(".")[0]) >= 3:
+            pydicom.dcmwrite(str(p), ds, implicit_vr=True, little_endian=True)
+        else:
+            ds.is_implicit_VR, ds.is_little_endian = True, True
+            ds.save_as(str(p), write_like_original=True)
+        assert p.read_bytes()[128:132] != b"DICM"
+    back = read_dicom_volume(tmp_path / "s")
+    np.testing.assert_array_equal(back.array, vol.array)
+    np.testing.assert_allclose(back.direction, vol.direction, atol=1e-6)

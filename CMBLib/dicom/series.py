@@ -102,7 +102,10 @@ def _is_dicom_file(path: Path) -> bool:
             head = fh.read(132)
     except OSError:
         return False
-    return len(head) == 132 and head[128:132] == b"DICM"
+    if len(head) == 132 and head[128:132] == b"DICM":
+        return True
+    # files without the Part-10 preamble (older writers): only with a DICOM suffix
+    return path.suffix.lower() in (".dcm", ".ima") and len(head) >= 8 and head[:2] in (b"\x08\x00", b"\x02\x00")
 
 
 def is_dicom_folder(path) -> bool:
@@ -132,7 +135,7 @@ def scan_folder(folder) -> list:
             if f.startswith(".") or not _is_dicom_file(p):
                 continue
             try:
-                ds = pydicom.dcmread(str(p), stop_before_pixels=True)
+                ds = pydicom.dcmread(str(p), stop_before_pixels=True, force=True)
             except Exception as exc:  # pydicom raises many types for damaged files
                 raise CMBError(f"{p}: damaged DICOM file ({type(exc).__name__}: {str(exc)[:100]})") from None
             sop = str(getattr(ds, "SOPClassUID", ""))
@@ -260,7 +263,8 @@ def read_series(info: SeriesInfo):
     slices = []
     for f, h in zip(files, headers):
         try:
-            ds = pydicom.dcmread(str(f))
+            ds = pydicom.dcmread(str(f), force=True)
+            _default_transfer_syntax(ds)
             pixels = ds.pixel_array
         except Exception as exc:
             ts = str(getattr(getattr(h, "file_meta", None), "TransferSyntaxUID", "") or "")
@@ -277,6 +281,20 @@ def read_series(info: SeriesInfo):
     direction_lps = np.stack([row, col, normal], axis=1)
     volume = Volume(array, (spacing_col, spacing_row, abs(step)), LPS_TO_RAS @ pos[0], LPS_TO_RAS @ direction_lps)
     return volume, headers
+
+
+def _default_transfer_syntax(ds) -> None:
+    """A file without the Part-10 header has no transfer syntax: little endian, implicit
+    or explicit VR as the file was read."""
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+    meta = getattr(ds, "file_meta", None)
+    if meta is None:
+        meta = ds.file_meta = FileMetaDataset()
+    if "TransferSyntaxUID" not in meta:
+        implicit = getattr(ds, "original_encoding", (getattr(ds, "is_implicit_VR", True),))[0]
+        meta.TransferSyntaxUID = ImplicitVRLittleEndian if implicit in (True, None) else ExplicitVRLittleEndian
 
 
 def _runs_against_normal(headers, files) -> bool:
