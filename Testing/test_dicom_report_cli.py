@@ -277,7 +277,7 @@ def test_series_written_by_simpleitk_gives_the_nifti_cmbs_and_a_valid_seg(tmp_pa
     _sitk_series(vol, tmp_path / "sitk")
     assert main(["detect", str(tmp_path / "P.nii.gz"), "--out", str(tmp_path / "a"), "--model", dark_model]) == 0
     assert main(["detect", str(tmp_path / "sitk"), "--out", str(tmp_path / "b"), "--model", dark_model,
-                 "--dicom-seg", "--report"]) == 0
+                 "--dicom-seg", "--dicom-sr", "--report"]) == 0
     ref = json.loads((tmp_path / "a" / "P_cmb.json").read_text())["cmbs"]
     got = json.loads(next((tmp_path / "b").glob("*_cmb.json")).read_text())["cmbs"]
     assert len(got) == len(ref) == 1
@@ -287,3 +287,16 @@ def test_series_written_by_simpleitk_gives_the_nifti_cmbs_and_a_valid_seg(tmp_pa
     seg = read_seg_segments(segs[0])[1]
     assert seg["referenced_series"] == ["1.2.826.0.1.3680043.2.1125.1.99"]
     assert np.linalg.norm(np.subtract(seg["centre_ras"], got[0]["centre_ras"])) < 1e-3
+
+    # the TID 1500 SR: one volumetric group per CMB, measurements of its record, pointing at the SEG
+    import highdicom as hd
+    import pydicom
+
+    sr = pydicom.dcmread(str(next((tmp_path / "b").glob("*_cmb_sr.dcm"))))
+    doc = hd.sr.Comprehensive3DSR.from_dataset(sr)
+    groups = doc.content.get_volumetric_roi_measurement_groups()
+    assert len(groups) == 1
+    values = {m.name.meaning: m.value for m in groups[0].get_measurements()}
+    assert values["Volume"] == pytest.approx(got[0]["volume_mm3"], rel=1e-4)
+    assert values["Diameter"] == pytest.approx(got[0]["diameter_mm"], rel=1e-4)
+    assert str(pydicom.dcmread(str(segs[0])).SOPInstanceUID) in str(sr.ContentSequence)

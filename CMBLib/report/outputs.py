@@ -20,6 +20,9 @@ def add_arguments(p) -> None:
                    help="write NAME_cmb_report.html per study (and cmb_report.html over several studies)")
     g.add_argument("--dicom-seg", action="store_true",
                    help="write NAME_cmb_seg.dcm, a DICOM SEG referencing the source series (DICOM input only)")
+    g.add_argument("--dicom-sr", action="store_true",
+                   help="with --dicom-seg: also NAME_cmb_sr.dcm, a TID 1500 measurement report (volume, diameter, "
+                        "location per CMB)")
     g.add_argument("--series", metavar="UID|NUMBER", default=None,
                    help="DICOM folders: the series to read (SeriesInstanceUID or SeriesNumber); default: the "
                         "T2*/SWI/QSM series found by its metadata")
@@ -34,6 +37,8 @@ def check_arguments(args, inputs) -> None:
     """--dicom-seg needs every input to be DICOM (one-line CMBError otherwise)."""
     from ..dicom.inputs import is_dicom_input
 
+    if getattr(args, "dicom_sr", False) and not getattr(args, "dicom_seg", False):
+        raise CMBError("--dicom-sr needs --dicom-seg (the SR points at the SEG's segments)")
     if getattr(args, "dicom_seg", False):
         plain = [str(i) for i in inputs if not is_dicom_input(i)]
         if plain:
@@ -44,9 +49,10 @@ def write_study_extras(out_dir, name: str, image, mask, records: list, *, report
                        dicom_headers: Optional[list] = None, study: Optional[dict] = None,
                        model: Optional[dict] = None, threshold: Optional[float] = None,
                        source: str = "detection", warnings: Optional[list] = None,
-                       labels: Optional[list] = None, overwrite: bool = False) -> dict:
+                       labels: Optional[list] = None, sr: bool = False, overwrite: bool = False) -> dict:
     """Write the report (when `report`) and the DICOM SEG (when `dicom_headers` are given)
-    for one study; returns {'report': path, 'seg': path} for what was written.
+    for one study (and with `sr` a TID 1500 SR beside the SEG); returns {'report': path,
+    'seg': path, 'sr': path} for what was written.
 
     image, mask: Volumes on one grid (mask: instance labels = record labels).  records:
     detection records or annotation findings.  A SEG is skipped (no file, no error) when
@@ -66,6 +72,16 @@ def write_study_extras(out_dir, name: str, image, mask, records: list, *, report
                                        overwrite=overwrite, algorithm_name=model.get("name") or "CMBLib",
                                        algorithm_version=model.get("version") or "",
                                        manual=source == "annotation")
+            if sr:
+                import pydicom
+
+                from ..dicom.sr import SR_SUFFIX, write_sr
+
+                by_label = {int(r["label"]): r for r in records}
+                written["sr"] = write_sr(out_dir / f"{name}{SR_SUFFIX}", pydicom.dcmread(str(written["seg"])),
+                                         dicom_headers, [by_label[lab] for lab in labels], overwrite=overwrite,
+                                         algorithm_name=model.get("name") or "CMBLib",
+                                         algorithm_version=model.get("version") or "")
     if report:
         written["report"] = write_study_report(out_dir / f"{name}{REPORT_SUFFIX}", image, records, study=study,
                                                model=model, threshold=threshold, source=source,
@@ -89,7 +105,8 @@ def detect_extras(args, item, volume, result, out_dir, name: str) -> dict:
     headers = item.headers if (want_seg and is_dicom_input(item)) else None
     return write_study_extras(out_dir, name, volume, result.mask, result.records, report=args.report,
                               dicom_headers=headers, study=study, model=model, threshold=s.get("threshold"),
-                              warnings=result.warnings, overwrite=args.overwrite)
+                              warnings=result.warnings, sr=bool(getattr(args, "dicom_sr", False)),
+                              overwrite=args.overwrite)
 
 
 def write_cohort(args, rows: list, out_dir) -> Optional[Path]:
