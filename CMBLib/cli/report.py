@@ -25,6 +25,7 @@ def add_parser(subparsers):
     p.add_argument("--out", metavar="DIR", help="output folder (default: beside the input)")
     p.add_argument("--series", metavar="UID|NUMBER", default=None, help="series of a DICOM folder")
     p.add_argument("--dicom-seg", action="store_true", help="also write NAME_cmb_seg.dcm (DICOM input only)")
+    p.add_argument("--dicom-sr", action="store_true", help="with --dicom-seg: also NAME_cmb_sr.dcm (TID 1500)")
     p.add_argument("--no-report", action="store_true", help="only the DICOM SEG, no HTML")
     p.add_argument("--pseudonymise", action="store_true", help="report without patient identifiers")
     p.add_argument("--name", default=None, help="output name (default: the subject or the detections' name)")
@@ -39,6 +40,8 @@ def run(args) -> int:
         return _cohort(args)
     if args.dataset and not args.subject:
         raise CMBError("--dataset needs --subject")
+    if args.dicom_sr and not args.dicom_seg:
+        raise CMBError("--dicom-sr needs --dicom-seg (the SR points at the SEG's segments)")
     if args.dicom_seg and not args.image:
         raise CMBError("--dicom-seg needs --image DICOM_FOLDER (the source series)")
     image, headers, study = _image(args)
@@ -80,7 +83,8 @@ def run(args) -> int:
 
     paths = write_study_extras(out, name, image, mask, records, report=not args.no_report,
                                dicom_headers=headers if args.dicom_seg else None, study=study, model=model,
-                               threshold=threshold, source=source, warnings=warnings, overwrite=args.overwrite)
+                               threshold=threshold, source=source, warnings=warnings, sr=args.dicom_sr,
+                               overwrite=args.overwrite)
     for key, path in paths.items():
         print(f"{name}: {key} -> {path}")
     if args.dicom_seg and "seg" not in paths:
