@@ -229,3 +229,16 @@ def test_files_without_the_part10_preamble_are_read(tmp_path):
     back = read_dicom_volume(tmp_path / "s")
     np.testing.assert_array_equal(back.array, vol.array)
     np.testing.assert_allclose(back.direction, vol.direction, atol=1e-6)
+
+
+def test_new_packages_are_listed_in_cmake_and_parse_on_python39():
+    import ast
+
+    lib = Path(__file__).resolve().parents[1] / "CMBLib"
+    cmake = (lib / "CMakeLists.txt").read_text()
+    listed = {ln.strip() for ln in cmake.splitlines()}
+    files = [p for sub in ("dicom", "report") for p in (lib / sub).glob("*.py")] + [lib / "cli" / "report.py"]
+    assert len(files) == 12
+    for path in files:
+        assert str(path.relative_to(lib)) in listed, path
+        ast.parse(path.read_text(), feature_version=(3, 9))
