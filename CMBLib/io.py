@@ -43,6 +43,7 @@ def is_image_file(path: PathLike) -> bool:
 def read_volume(path: PathLike) -> Volume:
     """Read a 3D image as a `Volume` (array [k, j, i], RAS geometry).
 
+    A folder of DICOM files is read as its one series (`CMBLib.dicom`).
     A `.seg.nrrd` is read as its labelmap (see `read_segmentation` for segment names).
     Raises CMBError for a missing, unreadable, truncated or non-3D file.
     """
@@ -52,6 +53,10 @@ def read_volume(path: PathLike) -> Volume:
     if not path.exists():
         raise CMBError(f"{path}: file not found")
     if path.is_dir():
+        from .dicom.series import is_dicom_folder, read_dicom_volume
+
+        if is_dicom_folder(path):  # a folder holding one DICOM series (or one T2*/SWI/QSM among others)
+            return read_dicom_volume(path)
         raise CMBError(f"{path}: is a folder, expected an image file (.nii.gz, .nii, .nrrd)")
     if image_suffix(path) == ".seg.nrrd":
         return read_segmentation(path)[0]

@@ -302,3 +302,15 @@ def test_demo_writes_outputs_and_png(tmp_path, dark_model, capsys):
     assert (other / "demo_T2S.nii.gz").read_bytes() == b"the user's own file"
     assert main(["demo", "--out", str(other), "--model", dark_model, "--overwrite"]) == 0
 
+
+
+def test_label_map_recognition_needs_piecewise_constant_values():
+    from CMBLib.validation import looks_like_label_map
+
+    rng = np.random.default_rng(1)
+    noisy_few_integers = np.rint(rng.normal(100, 3, (8, 32, 32)))  # ~25 values, like a rounded phantom
+    assert np.unique(noisy_few_integers).size <= 64 and not looks_like_label_map(noisy_few_integers)
+    labels = np.zeros((8, 32, 32), np.int16)
+    labels[2:6, 4:20, 4:12], labels[2:6, 4:20, 12:28] = 17, 53  # two structures
+    assert looks_like_label_map(labels) and looks_like_label_map(labels > 0)
+    assert not looks_like_label_map(labels + rng.normal(0, 1, labels.shape))  # not whole numbers

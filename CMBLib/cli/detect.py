@@ -37,6 +37,9 @@ def add_parser(subparsers):
     p.add_argument("--shard", default=None, metavar="K/N", help="process shard K of N (K = 1..N)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
+    from ..report.outputs import add_arguments as add_report_arguments
+
+    add_report_arguments(p)  # --report, --dicom-seg, --series, --dicom-names, --pseudonymise (DICOM folders)
     return p
 
 
@@ -99,7 +102,15 @@ def run(args) -> int:
     out_dir = Path(args.out)
     if out_dir.exists() and not out_dir.is_dir():
         raise CMBError(f"--out {out_dir}: exists and is not a folder")
-    inputs, missing = collect_inputs(args.images)
+    from ..dicom.inputs import split_dicom_inputs
+
+    others, dicom_inputs, dicom_failed = split_dicom_inputs(args.images, args.series, args.dicom_names,
+                                                            args.pseudonymise)
+    inputs, missing = collect_inputs(others) if others else ([], [])
+    inputs, missing = inputs + dicom_inputs, missing + dicom_failed
+    from ..report.outputs import check_arguments
+
+    check_arguments(args, inputs)
     inputs = inputs[k - 1::n]
     if not inputs and not missing:
         raise CMBError("no input images" + (f" in shard {k}/{n}" if n > 1 else ""))
@@ -122,6 +133,9 @@ def run(args) -> int:
     summary = out_dir / (SUMMARY_FILE if n == 1 else SUMMARY_FILE.replace(".csv", f"_shard{k}of{n}.csv"))
     out_dir.mkdir(parents=True, exist_ok=True)
     write_summary(rows, summary)
+    from ..report.outputs import write_cohort
+
+    write_cohort(args, rows, out_dir)
     failed = sum(r["status"] == "failed" for r in rows)
     emit.done(len(rows), failed, str(summary))
     return 2 if failed else 0
@@ -132,8 +146,9 @@ def _run_studies(args, inputs, out_dir, emit, bar):
     from ..detection.model_io import load_model
     from ..detection.outputs import output_paths, summary_row, write_outputs
     from ..detection.pipeline import detect, normalise_sequence
-    from ..io import read_volume, strip_image_suffix
+    from ..dicom.inputs import input_name, read_input
     from ..progress import Cancelled
+    from ..report.outputs import detect_extras
     from ..validation import looks_like_label_map, validate_image
 
     if args.threads:
@@ -146,7 +161,7 @@ def _run_studies(args, inputs, out_dir, emit, bar):
     todo = []
     rows = []
     for path in inputs:
-        name = strip_image_suffix(path)
+        name = input_name(path)
         if not args.overwrite and output_paths(out_dir, name)["json"].exists():
             rows.append(summary_row(name, "skipped", message="outputs exist (use --overwrite)"))
             emit.study(name, "skipped", message="outputs exist")
@@ -161,7 +176,7 @@ def _run_studies(args, inputs, out_dir, emit, bar):
 
         t = time.perf_counter()
         try:
-            volume = validate_image(read_volume(path), str(path))
+            volume = validate_image(read_input(path), str(path))
         except CMBError as exc:
             msg = str(exc) if str(path) in str(exc) else f"{path}: {exc}"
             rows.append(summary_row(name, "failed", message=msg))
@@ -178,6 +193,7 @@ def _run_studies(args, inputs, out_dir, emit, bar):
             result = detect(volume, model, device=device, threshold=args.threshold, polarity=args.polarity,
                             sequence=sequence, location=args.location, progress=prog)
             paths = write_outputs(result, out_dir, name, image=str(path), overwrite=args.overwrite)
+            paths.update(detect_extras(args, path, volume, result, out_dir, name))
         except Cancelled:
             raise KeyboardInterrupt from None
         except CMBError as exc:

@@ -1,4 +1,4 @@
-"""`cmb worker`: a warm detection process, jobs in as JSON lines on stdin, events out on stdout.
+"""cmb worker: a warm detection process, jobs in as JSON lines on stdin, events out on stdout.
 
 CMBDetector starts it once (through qt.QProcess) and keeps it alive between clicks, so
 only the first click pays for the torch / MONAI imports and the model load; a later
