@@ -40,7 +40,8 @@ emit(event="done", model_dir=out, accepted=True, threshold=0.6, steps=30, elapse
 """
 FAKE_REFUSAL = ("import json, sys; print(json.dumps({'event': 'error', 'message': 'only 1 confirmed CMB'}));"
                 "print('finetune: error: only 1 confirmed CMB; annotate more', file=sys.stderr); sys.exit(2)")
-FAKE_SLOW = ("import subprocess, sys, time; c = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']);"
+FAKE_SLOW = ("import subprocess, sys, time;"
+             "c = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']);"
              "print('{\"event\": \"progress\", \"progress\": 0.1, \"message\": \"%d\"}' % c.pid, flush=True);"
              "time.sleep(60)")
 
@@ -224,13 +225,13 @@ class Widget:
     def click(self):
         self.handlers["clicked(bool)"](False)
 
-    def setValue(self, v):
+    def setValue(self, v):  # noqa: N802 - Qt's names
         self.value = v
 
-    def setPlainText(self, text):
+    def setPlainText(self, text):  # noqa: N802
         self.text = text
 
-    def appendPlainText(self, text):
+    def appendPlainText(self, text):  # noqa: N802
         self.text += "\n" + text
 
 
@@ -359,8 +360,9 @@ def test_export_accepted_hands_over_then_exports(fake, tmp_path):
 
 def test_annotator_report_needs_the_exported_study(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(REPO / "CMBScribbleAnnotator"))
-    from CMBLib.annotation.dataset import subject_files
     from CMBScribbleAnnotatorLib.report import exported_source
+
+    from CMBLib.annotation.dataset import subject_files
 
     with pytest.raises(ValueError, match="export the study first"):
         exported_source(str(tmp_path), "sub-07", "T2starw")
@@ -370,3 +372,26 @@ def test_annotator_report_needs_the_exported_study(tmp_path, monkeypatch):
     path.parent.mkdir(parents=True)
     path.write_text(json.dumps({}))
     assert exported_source(str(tmp_path), "sub-07", "T2starw") == {"dataset": str(tmp_path), "subject": "07"}
+
+
+# --- the command lines agree with the command-line tools (issues 15 and 16, once merged) ----------
+def test_finetune_command_parses_with_the_finetune_parser():
+    finetune = pytest.importorskip("CMBLib.detection.finetune", reason="issue 15's fine-tuning is not merged yet")
+    cmd = jobs.finetune_command("py", ["/d/a", "/d/b"], "/m/new", 2.5, init="/m/old", models_dir="/m", threads=2)
+    args = finetune.build_parser().parse_args(cmd[3:])
+    assert (args.datasets, args.out, args.minutes, args.init, args.progress_json, args.models_dir, args.threads) == (
+        ["/d/a", "/d/b"], "/m/new", 2.5, "/m/old", True, "/m", 2)
+
+
+def test_report_command_parses_with_cmb_report():
+    import argparse
+
+    report = pytest.importorskip("CMBLib.cli.report", reason="issue 16's cmb report is not merged yet")
+    parser = argparse.ArgumentParser()
+    report.add_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(jobs.report_command("py", dataset="/ds", subject="07", image="/dcm", dicom_seg=True,
+                                                 report=False, overwrite=True)[3:])
+    assert (args.dataset, args.subject, args.image, args.dicom_seg, args.no_report, args.overwrite) == (
+        "/ds", "07", "/dcm", True, True, True)
+    args = parser.parse_args(jobs.report_command("py", detections="/o/a_cmb.json", image="/o/a.nrrd", out="/o")[3:])
+    assert (args.detections, args.image, args.out, args.no_report) == ("/o/a_cmb.json", "/o/a.nrrd", "/o", False)

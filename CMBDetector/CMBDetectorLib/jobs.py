@@ -26,13 +26,13 @@ SPARK = "▁▂▃▄▅▆▇█"
 def finetune_command(python: str, datasets, out: str, minutes: float, init: str = "bundled",
                      models_dir: Optional[str] = None, threads: Optional[int] = None) -> list:
     """Argument list of a fine-tuning run with JSON progress on stdout."""
-    folders = [str(d) for d in datasets if str(d).strip()]
+    folders = [os.path.abspath(str(d).strip()) for d in datasets if str(d).strip()]
     if not folders:
         raise ValueError("choose at least one exported dataset folder")
     if float(minutes) <= 0:
         raise ValueError("the time budget must be more than 0 minutes")
-    cmd = [python, "-m", FINETUNE_MODULE, *folders, "--out", str(out), "--minutes", f"{float(minutes):g}",
-           "--init", str(init or "bundled"), "--progress-json"]
+    cmd = [python, "-m", FINETUNE_MODULE, *folders, "--out", os.path.abspath(str(out)),
+           "--minutes", f"{float(minutes):g}", "--init", str(init or "bundled"), "--progress-json"]
     if models_dir:
         cmd += ["--models-dir", str(models_dir)]
     if threads:
@@ -46,14 +46,16 @@ def report_command(python: str, detections: Optional[str] = None, dataset: Optio
     """Argument list of ``cmb report`` for detections (NAME_cmb.json) or an exported subject."""
     if bool(detections) == bool(dataset):
         raise ValueError("a report needs either detections or an exported dataset")
-    cmd = [python, "-m", "CMBLib", "report"]
-    cmd += ["--detections", str(detections)] if detections else ["--dataset", str(dataset), "--subject", str(subject)]
     if dataset and not subject:
         raise ValueError("a report of a dataset needs the subject")
+    absolute = os.path.abspath           # the printed output paths are then absolute too
+    cmd = [python, "-m", "CMBLib", "report"]
+    cmd += ["--detections", absolute(detections)] if detections else ["--dataset", absolute(dataset),
+                                                                      "--subject", str(subject)]
     if image:
-        cmd += ["--image", str(image)]
+        cmd += ["--image", absolute(image)]
     if out:
-        cmd += ["--out", str(out)]
+        cmd += ["--out", absolute(out)]
     if dicom_seg:
         cmd.append("--dicom-seg")
     if not report:
