@@ -395,3 +395,30 @@ def test_report_command_parses_with_cmb_report():
         "/ds", "07", "/dcm", True, True, True)
     args = parser.parse_args(jobs.report_command("py", detections="/o/a_cmb.json", image="/o/a.nrrd", out="/o")[3:])
     assert (args.detections, args.image, args.out, args.no_report) == ("/o/a_cmb.json", "/o/a.nrrd", "/o", False)
+
+
+def test_a_rerun_after_a_cancelled_run_continues_in_the_same_folder(fake, tmp_path, monkeypatch):
+    from CMBDetectorLib.logic import DetectorLogic
+
+    monkeypatch.setenv("CMB_MODELS_DIR", str(tmp_path / "models"))
+    seen = []
+    logic = DetectorLogic(processFactory=replacing(FAKE_REFUSAL, seen), python="py")
+
+    def out_of(cmd):
+        return cmd[cmd.index("--out") + 1]
+
+    logic.startTraining([str(tmp_path / "a")], 1)
+    pump(logic.training)
+    assert logic.unfinished is not None
+    logic.startTraining([str(tmp_path / "a")], 1)                       # same data and parent: same folder
+    assert out_of(seen[1]) == out_of(seen[0])    # (the fine-tuning's work folder is named after it: resume)
+    pump(logic.training)
+    (tmp_path / "models").mkdir()
+    Path(out_of(seen[0])).mkdir()
+    logic.startTraining([str(tmp_path / "a")], 1)                       # that folder exists now: a new one
+    assert out_of(seen[2]) != out_of(seen[0])
+    pump(logic.training)
+    assert logic.unfinished == (((str(tmp_path / "a"),), "bundled"), out_of(seen[2]))
+    Path(out_of(seen[2])).mkdir()
+    logic.startTraining([str(tmp_path / "b")], 1)                       # other data: never the old folder
+    assert out_of(seen[3]) not in (out_of(seen[0]), out_of(seen[2]))

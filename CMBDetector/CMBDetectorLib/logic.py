@@ -50,6 +50,7 @@ class DetectorLogic:
         self.training = None         # CommandJob of the fine-tuning run
         self.monitor = None          # its TrainingMonitor
         self.trainingOut = None
+        self.unfinished = None       # (datasets, init) and model folder of a cancelled / failed run
 
     @staticmethod
     def models():
@@ -63,9 +64,14 @@ class DetectorLogic:
 
     def startTraining(self, datasets, minutes, init="bundled", onEvent=None, out=None):
         """Fine-tune in a background process (`python -m CMBLib.detection.finetune`); the model
-        goes to a new folder of the user models folder, where the model list finds it."""
+        goes to a new folder of the user models folder, where the model list finds it.  After a
+        cancelled or failed run, the same datasets and parent reuse its folder name, so the
+        fine-tuning continues from its last checkpoint (saved every minute)."""
         if self.trainingRunning:
             raise RuntimeError("a fine-tuning run is already running")
+        key = (tuple(os.path.abspath(d) for d in datasets), str(init))
+        if out is None and self.unfinished and self.unfinished[0] == key and not os.path.exists(self.unfinished[1]):
+            out = self.unfinished[1]
         self.trainingOut = str(out or new_model_folder(user_models_dir()))
         command = finetune_command(self.python or slicerPython(), datasets, self.trainingOut, minutes, init=init,
                                    threads=default_threads())
@@ -73,6 +79,8 @@ class DetectorLogic:
 
         def feed(event):
             self.monitor.feed(event)
+            if event.get("event") == "exit":
+                self.unfinished = None if event["returncode"] == 0 else (key, self.trainingOut)
             if onEvent is not None:
                 onEvent(event)
 
