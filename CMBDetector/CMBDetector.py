@@ -111,6 +111,7 @@ class CMBDetectorWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.removeObservers()
         if self.logic:
             self.logic.shutdown()
+            self.logic.cancelTraining()      # only here: leaving the module or the scene keeps training
             self.report.cancel()
         ScriptedLoadableModuleWidget.cleanup(self)
 

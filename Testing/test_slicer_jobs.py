@@ -422,3 +422,30 @@ def test_a_rerun_after_a_cancelled_run_continues_in_the_same_folder(fake, tmp_pa
     Path(out_of(seen[2])).mkdir()
     logic.startTraining([str(tmp_path / "b")], 1)                       # other data: never the old folder
     assert out_of(seen[3]) not in (out_of(seen[0]), out_of(seen[2]))
+
+
+def test_report_opens_as_a_file_url(fake, tmp_path):
+    from CMBDetectorLib.tasks import openInBrowser
+
+    opened = []
+    qt = sys.modules["qt"]
+    qt.QUrl = lambda url, mode: (url, mode)
+    qt.QUrl.TolerantMode = 1
+    qt.QDesktopServices = types.SimpleNamespace(openUrl=opened.append)
+    openInBrowser(tmp_path / "a b_cmb_report.html")
+    assert opened == [("file:///" + str(tmp_path).lstrip("/") + "/a b_cmb_report.html", 1)]
+
+
+@pytest.mark.skipif(os.name == "nt", reason="POSIX process check")
+def test_leaving_the_module_keeps_the_training_running(fake):
+    from CMBDetectorLib.logic import DetectorLogic
+
+    events = []
+    logic = DetectorLogic(processFactory=replacing(FAKE_SLOW, []), python="py")
+    logic.startTraining(["/d"], 1, onEvent=events.append, out="/nonexistent/m")
+    logic.training.process.pump()
+    logic.shutdown()                         # what exit() / scene close call
+    assert logic.trainingRunning
+    logic.cancelTraining()                   # what cleanup() calls
+    pump(logic.training)
+    assert events[-1]["event"] == "exit" and events[-1]["cancelled"] and not logic.trainingRunning

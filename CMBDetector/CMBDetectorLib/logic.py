@@ -179,7 +179,6 @@ class DetectorLogic:
         if self.worker is not None:
             self.worker.shutdown()
             self.worker = None
-        self.cancelTraining()
 
     # --- results ------------------------------------------------------------------------
     def loadResults(self, jsonPath, volumeNode):

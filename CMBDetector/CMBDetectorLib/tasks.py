@@ -36,10 +36,12 @@ def dicomSourceFiles(volumeNode, fileForInstance=None):
 
 
 def openInBrowser(path):
-    """Open a local file (the HTML report) in the system's web browser."""
+    """Open a local file (the HTML report) in the system's web browser, as Slicer's
+    ScriptedLoadableModule.py opens a module's source file."""
     import qt
 
-    return qt.QDesktopServices.openUrl(qt.QUrl.fromLocalFile(str(path)))
+    url = "file:///" + os.path.abspath(str(path)).replace("\\", "/").lstrip("/")
+    return qt.QDesktopServices.openUrl(qt.QUrl(url, qt.QUrl.TolerantMode))
 
 
 class ReportTask:
