@@ -171,7 +171,7 @@ class CMBDetectorWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     # --- models -------------------------------------------------------------------------
     def fillModels(self, select=None):
         """Bundled and fine-tuned models; `select`: the folder to make current (a new model)."""
-        from CMBDetectorLib.jobs import model_label
+        from CMBDetectorLib.jobs import model_index, model_label
         from CMBDetectorLib.review import model_card_html
 
         self._cardHtml = model_card_html
@@ -182,8 +182,7 @@ class CMBDetectorWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         for m in self.models:
             self.ui.modelCombo.addItem(model_label(m), m["path"])
         self.ui.modelCombo.addItem("Other model folder...", "")
-        index = self.ui.modelCombo.findData(str(current)) if current else -1
-        self.ui.modelCombo.setCurrentIndex(max(index, 0))
+        self.ui.modelCombo.setCurrentIndex(max(model_index(self.models, current), 0))
         self.ui.modelCombo.blockSignals(False)
         self.updateModelCard()
 

@@ -178,6 +178,10 @@ def test_model_list_uses_the_registry_when_present(monkeypatch, tmp_path):
     assert [m["name"] for m in jobs.list_models()] == ["b", "mine"]
     assert jobs.user_models_dir() == tmp_path
     assert jobs.model_label({"name": "mine", "version": "1", "source": "user"}) == "mine 1 (fine-tuned)"
+    models = jobs.list_models()
+    (tmp_path / "link").symlink_to(tmp_path)
+    assert jobs.model_index(models, tmp_path / "link") == 1 and jobs.model_index(models, "/x/b") == 0
+    assert jobs.model_index(models, "/x/c") == -1 and jobs.model_index(models, "") == -1
 
 
 def test_model_list_without_the_registry(monkeypatch, tmp_path):

@@ -120,6 +120,17 @@ def user_models_dir(models_dir=None) -> Path:
     return registry_dir(models_dir)
 
 
+def model_index(models, folder) -> int:
+    """Position of the model in `folder` in `models` (paths compared after resolving links), or -1."""
+    if not folder:
+        return -1
+    want = os.path.realpath(str(folder))
+    for i, m in enumerate(models):
+        if os.path.realpath(str(m.get("path", ""))) == want:
+            return i
+    return -1
+
+
 def model_label(meta: dict) -> str:
     """Text of a model in the selector: name, version, and '(fine-tuned)' for user models."""
     text = f"{meta['name']} {meta.get('version', '')}".strip()
@@ -275,6 +286,6 @@ class CommandJob:
         self.on_event(event)
 
 
-__all__ = ["CommandJob", "TrainingMonitor", "dicom_files", "finetune_command", "list_models", "model_label",
-           "new_model_folder", "report_command", "report_outputs", "sparkline", "split_folders", "stage_files",
-           "user_models_dir"]
+__all__ = ["CommandJob", "TrainingMonitor", "dicom_files", "finetune_command", "list_models", "model_index",
+           "model_label", "new_model_folder", "report_command", "report_outputs", "sparkline", "split_folders",
+           "stage_files", "user_models_dir"]
