@@ -453,3 +453,72 @@ def test_leaving_the_module_keeps_the_training_running(fake):
     logic.cancelTraining()                   # what cleanup() calls
     pump(logic.training)
     assert events[-1]["event"] == "exit" and events[-1]["cancelled"] and not logic.trainingRunning
+
+
+# --- the real commands (issues 15 and 16, once merged) ------------------------------------------
+class RealProcess(SubprocessStandIn):
+    """Runs the command as given, stdout and stderr delivered like QtProcess does."""
+
+    def start(self, command, env=None):
+        import subprocess
+
+        self.proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True, cwd=str(REPO))
+
+    def pump(self):
+        line = self.proc.stdout.readline()
+        if line:
+            self.on_line("out", line.rstrip("\n"))
+            return True
+        for err in self.proc.stderr.read().splitlines():
+            self.on_line("err", err)
+        self.on_finished(self.proc.wait(timeout=120))
+        return False
+
+
+def test_real_finetune_refusal_reaches_the_panel(tmp_path):
+    pytest.importorskip("CMBLib.detection.finetune", reason="issue 15's fine-tuning is not merged yet")
+    (tmp_path / "notads").mkdir()
+    events, monitor = [], jobs.TrainingMonitor()
+    job = jobs.CommandJob(jobs.finetune_command(PY, [tmp_path / "notads"], tmp_path / "m", 1), events.append,
+                          process_factory=RealProcess).start()
+    pump(job)
+    for e in events:
+        monitor.feed(e)
+    assert events[-1]["returncode"] == 2 and "not a CMB dataset" in events[-1]["message"]
+    assert "not a CMB dataset" in monitor.error and not (tmp_path / "m").exists()
+
+
+def test_real_report_is_found_from_its_output(tmp_path):
+    pytest.importorskip("CMBLib.cli.report", reason="issue 16's cmb report is not merged yet")
+    import numpy as np
+
+    from CMBLib.detection.candidates import find_candidates
+    from CMBLib.detection.outputs import write_outputs
+    from CMBLib.detection.pipeline import DetectionResult
+    from CMBLib.geometry import Volume
+    from CMBLib.io import write_volume
+
+    prob = np.zeros((20, 40, 40), np.float32)
+    prob[10, 10:13, 10:13] = 0.9
+    geom = Volume(prob, (0.9, 0.9, 3.0), (-18.0, -18.0, -30.0))
+    labels, records, dropped = find_candidates(geom, 0.5)
+    settings = {"model": "self-test", "model_version": "0", "threshold": 0.5, "device": "cpu"}
+    write_outputs(DetectionResult(geom.with_array(labels), geom, records, settings, {"total": 0.0}, [], dropped),
+                  tmp_path, "T2S")
+    write_volume(geom.with_array((100 - 50 * prob).astype(np.float32)), tmp_path / "T2S.nrrd")
+    results = []
+    task_cmd = jobs.report_command(PY, detections=tmp_path / "T2S_cmb.json", image=tmp_path / "T2S.nrrd",
+                                   out=tmp_path)
+    for overwrite in (False, True):
+        events = []
+        job = jobs.CommandJob(task_cmd + (["--overwrite"] if overwrite else []), events.append,
+                              process_factory=RealProcess).start()
+        pump(job)
+        results.append(events[-1])
+    assert results[0]["returncode"] == 0 and results[1]["returncode"] == 0
+    report = jobs.report_outputs(results[0]["stdout"])["report"]
+    assert report == str(tmp_path / "T2S_cmb_report.html") and "<html" in Path(report).read_text().lower()
+    events = []
+    pump(jobs.CommandJob(task_cmd, events.append, process_factory=RealProcess).start())
+    assert "exists" in events[-1]["message"]                    # the panel then asks before --overwrite
