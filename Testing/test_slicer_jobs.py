@@ -522,3 +522,17 @@ def test_real_report_is_found_from_its_output(tmp_path):
     events = []
     pump(jobs.CommandJob(task_cmd, events.append, process_factory=RealProcess).start())
     assert "exists" in events[-1]["message"]                    # the panel then asks before --overwrite
+
+
+def test_the_detector_self_test_step_runs_on_the_fake_slicer(fake, tmp_path, monkeypatch):
+    import unittest
+
+    slm = types.ModuleType("slicer.ScriptedLoadableModule")
+    slm.ScriptedLoadableModuleTest = type("ScriptedLoadableModuleTest", (unittest.TestCase,),
+                                          {"delayDisplay": lambda self, message: None})
+    monkeypatch.setitem(sys.modules, "slicer.ScriptedLoadableModule", slm)
+    from CMBDetectorLib.selftest import CMBDetectorTest
+
+    test = CMBDetectorTest("test_trainingAndReportGlue")
+    test.folder = str(tmp_path)
+    test.test_trainingAndReportGlue()
