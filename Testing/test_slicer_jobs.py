@@ -333,6 +333,8 @@ def test_report_panel_seg_uses_the_dicom_series(fake, tmp_path):
     image = Path(cmd[cmd.index("--image") + 1])
     assert sorted(p.name for p in image.iterdir()) == ["00000_a.dcm", "00001_b.dcm"]
     assert cmd[-2:] == ["--dicom-seg", "--no-report"] and cmd[4:8] == ["--dataset", "/ds", "--subject", "01"]
+    pump(panel.task.job)                   # the stand-in ended without output: the reason and Slicer's own route
+    assert status.text.startswith("No DICOM SEG: ") and "Export to DICOM" in status.text
 
 
 def test_export_accepted_hands_over_then_exports(fake, tmp_path):

@@ -51,7 +51,7 @@ class ReportPanel:
             return
         if seg:
             self.status.text = (f"DICOM SEG written: {outputs['seg']}" if outputs.get("seg") else
-                                f"No DICOM SEG: {message}")
+                                f"No DICOM SEG: {message}" + ("" if outputs else " " + SEG_HELP))
         elif outputs.get("report"):
             self.status.text = f"Report written: {outputs['report']}"
             openInBrowser(outputs["report"])
