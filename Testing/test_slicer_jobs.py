@@ -362,6 +362,9 @@ def test_export_accepted_hands_over_then_exports(fake, tmp_path):
     logic.exportAccepted(target, str(tmp_path), "01", overwrite=True)
     assert [f["review_status"] for f in calls[0][2]] == ["confirmed", "proposed"]   # rejected one left out
     assert calls[1] == ("export", str(tmp_path), "01", True, "SWI")
+    logic.run["sequence"] = "T2S"
+    logic.exportAccepted(target, str(tmp_path), "02")
+    assert calls[-1][-1] == "T2starw"                       # the detector's T2S is the dataset's T2starw
 
 
 def test_annotator_report_needs_the_exported_study(tmp_path, monkeypatch):
@@ -538,3 +541,43 @@ def test_the_detector_self_test_step_runs_on_the_fake_slicer(fake, tmp_path, mon
     test = CMBDetectorTest("test_trainingAndReportGlue")
     test.folder = str(tmp_path)
     test.test_trainingAndReportGlue()
+
+
+def test_export_accepted_writes_a_dataset_through_the_annotator(monkeypatch, tmp_path):
+    """Review in the detector -> one click -> a dataset subject with confirmed / proposed findings."""
+    import numpy as np
+    from test_annotation_slicer_glue import glue as make_glue
+
+    slicer, AnnotatorLogic, volume_node, _ = make_glue.__wrapped__(monkeypatch, tmp_path)
+    for name in [m for m in sys.modules if m.split(".")[0] == "CMBDetectorLib"]:
+        monkeypatch.delitem(sys.modules, name)
+    from CMBDetectorLib.logic import DetectorLogic
+    from CMBDetectorLib.review import ReviewSession
+
+    from CMBLib.annotation.dataset import import_subject
+
+    annotator = AnnotatorLogic(sessionRoot=tmp_path / "sessions")
+    annotator.setVolume(volume_node)
+    detector = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "CMB candidates")
+    blocks = {1: (slice(4, 7), slice(11, 14), slice(14, 17)), 2: (slice(2, 4), slice(20, 22), slice(5, 7)),
+              3: (slice(7, 9), slice(3, 5), slice(3, 5))}
+    records = []
+    for label, block in blocks.items():
+        segment_id = detector.GetSegmentation().AddEmptySegment(f"CMB_{label}", f"CMB {label}")
+        detector.GetSegmentation().GetSegment(segment_id).SetTag("CMBDetector.Label", str(label))
+        mask = np.zeros(volume_node.array.shape, bool)
+        mask[block] = True
+        detector.GetSegmentation().GetSegment(segment_id).array = mask
+        centre = [(s.start + s.stop - 1) / 2 for s in block]
+        records.append({"label": label, "centre_ras": list(annotator.volume.kji_to_ras(centre)), "diameter_mm": 3.0,
+                        "size_class": "<5mm", "max_probability": 0.9})
+    logic = DetectorLogic()
+    logic.session, logic.segmentationNode = ReviewSession(records), detector
+    logic.run = {"volume": volume_node, "sequence": "T2S"}
+    logic.session.accept()            # 1 accepted
+    logic.session.reject()            # 2 rejected, 3 left unreviewed
+    files = logic.exportAccepted(annotator, str(tmp_path / "ds"), "07")
+    assert files["annotation"].is_file() and "T2starw" in files["image"].name
+    study = import_subject(tmp_path / "ds", "07")
+    status = sorted((f["review_status"], f["mask"]["voxel_count"]) for f in study.document["findings"])
+    assert status == [("confirmed", 27), ("proposed", 8)]      # 3x3x3 accepted, 2x2x2 unreviewed, rejected absent

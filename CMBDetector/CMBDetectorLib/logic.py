@@ -122,7 +122,9 @@ class DetectorLogic:
         if not str(subject or "").strip():
             raise ValueError("type a subject id for the dataset")
         self.handOver(target)
-        sequence = (self.run or {}).get("sequence") or "T2S"
+        from CMBLib.annotation.dataset import sequence_name
+
+        sequence = sequence_name((self.run or {}).get("sequence") or "T2S")   # T2S -> T2starw (the dataset's names)
         return target.exportStudy(dataset, subject, overwrite=overwrite, sequence=sequence)
 
     # --- the worker ---------------------------------------------------------------------
