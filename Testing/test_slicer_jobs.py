@@ -548,7 +548,7 @@ def test_export_accepted_writes_a_dataset_through_the_annotator(monkeypatch, tmp
     import numpy as np
     from test_annotation_slicer_glue import glue as make_glue
 
-    slicer, AnnotatorLogic, volume_node, _ = make_glue.__wrapped__(monkeypatch, tmp_path)
+    slicer, annotator_logic, volume_node, _ = make_glue.__wrapped__(monkeypatch, tmp_path)
     for name in [m for m in sys.modules if m.split(".")[0] == "CMBDetectorLib"]:
         monkeypatch.delitem(sys.modules, name)
     from CMBDetectorLib.logic import DetectorLogic
@@ -556,7 +556,7 @@ def test_export_accepted_writes_a_dataset_through_the_annotator(monkeypatch, tmp
 
     from CMBLib.annotation.dataset import import_subject
 
-    annotator = AnnotatorLogic(sessionRoot=tmp_path / "sessions")
+    annotator = annotator_logic(sessionRoot=tmp_path / "sessions")
     annotator.setVolume(volume_node)
     detector = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "CMB candidates")
     blocks = {1: (slice(4, 7), slice(11, 14), slice(14, 17)), 2: (slice(2, 4), slice(20, 22), slice(5, 7)),
