@@ -15,6 +15,7 @@ sys.path.insert(0, str(REPO / "CMBDetector"))
 
 from CMBDetectorLib import jobs  # noqa: E402
 from fake_slicer import install, make_fake_slicer  # noqa: E402
+from test_annotation_slicer_glue import glue  # noqa: E402, F401 - the annotator on the fake Slicer (fixture)
 from test_detection_slicer_glue import SubprocessStandIn, _alive  # noqa: E402
 
 PY = sys.executable
