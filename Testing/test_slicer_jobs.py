@@ -304,8 +304,12 @@ def test_report_panel_opens_the_report_and_explains_a_missing_dicom_source(fake,
     ui, status = UI(), Widget()
     volume = types.SimpleNamespace(GetAttribute=lambda name: None)
     source = {"detections": str(tmp_path / "T2S_cmb.json"), "image": str(tmp_path / "T2S.nrrd"), "out": str(tmp_path)}
+    asked = []
     panel = panels.ReportPanel(ui, lambda: dict(source), lambda: volume, status,
-                               processFactory=replacing(script, seen), python="PythonSlicer")
+                               processFactory=replacing(script, seen), python="PythonSlicer",
+                               ensure=lambda seg: asked.append(seg) or len(asked) > 1)
+    ui.saveReportButton.click()                                 # packages declined: nothing started
+    assert seen == [] and "not installed" in status.text
     ui.saveReportButton.click()
     assert seen[0][1:6] == ["-m", "CMBLib", "report", "--detections", source["detections"]]
     assert not ui.saveReportButton.enabled
@@ -314,6 +318,7 @@ def test_report_panel_opens_the_report_and_explains_a_missing_dicom_source(fake,
     assert ui.saveReportButton.enabled
     ui.exportSegButton.click()
     assert len(seen) == 1 and "not loaded from Slicer's DICOM database" in status.text
+    assert asked == [False, False]               # no install question for a SEG that cannot be made
 
 
 def test_report_panel_seg_uses_the_dicom_series(fake, tmp_path):
@@ -328,7 +333,8 @@ def test_report_panel_seg_uses_the_dicom_series(fake, tmp_path):
     volume = types.SimpleNamespace(GetAttribute={"DICOM.instanceUIDs": "1.1 1.2"}.get)
     status = Widget()
     panel = panels.ReportPanel(UI(), lambda: {"dataset": "/ds", "subject": "01"}, lambda: volume, status,
-                               processFactory=replacing("import sys; sys.exit(0)", seen), python="py")
+                               processFactory=replacing("import sys; sys.exit(0)", seen), python="py",
+                               ensure=lambda seg: True)
     assert panel.run(seg=True)
     cmd = seen[0]
     image = Path(cmd[cmd.index("--image") + 1])

@@ -11,7 +11,7 @@ import qt
 import slicer
 
 from .jobs import split_folders
-from .tasks import ReportTask, openInBrowser
+from .tasks import ReportTask, dicomSourceFiles, ensureReportDependencies, openInBrowser
 
 SEG_HELP = ("When the volume came from Slicer's DICOM database you can also export the segmentation with "
             "Slicer's own DICOM export (right-click it in the Data module, 'Export to DICOM...').")
@@ -21,8 +21,9 @@ class ReportPanel:
     """`source()` -> dict for `ReportTask.start` (detections= & image= & out=, or dataset= & subject=);
     `volume()` -> the volume node the findings are on."""
 
-    def __init__(self, ui, source, volume, status, processFactory=None, python=None):
+    def __init__(self, ui, source, volume, status, processFactory=None, python=None, ensure=None):
         self.ui, self.source, self.volume, self.status = ui, source, volume, status
+        self.ensure = ensure or ensureReportDependencies      # ensure(seg) -> bool: consent, then pip
         self.task = ReportTask(processFactory, python)
         ui.saveReportButton.connect("clicked(bool)", lambda *_: self.run(seg=False))
         ui.exportSegButton.connect("clicked(bool)", lambda *_: self.run(seg=True))
@@ -30,6 +31,11 @@ class ReportPanel:
     def run(self, seg, overwrite=False):
         try:
             source = self.source()
+            if seg:
+                dicomSourceFiles(self.volume())      # the one-line reason before any install question
+            if not self.ensure(seg):
+                self.status.text = "Nothing was written (the Python packages it needs are not installed)."
+                return False
             if seg:
                 folder = slicer.util.tempDirectory("CMBDicomSeries")
                 source.pop("image", None)

@@ -35,6 +35,18 @@ def dicomSourceFiles(volumeNode, fileForInstance=None):
     return dicom_files(uids, fileForInstance)
 
 
+def ensureReportDependencies(seg=False):
+    """The one consent dialog for what `cmb report` needs in Slicer's Python (matplotlib;
+    pydicom and highdicom for a DICOM SEG); True when everything is present."""
+    from CMBLib import dependencies
+
+    what = "writing a DICOM SEG" if seg else "writing the report"
+    return dependencies.ensure(
+        "dicom" if seg else "report", slicer.util.confirmOkCancelDisplay, slicer.util.pip_install,
+        guard=lambda: slicer.util.tryWithErrorDisplay(f"Installing the Python packages for {what} failed.",
+                                                      waitCursor=True))
+
+
 def openInBrowser(path):
     """Open a local file (the HTML report) in the system's web browser, as Slicer's
     ScriptedLoadableModule.py opens a module's source file."""
