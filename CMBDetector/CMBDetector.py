@@ -88,6 +88,11 @@ class CMBDetectorWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.nextButton.connect("clicked(bool)", lambda: self.onReview("next"))
         self.ui.previousButton.connect("clicked(bool)", lambda: self.onReview("previous"))
         self.ui.handOverButton.connect("clicked(bool)", self.onHandOver)
+        from CMBDetectorLib.panels import ImprovePanel, ReportPanel
+
+        self.improve = ImprovePanel(self)
+        self.report = ReportPanel(self.ui, self.logic.reportSource, lambda: self.logic.reportVolume,
+                                  self.ui.reportStatusLabel)
         self.fillModels()
         self.initializeParameterNode()
 
@@ -106,6 +111,8 @@ class CMBDetectorWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.removeObservers()
         if self.logic:
             self.logic.shutdown()
+            self.logic.cancelTraining()      # only here: leaving the module or the scene keeps training
+            self.report.cancel()
         ScriptedLoadableModuleWidget.cleanup(self)
 
     def enter(self):
@@ -162,16 +169,26 @@ class CMBDetectorWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._parameterNode.reviewState = self.logic.reviewState()
 
     # --- models -------------------------------------------------------------------------
-    def fillModels(self):
+    def fillModels(self, select=None):
+        """Bundled and fine-tuned models; `select`: the folder to make current (a new model)."""
+        from CMBDetectorLib.jobs import model_index, model_label
         from CMBDetectorLib.review import model_card_html
 
         self._cardHtml = model_card_html
+        current = select or self.ui.modelCombo.currentData
+        self.ui.modelCombo.blockSignals(True)
         self.ui.modelCombo.clear()
         self.models = self.logic.models()
         for m in self.models:
-            self.ui.modelCombo.addItem(f"{m['name']} {m.get('version', '')}", m["path"])
+            self.ui.modelCombo.addItem(model_label(m), m["path"])
         self.ui.modelCombo.addItem("Other model folder...", "")
+        self.ui.modelCombo.setCurrentIndex(max(model_index(self.models, current), 0))
+        self.ui.modelCombo.blockSignals(False)
         self.updateModelCard()
+
+    def selectedModelInfo(self):
+        i = self.ui.modelCombo.currentIndex
+        return self.models[i] if 0 <= i < len(self.models) else None
 
     def updateModelCard(self, *_):
         i = self.ui.modelCombo.currentIndex

@@ -34,6 +34,13 @@ ANNOTATION = {"jsonschema": "jsonschema>=4.17,<5", "slicerio": "slicerio>=1.0,<2
               "scipy": "scipy>=1.10,<2", "skimage": "scikit-image>=0.21,<1"}
 DETECTION_EXTRA = {"slicerio": "slicerio>=1.0,<2", "scipy": "scipy>=1.10,<2",
                    "skimage": "scikit-image>=0.21,<1"}
+# "Save report" (`cmb report`: pictures drawn with matplotlib; an exported study is read
+# with the annotation packages) and "Export DICOM SEG" (pydicom + highdicom, as the `dicom`
+# extra of pyproject.toml: highdicom 0.22 is the last release for Python 3.9).
+REPORT = dict(ANNOTATION, matplotlib="matplotlib>=3.5,<4")
+_DICOM = {"py39": {"pydicom": "pydicom==2.4.4", "highdicom": "highdicom==0.22.0"},
+          "py310+": {"pydicom": "pydicom>=3.0.1,<4", "highdicom": "highdicom==0.28.2"}}
+PARTS = ("annotation", "detection", "report", "dicom")
 
 
 def _key(python) -> str:
@@ -46,21 +53,23 @@ def torch_requirement(python=None) -> str:
 
 
 def requirements_for(part: str, python=None) -> dict:
-    """{import name: pip requirement} of `part` ('annotation' or 'detection') for `python`."""
+    """{import name: pip requirement} of `part` (one of PARTS) for `python`."""
     if part == "annotation":
         return dict(ANNOTATION)
     if part == "detection":
         out = dict(DETECTION_EXTRA)
         out["monai"] = _MONAI[_key(python or sys.version_info)]
         return out
-    raise ValueError(f"unknown part {part!r}; use 'annotation' or 'detection'")
+    if part == "report":
+        return dict(REPORT)
+    if part == "dicom":
+        return dict(REPORT, **_DICOM[_key(python or sys.version_info)])
+    raise ValueError(f"unknown part {part!r}; use one of {', '.join(PARTS)}")
 
 
 def all_requirement_strings(python) -> list:
     """Every string the modules can hand to pip for `python` (for the resolution test)."""
-    strings = set(requirements_for("annotation", python).values())
-    strings |= set(requirements_for("detection", python).values())
-    return sorted(strings)
+    return sorted({r for part in PARTS for r in requirements_for(part, python).values()})
 
 
 def _installed_version(dist: str) -> Optional[str]:

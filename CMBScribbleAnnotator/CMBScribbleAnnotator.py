@@ -9,7 +9,7 @@ from typing import Annotated
 
 import qt
 import slicer
-from CMBScribbleAnnotatorLib import form, nodes
+from CMBScribbleAnnotatorLib import form, nodes, report
 from CMBScribbleAnnotatorLib.logic import AnnotatorLogic
 from CMBScribbleAnnotatorLib.selftest import CMBScribbleAnnotatorTest  # noqa: F401 - found by Slicer's test runner
 from slicer.parameterNodeWrapper import WithinRange, parameterNodeWrapper
@@ -77,6 +77,7 @@ class CMBScribbleAnnotatorWidget(ScriptedLoadableModuleWidget, VTKObservationMix
         self.ui.raterEdit.text = str(settings.value(SETTINGS_RATER, ""))
         self.ui.datasetButton.directory = str(settings.value(SETTINGS_DATASET, os.path.expanduser("~")))
         form.connect(self.ui, self)
+        self.reportPanel = report.panel(self)     # "Save report", "Export DICOM SEG"
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self._setEnabled(False)

@@ -130,6 +130,14 @@ class Node:
         self.segmentation = Segmentation()
         self.points = []
         self.array, self.ijk_to_ras = None, np.eye(4)
+        self.attributes = {}
+
+    def SetAttribute(self, key, value):
+        self.attributes[key] = value
+
+    def GetAttribute(self, key):
+        """vtkMRMLNode::GetAttribute: None when the attribute is not set."""
+        return self.attributes.get(key)
 
     def IsA(self, class_name):
         return class_name == self.class_name

@@ -170,7 +170,8 @@ def test_module_files_are_listed_in_cmake_and_parse_on_python39():
     assert "StartCloseEvent" in main and "EndCloseEvent" in main and "def onReload" in main
     # every widget the code names exists in the .ui
     ui = (MODULE_DIR / "Resources" / "UI" / "CMBScribbleAnnotator.ui").read_text()
-    code = main + (MODULE_DIR / "CMBScribbleAnnotatorLib" / "form.py").read_text()
+    code = main + "".join((MODULE_DIR / "CMBScribbleAnnotatorLib" / f).read_text() for f in ("form.py", "report.py"))
+    assert {"saveReportButton", "exportSegButton"} <= set(re.findall(r"\bui\.([A-Za-z_]\w*)", code))
     names = set(re.findall(r"\bui\.([A-Za-z_]\w*)", code)) - {"layout"}
     names |= {f"{prefix}_{field}" for prefix, fields in (
         ("combo", ["review_status", "certainty", "size_class", "location", "side", "cause"]),

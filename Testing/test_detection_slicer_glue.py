@@ -233,8 +233,10 @@ def test_every_widget_the_code_names_is_in_the_ui():
 
     ui = (MODULE / "Resources" / "UI" / "CMBDetector.ui").read_text()
     code = (MODULE / "CMBDetector.py").read_text()
-    names = set(re.findall(r"\bui\.([A-Za-z_]\w*)", code))
-    assert {"applyButton", "table", "modelCard", "outputPath"} <= names
+    glue = code + (MODULE / "CMBDetectorLib" / "panels.py").read_text()
+    names = set(re.findall(r"\bui\.([A-Za-z_]\w*)", glue))
+    assert {"applyButton", "table", "modelCard", "outputPath", "trainButton", "trainCurves", "saveReportButton",
+            "exportSegButton", "exportAcceptedButton", "reportStatusLabel"} <= names
     for name in sorted(names):
         assert f'name="{name}"' in ui, f"{name} is not in CMBDetector.ui"
     params = set(re.findall(r'<property name="SlicerParameterName" stdset="0">\s*<string>(\w+)</string>', ui))

@@ -12,6 +12,8 @@ Checked in CMBDetector/ and CMBScribbleAnnotator/ (AST scan):
   * camelCase calls on the Slicer widgets the modules hold (segment editor, node combo box,
     markups place widget, editor effect);
   * segment editor effect names and effect parameter names;
+  * `slicer.dicomDatabase.x(...)` against the methods Slicer's own Python calls on it, and
+    "DICOM.*" attribute names against those Slicer's DICOM plugins set;
   * keyboard shortcuts of both modules against Slicer's built-in ones.
 """
 import ast
@@ -68,6 +70,7 @@ def known(version):
     effects = {name for name, info in snap["effects"].items()}
     params = {p for info in snap["effects"].values() for p in info["parameters"]}
     return {"methods": methods | VTK_BASE, "enums": enums, "util": set(snap["slicer_util"]),
+            "dicom": set(snap["dicom_database"]), "dicom_attributes": set(snap["dicom_attributes"]),
             "pnw": set(snap["parameter_node_wrapper"]), "effects": effects, "params": params}
 
 
@@ -125,6 +128,8 @@ def violations(source, version, where="<code>"):
                     m, e = resolved(version, "vtkMRMLScene")
                     if parts[2] not in m | e | VTK_BASE:
                         bad(node, f"slicer.mrmlScene.{parts[2]}")
+                elif head == "dicomDatabase" and len(parts) >= 3 and parts[2] not in k["dicom"]:
+                    bad(node, f"slicer.dicomDatabase.{parts[2]}")
                 elif head == "app" and len(parts) >= 3:
                     m, _ = resolved(version, "qSlicerApplication")
                     if parts[2] not in m | QT_BASE:
@@ -132,6 +137,9 @@ def violations(source, version, where="<code>"):
             if node.attr.endswith("Event") and node.attr[:1].isupper() and parts[0] not in ("qt", "vtk"):
                 if node.attr not in k["enums"]:
                     bad(node, f"event {node.attr}")
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.startswith("DICOM."):
+            if node.value not in k["dicom_attributes"]:
+                bad(node, f"DICOM attribute '{node.value}'")
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
             attr, receiver = node.func.attr, dotted(node.func.value)
             root = receiver.split(".")[0] if receiver else None
@@ -184,7 +192,8 @@ def test_a_wrong_name_fails(version):
             "slicer.util.arrayFromSegmentInternalBinaryLabelmap(seg, 'a')\n"
             "x = slicer.vtkSegmentation.SourceRepresentationModified\n"
             "self.ui.editor.setMRMLSegmentEditorNode(None)\n"
-            "effect.setCommonParameter('BrushAbsoluteDiameter', '1')\n")
+            "effect.setCommonParameter('BrushAbsoluteDiameter', '1')\n"
+            "f = slicer.dicomDatabase.fileForInstance(v.GetAttribute('DICOM.instanceUIDs').split()[0])\n")
     assert violations(good, version) == []
     wrong = {"seg.GetSegmentaton()": "method GetSegmentaton()",
              "slicer.util.arrayFromVolumee(v)": "slicer.util.arrayFromVolumee",
@@ -195,7 +204,9 @@ def test_a_wrong_name_fails(version):
              "effect.setCommonParameter('BrushDiameter', '1')": "effect parameter 'BrushDiameter'",
              "editor.setActiveEffectByName('Paintbrush')": "effect 'Paintbrush'",
              "slicer.qMRMLSegmentEditorWidgett()": "slicer.qMRMLSegmentEditorWidgett",
-             "n.AddObserver(n.PointPositionDefinedEvnt, f)": "event PointPositionDefinedEvnt"}
+             "n.AddObserver(n.PointPositionDefinedEvnt, f)": "event PointPositionDefinedEvnt",
+             "slicer.dicomDatabase.fileForInstanceUID(u)": "slicer.dicomDatabase.fileForInstanceUID",
+             "v.GetAttribute('DICOM.instanceUID')": "DICOM attribute 'DICOM.instanceUID'"}
     for code, message in wrong.items():
         found = violations(code, version)
         assert any(message in line for line in found), (code, found)

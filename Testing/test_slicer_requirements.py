@@ -45,6 +45,16 @@ def test_monai_choice_per_python():
         assert not any(r.startswith("torch") for r in D.all_requirement_strings(py))
 
 
+def test_report_and_dicom_parts():
+    assert D.requirements_for("report", (3, 9))["matplotlib"] == "matplotlib>=3.5,<4"
+    assert set(D.requirements_for("annotation", (3, 12))) < set(D.requirements_for("report", (3, 12)))
+    assert D.requirements_for("dicom", (3, 9))["highdicom"] == "highdicom==0.22.0"        # last for Python 3.9
+    assert D.requirements_for("dicom", (3, 12))["pydicom"] == "pydicom>=3.0.1,<4"
+    assert "highdicom==0.28.2" in D.all_requirement_strings((3, 12))
+    with pytest.raises(ValueError, match="report, dicom"):
+        D.requirements_for("reports")
+
+
 def test_version_checks():
     assert D.satisfied(">=2.8", "2.8.0+cu126") and not D.satisfied(">=2.8", "2.7.1")
     assert D.satisfied("monai>=1.5.2,<1.6", "1.5.2") and not D.satisfied("monai>=1.5.2,<1.6", "1.6.0")
@@ -64,7 +74,7 @@ def test_version_checks():
 
 def test_modules_take_requirements_from_one_place():
     """No pip requirement literal in the module folders: they all come from CMBLib.dependencies."""
-    pattern = re.compile(r"""["'](monai|scikit-image|slicerio|jsonschema|scipy)\s*[<>=]""")
+    pattern = re.compile(r"""["'](monai|scikit-image|slicerio|jsonschema|scipy|matplotlib|pydicom|highdicom)\s*[<>=]""")
     for folder in ("CMBDetector", "CMBScribbleAnnotator"):
         for path in (REPO / folder).rglob("*.py"):
             assert not pattern.search(path.read_text()), f"{path}: requirement string outside CMBLib.dependencies"

@@ -12,7 +12,11 @@ checks the module code against this snapshot of Slicer's own source.  For each t
     slicer.parameterNodeWrapper;
   * effects: segment editor effect names and their (common) parameter names;
   * shortcuts: built-in keys the modules must not take (main-window menu mnemonics and
-    shortcuts, slice/3D view keys, segment editor keys).
+    shortcuts, slice/3D view keys, segment editor keys);
+  * dicom_database: the methods Slicer's own Python calls on `slicer.dicomDatabase` (a
+    ctkDICOMDatabase from CTK, outside this snapshot: what Slicer itself relies on is what
+    the modules may rely on); dicom_attributes: the "DICOM.*" node attributes Slicer's
+    DICOM plugins set (e.g. "DICOM.instanceUIDs" on a scalar volume).
 
 Usage (a Slicer source checkout or a bare clone, e.g. from `git clone --bare
 https://github.com/Slicer/Slicer`):
@@ -164,6 +168,21 @@ def shortcuts(tree):
     return sorted(keys)
 
 
+def _grep(tree, pattern):
+    """Distinct matches of an extended regex in the tag's Python files (git grep -o)."""
+    out = subprocess.run(["git", "--git-dir", tree.git_dir, "grep", "-h", "-o", "-E", pattern, tree.tag, "--", "*.py"],
+                         capture_output=True, text=True).stdout
+    return sorted({line.split(":", 1)[-1] for line in out.split("\n") if line.strip()})
+
+
+def dicom_api(tree):
+    methods = {m.rsplit(".", 1)[1] for m in _grep(tree, r"slicer\.dicomDatabase\.[A-Za-z_]+\(")
+               for m in [m.rstrip("(")]}
+    attributes = {re.sub(r"^SetAttribute\(\s*", "", a).strip("\"'") for a in
+                  _grep(tree, r"SetAttribute\(\s*[\"']DICOM\.[A-Za-z_.]+[\"']")}
+    return sorted(methods), sorted(attributes)
+
+
 def snapshot(git_dir, tag):
     tree = Tree(git_dir, tag)
     classes = class_apis(tree, CLASSES)
@@ -175,8 +194,10 @@ def snapshot(git_dir, tag):
         all_list = re.search(r"__all__\s*=\s*\[([^\]]*)\]", tree.read(pnw_dir + sub + ".py"), re.S)
         if all_list:
             pnw_names |= set(re.findall(r"[\"']([A-Za-z_]\w*)[\"']", all_list.group(1)))
+    dicom_methods, dicom_attributes = dicom_api(tree)
     return {"classes": classes, "slicer_util": util, "parameter_node_wrapper": sorted(pnw_names),
-            "effects": effect_parameters(tree), "shortcuts": shortcuts(tree)}
+            "effects": effect_parameters(tree), "shortcuts": shortcuts(tree), "dicom_database": dicom_methods,
+            "dicom_attributes": dicom_attributes}
 
 
 def main(argv=None):

@@ -11,10 +11,13 @@ import os
 import slicer
 import vtk
 
-from .process import WorkerClient, default_threads, detection_job, python_slicer, worker_command
+from .jobs import CommandJob, TrainingMonitor, finetune_command, list_models, new_model_folder, user_models_dir
+from .process import WorkerClient, default_threads, detection_job, worker_command
 from .review import STATUSES, ReviewSession, segment_name
+from .tasks import slicerPython
 
 HANDOVER_ATTRIBUTE = "CMBDetector.Findings"   # JSON list of annotation findings on the segmentation node
+DETECTIONS_ATTRIBUTE = "CMBDetector.DetectionsFile"  # path of the NAME_cmb.json the candidates came from
 RECORDS_ATTRIBUTE = "CMBDetector.Records"     # JSON detection records (the review survives a scene save)
 LABEL_TAG = "CMBDetector.Label"               # segment tag: the candidate's label in the detection mask
 STATUS_TAG = "CMBDetector.ReviewStatus"       # segment tag: unreviewed / accepted / rejected
@@ -27,12 +30,6 @@ def safeName(name):
     """A file-name-safe version of a node name."""
     keep = "".join(c if c.isalnum() or c in "-_." else "_" for c in str(name)).strip("._")
     return keep or "input"
-
-
-def slicerPython():
-    """PythonSlicer next to this Slicer (never the GUI binary)."""
-    app = slicer.app
-    return python_slicer([app.applicationDirPath(), os.path.join(app.slicerHome, "bin")])
 
 
 class DetectorLogic:
@@ -50,12 +47,85 @@ class DetectorLogic:
         self.segmentationNode = None
         self.markupsNode = None
         self.tableNode = None
+        self.training = None         # CommandJob of the fine-tuning run
+        self.monitor = None          # its TrainingMonitor
+        self.trainingOut = None
+        self.unfinished = None       # (datasets, init) and model folder of a cancelled / failed run
 
     @staticmethod
     def models():
-        from CMBLib.detection.model_io import list_models
-
+        """Bundled and fine-tuned (user) models, through CMBLib.detection.registry when present."""
         return list_models()
+
+    # --- "Improve the model from my annotations" ------------------------------------------
+    @property
+    def trainingRunning(self):
+        return self.training is not None and self.training.running
+
+    def startTraining(self, datasets, minutes, init="bundled", onEvent=None, out=None):
+        """Fine-tune in a background process (`python -m CMBLib.detection.finetune`); the model
+        goes to a new folder of the user models folder, where the model list finds it.  After a
+        cancelled or failed run, the same datasets and parent reuse its folder name, so the
+        fine-tuning continues from its last checkpoint (saved every minute)."""
+        if self.trainingRunning:
+            raise RuntimeError("a fine-tuning run is already running")
+        key = (tuple(os.path.abspath(d) for d in datasets), str(init))
+        if out is None and self.unfinished and self.unfinished[0] == key and not os.path.exists(self.unfinished[1]):
+            out = self.unfinished[1]
+        self.trainingOut = str(out or new_model_folder(user_models_dir()))
+        command = finetune_command(self.python or slicerPython(), datasets, self.trainingOut, minutes, init=init,
+                                   threads=default_threads())
+        self.monitor = TrainingMonitor()
+
+        def feed(event):
+            self.monitor.feed(event)
+            if event.get("event") == "exit":
+                self.unfinished = None if event["returncode"] == 0 else (key, self.trainingOut)
+            if onEvent is not None:
+                onEvent(event)
+
+        kwargs = {} if self.processFactory is None else {"process_factory": self.processFactory}
+        self.training = CommandJob(command, feed, **kwargs).start()
+        logging.info("CMBDetector fine-tuning: %s", " ".join(command))
+        return command
+
+    def cancelTraining(self):
+        if self.training is not None:
+            self.training.cancel()
+
+    @property
+    def reportVolume(self):
+        return (self.run or {}).get("volume")
+
+    def reportSource(self):
+        """What ``cmb report`` needs for the last detection: its NAME_cmb.json, the image it ran
+        on (exported again when the temporary copy is gone) and the output folder."""
+        detections = self.resultPath or (self.segmentationNode.GetAttribute(DETECTIONS_ATTRIBUTE)
+                                         if self.segmentationNode is not None else None)
+        if not detections or not os.path.isfile(detections):
+            raise ValueError("run detection first (the report is made from its NAME_cmb.json)")
+        image = (self.run or {}).get("image")
+        if not image or not os.path.isfile(image):
+            volume = self.reportVolume
+            if volume is None:
+                raise ValueError("the image of these detections is not in the scene; run detection again")
+            image = os.path.join(slicer.util.tempDirectory("CMBDetectorInput"), safeName(volume.GetName()) + ".nrrd")
+            if not slicer.util.exportNode(volume, image):
+                raise RuntimeError(f"could not write {image}")
+        return {"detections": detections, "image": image, "out": os.path.dirname(detections)}
+
+    def exportAccepted(self, target, dataset, subject, overwrite=False):
+        """Accepted candidates (and unreviewed ones as 'proposed') into an annotation dataset in
+        one step: hand-over to the annotator's logic `target`, then its `exportStudy`."""
+        if self.session is None or not self.session.records_with("accepted"):
+            raise ValueError("accept at least one candidate first")
+        if not str(subject or "").strip():
+            raise ValueError("type a subject id for the dataset")
+        self.handOver(target)
+        from CMBLib.annotation.dataset import sequence_name
+
+        sequence = sequence_name((self.run or {}).get("sequence") or "T2S")   # T2S -> T2starw (the dataset's names)
+        return target.exportStudy(dataset, subject, overwrite=overwrite, sequence=sequence)
 
     # --- the worker ---------------------------------------------------------------------
     @property
@@ -90,7 +160,8 @@ class DetectorLogic:
                             sequence=sequence, location=location, overwrite=overwrite)
         job.pop("id")
         self.resultPath = None
-        self.run = {"outputDir": outputDir, "name": name, "volume": volumeNode}
+        self.run = {"outputDir": outputDir, "name": name, "volume": volumeNode, "image": image,
+                    "sequence": sequence}
         self.run["id"] = self._workerClient().submit(job)
         logging.info("CMBDetector job %s: %s", self.run["id"], json.dumps(job))
         return self.run["id"]
@@ -137,7 +208,7 @@ class DetectorLogic:
             labelmap.SetHideFromEditors(True)
             slicer.modules.segmentations.logic().ImportLabelmapToSegmentationNode(labelmap, seg, ids)
             slicer.mrmlScene.RemoveNode(labelmap)
-        seg.SetAttribute("CMBDetector.DetectionsFile", jsonPath)
+        seg.SetAttribute(DETECTIONS_ATTRIBUTE, jsonPath)
         seg.SetAttribute(RECORDS_ATTRIBUTE, json.dumps(records))
         self.segmentationNode = seg
         self.session = ReviewSession(records)

@@ -128,4 +128,18 @@ def model_card_html(meta: dict) -> str:
              f"{fmt(meta.get('min_diameter_mm', '?'), 1)}-{fmt(meta.get('max_diameter_mm', '?'), 1)} mm",
              f"Training data: {escape(training)}",
              f"Performance: {perf}"]
+    if meta.get("source") == "user":
+        lines[0] += " (fine-tuned, " + escape(str(meta.get("path", ""))) + ")"
+        lines += [escape(line) for line in _card_summary(meta)]
+        if meta.get("card"):
+            lines.append(f"Model card: {escape(str(meta['card']))}")
     return "<br>".join(lines)
+
+
+def _card_summary(meta: dict) -> list:
+    """The registry's summary of a fine-tuned model (issue 15), when that code is installed."""
+    try:
+        from CMBLib.detection.registry import card_summary
+    except ImportError:
+        return []
+    return card_summary(meta)

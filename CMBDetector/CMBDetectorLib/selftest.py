@@ -44,6 +44,28 @@ class _ReplayProcess:
         self.on_finished(-1)
 
 
+class _TrainingProcess:
+    """Stands in for QtProcess running `python -m CMBLib.detection.finetune --progress-json`:
+    replays its JSON lines (docs/finetuning.md) and ends with exit code 0."""
+
+    def __init__(self, on_line, on_finished):
+        self.on_line, self.on_finished, self.running = on_line, on_finished, False
+
+    def start(self, command, env=None):
+        self.command, self.running = command, True
+        out = command[command.index("--out") + 1]
+        for event in ({"event": "progress", "progress": 0.5, "message": "training step 10"},
+                      {"event": "train", "step": 10, "loss": 0.8}, {"event": "train", "step": 20, "loss": 0.4},
+                      {"event": "val", "model": "finetuned", "step": 20, "f1": 0.5},
+                      {"event": "done", "model_dir": out, "accepted": True, "threshold": 0.6}):
+            self.on_line("out", json.dumps(event))
+        self.running = False
+        self.on_finished(0)
+
+    def kill(self):
+        self.running = False
+
+
 class CMBDetectorTest(ScriptedLoadableModuleTest):
     """Results -> nodes, review, hand-over through logic, worker round trip with a stand-in process."""
 
@@ -56,6 +78,8 @@ class CMBDetectorTest(ScriptedLoadableModuleTest):
         self.test_loadResultsAndReview()
         self.setUp()
         self.test_workerRoundTrip()
+        self.setUp()
+        self.test_trainingAndReportGlue()
 
     def _writeResults(self, folder):
         """A synthetic volume and detection outputs for it, made with CMBLib (no torch needed)."""
@@ -134,3 +158,23 @@ class CMBDetectorTest(ScriptedLoadableModuleTest):
         self.assertEqual(events[-1]["event"], "exit")
         logic.shutdown()
         self.delayDisplay("Worker glue OK")
+
+    def test_trainingAndReportGlue(self):
+        self.delayDisplay("Fine-tuning job glue and DICOM SEG source check")
+        from .tasks import dicomSourceFiles
+
+        events = []
+        logic = DetectorLogic(processFactory=_TrainingProcess, python="PythonSlicer")
+        out = os.path.join(self.folder, "models", "new")
+        command = logic.startTraining([self.folder], 2, onEvent=events.append, out=out)
+        self.assertEqual(command[1:3], ["-m", "CMBLib.detection.finetune"])
+        self.assertEqual(command[command.index("--out") + 1], out)
+        self.assertEqual(events[-1]["event"], "exit")
+        self.assertEqual(events[-1]["returncode"], 0)
+        self.assertEqual(logic.monitor.loss, [(10, 0.8), (20, 0.4)])
+        self.assertEqual(logic.monitor.done["model_dir"], out)
+        self.assertFalse(logic.trainingRunning)
+        volumeNode = slicer.util.addVolumeFromArray(__import__("numpy").zeros((2, 3, 4), "float32"), name="plain")
+        with self.assertRaises(ValueError):              # not from the DICOM database: no SEG, one reason
+            dicomSourceFiles(volumeNode)
+        self.delayDisplay("Training and report glue OK")

@@ -102,6 +102,11 @@ class CMBScribbleAnnotatorTest(ScriptedLoadableModuleTest):
         self.assertTrue(files["mask"].is_file() and files["segmentation"].is_file())
         with self.assertRaises(CMBError):
             restored.exportStudy(dataset, "01")          # never overwritten silently
+        from .report import exported_source  # what "Save report" / "Export DICOM SEG" report on
+
+        self.assertEqual(exported_source(dataset, "sub-01", "T2starw"), {"dataset": dataset, "subject": "01"})
+        with self.assertRaises(ValueError):
+            exported_source(dataset, "02", "T2starw")   # not exported: one line, no process started
         reader = AnnotatorLogic(sessionRoot=os.path.join(work, "sessions2"))
         reader.importStudy(dataset, "01")
         self.assertEqual(reader.findings()[0]["location"], "thalamus")
