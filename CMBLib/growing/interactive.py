@@ -1,0 +1,320 @@
+"""One engine for batch and live masks: `Grower` does the per-image work once, `GrownCMB`
+keeps one CMB's join map so its mask at any tolerance is a threshold away.
+
+    grower = Grower(image)                       # intensity scale, background value: once
+    cmb = grower.grow(3, seeds_kji)              # (N, 3) int [k, j, i]; only this CMB is computed
+    cmb.mask()                                   # bool, cmb.box's shape, at the automatic tolerance
+    cmb.mask(0.12); cmb.curve(); cmb.tolerance_range()
+    grower.label_map()                           # uint16 [k, j, i], overlaps resolved
+    grower.remove(3)
+
+`grow_from_scribbles` and `grow_from_points` (engine.py) are this object driven over
+every scribble label.  Tolerances are in the units of `GrowSettings` (fractions of the
+image's robust intensity range with ``relative=True``).
+"""
+from typing import Optional
+
+import numpy as np
+from scipy import ndimage
+
+from ..errors import CMBError
+from ..geometry import Volume, sphere_voxel_count
+from .engine import AUTO_FRACTION, GrowSettings, _contrast_to_noise, intensity_scale
+from .join_map import join_tolerances, minimax_vertex
+from .refine import keep_seed_components, refine_region
+from .tolerance import choose_tolerance, size_curve
+
+
+class GrownCMB:
+    """One grown CMB: its join map over `box`, the automatic tolerance and the size curve.
+
+    label: the scribble label.  box: (slice_k, slice_j, slice_i) into the full image.
+    tolerance: the automatic (or fixed) tolerance; a caller's slider may set it.
+    """
+
+    def __init__(self, label, box, seeds, join, tolerance, curve, cap, settings, blocked, spacing_kji,
+                 runaway, warnings, dark, info):
+        self.label = int(label)
+        self.box = box
+        self.seeds = seeds
+        self.join = join
+        self.tolerance = float(tolerance)
+        self.auto_tolerance = float(tolerance)
+        self._curve = curve
+        self.cap = int(cap)
+        self.settings = settings
+        self.blocked = blocked
+        self.spacing_kji = spacing_kji
+        self.runaway = runaway
+        self.warnings = list(warnings)
+        self.dark = bool(dark)
+        self.info = dict(info)
+        self.seed_count = int(seeds.sum())
+        self.cap_hit = False
+        self._dist = None
+        self._cache = {}
+
+    @property
+    def lo(self) -> np.ndarray:
+        return np.array([s.start for s in self.box])
+
+    def mask(self, tolerance: Optional[float] = None) -> np.ndarray:
+        """Bool mask of `box`'s shape at `tolerance` (default: self.tolerance).
+
+        Re-thresholds the kept join map, caps it at the maximum CMB volume (earliest-joining
+        voxels first), refines it (closing, hole filling, the scribble's component) and
+        keeps it off masked-out background.  No re-growing.
+        """
+        tol = self.tolerance if tolerance is None else float(tolerance)
+        hit = self._cache.get(tol)
+        if hit is not None:
+            return hit[0].copy()
+        region = self.join <= tol
+        cap_hit = int(np.count_nonzero(region)) > self.cap
+        if cap_hit:  # like the thesis, stop growing at the cap: the `cap` earliest-joining voxels
+            if self._dist is None:
+                self._dist = ndimage.distance_transform_edt(~self.seeds, sampling=self.spacing_kji)
+            flat = np.flatnonzero(region)
+            keep = flat[np.lexsort((self._dist.ravel()[flat], self.join.ravel()[flat]))[: self.cap]]
+            region = np.zeros_like(region)
+            region.ravel()[keep] = True
+        s = self.settings
+        refined = refine_region(region, self.seeds, s.connectivity, s.closing_iterations, s.fill_holes)
+        # closing can add a rim; never let it push the mask past the cap
+        region = refined if refined.sum() <= self.cap else keep_seed_components(region, self.seeds, s.connectivity)
+        if self.blocked is not None:
+            region &= ~self.blocked | self.seeds
+        if len(self._cache) > 64:
+            self._cache.clear()
+        self._cache[tol] = (region, cap_hit)
+        return region.copy()
+
+    def reached_cap(self, tolerance: Optional[float] = None) -> bool:
+        """Whether the region at `tolerance` had to be cut at the size cap."""
+        self.mask(tolerance)
+        return self._cache[self.tolerance if tolerance is None else float(tolerance)][1]
+
+    def curve(self):
+        """(tolerances ascending, region sizes in voxels) up to just past the size cap."""
+        return self._curve
+
+    def tolerance_range(self):
+        """(lo, hi): a slider range from 0 to a little past the runaway (or the largest step)."""
+        t = self._curve[0]
+        hi = self.runaway if self.runaway is not None else (float(t[-1]) if t.size else 1.0)
+        hi = max(hi, 2.0 * self.auto_tolerance, 1e-6)
+        return 0.0, float(hi)
+
+
+class Grower:
+    """Grow CMB masks on one image; per-image work (validation aside) is done here once."""
+
+    def __init__(self, image: Volume, settings: Optional[GrowSettings] = None):
+        self.settings = (settings or GrowSettings()).check()
+        self.image = image
+        self.array = np.asarray(image.array)
+        self.spacing_kji = np.asarray(image.spacing[::-1], dtype=float)
+        self.background_value = _background_value(self.array)
+        self.scale = intensity_scale(self.array, self.background_value) if self.settings.relative else 1.0
+        self.cap = sphere_voxel_count(self.settings.max_diameter_mm, image.spacing)
+        # Box around each scribble: 0.75 x the maximum diameter on each side holds any CMB
+        # the scribble can be in, plus room for the leak that marks the runaway.
+        self.pad = np.ceil(0.75 * self.settings.max_diameter_mm / self.spacing_kji).astype(int)
+        self._cmbs: dict = {}
+        self._background = None   # full-image background mask, made on first need (once)
+
+    # ---- public ----------------------------------------------------------------------
+    def grow(self, label: int, seeds_kji: np.ndarray) -> GrownCMB:
+        """Grow (or re-grow) CMB `label` from seed voxels (N, 3) [k, j, i]; others untouched."""
+        seeds_kji = np.asarray(seeds_kji).reshape(-1, 3)
+        if seeds_kji.shape[0] == 0:
+            raise CMBError(f"scribble {label} has no voxels")
+        seeds_kji = seeds_kji.astype(int)
+        if np.any(seeds_kji < 0) or np.any(seeds_kji >= np.array(self.array.shape)):
+            raise CMBError(f"scribble {label} lies outside the image")
+        cmb = self._grow_one(int(label), seeds_kji)
+        self._cmbs[int(label)] = cmb
+        return cmb
+
+    def remove(self, label: int) -> None:
+        self._cmbs.pop(int(label), None)
+
+    def __getitem__(self, label: int) -> GrownCMB:
+        return self._cmbs[int(label)]
+
+    def labels(self):
+        return sorted(self._cmbs)
+
+    def label_map(self) -> np.ndarray:
+        """uint16 [k, j, i]: every CMB at its current tolerance; a voxel claimed by two CMBs
+        goes to the one that reached it at the lower fraction of its own tolerance (ties:
+        lower label); a CMB cut by a neighbour keeps the part holding its scribble."""
+        out = np.zeros(self.array.shape, dtype=np.uint16)
+        costs = {}
+        ordered = [self._cmbs[k] for k in sorted(self._cmbs)]
+        for g in ordered:
+            region = g.mask()
+            c = g.join / g.tolerance if g.tolerance > 0 else g.join.copy()
+            c = np.where(np.isfinite(c), c, 1.0)  # voxels added by closing / hole filling
+            c[g.seeds] = -1.0
+            costs[g.label] = c
+            sub_out = out[g.box]
+            take = region & (sub_out == 0)
+            contested = region & (sub_out != 0)
+            if contested.any():
+                idx = np.argwhere(contested)
+                for other_label in np.unique(sub_out[contested]):
+                    other = self._cmbs[int(other_label)]
+                    mine = idx[sub_out[tuple(idx.T)] == other_label]
+                    theirs = costs[int(other_label)][tuple((mine + g.lo - other.lo).T)]
+                    wins = mine[c[tuple(mine.T)] < theirs]
+                    take[tuple(wins.T)] = True
+            sub_out[take] = g.label
+        for g in ordered:
+            sub = out[g.box]
+            mine = sub == g.label
+            if not mine.any() or len(ordered) == 1:
+                continue
+            kept = keep_seed_components(mine, g.seeds, self.settings.connectivity)
+            sub[mine & ~kept] = 0
+        return out
+
+    def _background_mask(self) -> np.ndarray:
+        """Voxels at the background value connected to the image border (computed once,
+        and only when a CMB's box holds such voxels)."""
+        if self._background is None:
+            labels, _ = ndimage.label(self.array == self.background_value)
+            faces = [labels[0], labels[-1], labels[:, 0], labels[:, -1], labels[:, :, 0], labels[:, :, -1]]
+            touching = np.unique(np.concatenate([f.ravel() for f in faces]))
+            lut = np.zeros(int(labels.max()) + 1, bool)
+            lut[touching[touching > 0]] = True
+            self._background = lut[labels]
+        return self._background
+
+    # ---- one CMB ---------------------------------------------------------------------
+    def _grow_one(self, lab: int, seed_kji: np.ndarray) -> GrownCMB:
+        s = self.settings
+        lo = np.maximum(seed_kji.min(axis=0) - self.pad, 0)
+        hi = np.minimum(seed_kji.max(axis=0) + self.pad + 1, self.array.shape)
+        box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
+        raw = self.array[box]
+        intensity = raw.astype(np.float64) / self.scale
+        seeds = np.zeros(intensity.shape, dtype=bool)
+        seeds[tuple((seed_kji - lo).T)] = True
+        blocked = None
+        if self.background_value is not None:
+            bg = raw == self.background_value
+            if bg.any():
+                bg &= self._background_mask()[box]
+            if bg[seeds].mean() > 0.5:
+                raise CMBError(f"scribble {lab} lies on background voxels (outside the head or brain mask)")
+            if bg.any():
+                blocked = bg & ~seeds
+        tissue = intensity if blocked is None else intensity[~blocked]
+        seed_mean = float(intensity[seeds].mean())
+        dark = seed_mean <= float(np.median(tissue))
+        warnings, info = [], {}
+        if s.mode == "half_dip":
+            join, auto, info = _half_dip(intensity, seeds, blocked, dark, s, self.spacing_kji)
+        elif blocked is not None:  # never grow into a masked-out background
+            join = _blocked_join(intensity, seeds, s, dark, blocked)
+            auto = None
+        else:
+            join = join_tolerances(intensity, seeds, s.mode, s.connectivity, dark)
+            auto = None
+        tolerances, sizes = size_curve(join, self.cap)
+        over = np.nonzero(sizes > self.cap)[0]
+        runaway = float(tolerances[over[0]]) if over.size else None
+        if s.tolerance != "auto":
+            tol = float(s.tolerance)
+        elif auto is not None:
+            tol = auto
+        else:
+            fraction = s.auto_fraction or AUTO_FRACTION[s.mode]
+            choice = choose_tolerance(tolerances, sizes, self.cap, fraction)
+            tol = choice.tolerance
+            if not choice.has_elbow:
+                warnings.append("size-vs-tolerance curve has no elbow (the region never ran away); check the mask")
+        cmb = GrownCMB(lab, box, seeds, join, tol, (tolerances, sizes), self.cap, s, blocked, self.spacing_kji,
+                       runaway, warnings, dark, info)
+        region = cmb.mask()
+        if cmb.reached_cap():
+            cmb.cap_hit = True
+            warnings.append(f"region reached the size cap ({s.max_diameter_mm:g} mm diameter); "
+                            "tolerance too high or not a CMB")
+        if region.sum() <= seeds.sum():
+            warnings.append("mask did not grow beyond the scribble: focus too faint or scribble off the CMB")
+        contrast, noise = _contrast_to_noise(intensity, seed_mean)
+        if contrast < 3.0 * noise:
+            warnings.append(f"scribble is hardly {'darker' if dark else 'brighter'} than its surroundings "
+                            f"(contrast {contrast / max(noise, 1e-12):.1f} x noise): is it a CMB?")
+        cmb.warnings = warnings
+        return cmb
+
+
+# --------------------------------------------------------------------------------------
+def _background_value(array: np.ndarray):
+    """The image minimum when it covers more than 5% of the image (skull-stripped or
+    zero-padded scans): voxels at that value connected to the border are masked-out
+    background, never grown into."""
+    lo = array.min()
+    step = max(1, int(round((array.size / 1e6) ** (1 / 3))))
+    if np.mean(array[::step, ::step, ::step] == lo) <= 0.05:
+        return None
+    return lo
+
+
+def _blocked_join(intensity, seeds, settings, dark, blocked):
+    """Join tolerances of a thesis mode with `blocked` voxels made impassable."""
+    if settings.mode == "parent_son":
+        work = intensity.copy()
+        work[blocked] = np.inf  # every step into or out of a blocked voxel costs inf
+        with np.errstate(invalid="ignore"):
+            join = join_tolerances(work, seeds, settings.mode, settings.connectivity, dark)
+        join[~np.isfinite(join)] = np.inf
+        join[blocked] = np.inf
+        return join
+    big = 1e3 * (float(np.abs(intensity).max()) + 1.0)
+    work = intensity.copy()
+    work[blocked] = big if dark else -big
+    join = join_tolerances(work, seeds, settings.mode, settings.connectivity, dark)
+    join[blocked] = np.inf
+    join[join >= big / 2] = np.inf
+    return join
+
+
+def _half_dip(intensity, seeds, blocked, dark, s: GrowSettings, spacing_kji):
+    """Model-based join map and automatic tolerance (mode ``half_dip``).
+
+    A CMB is a dip below its local background B down to a minimum m; its extent is the
+    voxels darker than B - fraction * (B - m) (fraction 0.5: the half-maximum extent,
+    the definition of the project's synthesis), connected to the scribble.  join[v] is
+    the smallest tolerance t at which v is reached through voxels no brighter than m + t
+    (one-sided: darker than m costs 0), so the auto tolerance is fraction * (B - m).
+    m: the darkest voxel at or next to the scribble, raised by `min_noise` noise sigmas
+    (a noisy minimum is biased low).  B: a percentile of a shell around the region,
+    re-estimated once the region is known.
+    """
+    v = intensity if dark else -intensity
+    free = np.ones(v.shape, bool) if blocked is None else ~blocked
+    near = ndimage.binary_dilation(seeds, structure=np.ones((1, 3, 3), bool)) & free
+    diffs = np.abs(np.diff(v, axis=2))[free[:, :, 1:] & free[:, :, :-1]]
+    sigma = float(np.median(diffs)) / (0.6745 * np.sqrt(2.0)) if diffs.size else 0.0
+    m = min(float(v[near].min()) + s.min_noise * sigma, float(v[seeds].max()))
+    cost = np.maximum(v - m, 0.0)
+    if blocked is not None:
+        cost[blocked] = 1e3 * (float(np.abs(cost[free]).max()) + 1.0)
+    join = minimax_vertex(cost, seeds, s.connectivity)
+    if blocked is not None:
+        join[blocked] = np.inf
+    fraction = s.auto_fraction if s.auto_fraction is not None else AUTO_FRACTION["half_dip"]
+    b = float(np.percentile(v[free], 50))
+    for _ in range(2):
+        region = join <= fraction * max(b - m, 0.0)
+        d = ndimage.distance_transform_edt(~region, sampling=spacing_kji)
+        shell = (d > s.shell_inner_mm) & (d <= s.shell_inner_mm + s.shell_width_mm) & free
+        if np.count_nonzero(shell) < 8:
+            break
+        b = float(np.percentile(v[shell], s.shell_percentile))
+    tol = fraction * max(b - m, 0.0)
+    return join, tol, {"background": b, "minimum": m, "noise": sigma}
