@@ -4,7 +4,8 @@ Cases: CMBs made by CMBLib.synthesis.cmb_insertion.insert_cmbs (Gaussian core + 
 halo, optional dipole, ellipsoidal, rendered at sub-voxel resolution) inserted into real
 brain backgrounds re-acquired on clinical grids (label_synthesis.reacquire: thin render
 grid, slab averaging through plane) of 0.86 x 0.86 x 4, 0.5 x 0.5 x 5 and 1 mm, plus
-noise.  Truth = the generator's mask: the voxels whose attenuation is at least half the
+noise (1-3 % of the tissue intensity; the label-synthesised images carry their own).
+Truth = the generator's mask: the voxels whose attenuation is at least half the
 CMB's peak attenuation on the grid (the half-maximum extent of its signal dip relative
 to the local background).  A scribble is a rater-like stroke of 1-5 in-plane voxels
 through the darkest voxel, inside the truth.
@@ -92,14 +93,15 @@ def background(name, spacing, rng):
         mask = arr > np.percentile(arr[arr > 0], 15)
         return img, mask, "dark"
     if name == "gre_mag":
-        mag = _read("real/gre_multiecho_small/mag.nii.gz")
-        if mag is None:
+        path = SHARED / "real" / "gre_multiecho_small" / "mag.nii.gz"
+        if not path.is_file():
             return None
-        from CMBLib.geometry import Volume
+        import SimpleITK as sitk
 
-        arr = np.asarray(mag.array)
-        third = Volume(np.ascontiguousarray(arr[-1] if arr.ndim == 4 and arr.shape[0] == 3 else arr[..., -1]),
-                       mag.spacing[:3], mag.origin[:3], np.asarray(mag.direction)[:3, :3])
+        from CMBLib.io import volume_from_sitk
+
+        four = sitk.ReadImage(str(path))
+        third = volume_from_sitk(four[:, :, :, four.GetSize()[3] - 1])  # last echo: most T2*-weighted
         img, mask = reacquire(third, spacing, rng, mask=np.ones(third.array.shape, bool), tilt_deg=0.0)
         return img, mask, "dark"
     raise ValueError(name)
@@ -143,7 +145,8 @@ def make_cases(name, seed, grid_index, per_grid=1):
         ref = np.asarray(base.array, np.float64)
         att = np.abs(clean - ref)
         tissue = float(np.median(ref[mask])) if mask.any() else 1.0
-        sd = rng.uniform(0.015, 0.04) * abs(tissue)
+        # clinical T2* noise (1-3 % of tissue); the label-synthesised images carry their own
+        sd = (0.0 if name == "fs_synth" else rng.uniform(0.01, 0.03)) * abs(tissue)
         noisy = (clean + rng.normal(0.0, sd, clean.shape)).astype(np.float32)
         noisy[~mask] = 0.0
         truth = np.asarray(ins.mask.array).astype(np.int32)

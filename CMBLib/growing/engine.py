@@ -53,6 +53,9 @@ class GrowSettings:
     shell_width_mm: float = 2.0
     shell_percentile: float = 50.0
     min_noise: float = 1.0
+    smooth_mm: float = 0.0       # half_dip: Gaussian sigma (mm) of the denoising before thresholding
+    zone_margin_mm: float = 0.5  # half_dip: leak guard margin beyond the dip's radius (< 0: no guard)
+    basin_h: float = 0.0          # half_dip: keep the seeds' watershed basin (minima deeper than h sigmas); 0 off
     snap_points_mm: float = 1.5             # grow_from_points: look this far for the lesion's extreme voxel
 
     def check(self) -> "GrowSettings":

@@ -291,30 +291,113 @@ def _half_dip(intensity, seeds, blocked, dark, s: GrowSettings, spacing_kji):
     the definition of the project's synthesis), connected to the scribble.  join[v] is
     the smallest tolerance t at which v is reached through voxels no brighter than m + t
     (one-sided: darker than m costs 0), so the auto tolerance is fraction * (B - m).
+
     m: the darkest voxel at or next to the scribble, raised by `min_noise` noise sigmas
-    (a noisy minimum is biased low).  B: a percentile of a shell around the region,
-    re-estimated once the region is known.
+    (a noisy minimum is biased low).  B: a percentile of a shell around the region.
+    Leak guard (`zone`): a dip is round, so the region is kept inside the radius at which
+    the median of in-plane rings around the minimum rises above the threshold (a vein or
+    sulcus beside the CMB fills only part of a ring), plus `zone_margin_mm`, and on the
+    slices where the dip is still a dip (its centre darker than the threshold, its ring
+    brighter).  B, the threshold and the zone are re-estimated twice.
     """
     v = intensity if dark else -intensity
     free = np.ones(v.shape, bool) if blocked is None else ~blocked
+    if s.smooth_mm > 0:  # light Gaussian denoising, normalised so masked-out voxels do not bleed in
+        sig = s.smooth_mm / spacing_kji
+        weight = ndimage.gaussian_filter(free.astype(np.float64), sig, mode="nearest")
+        v = ndimage.gaussian_filter(np.where(free, v, 0.0), sig, mode="nearest") / np.maximum(weight, 1e-6)
+        v = np.where(free, v, 0.0)
     near = ndimage.binary_dilation(seeds, structure=np.ones((1, 3, 3), bool)) & free
     diffs = np.abs(np.diff(v, axis=2))[free[:, :, 1:] & free[:, :, :-1]]
     sigma = float(np.median(diffs)) / (0.6745 * np.sqrt(2.0)) if diffs.size else 0.0
-    m = min(float(v[near].min()) + s.min_noise * sigma, float(v[seeds].max()))
+    near_v = np.where(near, v, np.inf)
+    centre = np.unravel_index(int(np.argmin(near_v)), v.shape)
+    m = min(float(near_v[centre]) + s.min_noise * sigma, float(v[seeds].max()))
     cost = np.maximum(v - m, 0.0)
+    big = 1e3 * (float(np.abs(cost[free]).max()) + 1.0)
     if blocked is not None:
-        cost[blocked] = 1e3 * (float(np.abs(cost[free]).max()) + 1.0)
+        cost[blocked] = big
     join = minimax_vertex(cost, seeds, s.connectivity)
     if blocked is not None:
         join[blocked] = np.inf
     fraction = s.auto_fraction if s.auto_fraction is not None else AUTO_FRACTION["half_dip"]
     b = float(np.percentile(v[free], 50))
-    for _ in range(2):
-        region = join <= fraction * max(b - m, 0.0)
+    zone = None
+    rings = _ring_index(v.shape, centre, spacing_kji)
+    for _ in range(3):
+        tol = fraction * max(b - m, 0.0)
+        if s.zone_margin_mm >= 0:
+            zone = _dip_zone(v, free, rings, centre, m + tol, spacing_kji, s.zone_margin_mm) | seeds
+        region = (join <= tol) if zone is None else (join <= tol) & zone
         d = ndimage.distance_transform_edt(~region, sampling=spacing_kji)
         shell = (d > s.shell_inner_mm) & (d <= s.shell_inner_mm + s.shell_width_mm) & free
         if np.count_nonzero(shell) < 8:
             break
         b = float(np.percentile(v[shell], s.shell_percentile))
     tol = fraction * max(b - m, 0.0)
+    if s.zone_margin_mm >= 0:
+        zone = _dip_zone(v, free, rings, centre, m + tol, spacing_kji, s.zone_margin_mm) | seeds
+        join = np.where(zone, join, np.inf)
     return join, tol, {"background": b, "minimum": m, "noise": sigma}
+
+
+def _ring_index(shape, centre, spacing_kji):
+    """(in-plane distance in mm of every voxel of a slice from the centre column, ring width)."""
+    jj = (np.arange(shape[1]) - centre[1]) * spacing_kji[1]
+    ii = (np.arange(shape[2]) - centre[2]) * spacing_kji[2]
+    r = np.sqrt(jj[:, None] ** 2 + ii[None, :] ** 2)
+    width = float(min(spacing_kji[1], spacing_kji[2]))
+    return r, width
+
+
+def _dip_zone(v, free, rings, centre, threshold, spacing_kji, margin_mm):
+    """Where the CMB can be: inside the in-plane radius at which the ring median rises above
+    `threshold` (+ margin), on the contiguous slices around the centre whose centre column
+    is below the threshold and whose ring at that radius is mostly above it."""
+    r, width = rings
+    k0, j0, i0 = centre
+    ring_id = np.floor(r / width).astype(int)
+    sl = v[k0]
+    ok = free[k0]
+    n_rings = int(ring_id.max()) + 1
+    radius = n_rings * width
+    for q in range(1, n_rings):
+        sel = (ring_id == q) & ok
+        if sel.sum() >= 4 and np.median(sl[sel]) > threshold:
+            radius = q * width
+            break
+    inside = r <= radius + margin_mm
+    outer = (ring_id == int(round(radius / width)) + 1)
+    zone = np.zeros(v.shape, bool)
+    zone[k0] = inside
+    for step in (-1, 1):
+        k = k0 + step
+        while 0 <= k < v.shape[0]:
+            col = v[k, max(j0 - 1, 0):j0 + 2, max(i0 - 1, 0):i0 + 2]
+            ring = v[k][outer & free[k]]
+            if col.min() > threshold or (ring.size and np.mean(ring <= threshold) > 0.5):
+                break
+            zone[k] = inside
+            k += step
+    return zone
+
+
+def _own_basin(v, join, seeds, free, h, connectivity):
+    """join with voxels outside the seeds' watershed basin set to inf.
+
+    Markers: the seeds (with the voxels joining at no cost, darker than the minimum) and
+    every other regional minimum deeper than `h` (noise minima are shallower).
+    """
+    from skimage.morphology import h_minima
+    from skimage.segmentation import watershed
+
+    footprint = ndimage.generate_binary_structure(3, 1 if connectivity == 6 else 3)
+    core = (join <= 0) | seeds
+    minima = h_minima(np.where(free, v, v[free].max()), h, footprint=footprint).astype(bool) & free
+    others, n = ndimage.label(minima & ~ndimage.binary_dilation(core, footprint), footprint)
+    markers = np.where(others > 0, others + 1, 0)
+    markers[core] = 1
+    basins = watershed(v, markers, connectivity=1 if connectivity == 6 else 3, mask=free | seeds)
+    out = join.copy()
+    out[basins != 1] = np.inf
+    return out

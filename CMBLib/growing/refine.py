@@ -24,8 +24,7 @@ def refine_region(region: np.ndarray, seeds: np.ndarray, connectivity: int = 6,
     out = region | seeds
     # work inside the region's bounding box, padded so closing cannot touch the edge
     pad = closing_iterations + 1
-    (lo, hi) = _bbox(out)
-    sub = tuple(slice(a, b) for a, b in zip(lo, hi))
+    sub = ndimage.find_objects(out.view(np.uint8))[0]
     part = np.pad(out[sub], pad)
     if closing_iterations > 0:
         part |= ndimage.binary_closing(part, structure=st, iterations=closing_iterations)
@@ -34,12 +33,6 @@ def refine_region(region: np.ndarray, seeds: np.ndarray, connectivity: int = 6,
     out = out.copy()
     out[sub] = part[pad:-pad, pad:-pad, pad:-pad]
     return keep_seed_components(out, seeds, connectivity)
-
-
-def _bbox(mask: np.ndarray):
-    """(lo, hi) corner indices of the True voxels (hi exclusive)."""
-    idx = [np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != ax))) for ax in range(3)]
-    return [int(i[0]) for i in idx], [int(i[-1]) + 1 for i in idx]
 
 
 def keep_seed_components(mask: np.ndarray, seeds: np.ndarray, connectivity: int = 6) -> np.ndarray:
