@@ -124,14 +124,13 @@ def end_to_end(cases, repeats):
 def big_volume(repeats, rng):
     print("2. one process, loaded 512 x 512 x 300 volume at 0.45 x 0.45 x 0.5 mm, 12 CMBs")
     shape, spacing = (512, 512, 300), (0.45, 0.45, 0.5)
-    cmbs = [PhantomCMB(tuple(rng.uniform(30, 200, 3) * (1, 1, 0.6)), float(rng.uniform(1, 3)), 0.6) for _ in range(12)]
-    small, _, scr = make_phantom(cmbs, (96, 96, 96), spacing, noise=0.03, seed=1)
-    big = np.ones(shape[::-1], np.float32)
-    big += rng.normal(0, 0.03, big.shape).astype(np.float32)
-    big[:96, :96, :96] = small.array
-    from CMBLib.geometry import Volume
-
-    image = Volume(big, spacing)
+    extent = np.asarray(shape) * np.asarray(spacing)
+    cmbs = []
+    while len(cmbs) < 12:
+        c = rng.uniform(0.15, 0.85, 3) * extent
+        if all(np.linalg.norm(c - np.asarray(o.centre_mm)) > 14 for o in cmbs):
+            cmbs.append(PhantomCMB(tuple(c), float(rng.uniform(1.0, 3.0)), float(rng.uniform(0.4, 0.7))))
+    image, _, scr = make_phantom(cmbs, shape, spacing, noise=0.03, seed=1)
     seeds = {int(lab): np.argwhere(scr.array == lab) for lab in np.unique(scr.array) if lab}
     t_init = median_time(lambda: Grower(image), repeats)
     grower = Grower(image)

@@ -217,14 +217,15 @@ def summary(rows):
             "min": float(d.min()), "below_0.5": int((d < 0.5).sum()), "vol_ratio_median": float(np.median(ratio))}
 
 
-def print_table(title, rows):
-    groups = sorted({r[0].split("/")[0] for r in rows})
+def print_table(title, rows, by_grid=False):
+    level = 2 if by_grid else 1
+    groups = sorted({"/".join(r[0].split("/")[:level]) for r in rows})
     print(title)
-    print(f"  {'group':<12} {'n':>4} {'mean':>6} {'median':>6} {'p10':>6} {'min':>6} {'<0.5':>4} {'vol p/t':>7}")
+    print(f"  {'group':<16} {'n':>4} {'mean':>6} {'median':>6} {'p10':>6} {'min':>6} {'<0.5':>4} {'vol p/t':>7}")
     for g in groups + ["ALL"]:
-        sel = rows if g == "ALL" else [r for r in rows if r[0].split("/")[0] == g]
+        sel = rows if g == "ALL" else [r for r in rows if "/".join(r[0].split("/")[:level]) == g]
         s = summary(sel)
-        print(f"  {g:<12} {s['n']:>4} {s['mean']:6.3f} {s['median']:6.3f} {s['p10']:6.3f} {s['min']:6.3f} "
+        print(f"  {g:<16} {s['n']:>4} {s['mean']:6.3f} {s['median']:6.3f} {s['p10']:6.3f} {s['min']:6.3f} "
               f"{s['below_0.5']:>4} {s['vol_ratio_median']:7.2f}")
 
 
@@ -236,6 +237,7 @@ def main():
     ap.add_argument("--only", default=None, help="comma-separated backgrounds")
     ap.add_argument("--option", default=None, help="NAME=v1,v2: sweep one GrowSettings field")
     ap.add_argument("--cache", default=None, help="folder to keep generated cases in (speeds up sweeps)")
+    ap.add_argument("--by-grid", action="store_true", help="one line per background and grid")
     ap.add_argument("--worst", type=int, default=0, help="list the N worst CMBs")
     args = ap.parse_args()
     cases = list(cases_for(args.set, args.per_grid, args.only.split(",") if args.only else None, args.cache))
@@ -251,7 +253,7 @@ def main():
                 opts[name] = value
             rows, times = score(cases, **opts)
             print_table(f"mode {mode}" + (f", {name}={value:g}" if name else "")
-                        + f"  ({1000 * np.median(times):.1f} ms per CMB, median over images)", rows)
+                        + f"  ({1000 * np.median(times):.1f} ms per CMB, median over images)", rows, args.by_grid)
             for r in sorted(rows, key=lambda r: r[2])[: args.worst]:
                 print(f"    worst: {r[0]} label {r[1]} dice {r[2]:.3f} predicted {r[3]} true {r[4]}")
 

@@ -21,7 +21,7 @@ import numpy as np
 from ..errors import CMBError
 from ..geometry import Volume, bombs_size_class, equivalent_diameter_mm
 from ..progress import CancelToken, ProgressCallback, check_cancel, report
-from ..validation import label_ids, validate_image, validate_labelmap
+from ..validation import validate_image, validate_labelmap
 from .join_map import MODES
 from .tolerance import curve_to_lists
 
@@ -49,12 +49,13 @@ class GrowSettings:
     fill_holes: bool = True
     # half_dip: local background = this percentile of a shell shell_inner_mm to
     # shell_inner_mm + shell_width_mm outside the region; minimum raised by min_noise sigmas
-    shell_inner_mm: float = 1.0
+    shell_inner_mm: float = 2.0
     shell_width_mm: float = 2.0
     shell_percentile: float = 50.0
     min_noise: float = 1.0
-    smooth_mm: float = 0.0       # half_dip: Gaussian sigma (mm) of the denoising before thresholding
-    zone_margin_mm: float = 0.5  # half_dip: leak guard margin beyond the dip's radius (< 0: no guard)
+    smooth_mm: float = 0.5       # half_dip: Gaussian sigma (mm) of the denoising before thresholding
+    zone_margin_mm: float = 0.5   # half_dip: leak guard margin beyond the dip's radius (< 0: no guard)
+    ray_quantile: float = 30.0    # half_dip: percentile over 16 rays of the distance where the dip ends
     basin_h: float = 0.0          # half_dip: keep the seeds' watershed basin (minima deeper than h sigmas); 0 off
     snap_points_mm: float = 1.5             # grow_from_points: look this far for the lesion's extreme voxel
 
@@ -103,16 +104,14 @@ def grow_from_scribbles(image: Volume, scribbles: Volume, *, labels: Optional[Se
     settings = GrowSettings(**options).check()
     validate_image(image, "image")
     validate_labelmap(scribbles, image, "scribbles")
-    scribble_array = np.asarray(scribbles.array)
-    present = label_ids(scribble_array)
-    if not present:
+    all_seeds = _seed_lists(np.asarray(scribbles.array))
+    if not all_seeds:
         raise CMBError("scribbles: the scribble map is empty (no labelled voxel)")
-    wanted = present if labels is None else [int(v) for v in labels]
+    wanted = sorted(all_seeds) if labels is None else [int(v) for v in labels]
     for lab in wanted:
-        if lab not in present:
+        if lab not in all_seeds:
             raise CMBError(f"scribble {lab} has no voxels")
-    seeds = _seed_lists(scribble_array, wanted)
-    return _grow_all(image, seeds, settings, progress, cancel)
+    return _grow_all(image, {lab: all_seeds[lab] for lab in wanted}, settings, progress, cancel)
 
 
 def grow_from_points(image: Volume, points_ras, *, progress: Optional[ProgressCallback] = None,
@@ -141,18 +140,18 @@ def grow_from_points(image: Volume, points_ras, *, progress: Optional[ProgressCa
 
 
 # --------------------------------------------------------------------------------------
-def _seed_lists(scribbles: np.ndarray, wanted) -> dict[int, np.ndarray]:
+def _seed_lists(scribbles: np.ndarray) -> dict[int, np.ndarray]:
     """label -> (n, 3) array of (k, j, i) seed indices, from one pass over the map."""
-    from scipy import ndimage
-
-    ints = scribbles if np.issubdtype(scribbles.dtype, np.integer) else scribbles.astype(np.int64)
-    boxes = ndimage.find_objects(ints, max_label=max(wanted))
-    out = {}
-    for lab in wanted:
-        box = boxes[lab - 1]
-        lo = np.array([b.start for b in box])
-        out[lab] = np.argwhere(ints[box] == lab) + lo
-    return out
+    flat = np.flatnonzero(scribbles)
+    values = scribbles.ravel()[flat]
+    if values.size and not np.issubdtype(values.dtype, np.integer):
+        values = values.astype(np.int64)
+    order = np.argsort(values, kind="stable")
+    flat, values = flat[order], values[order]
+    kji = np.stack(np.unravel_index(flat, scribbles.shape), axis=1)
+    labels, starts = np.unique(values, return_index=True)
+    ends = list(starts[1:]) + [values.size]
+    return {int(lab): kji[a:b] for lab, a, b in zip(labels, starts, ends)}
 
 
 def _snap_seed(array, kji, spacing, radius_mm):

@@ -215,7 +215,11 @@ class Grower:
         dark = seed_mean <= float(np.median(tissue))
         warnings, info = [], {}
         if s.mode == "half_dip":
-            join, auto, info = _half_dip(intensity, seeds, blocked, dark, s, self.spacing_kji)
+            join, crop, auto, info = _half_dip(intensity, seeds, blocked, dark, s, self.spacing_kji)
+            # keep only the part of the box where the CMB can be
+            box = tuple(slice(b.start + c.start, b.start + c.stop) for b, c in zip(box, crop))
+            seeds = seeds[crop]
+            blocked = None if blocked is None else blocked[crop]
         elif blocked is not None:  # never grow into a masked-out background
             join = _blocked_join(intensity, seeds, s, dark, blocked)
             auto = None
@@ -309,77 +313,118 @@ def _half_dip(intensity, seeds, blocked, dark, s: GrowSettings, spacing_kji):
         v = np.where(free, v, 0.0)
     near = ndimage.binary_dilation(seeds, structure=np.ones((1, 3, 3), bool)) & free
     diffs = np.abs(np.diff(v, axis=2))[free[:, :, 1:] & free[:, :, :-1]]
-    sigma = float(np.median(diffs)) / (0.6745 * np.sqrt(2.0)) if diffs.size else 0.0
+    sigma = _quantile(diffs, 50) / (0.6745 * np.sqrt(2.0)) if diffs.size else 0.0
     near_v = np.where(near, v, np.inf)
     centre = np.unravel_index(int(np.argmin(near_v)), v.shape)
     m = min(float(near_v[centre]) + s.min_noise * sigma, float(v[seeds].max()))
-    cost = np.maximum(v - m, 0.0)
-    big = 1e3 * (float(np.abs(cost[free]).max()) + 1.0)
-    if blocked is not None:
-        cost[blocked] = big
-    join = minimax_vertex(cost, seeds, s.connectivity)
-    if blocked is not None:
-        join[blocked] = np.inf
     fraction = s.auto_fraction if s.auto_fraction is not None else AUTO_FRACTION["half_dip"]
-    b = float(np.percentile(v[free], 50))
-    zone = None
+    b = _quantile(v[free], 50)
     rings = _ring_index(v.shape, centre, spacing_kji)
+    guard = s.zone_margin_mm >= 0
+    zone = free | seeds
+    reach = np.ceil((s.shell_inner_mm + s.shell_width_mm) / spacing_kji).astype(int) + 1
     for _ in range(3):
         tol = fraction * max(b - m, 0.0)
-        if s.zone_margin_mm >= 0:
-            zone = _dip_zone(v, free, rings, centre, m + tol, spacing_kji, s.zone_margin_mm) | seeds
-        region = (join <= tol) if zone is None else (join <= tol) & zone
-        d = ndimage.distance_transform_edt(~region, sampling=spacing_kji)
-        shell = (d > s.shell_inner_mm) & (d <= s.shell_inner_mm + s.shell_width_mm) & free
+        if guard:
+            zone = _dip_zone(v, free, rings, centre, m + tol, spacing_kji, s.zone_margin_mm, s.ray_quantile) | seeds
+        # the region at this tolerance: voxels no brighter than m + tol, in the zone, holding a seed
+        region = keep_seed_components((v <= m + tol) & zone, seeds, s.connectivity)
+        sub = _grow_box(ndimage.find_objects(region.view(np.uint8))[0], reach, v.shape)
+        d = ndimage.distance_transform_edt(~region[sub], sampling=spacing_kji)
+        shell = (d > s.shell_inner_mm) & (d <= s.shell_inner_mm + s.shell_width_mm) & free[sub]
         if np.count_nonzero(shell) < 8:
             break
-        b = float(np.percentile(v[shell], s.shell_percentile))
+        b = _quantile(v[sub][shell], s.shell_percentile)
     tol = fraction * max(b - m, 0.0)
-    if s.zone_margin_mm >= 0:
-        zone = _dip_zone(v, free, rings, centre, m + tol, spacing_kji, s.zone_margin_mm) | seeds
-        join = np.where(zone, join, np.inf)
-    return join, tol, {"background": b, "minimum": m, "noise": sigma}
+    if guard:
+        zone = _dip_zone(v, free, rings, centre, m + tol, spacing_kji, s.zone_margin_mm, s.ray_quantile) | seeds
+    # join map only where the CMB can be (the zone's box, one voxel wider), paths inside the zone
+    crop = _grow_box(ndimage.find_objects(zone.view(np.uint8))[0], np.ones(3, int), v.shape)
+    vz, zz, sz = v[crop], zone[crop], seeds[crop]
+    cost = np.maximum(vz - m, 0.0)
+    big = 1e3 * (float(cost[zz].max()) + 1.0)
+    cost[~zz] = big
+    join = minimax_vertex(cost, sz, s.connectivity)
+    join[(~zz) | (join >= big / 2)] = np.inf
+    return join, crop, tol, {"background": b, "minimum": m, "noise": sigma}
+
+
+def _quantile(a, q) -> float:
+    """np.percentile(a, q) (linear interpolation) without its overhead, for small arrays."""
+    a = np.sort(np.asarray(a, dtype=np.float64).ravel())
+    x = q / 100.0 * (a.size - 1)
+    lo = int(np.floor(x))
+    hi = min(lo + 1, a.size - 1)
+    return float(a[lo] + (a[hi] - a[lo]) * (x - lo))
+
+
+def _grow_box(box, pad, shape):
+    """`box` (slices) widened by `pad` voxels per axis, clipped to `shape`."""
+    return tuple(slice(max(b.start - int(p), 0), min(b.stop + int(p), n)) for b, p, n in zip(box, pad, shape))
 
 
 def _ring_index(shape, centre, spacing_kji):
-    """(in-plane distance in mm of every voxel of a slice from the centre column, ring width)."""
+    """In-plane distance (mm) of every voxel of a slice from the centre column."""
     jj = (np.arange(shape[1]) - centre[1]) * spacing_kji[1]
     ii = (np.arange(shape[2]) - centre[2]) * spacing_kji[2]
-    r = np.sqrt(jj[:, None] ** 2 + ii[None, :] ** 2)
-    width = float(min(spacing_kji[1], spacing_kji[2]))
-    return r, width
+    return np.sqrt(jj[:, None] ** 2 + ii[None, :] ** 2)
 
 
-def _dip_zone(v, free, rings, centre, threshold, spacing_kji, margin_mm):
-    """Where the CMB can be: inside the in-plane radius at which the ring median rises above
-    `threshold` (+ margin), on the contiguous slices around the centre whose centre column
-    is below the threshold and whose ring at that radius is mostly above it."""
-    r, width = rings
-    k0, j0, i0 = centre
-    ring_id = np.floor(r / width).astype(int)
-    sl = v[k0]
-    ok = free[k0]
-    n_rings = int(ring_id.max()) + 1
-    radius = n_rings * width
-    for q in range(1, n_rings):
-        sel = (ring_id == q) & ok
-        if sel.sum() >= 4 and np.median(sl[sel]) > threshold:
-            radius = q * width
-            break
+_ANGLES = np.linspace(0, 2 * np.pi, 16, endpoint=False)
+
+
+def _crossings(sl, centre_ji, threshold, spacing_ji, reach_mm):
+    """Distance (mm) along 16 in-plane rays from the centre at which `sl` first rises above
+    `threshold` (1e6 when it never does within reach)."""
+    step = 0.25 * float(min(spacing_ji))
+    t = np.arange(step, reach_mm, step)
+    jj = centre_ji[0] + np.outer(np.sin(_ANGLES), t) / spacing_ji[0]
+    ii = centre_ji[1] + np.outer(np.cos(_ANGLES), t) / spacing_ji[1]
+    vals = ndimage.map_coordinates(sl, [jj.ravel(), ii.ravel()], order=1, mode="nearest").reshape(jj.shape)
+    above = vals > threshold
+    first = np.argmax(above, axis=1)
+    return np.where(above.any(axis=1), t[first], 1e6)  # never: beyond any radius
+
+
+def _dip_zone(v, free, r, centre, threshold, spacing_kji, margin_mm, quantile):
+    """Where the CMB can be: a dip is round, so within the radius at which rays from its
+    centre rise above `threshold` (the `quantile`-th percentile over 16 in-plane rays: a
+    vein, sulcus or dark grey matter beside the CMB spoils only some rays), plus margin;
+    on the contiguous slices around the centre whose centre is below the threshold and
+    whose rays still rise above it within that radius."""
+    k0 = centre[0]
+    sp = spacing_kji[1:]
+    reach = float(min(v.shape[1] * sp[0], v.shape[2] * sp[1])) / 2
+    cj, ci = float(centre[1]), float(centre[2])
+    cross = _crossings(v[k0], (cj, ci), threshold, sp, reach)
+    # re-centre once on the midpoints of the chords whose both ends were found
+    half = len(_ANGLES) // 2
+    ok = (cross[:half] < reach) & (cross[half:] < reach)
+    if ok.any():
+        shift = (cross[:half] - cross[half:])[ok] / 2
+        cj += float(np.mean(shift * np.sin(_ANGLES[:half][ok]))) / sp[0]
+        ci += float(np.mean(shift * np.cos(_ANGLES[:half][ok]))) / sp[1]
+        cj = min(max(cj, 0.0), v.shape[1] - 1.0)
+        ci = min(max(ci, 0.0), v.shape[2] - 1.0)
+        cross = _crossings(v[k0], (cj, ci), threshold, sp, reach)
+        r = _ring_index(v.shape, (k0, cj, ci), spacing_kji)
+    j0, i0 = int(round(cj)), int(round(ci))
+    radius = min(_quantile(cross, quantile), reach)
     inside = r <= radius + margin_mm
-    outer = (ring_id == int(round(radius / width)) + 1)
     zone = np.zeros(v.shape, bool)
     zone[k0] = inside
     for step in (-1, 1):
         k = k0 + step
         while 0 <= k < v.shape[0]:
             col = v[k, max(j0 - 1, 0):j0 + 2, max(i0 - 1, 0):i0 + 2]
-            ring = v[k][outer & free[k]]
-            if col.min() > threshold or (ring.size and np.mean(ring <= threshold) > 0.5):
+            if col.min() > threshold:
+                break
+            c = _crossings(v[k], (cj, ci), threshold, sp, reach)
+            if not _quantile(c, quantile) <= radius + margin_mm:
                 break
             zone[k] = inside
             k += step
-    return zone
+    return zone & (free | (r <= 0))
 
 
 def _own_basin(v, join, seeds, free, h, connectivity):
