@@ -154,6 +154,8 @@ class Grower:
         ordered = [self._cmbs[k] for k in sorted(self._cmbs)]
         for g in ordered:
             region = g.mask()
+            if self.settings.mode == "half_dip":  # a voxel belongs to the nearest dip centre
+                region &= self._territory(g) | g.seeds
             c = g.join / g.tolerance if g.tolerance > 0 else g.join.copy()
             c = np.where(np.isfinite(c), c, 1.0)  # voxels added by closing / hole filling
             c[g.seeds] = -1.0
@@ -178,6 +180,25 @@ class Grower:
             kept = keep_seed_components(mine, g.seeds, self.settings.connectivity)
             sub[mine & ~kept] = 0
         return out
+
+    def _territory(self, g: GrownCMB) -> np.ndarray:
+        """Voxels of g's box at least as near (mm) to g's dip centre as to any other CMB's
+        whose box overlaps it (two dips side by side split at the middle)."""
+        own = np.ones(g.join.shape, bool)
+        grids = None
+        for other in self._cmbs.values():
+            if other is g or not all(a.start < b.stop and b.start < a.stop for a, b in zip(g.box, other.box)):
+                continue
+            if grids is None:
+                grids = [(np.arange(b.start, b.stop) * sp)[sh] for b, sp, sh in
+                         zip(g.box, self.spacing_kji, ((slice(None), None, None), (None, slice(None), None),
+                                                        (None, None, slice(None))))]
+            mine = g.centre_kji * self.spacing_kji
+            theirs = other.centre_kji * self.spacing_kji
+            d_own = sum((x - c) ** 2 for x, c in zip(grids, mine))
+            d_other = sum((x - c) ** 2 for x, c in zip(grids, theirs))
+            own &= d_own <= d_other
+        return own
 
     def _background_mask(self) -> np.ndarray:
         """Voxels at the background value connected to the image border (computed once,
@@ -214,8 +235,10 @@ class Grower:
         seed_mean = float(intensity[seeds].mean())
         dark = seed_mean <= float(np.median(tissue))
         warnings, info = [], {}
+        centre = seed_kji.mean(axis=0)
         if s.mode == "half_dip":
-            join, crop, auto, info = _half_dip(intensity, seeds, blocked, dark, s, self.spacing_kji)
+            join, crop, auto, info, centre = _half_dip(intensity, seeds, blocked, dark, s, self.spacing_kji)
+            centre = lo + np.asarray(centre)
             # keep only the part of the box where the CMB can be
             box = tuple(slice(b.start + c.start, b.start + c.stop) for b, c in zip(box, crop))
             seeds = seeds[crop]
@@ -241,6 +264,7 @@ class Grower:
                 warnings.append("size-vs-tolerance curve has no elbow (the region never ran away); check the mask")
         cmb = GrownCMB(lab, box, seeds, join, tol, (tolerances, sizes), self.cap, s, blocked, self.spacing_kji,
                        runaway, warnings, dark, info)
+        cmb.centre_kji = np.asarray(centre, dtype=float)  # the dip's centre (voxel index, float)
         region = cmb.mask()
         if cmb.reached_cap():
             cmb.cap_hit = True
@@ -326,7 +350,9 @@ def _half_dip(intensity, seeds, blocked, dark, s: GrowSettings, spacing_kji):
     for _ in range(3):
         tol = fraction * max(b - m, 0.0)
         if guard:
-            zone = _dip_zone(v, free, rings, centre, m + tol, spacing_kji, s.zone_margin_mm, s.ray_quantile) | seeds
+            zone, dip_centre = _dip_zone(v, free, rings, centre, m + tol, spacing_kji, s.zone_margin_mm,
+                                         s.ray_quantile)
+            zone |= seeds
         # the region at this tolerance: voxels no brighter than m + tol, in the zone, holding a seed
         region = keep_seed_components((v <= m + tol) & zone, seeds, s.connectivity)
         sub = _grow_box(ndimage.find_objects(region.view(np.uint8))[0], reach, v.shape)
@@ -337,7 +363,10 @@ def _half_dip(intensity, seeds, blocked, dark, s: GrowSettings, spacing_kji):
         b = _quantile(v[sub][shell], s.shell_percentile)
     tol = fraction * max(b - m, 0.0)
     if guard:
-        zone = _dip_zone(v, free, rings, centre, m + tol, spacing_kji, s.zone_margin_mm, s.ray_quantile) | seeds
+        zone, dip_centre = _dip_zone(v, free, rings, centre, m + tol, spacing_kji, s.zone_margin_mm, s.ray_quantile)
+        zone |= seeds
+    else:
+        dip_centre = tuple(float(c) for c in centre)
     # join map only where the CMB can be (the zone's box, one voxel wider), paths inside the zone
     crop = _grow_box(ndimage.find_objects(zone.view(np.uint8))[0], np.ones(3, int), v.shape)
     vz, zz, sz = v[crop], zone[crop], seeds[crop]
@@ -346,7 +375,7 @@ def _half_dip(intensity, seeds, blocked, dark, s: GrowSettings, spacing_kji):
     cost[~zz] = big
     join = minimax_vertex(cost, sz, s.connectivity)
     join[(~zz) | (join >= big / 2)] = np.inf
-    return join, crop, tol, {"background": b, "minimum": m, "noise": sigma}
+    return join, crop, tol, {"background": b, "minimum": m, "noise": sigma}, dip_centre
 
 
 def _quantile(a, q) -> float:
@@ -424,7 +453,7 @@ def _dip_zone(v, free, r, centre, threshold, spacing_kji, margin_mm, quantile):
                 break
             zone[k] = inside
             k += step
-    return zone & (free | (r <= 0))
+    return zone & (free | (r <= 0)), (float(k0), cj, ci)
 
 
 def _own_basin(v, join, seeds, free, h, connectivity):
