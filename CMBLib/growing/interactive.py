@@ -332,9 +332,12 @@ def _half_dip(intensity, seeds, blocked, dark, s: GrowSettings, spacing_kji):
     free = np.ones(v.shape, bool) if blocked is None else ~blocked
     if s.smooth_mm > 0:  # light Gaussian denoising, normalised so masked-out voxels do not bleed in
         sig = s.smooth_mm / spacing_kji
-        weight = ndimage.gaussian_filter(free.astype(np.float64), sig, mode="nearest")
-        v = ndimage.gaussian_filter(np.where(free, v, 0.0), sig, mode="nearest") / np.maximum(weight, 1e-6)
-        v = np.where(free, v, 0.0)
+        if blocked is None:
+            v = ndimage.gaussian_filter(v, sig, mode="nearest")
+        else:
+            weight = ndimage.gaussian_filter(free.astype(np.float64), sig, mode="nearest")
+            v = ndimage.gaussian_filter(np.where(free, v, 0.0), sig, mode="nearest") / np.maximum(weight, 1e-6)
+            v = np.where(free, v, 0.0)
     near = ndimage.binary_dilation(seeds, structure=np.ones((1, 3, 3), bool)) & free
     diffs = np.abs(np.diff(v, axis=2))[free[:, :, 1:] & free[:, :, :-1]]
     sigma = _quantile(diffs, 50) / (0.6745 * np.sqrt(2.0)) if diffs.size else 0.0
@@ -347,7 +350,7 @@ def _half_dip(intensity, seeds, blocked, dark, s: GrowSettings, spacing_kji):
     guard = s.zone_margin_mm >= 0
     zone = free | seeds
     reach = np.ceil((s.shell_inner_mm + s.shell_width_mm) / spacing_kji).astype(int) + 1
-    for _ in range(3):
+    for _ in range(s.iterations):
         tol = fraction * max(b - m, 0.0)
         if guard:
             zone, dip_centre = _dip_zone(v, free, rings, centre, m + tol, spacing_kji, s.zone_margin_mm,
