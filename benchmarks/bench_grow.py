@@ -68,7 +68,7 @@ def median_time(fn, repeats):
 
 def thesis_grow(image, scribbles):
     """The thesis algorithm over every scribble label, writing a label map like the engine."""
-    from CMBLib.growing.engine import intensity_scale
+    from CMBLib.growing.engine import _seed_lists, intensity_scale
     from CMBLib.growing.interactive import _background_value
 
     arr = np.asarray(image.array)
@@ -76,8 +76,8 @@ def thesis_grow(image, scribbles):
     cap = sphere_voxel_count(10.0, image.spacing)
     steps = np.arange(0.0, 1.0 + 1e-9, 0.01)
     out = np.zeros(arr.shape, np.uint16)
-    for lab in [int(v) for v in np.unique(scribbles.array) if v]:
-        seeds = [tuple(v) for v in np.argwhere(scribbles.array == lab)]
+    for lab, kji in _seed_lists(np.asarray(scribbles.array)).items():  # the engine's seed lists: same cost
+        seeds = [tuple(v) for v in kji]
         _, region, _ = thesis.auto_grow(norm, seeds, cap, 6, "seed_average", steps)
         idx = np.array(sorted(region))
         out[tuple(idx.T)] = np.where(out[tuple(idx.T)] == 0, lab, out[tuple(idx.T)])
@@ -124,14 +124,21 @@ def end_to_end(cases, repeats):
 def big_volume(repeats, rng):
     print("2. one process, loaded 512 x 512 x 300 volume at 0.45 x 0.45 x 0.5 mm, 12 CMBs")
     shape, spacing = (512, 512, 300), (0.45, 0.45, 0.5)
-    extent = np.asarray(shape) * np.asarray(spacing)
-    cmbs = []
-    while len(cmbs) < 12:
-        c = rng.uniform(0.15, 0.85, 3) * extent
-        if all(np.linalg.norm(c - np.asarray(o.centre_mm)) > 14 for o in cmbs):
-            cmbs.append(PhantomCMB(tuple(c), float(rng.uniform(1.0, 3.0)), float(rng.uniform(0.4, 0.7))))
-    image, _, scr = make_phantom(cmbs, shape, spacing, noise=0.03, seed=1)
-    seeds = {int(lab): np.argwhere(scr.array == lab) for lab in np.unique(scr.array) if lab}
+    from CMBLib.geometry import Volume
+
+    big = (1.0 + rng.normal(0, 0.03, shape[::-1])).astype(np.float32)
+    scribbles = np.zeros(big.shape, np.uint8)
+    patch = 48
+    for n in range(12):   # a phantom CMB pasted in at 12 places far apart
+        cmb = PhantomCMB((patch * spacing[0] / 2,) * 2 + (patch * spacing[2] / 2,), float(rng.uniform(1.0, 3.0)),
+                         float(rng.uniform(0.4, 0.7)))
+        small, _, scr = make_phantom([cmb], (patch, patch, patch), spacing, noise=0.03, seed=n)
+        k, j, i = 40 + 60 * (n % 4), 60 + 120 * ((n // 4) % 3), 200
+        big[k:k + patch, j:j + patch, i:i + patch] = small.array
+        scribbles[k:k + patch, j:j + patch, i:i + patch] = np.where(scr.array > 0, n + 1, 0)
+    image = Volume(big, spacing)
+    seeds = {lab: np.argwhere(scribbles[40 + 60 * ((lab - 1) % 4):][:patch] == lab) + [40 + 60 * ((lab - 1) % 4), 0, 0]
+             for lab in range(1, 13)}
     t_init = median_time(lambda: Grower(image), repeats)
     grower = Grower(image)
     per = []
