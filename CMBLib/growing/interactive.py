@@ -233,7 +233,7 @@ class Grower:
                 blocked = bg & ~seeds
         tissue = intensity if blocked is None else intensity[~blocked]
         seed_mean = float(intensity[seeds].mean())
-        dark = seed_mean <= float(np.median(tissue))
+        dark = seed_mean <= _quantile(_sample(tissue), 50)
         warnings, info = [], {}
         centre = seed_kji.mean(axis=0)
         if s.mode == "half_dip":
@@ -339,13 +339,13 @@ def _half_dip(intensity, seeds, blocked, dark, s: GrowSettings, spacing_kji):
             v = ndimage.gaussian_filter(np.where(free, v, 0.0), sig, mode="nearest") / np.maximum(weight, 1e-6)
             v = np.where(free, v, 0.0)
     near = ndimage.binary_dilation(seeds, structure=np.ones((1, 3, 3), bool)) & free
-    diffs = np.abs(np.diff(v, axis=2))[free[:, :, 1:] & free[:, :, :-1]]
+    diffs = _sample(np.abs(np.diff(v, axis=2))[free[:, :, 1:] & free[:, :, :-1]])
     sigma = _quantile(diffs, 50) / (0.6745 * np.sqrt(2.0)) if diffs.size else 0.0
     near_v = np.where(near, v, np.inf)
     centre = np.unravel_index(int(np.argmin(near_v)), v.shape)
     m = min(float(near_v[centre]) + s.min_noise * sigma, float(v[seeds].max()))
     fraction = s.auto_fraction if s.auto_fraction is not None else AUTO_FRACTION["half_dip"]
-    b = _quantile(v[free], 50)
+    b = _quantile(_sample(v[free]), 50)
     rings = _ring_index(v.shape, centre, spacing_kji)
     guard = s.zone_margin_mm >= 0
     zone = free | seeds
@@ -354,7 +354,7 @@ def _half_dip(intensity, seeds, blocked, dark, s: GrowSettings, spacing_kji):
         tol = fraction * max(b - m, 0.0)
         if guard:
             zone, dip_centre = _dip_zone(v, free, rings, centre, m + tol, spacing_kji, s.zone_margin_mm,
-                                         s.ray_quantile)
+                                         s.ray_quantile, slice_rays=False)
             zone |= seeds
         # the region at this tolerance: voxels no brighter than m + tol, in the zone, holding a seed
         region = keep_seed_components((v <= m + tol) & zone, seeds, s.connectivity)
@@ -363,7 +363,7 @@ def _half_dip(intensity, seeds, blocked, dark, s: GrowSettings, spacing_kji):
         shell = (d > s.shell_inner_mm) & (d <= s.shell_inner_mm + s.shell_width_mm) & free[sub]
         if np.count_nonzero(shell) < 8:
             break
-        b = _quantile(v[sub][shell], s.shell_percentile)
+        b = _quantile(_sample(v[sub][shell]), s.shell_percentile)
     tol = fraction * max(b - m, 0.0)
     if guard:
         zone, dip_centre = _dip_zone(v, free, rings, centre, m + tol, spacing_kji, s.zone_margin_mm, s.ray_quantile)
@@ -381,13 +381,20 @@ def _half_dip(intensity, seeds, blocked, dark, s: GrowSettings, spacing_kji):
     return join, crop, tol, {"background": b, "minimum": m, "noise": sigma}, dip_centre
 
 
+def _sample(a, n: int = 8192) -> np.ndarray:
+    """An evenly strided subsample of about `n` values of `a` (all of them when fewer)."""
+    a = np.asarray(a).ravel()
+    return a[:: max(1, a.size // n)]
+
+
 def _quantile(a, q) -> float:
     """np.percentile(a, q) (linear interpolation) without its overhead, for small arrays."""
-    a = np.sort(np.asarray(a, dtype=np.float64).ravel())
+    a = np.asarray(a, dtype=np.float64).ravel()
     x = q / 100.0 * (a.size - 1)
     lo = int(np.floor(x))
     hi = min(lo + 1, a.size - 1)
-    return float(a[lo] + (a[hi] - a[lo]) * (x - lo))
+    part = np.partition(a, (lo, hi)) if a.size > 64 else np.sort(a)
+    return float(part[lo] + (part[hi] - part[lo]) * (x - lo))
 
 
 def _grow_box(box, pad, shape):
@@ -418,7 +425,7 @@ def _crossings(sl, centre_ji, threshold, spacing_ji, reach_mm):
     return np.where(above.any(axis=1), t[first], 1e6)  # never: beyond any radius
 
 
-def _dip_zone(v, free, r, centre, threshold, spacing_kji, margin_mm, quantile):
+def _dip_zone(v, free, r, centre, threshold, spacing_kji, margin_mm, quantile, slice_rays=True):
     """Where the CMB can be: a dip is round, so within the radius at which rays from its
     centre rise above `threshold` (the `quantile`-th percentile over 16 in-plane rays: a
     vein, sulcus or dark grey matter beside the CMB spoils only some rays), plus margin;
@@ -451,8 +458,8 @@ def _dip_zone(v, free, r, centre, threshold, spacing_kji, margin_mm, quantile):
             col = v[k, max(j0 - 1, 0):j0 + 2, max(i0 - 1, 0):i0 + 2]
             if col.min() > threshold:
                 break
-            c = _crossings(v[k], (cj, ci), threshold, sp, reach)
-            if not _quantile(c, quantile) <= radius + margin_mm:
+            if slice_rays and not _quantile(_crossings(v[k], (cj, ci), threshold, sp, reach),
+                                            quantile) <= radius + margin_mm:
                 break
             zone[k] = inside
             k += step

@@ -38,7 +38,8 @@ def refine_region(region: np.ndarray, seeds: np.ndarray, connectivity: int = 6,
 def keep_seed_components(mask: np.ndarray, seeds: np.ndarray, connectivity: int = 6) -> np.ndarray:
     """Only the connected components of `mask | seeds` that contain a seed voxel."""
     mask = mask | seeds
-    labels, _ = ndimage.label(mask, structure=structure(connectivity))
-    keep = np.unique(labels[seeds])
-    keep = keep[keep > 0]
-    return np.isin(labels, keep)
+    labels, n = ndimage.label(mask, structure=structure(connectivity))
+    keep = np.zeros(n + 1, bool)
+    keep[labels[seeds]] = True
+    keep[0] = False
+    return keep[labels]
