@@ -231,9 +231,14 @@ class Grower:
                 raise CMBError(f"scribble {lab} lies on background voxels (outside the head or brain mask)")
             if bg.any():
                 blocked = bg & ~seeds
-        tissue = intensity if blocked is None else intensity[~blocked]
         seed_mean = float(intensity[seeds].mean())
-        dark = seed_mean <= _quantile(_sample(tissue), 50)
+        # polarity: the scribble against the tissue right around it (within ~5 mm; the box
+        # median would see skull, air or ventricles near the brain's edge)
+        near = _grow_box(ndimage.find_objects(seeds.view(np.uint8))[0],
+                         np.maximum(np.ceil(5.0 / self.spacing_kji), 1), seeds.shape)
+        around = ~seeds[near] if blocked is None else ~(seeds[near] | blocked[near])
+        tissue = intensity[near][around] if around.any() else intensity
+        dark = seed_mean <= _quantile(tissue, 50)
         warnings, info = [], {}
         centre = seed_kji.mean(axis=0)
         if s.mode == "half_dip":
@@ -448,7 +453,10 @@ def _dip_zone(v, free, r, centre, threshold, spacing_kji, margin_mm, quantile, s
         cross = _crossings(v[k0], (cj, ci), threshold, sp, reach)
         r = _ring_index(v.shape, (k0, cj, ci), spacing_kji)
     j0, i0 = int(round(cj)), int(round(ci))
-    radius = min(_quantile(cross, quantile), reach)
+    radius = _quantile(cross, quantile)
+    if radius >= reach:  # most rays never leave the dark (a plateau, skull, a large vein): trust those that do
+        found = cross[cross < reach]
+        radius = _quantile(found, 50) if found.size >= 2 else reach
     inside = r <= radius + margin_mm
     zone = np.zeros(v.shape, bool)
     zone[k0] = inside
