@@ -79,7 +79,8 @@ class GrownCMB:
             region = np.zeros_like(region)
             region.ravel()[keep] = True
         s = self.settings
-        refined = refine_region(region, self.seeds, s.connectivity, s.closing_iterations, s.fill_holes)
+        refined = refine_region(region, self.seeds, s.connectivity, s.closing_iterations, s.fill_holes,
+                                connected=not cap_hit and s.mode != "running_average")
         # closing can add a rim; never let it push the mask past the cap
         region = refined if refined.sum() <= self.cap else keep_seed_components(region, self.seeds, s.connectivity)
         if self.blocked is not None:

@@ -14,11 +14,14 @@ def structure(connectivity: int) -> np.ndarray:
 
 
 def refine_region(region: np.ndarray, seeds: np.ndarray, connectivity: int = 6,
-                  closing_iterations: int = 2, fill_holes: bool = True) -> np.ndarray:
+                  closing_iterations: int = 2, fill_holes: bool = True, connected: bool = False) -> np.ndarray:
     """Close (dilate then erode `closing_iterations` times), fill holes, keep the seed component(s).
 
     The result always contains every seed voxel; when the seeds fall into several
     components (a "multiple" group of CMBs) each component holding a seed is kept.
+    connected: the caller knows every component of `region | seeds` holds a seed (a
+    region grown from them); without closing, hole filling keeps that, so the component
+    search is skipped.
     """
     st = structure(connectivity)
     out = region | seeds
@@ -32,6 +35,8 @@ def refine_region(region: np.ndarray, seeds: np.ndarray, connectivity: int = 6,
         part = ndimage.binary_fill_holes(part, structure=st)
     out = out.copy()
     out[sub] = part[pad:-pad, pad:-pad, pad:-pad]
+    if connected and closing_iterations == 0:
+        return out
     return keep_seed_components(out, seeds, connectivity)
 
 
