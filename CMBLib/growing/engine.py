@@ -1,10 +1,15 @@
-"""Scribble-to-mask engine: adaptive-tolerance region growing, one CMB per scribble label.
+"""Scribble-to-mask engine: one CMB mask per scribble label.
 
-Thesis Algorithm 1 (every scribble voxel a seed; 6/26-connectivity; parent-son, seed
-average or running average intensity difference; size cap from the 10 mm maximum CMB
-diameter; automatic tolerance at the elbow of the size-versus-tolerance curve;
-closing + hole filling), computed per CMB inside a small box around its scribble, with
-the whole size curve from one pass (`join_map`).  CMB masks never share a voxel.
+Default mode ``half_dip`` (docs/mask_engine.md): the CMB is the dip below its local
+background; its mask is the voxels darker than half the dip (local background from a
+shell around the region, noise-corrected minimum next to the scribble), connected to
+the scribble, inside the dip's round zone (leak guard against veins, sulci and dark grey
+matter).  The thesis's Algorithm 1 modes (every scribble voxel a seed; 6/26-connectivity;
+parent-son, seed average or running average intensity difference; size cap from the
+10 mm maximum CMB diameter; automatic tolerance at the elbow of the size-versus-tolerance
+curve; closing + hole filling) remain available.  Every mode is computed per CMB inside a
+small box around its scribble, with the whole size curve from one join map (`join_map`),
+by `interactive.Grower`, which the batch functions here drive.  CMB masks never share a voxel.
 
 Units: the size cap is a diameter in mm turned into voxels from the spacing.  With
 ``relative=True`` (default) intensity differences and tolerances are fractions of the
