@@ -57,12 +57,12 @@ def clinical_cases(n_cases, rng):
     return out
 
 
-def median_time(fn, repeats):
+def median_time(fn, repeats, clock=time.perf_counter):
     times = []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0 = clock()
         fn()
-        times.append(time.perf_counter() - t0)
+        times.append(clock() - t0)
     return float(np.median(times))
 
 
@@ -141,16 +141,18 @@ def big_volume(repeats, rng):
              for lab in range(1, 13)}
     t_init = median_time(lambda: Grower(image), repeats)
     grower = Grower(image)
-    per = []
+    per, cpu = [], []
     for lab, s in seeds.items():
         per.append(median_time(lambda lab=lab, s=s: grower.grow(lab, s), repeats))
+        cpu.append(median_time(lambda lab=lab, s=s: grower.grow(lab, s), repeats, time.process_time))
     t_map = median_time(grower.label_map, repeats)
     cmb = grower[next(iter(seeds))]
     lo, hi = cmb.tolerance_range()
     tols = np.linspace(lo, hi, 50)
     t_mask = median_time(lambda: [cmb.mask(float(t) + 1e-9 * k) for k, t in enumerate(tols)], 1) / len(tols)
     print(f"  Grower(image) once: {1000 * t_init:.1f} ms; each additional CMB: median "
-          f"{1000 * np.median(per):.2f} ms, max {1000 * max(per):.2f} ms (target <= 5 ms); label_map(): "
+          f"{1000 * np.median(per):.2f} ms (CPU time {1000 * np.median(cpu):.2f} ms), max {1000 * max(per):.2f} ms "
+          "(target <= 5 ms); label_map(): "
           f"{1000 * t_map:.1f} ms; GrownCMB.mask(t) at a new t: {1000 * t_mask:.3f} ms (target <= 1 ms)")
 
 

@@ -61,6 +61,7 @@ class GrowSettings:
     smooth_mm: float = 0.5       # half_dip: Gaussian sigma (mm) of the denoising before thresholding
     zone_margin_mm: float = 0.5   # half_dip: leak guard margin beyond the dip's radius (< 0: no guard)
     ray_quantile: float = 30.0    # half_dip: percentile over 16 rays of the distance where the dip ends
+    box_mm: Optional[float] = None  # box margin (mm) around a scribble; None: 5 (half_dip), 0.75 x max diameter
     iterations: int = 3           # half_dip: re-estimations of background, threshold and zone
     basin_h: float = 0.0          # half_dip: keep the seeds' watershed basin (minima deeper than h sigmas); 0 off
     snap_points_mm: float = 1.5             # grow_from_points: look this far for the lesion's extreme voxel

@@ -118,9 +118,13 @@ class Grower:
         self.background_value = _background_value(self.array)
         self.scale = intensity_scale(self.array, self.background_value) if self.settings.relative else 1.0
         self.cap = sphere_voxel_count(self.settings.max_diameter_mm, image.spacing)
-        # Box around each scribble: 0.75 x the maximum diameter on each side holds any CMB
-        # the scribble can be in, plus room for the leak that marks the runaway.
-        self.pad = np.ceil(0.75 * self.settings.max_diameter_mm / self.spacing_kji).astype(int)
+        # Box around each scribble: thesis modes 0.75 x the maximum diameter on each side (any
+        # CMB the scribble can be in, plus room for the leak that marks the runaway); half_dip
+        # 5 mm (a CMB scribbled through its middle and the shell around it; chosen on tuning).
+        box_mm = self.settings.box_mm
+        if box_mm is None:  # half_dip needs the CMB and its shell; the thesis modes room to run away
+            box_mm = 5.0 if self.settings.mode == "half_dip" else 0.75 * self.settings.max_diameter_mm
+        self.pad = np.ceil(box_mm / self.spacing_kji).astype(int)
         self._cmbs: dict = {}
         self._background = None   # full-image background mask, made on first need (once)
 
