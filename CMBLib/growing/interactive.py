@@ -349,7 +349,8 @@ def _half_dip(intensity, seeds, blocked, dark, s: GrowSettings, spacing_kji):
             v = ndimage.gaussian_filter(np.where(free, v, 0.0), sig, mode="nearest") / np.maximum(weight, 1e-6)
             v = np.where(free, v, 0.0)
     near = ndimage.binary_dilation(seeds, structure=np.ones((1, 3, 3), bool)) & free
-    diffs = _sample(np.abs(np.diff(v, axis=2))[free[:, :, 1:] & free[:, :, :-1]])
+    diffs = _sample(np.concatenate([np.abs(np.diff(v, axis=2))[free[:, :, 1:] & free[:, :, :-1]],
+                                    np.abs(np.diff(v, axis=1))[free[:, 1:] & free[:, :-1]]]))  # both in-plane axes
     sigma = _quantile(diffs, 50) / (0.6745 * np.sqrt(2.0)) if diffs.size else 0.0
     near_v = np.where(near, v, np.inf)
     centre = np.unravel_index(int(np.argmin(near_v)), v.shape)
