@@ -12,6 +12,7 @@ import pytest
 from conftest import shared_file
 from phantoms import PhantomCMB, dice, make_phantom
 
+from CMBLib.errors import CMBError
 from CMBLib.geometry import Volume
 from CMBLib.growing import Grower, GrownCMB, GrowSettings, grow_from_scribbles
 from CMBLib.synthesis.cmb_insertion import CMBSpec, insert_cmbs
@@ -78,6 +79,19 @@ def test_regrowing_one_cmb_leaves_the_others_unchanged():
     grower.remove(2)
     assert 2 not in np.unique(grower.label_map())
     np.testing.assert_array_equal(grower.label_map() == 1, before == 1)
+
+
+def test_grower_refuses_bad_input_in_one_line():
+    vol, _, scr = _study()
+    a = vol.array.copy()
+    a[0, 0, 0] = np.nan
+    with pytest.raises(CMBError, match="NaN"):
+        Grower(vol.with_array(a))
+    grower = Grower(vol)
+    with pytest.raises(CMBError, match="outside the image"):
+        grower.grow(1, np.array([[0, 0, 99]]))
+    with pytest.raises(CMBError, match="has no voxels"):
+        grower.grow(1, np.zeros((0, 3), int))
 
 
 def test_mask_at_a_new_tolerance_is_fast():

@@ -204,7 +204,7 @@ def _grow_all(image: Volume, seeds: dict[int, np.ndarray], settings: GrowSetting
               progress, cancel) -> GrowResult:
     from .interactive import Grower
 
-    grower = Grower(image, settings)
+    grower = Grower(image, settings, validate=False)
     n = len(seeds)
     for count, (lab, seed_kji) in enumerate(seeds.items()):
         check_cancel(cancel)

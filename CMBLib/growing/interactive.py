@@ -19,6 +19,7 @@ from scipy import ndimage
 
 from ..errors import CMBError
 from ..geometry import Volume, sphere_voxel_count
+from ..validation import validate_image
 from .engine import AUTO_FRACTION, GrowSettings, _contrast_to_noise, intensity_scale
 from .join_map import join_tolerances, minimax_vertex
 from .refine import keep_seed_components, refine_region
@@ -110,8 +111,10 @@ class GrownCMB:
 class Grower:
     """Grow CMB masks on one image; per-image work (validation aside) is done here once."""
 
-    def __init__(self, image: Volume, settings: Optional[GrowSettings] = None):
+    def __init__(self, image: Volume, settings: Optional[GrowSettings] = None, validate: bool = True):
         self.settings = (settings or GrowSettings()).check()
+        if validate:  # grow_from_scribbles / grow_from_points have validated already
+            validate_image(image, "image")
         self.image = image
         self.array = np.asarray(image.array)
         self.spacing_kji = np.asarray(image.spacing[::-1], dtype=float)
