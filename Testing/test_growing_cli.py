@@ -52,6 +52,13 @@ def test_grow_refuses_to_overwrite(study):
     assert main(args) == 2
     assert out.read_bytes() == before
     assert main(args + ["--overwrite", "--mode", "parent_son", "--connectivity", "26", "--tolerance", "0.3"]) == 0
+    # the overwrite really happened, with the options asked for
+    doc = json.loads((folder / "mask.json").read_text())
+    assert doc["settings"]["mode"] == "parent_son" and doc["settings"]["connectivity"] == 26
+    assert [c["tolerance"] for c in doc["cmbs"]] == [0.3, 0.3, 0.3]
+    assert all(c["mode"] == "parent_son" and not c["tolerance_auto"] for c in doc["cmbs"])
+    mask = read_volume(out)
+    assert [c["voxel_count"] for c in doc["cmbs"]] == [int((mask.array == c["label"]).sum()) for c in doc["cmbs"]]
 
 
 def test_grow_from_points_csv(study):

@@ -202,7 +202,12 @@ def test_metadata_fields():
     assert m["size_class"] == ("<5mm" if m["diameter_mm"] < 5 else "5-10mm")
     assert np.allclose(m["centre_ras"], [12.0, 12.0, 12.0], atol=1.0)
     assert len(m["curve"]["tolerance"]) == len(m["curve"]["size"]) > 2
-    assert m["runaway_tolerance"] > m["tolerance"]
+    # half_dip (default): no runaway inside the dip zone; the measured dip is reported
+    assert m["runaway_tolerance"] is None or m["runaway_tolerance"] > m["tolerance"]
+    assert m["dip"]["background"] > m["dip"]["minimum"]
+    assert m["tolerance"] == pytest.approx(0.5 * (m["dip"]["background"] - m["dip"]["minimum"]), rel=1e-4)
+    t = grow_from_scribbles(vol, scr, mode="seed_average").cmbs[0]
+    assert t["runaway_tolerance"] > t["tolerance"]
 
 
 def test_grow_from_points_matches_truth():

@@ -25,7 +25,9 @@ def add_parser(sub):
     p.add_argument("--connectivity", type=int, choices=(6, 26), default=6,
                    help="voxel neighbourhood for growing: 6 (faces) or 26 (faces, edges, corners); default 6")
     p.add_argument("--tolerance", default="auto",
-                   help="'auto' (per CMB, from the size-vs-tolerance curve) or a fixed tolerance "
+                   help="'auto' (per CMB: half of its dip below the local background with the default "
+                        "half_dip mode; the elbow of the size-vs-tolerance curve with the thesis modes) "
+                        "or a fixed tolerance "
                         "(fraction of the image intensity range with --relative, intensity units with --absolute)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--relative", dest="relative", action="store_true", default=True,

@@ -15,6 +15,10 @@ Modes (intensity difference a voxel must keep below the tolerance):
   seeds (the largest difference met along the best path), exact for any tolerance.
 * ``parent_son``: ``|I(v) - I(parent)|`` for the neighbour it is reached from.  join is the
   minimax path cost over edge weights, exact for any tolerance.
+* ``half_dip`` (default, not in the thesis): ``max(I(v) - m, 0)`` for a dark lesion with m
+  its minimum (the darkest seed here; the engine uses a noise-corrected minimum next to
+  the scribble): one-sided, so the region at tolerance T is the voxels no brighter than
+  m + T connected to the seeds.  Exact, like ``seed_average``.
 * ``running_average``: ``|I(v) - mean(region so far)|``.  Voxels are taken in the order
   an ordered flood from the seeds reaches them (darkest-connected first for a dark
   lesion, brightest first for a bright one); each one's difference is measured against
@@ -25,7 +29,7 @@ Modes (intensity difference a voxel must keep below the tolerance):
 import numpy as np
 from scipy import ndimage
 
-MODES = ("running_average", "seed_average", "parent_son")
+MODES = ("half_dip", "running_average", "seed_average", "parent_son")
 
 
 def neighbour_offsets(connectivity: int):
@@ -139,6 +143,9 @@ def join_tolerances(intensity: np.ndarray, seeds: np.ndarray, mode: str, connect
     if mode == "seed_average":
         ref = float(intensity[seeds].mean())
         return minimax_vertex(np.abs(intensity - ref), seeds, connectivity)
+    if mode == "half_dip":
+        level = intensity if dark else -intensity
+        return minimax_vertex(np.maximum(level - float(level[seeds].min()), 0.0), seeds, connectivity)
     if mode == "parent_son":
         return minimax_edge(intensity, seeds, connectivity)
     if mode == "running_average":

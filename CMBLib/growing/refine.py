@@ -14,18 +14,20 @@ def structure(connectivity: int) -> np.ndarray:
 
 
 def refine_region(region: np.ndarray, seeds: np.ndarray, connectivity: int = 6,
-                  closing_iterations: int = 2, fill_holes: bool = True) -> np.ndarray:
+                  closing_iterations: int = 2, fill_holes: bool = True, connected: bool = False) -> np.ndarray:
     """Close (dilate then erode `closing_iterations` times), fill holes, keep the seed component(s).
 
     The result always contains every seed voxel; when the seeds fall into several
     components (a "multiple" group of CMBs) each component holding a seed is kept.
+    connected: the caller knows every component of `region | seeds` holds a seed (a
+    region grown from them); without closing, hole filling keeps that, so the component
+    search is skipped.
     """
     st = structure(connectivity)
     out = region | seeds
     # work inside the region's bounding box, padded so closing cannot touch the edge
     pad = closing_iterations + 1
-    (lo, hi) = _bbox(out)
-    sub = tuple(slice(a, b) for a, b in zip(lo, hi))
+    sub = ndimage.find_objects(out.view(np.uint8))[0]
     part = np.pad(out[sub], pad)
     if closing_iterations > 0:
         part |= ndimage.binary_closing(part, structure=st, iterations=closing_iterations)
@@ -33,19 +35,16 @@ def refine_region(region: np.ndarray, seeds: np.ndarray, connectivity: int = 6,
         part = ndimage.binary_fill_holes(part, structure=st)
     out = out.copy()
     out[sub] = part[pad:-pad, pad:-pad, pad:-pad]
+    if connected and closing_iterations == 0:
+        return out
     return keep_seed_components(out, seeds, connectivity)
-
-
-def _bbox(mask: np.ndarray):
-    """(lo, hi) corner indices of the True voxels (hi exclusive)."""
-    idx = [np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != ax))) for ax in range(3)]
-    return [int(i[0]) for i in idx], [int(i[-1]) + 1 for i in idx]
 
 
 def keep_seed_components(mask: np.ndarray, seeds: np.ndarray, connectivity: int = 6) -> np.ndarray:
     """Only the connected components of `mask | seeds` that contain a seed voxel."""
     mask = mask | seeds
-    labels, _ = ndimage.label(mask, structure=structure(connectivity))
-    keep = np.unique(labels[seeds])
-    keep = keep[keep > 0]
-    return np.isin(labels, keep)
+    labels, n = ndimage.label(mask, structure=structure(connectivity))
+    keep = np.zeros(n + 1, bool)
+    keep[labels[seeds]] = True
+    keep[0] = False
+    return keep[labels]
