@@ -151,9 +151,10 @@ def _run_studies(args, inputs, out_dir, emit, bar):
             continue
         if model is None:
             device = select_device(args.device)
-            from ..detection.registry import resolve
+            from ..detection.registry import resolve  # bundled, then the user's fine-tuned models
 
-            model = load_model(resolve(args.model, getattr(args, "models_dir", None)), device=device)
+            models_dir = getattr(args, "models_dir", None)
+            model = load_model(resolve(args.model, models_dir) if models_dir else args.model, device=device)
         try:
             result = detect(volume, model, device=device, threshold=args.threshold, polarity=args.polarity,
                             sequence=sequence, location=args.location, progress=prog)

@@ -67,8 +67,8 @@ class Reporter:
             print(text, file=sys.stderr, flush=True)
 
     def progress(self, fraction: float, message: str):
-        self.emit("progress", f"{100 * fraction:5.1f}% {message}", progress=round(float(fraction), 4),
-                  message=message)
+        """Fraction done (JSON only: the human lines are the start / train / val / done ones)."""
+        self.emit("progress", "", progress=round(float(fraction), 4), message=message)
 
 
 def _plain(o):
@@ -163,13 +163,17 @@ def masked_loss(logits, target, weight, alpha=0.3, beta=0.7, gamma=3.0, ce_weigh
 
     t = target[:, 0].float()
     w = weight[:, 0]
-    p = torch.softmax(logits, dim=1)[:, 1]
+    cw = torch.tensor([float(c) for c in ce_weights], dtype=logits.dtype, device=logits.device)
+    if logits.shape[1] == 1:  # one output channel: sigmoid and binary cross-entropy
+        p = torch.sigmoid(logits[:, 0])
+        ce = F.binary_cross_entropy_with_logits(logits[:, 0], t, reduction="none") * cw[target[:, 0]]
+    else:
+        p = torch.softmax(logits, dim=1)[:, 1]
+        ce = F.cross_entropy(logits, target[:, 0], weight=cw, reduction="none")
     tp = (w * p * t).sum()
     fp = (w * p * (1 - t)).sum()
     fn = (w * (1 - p) * t).sum()
     ti = (tp + smooth) / (tp + alpha * fp + beta * fn + smooth)
-    cw = torch.tensor([float(c) for c in ce_weights], dtype=logits.dtype, device=logits.device)
-    ce = F.cross_entropy(logits, target[:, 0], weight=cw, reduction="none")
     norm = (w * cw[target[:, 0]]).sum().clamp_min(1e-6)
     return w_ftl * (1 - ti) ** gamma + w_ce * (w * ce).sum() / norm
 
