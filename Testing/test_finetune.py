@@ -148,6 +148,9 @@ def test_finetune_writes_model_folder_and_detect_uses_it(tuned, tmp_path, datase
     assert vals[0]["model"] == "parent" and vals[-1]["model"] == "finetuned" and vals[-1]["step"] == 2
     assert events[-1]["model_dir"] == str(out)
     assert not any(p.name.startswith(".site-a") for p in out.parent.iterdir())  # no temp / work folder left
+    umask = os.umask(0)
+    os.umask(umask)
+    assert all((p.stat().st_mode & 0o777) == 0o666 & ~umask for p in out.iterdir())  # shared like user files
     # detect with it, by folder
     img = tmp_path / "img.nii.gz"
     write_volume(make_demo_study(7, 3)[0], img)
@@ -260,3 +263,15 @@ def test_user_models_dir_default_and_env(monkeypatch, tmp_path):
     monkeypatch.setenv(registry.ENV_VAR, str(tmp_path))
     assert registry.user_models_dir() == tmp_path
     assert registry.user_models_dir(tmp_path / "x") == tmp_path / "x"
+
+
+def test_valdo_layout(tmp_path):
+    for seed in range(2):
+        img, mask, _ = make_demo_study(seed, 3)
+        sub = tmp_path / "valdo" / f"sub-{seed:03d}"
+        write_volume(img, sub / f"sub-{seed:03d}_space-T2S_desc-masked_T2S.nii.gz")
+        write_volume(mask.with_array((np.asarray(mask.array) > 0).astype(np.uint8)),
+                     sub / f"sub-{seed:03d}_space-T2S_CMB.nii.gz")
+    layout, studies = load_dataset(tmp_path / "valdo")
+    assert layout == "valdo" and [s.subject for s in studies] == ["sub-000", "sub-001"]
+    assert [s.n_cmbs for s in studies] == [3, 3] and not studies[0].ignore.any()
