@@ -22,8 +22,8 @@ def run(args) -> int:
         return 0
     user_dir = user_models_dir(args.models_dir)
     if not models:
-        print(f"no detection model is installed (looked in {MODELS_DIR} and {user_dir}); "
-              "pass --model PATH to `cmb detect`")
+        print(f"no bundled detection model is installed (looked in {MODELS_DIR}) and no fine-tuned model in "
+              f"{user_dir}; pass --model PATH to `cmb detect`")
         return 0
     default = default_model_name() if any(m["source"] == "bundled" for m in models) else None
     for m in models:
