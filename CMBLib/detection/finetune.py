@@ -428,6 +428,10 @@ def finetune(args, rep: Reporter) -> dict:
         raise
 
     # 4. decide and write
+    if step < 50 and not args.max_steps:
+        warnings.append(f"only {step} training steps fitted in {args.minutes:g} minutes after preprocessing and "
+                        "validation; give it more --minutes")
+        rep.emit("warning", f"warning: {warnings[-1]}", message=warnings[-1])
     accepted = best is not None and beats(best["row"], p_ship)
     if accepted:
         network.load_state_dict(best["model"])
