@@ -19,6 +19,7 @@ seeds, never seen), scored with the VALDO rule (5 mm).
 """
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -90,6 +91,7 @@ def main(argv=None):
     ap.add_argument("--minutes", type=float, default=8.0)
     ap.add_argument("--work", default=None, help="folder for the dataset and the model (default: temporary)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0, help="fine-tuning seed (split, patches)")
     args = ap.parse_args(argv)
     import torch
 
@@ -98,16 +100,19 @@ def main(argv=None):
 
     torch.set_num_threads(args.threads)
     work = Path(args.work or tempfile.mkdtemp(prefix="bench-finetune-"))
-    dataset, model_dir = work / "dataset", work / "model"
+    dataset, model_dir = work / "dataset", work / f"model-{args.minutes:g}min"
     bundled = load_model("default")
     t = time.time()
-    review = [export_reviewed(dataset, f"{s:02d}", domain_study(s), bundled) for s in range(args.train)]
+    if dataset.is_dir():  # a dataset exported by an earlier run with the same --work
+        review = "reused " + str(dataset)
+    else:
+        review = [export_reviewed(dataset, f"{s:02d}", domain_study(s), bundled) for s in range(args.train)]
     t_export = time.time() - t
     test = [domain_study(1000 + s) for s in range(args.test)]
     before = score(bundled, test)
     t = time.time()
     rc = finetune_main([str(dataset), "--out", str(model_dir), "--minutes", str(args.minutes),
-                        "--threads", str(args.threads), "--device", "cpu", "--quiet"])
+                        "--threads", str(args.threads), "--device", "cpu", "--quiet", "--seed", str(args.seed)])
     t_ft = time.time() - t
     if rc:
         raise SystemExit(f"fine-tuning failed (exit {rc})")
@@ -124,7 +129,9 @@ def main(argv=None):
     for name, r in (("bundled", before), ("fine-tuned", after)):
         print(f"| {name} | {r['tp']} | {r['fp']} | {r['fn']} | {r['sensitivity']} | {r['precision']} | {r['f1']} | "
               f"{r['fp_per_scan']} |")
-    print(f"\nfine-tuning: {t_ft:.0f} s wall ({args.threads} threads), {ft['steps']} steps, "
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"\nload average at the end: {load:.1f} on {os.cpu_count()} cores")
+    print(f"fine-tuning: {t_ft:.0f} s wall ({args.threads} threads), {ft['steps']} steps, "
           f"{'fine-tuned weights kept' if ft['accepted'] else 'parent kept'}")
 
 

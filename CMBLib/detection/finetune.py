@@ -361,7 +361,10 @@ def finetune(args, rep: Reporter) -> dict:
         rng.bit_generator.state = state["rng"]
         rep.emit("resume", f"resumed from {ckpt_path} at step {step}", step=step)
     reserve = t_val + 20.0                      # final validation + writing
-    val_every = max(3 * t_val, (budget - elapsed() - reserve) / max(1, args.val_rounds))
+    # validations during training take at most a quarter of the training time (plus one at the end)
+    train_time = max(0.0, budget - elapsed() - reserve)
+    rounds = max(0, min(int(args.val_rounds), int(0.25 * train_time / t_val)))
+    val_every = train_time / (rounds + 1) if rounds else float("inf")
     next_val = elapsed() + val_every
     last_ckpt = time.time()
     patch_kji = [int(p) for p in parent_meta["patch_size"]][::-1]
@@ -415,7 +418,7 @@ def finetune(args, rep: Reporter) -> dict:
                 losses = []
             if elapsed() >= next_val:
                 validate()
-                next_val = elapsed() + val_every
+                next_val += val_every
             if time.time() - last_ckpt > 60:
                 save_checkpoint()
                 last_ckpt = time.time()
