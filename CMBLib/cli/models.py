@@ -1,11 +1,14 @@
-"""`cmb models`: list the detection models (bundled, and the user's fine-tuned ones) with
-version, intended input, performance and, for fine-tuned models, their card's summary."""
+"""`cmb models`: list the detection models, bundled and fine-tuned (with their card's summary).
+
+Each with version, intended input and performance; fine-tuned models live in the user
+models folder (`CMBLib.detection.registry`).
+"""
 import json
 
 
 def add_parser(subparsers):
-    p = subparsers.add_parser("models", help="list the detection models (bundled and fine-tuned)",
-                              description=" ".join(__doc__.split("\n\n")[0].split()))
+    p = subparsers.add_parser("models", help="list the bundled detection models",
+                              description=__doc__.split("\n")[0].replace("`", ""))
     p.add_argument("--json", action="store_true", help="print the models' metadata as JSON")
     p.add_argument("--models-dir", default=None, metavar="DIR",
                    help="user models folder (default: $CMB_MODELS_DIR, else ~/.cmb/models)")
