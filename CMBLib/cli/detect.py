@@ -25,7 +25,9 @@ def add_parser(subparsers):
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (.nii.gz, .nii, .nrrd) or folders")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     p.add_argument("--model", default="default", metavar="NAME|PATH",
-                   help="bundled model name or model folder (default: the bundled default model)")
+                   help="bundled or fine-tuned model name, or model folder (default: the bundled default model)")
+    p.add_argument("--models-dir", default=None, metavar="DIR",
+                   help="user models folder for --model NAME (default: $CMB_MODELS_DIR, else ~/.cmb/models)")
     p.add_argument("--device", default="auto", help="auto (GPU when one works), cuda, mps or cpu")
     p.add_argument("--threshold", type=float, default=None, help="probability threshold (default: the model's)")
     p.add_argument("--sequence", default="T2S", help="T2S (T2*-GRE), SWI or QSM (default T2S)")
@@ -188,7 +190,10 @@ def _run_studies(args, inputs, out_dir, emit, bar):
             continue
         if model is None:
             device = select_device(args.device)
-            model = load_model(args.model, device=device)
+            from ..detection.registry import resolve  # bundled, then the user's fine-tuned models
+
+            models_dir = getattr(args, "models_dir", None)
+            model = load_model(resolve(args.model, models_dir) if models_dir else args.model, device=device)
         try:
             result = detect(volume, model, device=device, threshold=args.threshold, polarity=args.polarity,
                             sequence=sequence, location=args.location, progress=prog)

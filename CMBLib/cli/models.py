@@ -1,4 +1,8 @@
-"""`cmb models`: list the bundled detection models with version, intended input and performance."""
+"""`cmb models`: list the detection models, bundled and fine-tuned (with their card's summary).
+
+Each with version, intended input and performance; fine-tuned models live in the user
+models folder (`CMBLib.detection.registry`).
+"""
 import json
 
 
@@ -6,34 +10,46 @@ def add_parser(subparsers):
     p = subparsers.add_parser("models", help="list the bundled detection models",
                               description=__doc__.split("\n")[0].replace("`", ""))
     p.add_argument("--json", action="store_true", help="print the models' metadata as JSON")
+    p.add_argument("--models-dir", default=None, metavar="DIR",
+                   help="user models folder (default: $CMB_MODELS_DIR, else ~/.cmb/models)")
     return p
 
 
 def run(args) -> int:
-    from ..detection.model_io import MODELS_DIR, default_model_name, list_models
+    from ..detection.model_io import MODELS_DIR, default_model_name
+    from ..detection.registry import card_summary, list_all_models, user_models_dir
 
-    models = list_models()
+    models = list_all_models(args.models_dir)
     if args.json:
         print(json.dumps(models, indent=2))
         return 0
+    user_dir = user_models_dir(args.models_dir)
     if not models:
-        print(f"no bundled detection model is installed (looked in {MODELS_DIR}); "
-              "pass --model PATH to `cmb detect`")
+        print(f"no bundled detection model is installed (looked in {MODELS_DIR}) and no fine-tuned model in "
+              f"{user_dir}; pass --model PATH to `cmb detect`")
         return 0
-    default = default_model_name()
+    default = default_model_name() if any(m["source"] == "bundled" for m in models) else None
     for m in models:
-        star = " (default)" if m["name"] == default else ""
-        print(f"{m['name']} {m.get('version', '')}{star}")
+        star = " (default)" if m["name"] == default and m["source"] == "bundled" else ""
+        print(f"{m['name']} {m.get('version', '')}{star} [{m['source']}]")
+        if m["source"] == "user":
+            print(f"  folder         : {m['path']}")
+            for line in card_summary(m):
+                print(f"  {line}")
+            if m.get("card"):
+                print(f"  model card     : {m['card']}")
         print(f"  intended input : {m.get('intended_input', '')}")
         print(f"  model grid     : {' x '.join(str(s) for s in m['spacing_mm'])} mm, "
               f"patch {' x '.join(str(s) for s in m['patch_size'])} voxels, threshold {m.get('threshold')}")
-        if m.get("training_data"):
+        if m.get("training_data") and m["source"] == "bundled":
             print(f"  training data  : {_text(m['training_data'])}")
         lines = _metrics(m.get("metrics"))
         print(f"  performance    : {lines[0]}")
         for line in lines[1:]:
             print(f"    {line}")
         print(f"  sha256         : {m.get('sha256', '')}")
+    if not any(m["source"] == "user" for m in models):
+        print(f"(no fine-tuned models in {user_dir}; make one with `python -m training.finetune`)")
     return 0
 
 

@@ -115,7 +115,8 @@ def default_model_name(models_dir: Union[str, os.PathLike, None] = None) -> str:
 
 
 def resolve_model_folder(name_or_path: Union[str, os.PathLike], models_dir=None) -> Path:
-    """A model folder from a bundled model name, "default", or a path (folder or model.json)."""
+    """A model folder from a bundled model name, "default", a path (folder or model.json), or
+    (when `models_dir` is None) the name of a user model (`CMBLib.detection.registry`)."""
     root = Path(models_dir) if models_dir else MODELS_DIR
     text = str(name_or_path)
     if text in ("", "default"):
@@ -128,6 +129,12 @@ def resolve_model_folder(name_or_path: Union[str, os.PathLike], models_dir=None)
     for meta in list_models(root):
         if meta["name"] == text or Path(meta["path"]).name == text:
             return Path(meta["path"])
+    if models_dir is None:  # the user's fine-tuned models (CMBLib.detection.registry)
+        from .registry import find_user_model
+
+        found = find_user_model(text)
+        if found is not None:
+            return found
     if path.exists():
         raise CMBError(f"{path}: not a model folder (needs {METADATA_FILE} and {WEIGHTS_FILE})")
     known = ", ".join(m["name"] for m in list_models(root)) or "none bundled"
