@@ -96,8 +96,9 @@ def test_layout_and_round_trip(exported):
         assert path.is_file(), path
     assert files["image"] == root / "sub-01" / "anat" / "sub-01_T2starw.nii.gz"
     assert "cmb" in files["mask"].name and "dseg" in files["mask"].name
-    assert json.loads((root / "dataset_description.json").read_text())["BIDSVersion"]
-    deriv = json.loads((root / "derivatives" / "cmb_annotation" / "dataset_description.json").read_text())
+    assert json.loads((root / "dataset_description.json").read_text(encoding="utf-8"))["BIDSVersion"]
+    description = root / "derivatives" / "cmb_annotation" / "dataset_description.json"
+    deriv = json.loads(description.read_text(encoding="utf-8"))
     assert deriv["DatasetType"] == "derivative"
 
     study = ds.import_subject(root, "sub-01")
@@ -384,7 +385,7 @@ def test_cmb_export_end_to_end(tmp_path, capsys):
     vol, scr = write_inputs(tmp_path)
     (tmp_path / "ann.json").write_text(json.dumps({"findings": [{"label": 2, "certainty": "uncertain"}],
                                                    "mimics": [{"id": 1, "position_ras": [0, 0, 0],
-                                                               "type": "cavernoma"}]}))
+                                                               "type": "cavernoma"}]}), encoding="utf-8")
     out = tmp_path / "DS"
     rc = cmb_main(["export", "--image", str(tmp_path / "T2S.nii.gz"), "--scribbles",
                    str(tmp_path / "scribbles.nii.gz"), "--annotation", str(tmp_path / "ann.json"),
@@ -398,7 +399,7 @@ def test_cmb_export_end_to_end(tmp_path, capsys):
         centre = mask.kji_to_ras(np.argwhere(mask.array == label).mean(axis=0))
         assert np.linalg.norm(centre - vol.kji_to_ras([k, j, i])) < 1.0
     [ann_path] = sorted(out.rglob("*_annotation.json"))
-    doc = json.loads(ann_path.read_text())
+    doc = json.loads(ann_path.read_text(encoding="utf-8"))
     import jsonschema
     jsonschema.Draft202012Validator(load_schema()).validate(doc)
     assert doc["rater"] == "r9" and doc["study"]["subject"] == "P7"
@@ -415,14 +416,14 @@ def test_cmb_export_end_to_end(tmp_path, capsys):
     assert rc == 0
     back = tmp_path / "back"
     assert (back / "sub-P7_T2starw.nii.gz").read_bytes() == (out / "sub-P7/anat/sub-P7_T2starw.nii.gz").read_bytes()
-    assert json.loads((back / "sub-P7_annotation.json").read_text()) == doc
+    assert json.loads((back / "sub-P7_annotation.json").read_text(encoding="utf-8")) == doc
     np.testing.assert_array_equal(read_volume(back / "sub-P7_cmb_mask.nii.gz").array, mask.array)
     assert cmb_main(["import-study", str(out), "--subject", "P7", "--out", str(back)]) == 2
 
 
 def test_cmb_export_reports_bad_metadata_and_uses_given_masks(tmp_path, capsys):
     vol, scr = write_inputs(tmp_path)
-    (tmp_path / "bad.json").write_text(json.dumps({"findings": [{"label": 1, "size_class": "big"}]}))
+    (tmp_path / "bad.json").write_text(json.dumps({"findings": [{"label": 1, "size_class": "big"}]}), encoding="utf-8")
     args = ["export", "--image", str(tmp_path / "T2S.nii.gz"), "--scribbles", str(tmp_path / "scribbles.nii.gz"),
             "--out", str(tmp_path / "DS"), "--subject", "01"]
     assert cmb_main(args + ["--annotation", str(tmp_path / "bad.json")]) == 2
@@ -457,7 +458,7 @@ def test_complete_document_then_export_validates(tmp_path):
     doc = complete_document({}, subject="01")
     mask, doc = generate_masks(vol, scr, doc)
     files = ds.export_subject(tmp_path, "01", vol, scr, mask, doc)
-    validate_document(json.loads(files["annotation"].read_text()))
+    validate_document(json.loads(files["annotation"].read_text(encoding="utf-8")))
 
 
 # --- property: any grid, labels and metadata come back identical ------------------------------

@@ -153,7 +153,7 @@ def test_schema_enums_match_the_vocabulary():
 def test_taxonomy_map_covers_every_live_option_of_the_platform_taxonomy():
     if not TAXONOMY.is_file():
         pytest.skip(f"{TAXONOMY} not present")
-    taxonomy = json.loads(TAXONOMY.read_text())
+    taxonomy = json.loads(TAXONOMY.read_text(encoding="utf-8"))
     sections = [("study", taxonomy["studyClassify"]), ("series", taxonomy["seriesClassify"])]
     sections += [(o["category"], o["attributes"]) for o in taxonomy["objectTypes"] if not o["archived"]]
     checked = 0

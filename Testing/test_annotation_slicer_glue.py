@@ -145,32 +145,33 @@ def test_cmb_detector_hand_over_through_its_segmentation(glue):
 
 
 def test_module_files_are_listed_in_cmake_and_parse_on_python39():
-    cmake = (MODULE_DIR / "CMakeLists.txt").read_text()
+    cmake = (MODULE_DIR / "CMakeLists.txt").read_text(encoding="utf-8")
     listed = {line.strip().replace("${MODULE_NAME}", "CMBScribbleAnnotator")
               for line in cmake.splitlines() if line.strip().endswith((".py", ".png", ".ui"))}
     on_disk = {str(p.relative_to(MODULE_DIR)) for p in MODULE_DIR.rglob("*")
                if p.suffix in (".py", ".png", ".ui") and "__pycache__" not in p.parts}
     assert on_disk == listed
     for path in MODULE_DIR.rglob("*.py"):
-        ast.parse(path.read_text(), feature_version=(3, 9))
-    lib_cmake = (MODULE_DIR.parent / "CMBLib" / "CMakeLists.txt").read_text()
+        ast.parse(path.read_text(encoding="utf-8"), feature_version=(3, 9))
+    lib_cmake = (MODULE_DIR.parent / "CMBLib" / "CMakeLists.txt").read_text(encoding="utf-8")
     for path in (MODULE_DIR.parent / "CMBLib" / "annotation").glob("*.*"):
         if path.suffix in (".py", ".json"):
             assert re.search(rf"^\s*annotation/{re.escape(path.name)}\s*$", lib_cmake, re.M), path.name
     assert "class CMBScribbleAnnotatorTest(ScriptedLoadableModuleTest)" in (
-        MODULE_DIR / "CMBScribbleAnnotatorLib" / "selftest.py").read_text()
-    main = (MODULE_DIR / "CMBScribbleAnnotator.py").read_text()
+        MODULE_DIR / "CMBScribbleAnnotatorLib" / "selftest.py").read_text(encoding="utf-8")
+    main = (MODULE_DIR / "CMBScribbleAnnotator.py").read_text(encoding="utf-8")
     assert "from CMBScribbleAnnotatorLib.selftest import CMBScribbleAnnotatorTest" in main
     assert len(main.splitlines()) <= 400
     assert 'slicer.util.loadUI(self.resourcePath("UI/CMBScribbleAnnotator.ui"))' in main
     for path in MODULE_DIR.rglob("*.py"):
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
         assert "import threading" not in text and "from threading" not in text, path
         assert "pip_install(" not in text or "dependencies.ensure(" in text, path   # one consent flow
     assert "StartCloseEvent" in main and "EndCloseEvent" in main and "def onReload" in main
     # every widget the code names exists in the .ui
-    ui = (MODULE_DIR / "Resources" / "UI" / "CMBScribbleAnnotator.ui").read_text()
-    code = main + "".join((MODULE_DIR / "CMBScribbleAnnotatorLib" / f).read_text() for f in ("form.py", "report.py"))
+    ui = (MODULE_DIR / "Resources" / "UI" / "CMBScribbleAnnotator.ui").read_text(encoding="utf-8")
+    lib = MODULE_DIR / "CMBScribbleAnnotatorLib"
+    code = main + "".join((lib / f).read_text(encoding="utf-8") for f in ("form.py", "report.py"))
     assert {"saveReportButton", "exportSegButton"} <= set(re.findall(r"\bui\.([A-Za-z_]\w*)", code))
     names = set(re.findall(r"\bui\.([A-Za-z_]\w*)", code)) - {"layout"}
     names |= {f"{prefix}_{field}" for prefix, fields in (

@@ -70,7 +70,7 @@ def test_points_csv_forms_that_work(tmp_path):
     f = tmp_path / "p.csv"
     f.write_text("\ufeff# Markups fiducial file\nlabel,r,a,s\n\nA,1.5,-2,3\nB,4,5e1,-6\n", encoding="utf-8")
     assert read_points_csv(f).tolist() == [[1.5, -2.0, 3.0], [4.0, 50.0, -6.0]]
-    f.write_text("x,y,z\n")  # a header alone: no points, not an error
+    f.write_text("x,y,z\n", encoding="utf-8")  # a header alone: no points, not an error
     assert read_points_csv(f).shape == (0, 3)
 
 

@@ -72,7 +72,7 @@ def test_outputs_are_on_the_input_grid_and_json_matches_mask(tmp_path, dark_mode
     image = read_volume(img)
     mask = read_volume(out / "sub-01_T2S_cmb_mask.nii.gz")
     assert mask.same_geometry(image, tol_mm=1e-4)
-    doc = json.loads((out / "sub-01_T2S_cmb.json").read_text())
+    doc = json.loads((out / "sub-01_T2S_cmb.json").read_text(encoding="utf-8"))
     assert doc["format"] == "cmb-detections" and doc["format_version"] == "1.0"
     assert doc["model"]["name"] == "dark-spot" and doc["threshold"] == 0.5 and doc["device"] == "cpu"
     assert doc["cmb_count"] == 2 and "total" in doc["timings_s"]
@@ -81,10 +81,10 @@ def test_outputs_are_on_the_input_grid_and_json_matches_mask(tmp_path, dark_mode
         assert rec["centre_ras"] == pytest.approx(mask.kji_to_ras(kji), abs=2e-3)
         assert rec["centre_ijk"] == pytest.approx(kji[::-1], abs=2e-3)
         assert min(np.linalg.norm(np.subtract(rec["centre_ras"], c)) for c in centres) < 1.0
-    rows = (out / "sub-01_T2S_cmb.csv").read_text().splitlines()
+    rows = (out / "sub-01_T2S_cmb.csv").read_text(encoding="utf-8").splitlines()
     assert rows[0].startswith("label,x_ras,y_ras,z_ras,i,j,k") and len(rows) == 3
     assert float(rows[1].split(",")[1]) == pytest.approx(doc["cmbs"][0]["centre_ras"][0])
-    summary = (out / "cmb_summary.csv").read_text().splitlines()
+    summary = (out / "cmb_summary.csv").read_text(encoding="utf-8").splitlines()
     assert summary[0].startswith("study,status,cmb_count,n_<5mm,n_5-10mm,n_>10mm")
     assert summary[1].startswith("sub-01_T2S,ok,2,1,1,0")
 
@@ -100,7 +100,7 @@ def test_folder_batch_skip_existing_overwrite_and_bad_study(tmp_path, dark_model
     line = _one_error_line(capsys)
     assert "s2.nii.gz" in line and "cannot be read" in line
     assert (out / "s0_cmb.json").exists() and (out / "s1_cmb.json").exists()
-    summary = (out / "cmb_summary.csv").read_text()
+    summary = (out / "cmb_summary.csv").read_text(encoding="utf-8")
     assert "s2,failed" in summary and "s0,ok,2" in summary
     stamp = (out / "s0_cmb.json").stat().st_mtime_ns
     (inp / "s2.nii.gz").unlink()
@@ -129,7 +129,7 @@ def test_folder_skips_label_maps_and_own_outputs_with_a_note(tmp_path, dark_mode
     for name in ("lesions", "mask_float"):                                           # by their values
         assert f"{name}: skipped (a label map (mask), not an image)" in printed.out
     assert sorted(p.name for p in inp.glob("*_cmb.json")) == ["sub-01_T2S_cmb.json"]
-    summary = (inp / "cmb_summary.csv").read_text()
+    summary = (inp / "cmb_summary.csv").read_text(encoding="utf-8")
     assert "lesions,skipped" in summary and "sub-01_T2S,ok,2" in summary
     # a second run over the same folder also passes over the detection output just written
     assert main(["detect", str(inp), "--out", str(inp), "--model", dark_model, "--overwrite"]) == 0
@@ -202,7 +202,7 @@ def _bad_inputs(folder):
     write_volume(read_volume(good), folder / "plain.nii")
     data = (folder / "plain.nii").read_bytes()
     (folder / "truncated.nii").write_bytes(data[: len(data) - 100])
-    (folder / "notes.txt").write_text("not an image\n")
+    (folder / "notes.txt").write_text("not an image\n", encoding="utf-8")
     return {"flat2d.nii.gz": "2 dimensions", "echoes4d.nii.gz": "4 dimensions", "nan.nrrd": "NaN",
             "nan.nii.gz": ("constant", "NaN"),
             "zeros.nii.gz": "constant", "empty.nii.gz": "cannot be read", "truncated.nii.gz": "cannot be read",
@@ -235,7 +235,7 @@ def test_real_model_folder_runs_end_to_end(tmp_path, tiny_model):
     img, _ = _study(tmp_path, "r")
     out = tmp_path / "o"
     assert main(["detect", str(img), "--out", str(out), "--model", tiny_model, "--device", "cpu"]) == 0
-    doc = json.loads((out / "r_cmb.json").read_text())
+    doc = json.loads((out / "r_cmb.json").read_text(encoding="utf-8"))
     mask = read_volume(out / "r_cmb_mask.nii.gz")
     assert doc["model"]["name"] == "test-model" and doc["model"]["sha256"]
     assert sorted(int(v) for v in np.unique(mask.array) if v) == [r["label"] for r in doc["cmbs"]]
@@ -286,7 +286,7 @@ def test_demo_writes_outputs_and_png(tmp_path, dark_model, capsys):
     assert (out / "demo_T2S_overview.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     listed = text[text.index("outputs in"):]
     written = sorted(p.name for p in out.iterdir())
-    assert written == sorted(json.loads((out / "cmb_demo.json").read_text())["files"])
+    assert written == sorted(json.loads((out / "cmb_demo.json").read_text(encoding="utf-8"))["files"])
     assert all(name in listed for name in written), (written, listed)  # the printed list is complete
     assert "synthetic data only" in text.splitlines()[0]  # says up front what to expect
     # a second run replaces its own earlier outputs ...

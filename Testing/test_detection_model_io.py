@@ -16,7 +16,7 @@ from CMBLib.errors import CMBError  # noqa: E402
 
 def test_round_trip_gives_the_same_network_output(tmp_path):
     folder = tiny_model_folder(tmp_path / "m", seed=3)
-    meta = json.loads((folder / "model.json").read_text())
+    meta = json.loads((folder / "model.json").read_text(encoding="utf-8"))
     assert meta["sha256"] == model_io.sha256_file(folder / "weights.npz")
     assert meta["network"] == TINY_UNET and meta["patch_size"] == META["patch_size"]
     net, loaded = model_io.load_model(folder)
@@ -33,9 +33,9 @@ def test_round_trip_gives_the_same_network_output(tmp_path):
 
 def test_checksum_mismatch_is_refused_before_reading(tmp_path, monkeypatch):
     folder = tiny_model_folder(tmp_path / "m")
-    meta = json.loads((folder / "model.json").read_text())
+    meta = json.loads((folder / "model.json").read_text(encoding="utf-8"))
     meta["sha256"] = "0" * 64
-    (folder / "model.json").write_text(json.dumps(meta))
+    (folder / "model.json").write_text(json.dumps(meta), encoding="utf-8")
 
     def no_load(*a, **k):
         raise AssertionError("weights were read before the checksum was checked")
@@ -66,9 +66,9 @@ class _Payload:
 
 
 def _with_matching_checksum(folder):
-    meta = json.loads((folder / "model.json").read_text())
+    meta = json.loads((folder / "model.json").read_text(encoding="utf-8"))
     meta["sha256"] = model_io.sha256_file(folder / "weights.npz")
-    (folder / "model.json").write_text(json.dumps(meta))
+    (folder / "model.json").write_text(json.dumps(meta), encoding="utf-8")
 
 
 def test_pickled_weights_are_refused_and_never_executed(tmp_path):
@@ -104,10 +104,10 @@ def test_corrupt_or_mismatched_weights_are_refused(tmp_path):
 
 def test_metadata_problems_are_one_line_errors(tmp_path):
     folder = tiny_model_folder(tmp_path / "m")
-    (folder / "model.json").write_text("{not json")
+    (folder / "model.json").write_text("{not json", encoding="utf-8")
     with pytest.raises(CMBError, match="cannot be read as model metadata"):
         model_io.load_model(folder)
-    (folder / "model.json").write_text(json.dumps({"name": "x"}))
+    (folder / "model.json").write_text(json.dumps({"name": "x"}), encoding="utf-8")
     with pytest.raises(CMBError, match="lacks version"):
         model_io.load_model(folder)
     with pytest.raises(CMBError, match="not found"):

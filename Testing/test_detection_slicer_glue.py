@@ -33,12 +33,12 @@ def _records(n):
 
 
 def test_cmakelists_list_every_module_file():
-    text = (MODULE / "CMakeLists.txt").read_text()
+    text = (MODULE / "CMakeLists.txt").read_text(encoding="utf-8")
     for path in MODULE.rglob("*"):
         if path.is_file() and "__pycache__" not in path.parts and path.name != "CMakeLists.txt":
             rel = path.relative_to(MODULE).as_posix().replace("CMBDetector", "${MODULE_NAME}")
             assert rel in text, f"{rel} missing from CMBDetector/CMakeLists.txt"
-    lib = (REPO / "CMBLib" / "CMakeLists.txt").read_text()
+    lib = (REPO / "CMBLib" / "CMakeLists.txt").read_text(encoding="utf-8")
     for name in ["detection/__init__.py", "detection/candidates.py", "detection/inference.py",
                  "detection/model_io.py", "detection/outputs.py", "detection/pipeline.py",
                  "cli/detect.py", "cli/models.py", "cli/demo.py"]:
@@ -48,7 +48,7 @@ def test_cmakelists_list_every_module_file():
 def test_module_files_parse_on_python_3_9():
     files = list(MODULE.rglob("*.py")) + list((REPO / "CMBLib" / "detection").glob("*.py"))
     for path in files:
-        ast.parse(path.read_text(), filename=str(path), feature_version=(3, 9))
+        ast.parse(path.read_text(encoding="utf-8"), filename=str(path), feature_version=(3, 9))
 
 
 def test_review_session_accept_reject_next_and_findings():
@@ -95,7 +95,7 @@ def test_job_lines_command_and_parsing():
 
 def test_python_slicer_never_falls_back_to_the_gui_binary(tmp_path):
     name = "PythonSlicer.exe" if os.name == "nt" else "PythonSlicer"
-    (tmp_path / name).write_text("")
+    (tmp_path / name).write_text("", encoding="utf-8")
     assert python_slicer([str(tmp_path / "missing"), str(tmp_path)], which=lambda n: None) == str(tmp_path / name)
     assert python_slicer([], which=lambda n: "/opt/Slicer/bin/PythonSlicer") == "/opt/Slicer/bin/PythonSlicer"
     with pytest.raises(RuntimeError, match="not found"):
@@ -191,7 +191,7 @@ def _alive(pid):
     except ProcessLookupError:
         return False
     try:  # a zombie is dead for our purpose
-        with open(f"/proc/{pid}/stat") as fh:
+        with open(f"/proc/{pid}/stat", encoding="utf-8") as fh:
             return fh.read().split()[2] != "Z"
     except OSError:
         return True
@@ -218,10 +218,10 @@ def test_cancel_kills_the_whole_process_tree():
 def test_module_folder_rules():
     """No Python threads; a .ui loaded with loadUI; module file glue-sized; Lib reloaded."""
     for path in MODULE.rglob("*.py"):
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
         assert "import threading" not in text and "from threading" not in text, path
         assert "sys.executable" not in text or path.name == "process.py" and "Never sys.executable" in text, path
-    main = (MODULE / "CMBDetector.py").read_text()
+    main = (MODULE / "CMBDetector.py").read_text(encoding="utf-8")
     assert len(main.splitlines()) <= 400
     assert 'slicer.util.loadUI(self.resourcePath("UI/CMBDetector.ui"))' in main
     assert (MODULE / "Resources" / "UI" / "CMBDetector.ui").is_file()
@@ -231,9 +231,9 @@ def test_module_folder_rules():
 def test_every_widget_the_code_names_is_in_the_ui():
     import re
 
-    ui = (MODULE / "Resources" / "UI" / "CMBDetector.ui").read_text()
-    code = (MODULE / "CMBDetector.py").read_text()
-    glue = code + (MODULE / "CMBDetectorLib" / "panels.py").read_text()
+    ui = (MODULE / "Resources" / "UI" / "CMBDetector.ui").read_text(encoding="utf-8")
+    code = (MODULE / "CMBDetector.py").read_text(encoding="utf-8")
+    glue = code + (MODULE / "CMBDetectorLib" / "panels.py").read_text(encoding="utf-8")
     names = set(re.findall(r"\bui\.([A-Za-z_]\w*)", glue))
     assert {"applyButton", "table", "modelCard", "outputPath", "trainButton", "trainCurves", "saveReportButton",
             "exportSegButton", "exportAcceptedButton", "reportStatusLabel"} <= names

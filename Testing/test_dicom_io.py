@@ -178,12 +178,12 @@ def test_bad_series_is_one_line_exit_2_naming_the_series(tmp_path, capsys, kind,
 
 def _points(tmp_path):
     p = tmp_path / "points.csv"
-    p.write_text("x,y,z\n14,-28,46\n")
+    p.write_text("x,y,z\n14,-28,46\n", encoding="utf-8")
     return p
 
 
 def test_non_dicom_folder_is_not_dicom(tmp_path):
-    (tmp_path / "notes.txt").write_text("hello")
+    (tmp_path / "notes.txt").write_text("hello", encoding="utf-8")
     assert not is_dicom_folder(tmp_path)
     write_dicom_series(_volume(np.eye(3)), tmp_path / "deep" / "er")
     assert is_dicom_folder(tmp_path)
@@ -235,10 +235,10 @@ def test_new_packages_are_listed_in_cmake_and_parse_on_python39():
     import ast
 
     lib = Path(__file__).resolve().parents[1] / "CMBLib"
-    cmake = (lib / "CMakeLists.txt").read_text()
+    cmake = (lib / "CMakeLists.txt").read_text(encoding="utf-8")
     listed = {ln.strip() for ln in cmake.splitlines()}
     files = [p for sub in ("dicom", "report") for p in (lib / sub).glob("*.py")] + [lib / "cli" / "report.py"]
     assert len(files) == 12
     for path in files:
         assert str(path.relative_to(lib)) in listed, path
-        ast.parse(path.read_text(), feature_version=(3, 9))
+        ast.parse(path.read_text(encoding="utf-8"), feature_version=(3, 9))

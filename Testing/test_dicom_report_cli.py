@@ -65,8 +65,8 @@ def test_dicom_detection_equals_nifti_and_writes_report_and_seg(tmp_path, dark_m
     assert main(["detect", str(folder), "--out", str(out_d), "--model", dark_model, "--report",
                  "--dicom-seg"]) == 0
     capsys.readouterr()
-    ref = json.loads((out_n / "P1_cmb.json").read_text())["cmbs"]
-    doc = json.loads((out_d / "P1_7_SWI_cmb.json").read_text())
+    ref = json.loads((out_n / "P1_cmb.json").read_text(encoding="utf-8"))["cmbs"]
+    doc = json.loads((out_d / "P1_7_SWI_cmb.json").read_text(encoding="utf-8"))
     got = doc["cmbs"]
     assert len(got) == len(ref) == 2
     for a, b in zip(got, ref):
@@ -93,7 +93,7 @@ def test_dicom_detection_equals_nifti_and_writes_report_and_seg(tmp_path, dark_m
     assert item.SegmentationAlgorithmIdentificationSequence[0].AlgorithmVersion == "0.0-test"
     assert seg.PatientID == "P1"
     # the report: count, table, embedded pictures, nothing from the network
-    html = (out_d / "P1_7_SWI_cmb_report.html").read_text()
+    html = (out_d / "P1_7_SWI_cmb_report.html").read_text(encoding="utf-8")
     assert "Number of CMBs: 2" in html and "Patient ID" in html and "P1" in html
     assert "dark-spot" in html and "Boston criteria" in html and "MARS" in html
     pictures = re.findall(r"src='data:image/png;base64,([A-Za-z0-9+/=]+)'", html)
@@ -108,7 +108,7 @@ def test_pseudonymised_names_and_report_keep_identifiers_out(tmp_path, dark_mode
                  "--pseudonymise"]) == 0
     names = sorted(p.name for p in out.iterdir())
     assert all("Smith" not in n for n in names) and any(n.endswith("_cmb_report.html") for n in names)
-    html = next(out.glob("*_cmb_report.html")).read_text()
+    html = next(out.glob("*_cmb_report.html")).read_text(encoding="utf-8")
     assert "Smith" not in html and "withheld" in html
 
 
@@ -126,7 +126,7 @@ def test_batch_report_writes_cohort_summary(tmp_path, dark_model, capsys):
     out = tmp_path / "out"
     assert main(["detect", str(tmp_path / "A.nii.gz"), str(tmp_path / "B.nii.gz"), "--out", str(out),
                  "--model", dark_model, "--report"]) == 0
-    html = (out / "cmb_report.html").read_text()
+    html = (out / "cmb_report.html").read_text(encoding="utf-8")
     assert "2 studies, 2 processed, 4 CMBs in total" in html
     assert html.count("data:image/png;base64,") == 1   # the histogram
     assert (out / "A_cmb_report.html").is_file() and (out / "B_cmb_report.html").is_file()
@@ -156,7 +156,7 @@ def test_seg_and_report_from_annotation_findings(tmp_path):
     import pydicom
 
     assert pydicom.dcmread(str(paths["seg"])).SegmentSequence[0].SegmentAlgorithmType == "SEMIAUTOMATIC"
-    html = Path(paths["report"]).read_text()
+    html = Path(paths["report"]).read_text(encoding="utf-8")
     assert "Number of CMBs: 2</b> (1 definite, 1 possible); 1 rejected finding(s) not counted" in html
     assert "mixed distribution" in html and "rater R1" in html and "confirmed" in html
 
@@ -219,7 +219,7 @@ def test_cmb_report_from_exported_annotation_of_a_dicom_series(tmp_path, capsys)
     assert len(segments) == 2
     for s, c in zip(segments.values(), centres):
         assert np.linalg.norm(np.subtract(s["centre_ras"], c)) < 2.0
-    html = (out / "sub-01_cmb_report.html").read_text()
+    html = (out / "sub-01_cmb_report.html").read_text(encoding="utf-8")
     assert "Number of CMBs: 2" in html and "rater annotation" in html and "unreviewed" in html
     # from detections, and the cohort page over a detect output folder
     det = tmp_path / "det"
@@ -278,8 +278,8 @@ def test_series_written_by_simpleitk_gives_the_nifti_cmbs_and_a_valid_seg(tmp_pa
     assert main(["detect", str(tmp_path / "P.nii.gz"), "--out", str(tmp_path / "a"), "--model", dark_model]) == 0
     assert main(["detect", str(tmp_path / "sitk"), "--out", str(tmp_path / "b"), "--model", dark_model,
                  "--dicom-seg", "--dicom-sr", "--report"]) == 0
-    ref = json.loads((tmp_path / "a" / "P_cmb.json").read_text())["cmbs"]
-    got = json.loads(next((tmp_path / "b").glob("*_cmb.json")).read_text())["cmbs"]
+    ref = json.loads((tmp_path / "a" / "P_cmb.json").read_text(encoding="utf-8"))["cmbs"]
+    got = json.loads(next((tmp_path / "b").glob("*_cmb.json")).read_text(encoding="utf-8"))["cmbs"]
     assert len(got) == len(ref) == 1
     assert np.linalg.norm(np.subtract(got[0]["centre_ras"], ref[0]["centre_ras"])) < 1e-3
     segs = list((tmp_path / "b").glob("*_cmb_seg.dcm"))

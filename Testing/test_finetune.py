@@ -132,14 +132,15 @@ def test_masked_loss_ignores_weight_zero_voxels():
 # --- the end-to-end run ----------------------------------------------------------------------------
 def test_finetune_writes_model_folder_and_detect_uses_it(tuned, tmp_path, dataset):
     out, events, before = tuned
-    meta = json.loads((out / "model.json").read_text())
+    meta = json.loads((out / "model.json").read_text(encoding="utf-8"))
     assert {"model.json", "weights.npz", "README.md"} <= {p.name for p in out.iterdir()}
     assert meta["name"] == "site-a" and meta["parent"]["name"] == "cmb-default"
-    assert meta["parent"]["sha256"] == json.loads((MODELS_DIR / "cmb-default" / "model.json").read_text())["sha256"]
+    bundled = json.loads((MODELS_DIR / "cmb-default" / "model.json").read_text(encoding="utf-8"))
+    assert meta["parent"]["sha256"] == bundled["sha256"]
     ds = meta["training_datasets"][0]
     assert (ds["n_studies"], ds["n_train"], ds["n_val"], ds["n_cmbs"]) == (3, 2, 1, 12)
     assert 0 < meta["threshold"] < 1 and meta["finetune"]["steps"] == 2
-    card = (out / "README.md").read_text()
+    card = (out / "README.md").read_text(encoding="utf-8")
     assert "parent as shipped" in card and "Warning:** validation is small (1 studies" in card
     # JSON progress protocol: start, parent validation, training, validation, done
     kinds = [e["event"] for e in events]
@@ -155,7 +156,7 @@ def test_finetune_writes_model_folder_and_detect_uses_it(tuned, tmp_path, datase
     img = tmp_path / "img.nii.gz"
     write_volume(make_demo_study(7, 3)[0], img)
     assert cmb(["detect", str(img), "--out", str(tmp_path / "det"), "--model", str(out)]) == 0
-    res = json.loads((tmp_path / "det" / "img_cmb.json").read_text())
+    res = json.loads((tmp_path / "det" / "img_cmb.json").read_text(encoding="utf-8"))
     assert json.dumps(res).count("site-a") >= 1
     # the bundled model is untouched
     assert _bundled_digests() == before
@@ -210,7 +211,7 @@ def test_interrupted_run_leaves_no_model_and_resumes(dataset, tmp_path, monkeypa
     assert ft.main(args) == 0
     events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [e["step"] for e in events if e["event"] == "resume"] == [1]
-    assert json.loads((out / "model.json").read_text())["finetune"]["steps"] == 3
+    assert json.loads((out / "model.json").read_text(encoding="utf-8"))["finetune"]["steps"] == 3
     assert not (tmp_path / ".m.finetune-work").exists()
 
 
@@ -225,7 +226,7 @@ def _error(capsys, args) -> str:
 def test_not_a_dataset(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert "not a CMB dataset" in _error(capsys, [str(tmp_path / "empty"), "--out", str(tmp_path / "o")])
-    (tmp_path / "f.txt").write_text("x")
+    (tmp_path / "f.txt").write_text("x", encoding="utf-8")
     assert "not a folder" in _error(capsys, [str(tmp_path / "f.txt"), "--out", str(tmp_path / "o")])
     assert not (tmp_path / "o").exists()
 

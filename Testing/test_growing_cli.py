@@ -36,7 +36,7 @@ def test_grow_keeps_label_ids_and_writes_metadata(study):
     assert sorted(int(v) for v in np.unique(mask.array) if v) == [3, 11, 250]
     for lab in relabel.values():
         assert dice(mask.array == lab, truth.array == lab) > 0.75
-    doc = json.loads((folder / "mask.json").read_text())
+    doc = json.loads((folder / "mask.json").read_text(encoding="utf-8"))
     assert doc["format"] == "cmb-grow" and [c["label"] for c in doc["cmbs"]] == [3, 11, 250]
     for c in doc["cmbs"]:
         assert c["voxel_count"] == int((mask.array == c["label"]).sum())
@@ -53,7 +53,7 @@ def test_grow_refuses_to_overwrite(study):
     assert out.read_bytes() == before
     assert main(args + ["--overwrite", "--mode", "parent_son", "--connectivity", "26", "--tolerance", "0.3"]) == 0
     # the overwrite really happened, with the options asked for
-    doc = json.loads((folder / "mask.json").read_text())
+    doc = json.loads((folder / "mask.json").read_text(encoding="utf-8"))
     assert doc["settings"]["mode"] == "parent_son" and doc["settings"]["connectivity"] == 26
     assert [c["tolerance"] for c in doc["cmbs"]] == [0.3, 0.3, 0.3]
     assert all(c["mode"] == "parent_son" and not c["tolerance_auto"] for c in doc["cmbs"])
@@ -63,7 +63,7 @@ def test_grow_refuses_to_overwrite(study):
 
 def test_grow_from_points_csv(study):
     folder, truth, relabel = study
-    (folder / "centres.csv").write_text("x,y,z\n10.0,10.0,10.0\n24.0,22.0,12.0\n")
+    (folder / "centres.csv").write_text("x,y,z\n10.0,10.0,10.0\n24.0,22.0,12.0\n", encoding="utf-8")
     out = folder / "from_points.nii.gz"
     args = ["grow", str(folder / "t2s.nii.gz"), "--points", str(folder / "centres.csv"), "-o", str(out), "--quiet"]
     assert main(args) == 0

@@ -119,9 +119,9 @@ def test_validate_spacing_and_labelmap():
 
 def test_points_csv(tmp_path):
     p = tmp_path / "c.csv"
-    p.write_text("label,x,y,z\n1,1.5,-2,3\n2,4,5,6\n")
+    p.write_text("label,x,y,z\n1,1.5,-2,3\n2,4,5,6\n", encoding="utf-8")
     np.testing.assert_allclose(read_points_csv(p), [[1.5, -2, 3], [4, 5, 6]])
-    p.write_text("a,b\n1,2\n")
+    p.write_text("a,b\n1,2\n", encoding="utf-8")
     with pytest.raises(CMBError, match="x,y,z"):
         read_points_csv(p)
 

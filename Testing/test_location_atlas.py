@@ -99,7 +99,8 @@ def test_landmarks_agree_with_mars_reference():
 
 
 def _write_points(path, pts):
-    path.write_text("id,x,y,z\n" + "".join(f"p{n},{p[0]:.3f},{p[1]:.3f},{p[2]:.3f}\n" for n, p in enumerate(pts)))
+    rows = "".join(f"p{n},{p[0]:.3f},{p[1]:.3f},{p[2]:.3f}\n" for n, p in enumerate(pts))
+    path.write_text("id,x,y,z\n" + rows, encoding="utf-8")
 
 
 def test_cli_inverted_moved_thick_slices(template, tmp_path, capsys):
@@ -119,7 +120,7 @@ def test_cli_inverted_moved_thick_slices(template, tmp_path, capsys):
     rc = main(["locate", str(tmp_path / "moved.nii.gz"), str(tmp_path / "points.csv"), "--out", str(out),
                "--summary", str(tmp_path / "mars.csv"), "--quiet"])
     assert rc == 0
-    rows = list(csv.DictReader(out.open()))
+    rows = list(csv.DictReader(out.open(encoding="utf-8")))
     assert len(rows) == 12
     assert {"x", "y", "z", "region", "category", "side"} <= set(rows[0])
     assert [r["id"] for r in rows] == [f"p{n}" for n in range(12)]  # input columns carried

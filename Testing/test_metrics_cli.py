@@ -42,7 +42,7 @@ def study(tmp_path):
     (pred / "sub-101_cmb.json").write_text(json.dumps({"format_version": "1.0", "cmbs": [
         {"label": 1, "max_probability": 0.9, "location": "lobar"},
         {"label": 2, "max_probability": 0.8},
-        {"label": 3, "max_probability": 0.4}]}))
+        {"label": 3, "max_probability": 0.4}]}), encoding="utf-8")
     # sub-102_ses-1: 1 CMB, found by a prediction named after the subject and session only.
     save(ref / "sub-102_ses-1_desc-cmb_dseg.nii.gz", mask((3, 15, 15)))
     save(pred / "sub-102_ses-1_T2S_pred.nii.gz", mask((3, 15, 16)))
@@ -85,23 +85,23 @@ def test_cli_end_to_end(study, capsys):
     printed = capsys.readouterr()
     assert "TP 2  FP 2  FN 2" in printed.out
     assert "sub-103" in printed.err and "sub-999" in printed.err
-    doc = json.loads((out / "metrics.json").read_text())
+    doc = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
     # sub-101: label 2 (1 mm) is the TP on CMB 1, label 1 (4.5 mm) a duplicate FP, label 3 an FP,
     # CMB 2 an FN.  sub-102: TP (0.5 mm).  sub-103: FN (no prediction).
     assert (doc["tp"], doc["fp"], doc["fn"]) == (2, 2, 2)
     assert doc["missing_prediction_cases"] == ["sub-103"]
     assert [Path(p).name for p in doc["unpaired_predictions"]] == ["sub-999_cmb_mask.nii.gz"]
     assert doc["froc"] is None                              # sub-102 has no scores
-    with open(out / "per_case.csv", newline="") as fh:
+    with open(out / "per_case.csv", newline="", encoding="utf-8") as fh:
         rows = {r["case"]: r for r in csv.DictReader(fh)}
     assert rows["sub-101"]["tp"] == "1" and rows["sub-101"]["fp"] == "2" and rows["sub-101"]["fn"] == "1"
     assert rows["sub-103"]["missing_prediction"] == "True" and rows["sub-103"]["precision"] == ""
-    with open(out / "per_cmb.csv", newline="") as fh:
+    with open(out / "per_cmb.csv", newline="", encoding="utf-8") as fh:
         cmbs = list(csv.DictReader(fh))
     assert len(cmbs) == 2 + 3 + 1 + 1 + 1
     lobar = [c for c in cmbs if c["location"] == "lobar"]
     assert len(lobar) == 1 and lobar[0]["score"] == "0.9"
-    summary = (out / "summary.md").read_text()
+    summary = (out / "summary.md").read_text(encoding="utf-8")
     assert "Missing predictions" in summary and "sub-103" in summary
     # An existing report is not overwritten silently.
     rc = main(["evaluate", "--pred", str(study / "pred"), "--ref", str(study / "ref"), "--out", str(out)])
@@ -109,7 +109,7 @@ def test_cli_end_to_end(study, capsys):
     rc = main(["evaluate", "--pred", str(study / "pred"), "--ref", str(study / "ref"), "--out", str(out),
                "--overwrite", "--rule", "touch", "--quiet"])
     assert rc == 0
-    doc = json.loads((out / "metrics.json").read_text())
+    doc = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
     assert doc["rule"] == "touch" and (doc["tp"], doc["fp"], doc["fn"]) == (0, 4, 4)
 
 
@@ -122,7 +122,7 @@ def test_cli_single_files_probability_map_and_froc(tmp_path, capsys):
     pred = save(tmp_path / "case_cmb_prob.nii.gz", prob)
     out = tmp_path / "rep"
     assert main(["evaluate", "--pred", str(pred), "--ref", str(ref), "--out", str(out), "--quiet"]) == 0
-    doc = json.loads((out / "metrics.json").read_text())
+    doc = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
     assert (doc["tp"], doc["fp"], doc["fn"]) == (2, 1, 0)
     assert doc["froc"]["thresholds"] == pytest.approx([0.95, 0.7, 0.55])
     assert doc["froc"]["sensitivity"] == [0.5, 0.5, 1.0]
@@ -150,14 +150,14 @@ def test_bids_derivatives_tree_as_reference(tmp_path, capsys):
     save(anat / "sub-1_desc-scribbles_dseg.nii.gz", mask((5, 10, 10), (1, 1, 1), value=2))
     save(anat / "sub-1_desc-cmb_dseg.nrrd", mask((5, 10, 10), value=2))
     (anat / "sub-1_desc-cmb_annotation.json").write_text(json.dumps(
-        {"findings": [{"label": 2, "location": "thalamus"}]}))
+        {"findings": [{"label": 2, "location": "thalamus"}]}), encoding="utf-8")
     pred = tmp_path / "pred"
     save(pred / "sub-1_T2S.nii.gz", np.ones((10, 30, 30), np.float32))        # the input image
     save(pred / "sub-1_T2S_cmb_mask.nii.gz", mask((5, 10, 11)))
     out = tmp_path / "rep"
     assert main(["evaluate", "--pred", str(pred), "--ref", str(tmp_path / "derivatives"),
                  "--out", str(out), "--quiet"]) == 0
-    doc = json.loads((out / "metrics.json").read_text())
+    doc = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
     assert doc["n_cases"] == 1 and (doc["tp"], doc["fp"], doc["fn"]) == (1, 0, 0)
     assert doc["by_location"]["thalamus"]["tp"] == 1
     assert doc["cases"][0]["pred_file"].endswith("sub-1_T2S_cmb_mask.nii.gz")
@@ -180,9 +180,9 @@ def test_cli_on_a_real_scan_grid(shared_data, tmp_path):
     out = tmp_path / "o"
     assert main(["evaluate", "--pred", str(tmp_path / "p"), "--ref", str(tmp_path / "r"),
                  "--out", str(out), "--quiet"]) == 0
-    doc = json.loads((out / "metrics.json").read_text())
+    doc = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
     assert (doc["tp"], doc["fp"], doc["fn"]) == (1, 1, 2)
-    with open(out / "per_cmb.csv", newline="") as fh:
+    with open(out / "per_cmb.csv", newline="", encoding="utf-8") as fh:
         tp = [r for r in csv.DictReader(fh) if r["kind"] == "prediction" and r["status"] == "TP"]
     assert float(tp[0]["distance_mm"]) == pytest.approx(4 * grid.spacing[0], abs=1e-3)
 

@@ -220,7 +220,7 @@ def module_shortcuts():
     from CMBLib.annotation import vocabulary as V
 
     keys = [f"Alt+{k}" for k in V.SHORTCUTS] + ["Alt+N", "Alt+P"]
-    tree = ast.parse((REPO / "CMBDetector" / "CMBDetector.py").read_text())
+    tree = ast.parse((REPO / "CMBDetector" / "CMBDetector.py").read_text(encoding="utf-8"))
     review = next(n for n in tree.body if isinstance(n, ast.Assign) and n.targets[0].id == "REVIEW_KEYS")
     keys += [pair.elts[0].value for pair in review.value.elts]
     return keys

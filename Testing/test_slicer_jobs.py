@@ -386,7 +386,7 @@ def test_annotator_report_needs_the_exported_study(tmp_path, monkeypatch):
         exported_source(str(tmp_path), "0 7", "T2starw")
     path = subject_files(tmp_path, "07", "T2starw")["annotation"]
     path.parent.mkdir(parents=True)
-    path.write_text(json.dumps({}))
+    path.write_text(json.dumps({}), encoding="utf-8")
     assert exported_source(str(tmp_path), "sub-07", "T2starw") == {"dataset": str(tmp_path), "subject": "07"}
 
 
@@ -530,7 +530,8 @@ def test_real_report_is_found_from_its_output(tmp_path):
         results.append(events[-1])
     assert results[0]["returncode"] == 0 and results[1]["returncode"] == 0
     report = jobs.report_outputs(results[0]["stdout"])["report"]
-    assert report == str(tmp_path / "T2S_cmb_report.html") and "<html" in Path(report).read_text().lower()
+    assert report == str(tmp_path / "T2S_cmb_report.html")
+    assert "<html" in Path(report).read_text(encoding="utf-8").lower()
     events = []
     pump(jobs.CommandJob(task_cmd, events.append, process_factory=RealProcess).start())
     assert "exists" in events[-1]["message"]                    # the panel then asks before --overwrite

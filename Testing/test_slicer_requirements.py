@@ -77,7 +77,8 @@ def test_modules_take_requirements_from_one_place():
     pattern = re.compile(r"""["'](monai|scikit-image|slicerio|jsonschema|scipy|matplotlib|pydicom|highdicom)\s*[<>=]""")
     for folder in ("CMBDetector", "CMBScribbleAnnotator"):
         for path in (REPO / folder).rglob("*.py"):
-            assert not pattern.search(path.read_text()), f"{path}: requirement string outside CMBLib.dependencies"
+            text = path.read_text(encoding="utf-8")
+            assert not pattern.search(text), f"{path}: requirement string outside CMBLib.dependencies"
 
 
 class _Guard:

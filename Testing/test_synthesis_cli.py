@@ -10,7 +10,7 @@ def test_cmb_synth_demo_writes_valdo_layout(tmp_path, capsys):
     base = tmp_path / "sub-syn004" / "sub-syn004_space-T2S"
     img = read_volume(str(base) + "_desc-masked_T2S.nii.gz")
     cmb = read_volume(str(base) + "_CMB.nii.gz")
-    rows = (tmp_path / "sub-syn004" / "sub-syn004_space-T2S_cmbs.csv").read_text().splitlines()
+    rows = (tmp_path / "sub-syn004" / "sub-syn004_space-T2S_cmbs.csv").read_text(encoding="utf-8").splitlines()
     assert rows[0] == "label,x,y,z" and len(rows) == 1 + int(cmb.array.max())
     assert img.same_geometry(cmb)
     x, y, z = map(float, rows[1].split(",")[1:])

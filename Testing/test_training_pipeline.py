@@ -123,7 +123,7 @@ def _tiny_config(tmp_path, steps=3):
            "data": {"train_dirs": [str(tmp_path / "cache" / "train")],
                     "val_dirs": [str(tmp_path / "cache" / "val")]}}
     path = tmp_path / "tiny.yaml"
-    path.write_text(yaml.safe_dump(cfg))
+    path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
     return path
 
 
@@ -136,15 +136,15 @@ def test_train_resume_export_and_load(tmp_path):
     main(["--config", str(cfg)])
     run = tmp_path / "run"
     assert (run / "checkpoint.pt").exists() and (run / "best.pt").exists()
-    rows = (run / "train_log.csv").read_text().splitlines()
+    rows = (run / "train_log.csv").read_text(encoding="utf-8").splitlines()
     assert rows[0].startswith("step,loss") and len(rows) == 4
-    assert "threshold" in (run / "val_log.csv").read_text().splitlines()[0]
+    assert "threshold" in (run / "val_log.csv").read_text(encoding="utf-8").splitlines()[0]
     main(["--config", str(cfg), "--resume", "--max-steps", "5"])
     state = torch.load(run / "checkpoint.pt", weights_only=False)
     assert state["step"] == 5
     kept = sorted(p.name for p in run.glob("checkpoint_*.pt"))     # keep_every: 2
     assert kept == ["checkpoint_000002.pt", "checkpoint_000004.pt"]
-    assert json.loads((run / "summary.json").read_text())["steps"] == 5
+    assert json.loads((run / "summary.json").read_text(encoding="utf-8"))["steps"] == 5
     folder = export(run / "checkpoint.pt", tmp_path / "model", name="tiny", version="0.0.1", threshold=0.7)
     net, meta = load_model(folder, device="cpu")
     assert meta["threshold"] == 0.7 and meta["patch_size"] == [16, 16, 8]

@@ -33,7 +33,7 @@ def _detect(src, out, args):
     if Path(src).is_dir():
         cmd.append("--dicom-seg")
     subprocess.run(cmd, check=True, cwd=str(REPO), stdout=subprocess.DEVNULL)
-    return json.loads(next(Path(out).glob("*_cmb.json")).read_text())["cmbs"]
+    return json.loads(next(Path(out).glob("*_cmb.json")).read_text(encoding="utf-8"))["cmbs"]
 
 
 def _max_match(a, b):

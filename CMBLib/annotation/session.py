@@ -114,7 +114,8 @@ class SessionStore:
         folder = self.folder(key)
         folder.mkdir(parents=True, exist_ok=True)
         grid = {"shape": [int(v) for v in shape], "ijk_to_ras": np.asarray(ijk_to_ras, float).tolist()}
-        if not (folder / "grid.json").is_file() or json.loads((folder / "grid.json").read_text()) != grid:
+        grid_file = folder / "grid.json"
+        if not grid_file.is_file() or json.loads(grid_file.read_text(encoding="utf-8")) != grid:
             write_json_atomic(folder / "grid.json", grid)
         dtype = np.uint16 if max(grid["shape"]) <= np.iinfo(np.uint16).max else np.uint32
         for layer, (changed, present) in layers.items():
