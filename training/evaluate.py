@@ -140,6 +140,7 @@ def main(argv=None):
     ap.add_argument("--qsm-as-is", action="store_true")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", help="JSON file for the summary")
+    ap.add_argument("--force", action="store_true", help="replace an existing --out")
     args = ap.parse_args(argv)
     if args.qsm_as_is:
         res = qsm_as_is(args.model, args.threads)
@@ -149,8 +150,11 @@ def main(argv=None):
                              args.min_diameter_mm, args.flip_average)
     text = json.dumps(res, indent=1, default=float)
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text)
+        from CMBLib.io import write_text_atomic
+
+        if Path(args.out).exists() and not args.force:
+            raise SystemExit(f"{args.out} exists; not overwritten (pass --force to replace it)")
+        write_text_atomic(args.out, text)
     summary = {k: v.get("best_at_2fp") if isinstance(v, dict) and "best_at_2fp" in v else v
                for k, v in res.items() if k != "candidates"}
     print(json.dumps(summary, indent=1, default=float))
