@@ -109,7 +109,19 @@ def mine_case(network, meta, case, threshold=0.3, min_diameter_mm=1.0):
             box = m[max(0, k - 1):k + 2, max(0, j - 2):j + 3, max(0, i - 2):i + 3]
             mimic[n] = int(box.max()) if box.size else 0
     feats = np.zeros((0, 0), np.float32) if feats is None else feats
-    return feats, hit, mimic, recs, len(ref)
+    return feats, hit, mimic, recs, len(ref), baseline_counts(res.probability, case["cmb_mask"], meta)
+
+
+def baseline_counts(probability, cmb_mask, meta) -> list:
+    """[tp, fp, fn] of the first stage alone at the model's own threshold and minimum size
+    (VALDO rule, 5 mm; `CMBLib.metrics.evaluate_case`), from the same probability map."""
+    from CMBLib.detection.candidates import find_candidates
+    from CMBLib.metrics import evaluate_case
+
+    lab, _, _ = find_candidates(probability, float(meta["threshold"]), float(meta["min_diameter_mm"]),
+                                float(meta.get("max_diameter_mm", 10.0)))
+    r = evaluate_case(probability.with_array(lab), cmb_mask, rule="valdo", distance_mm=5.0)
+    return [int(r.tp), int(r.fp), int(r.fn)]
 
 
 def main(argv=None):
@@ -143,12 +155,13 @@ def main(argv=None):
                 continue
             t = time.time()
             case = make_case(source, args.split, i, labels, chi, msk)
-            feats, hit, mimic, recs, n_ref = mine_case(network, meta, case, args.threshold, args.min_diameter_mm)
+            feats, hit, mimic, recs, n_ref, base = mine_case(network, meta, case, args.threshold, args.min_diameter_mm)
             tmp = out / (name + ".tmp.npz")
             np.savez_compressed(tmp, features=feats, hit=hit, mimic=mimic, n_ref=n_ref,
                                 max_probability=np.array([r["max_probability"] for r in recs]),
                                 diameter_mm=np.array([r["diameter_mm"] for r in recs]),
                                 centre_ras=np.array([r["centre_ras"] for r in recs]).reshape(-1, 3),
+                                baseline=np.array(base), model_version=str(meta.get("version")),
                                 info=json.dumps(dict(case["info"], source_kind=source)))
             tmp.replace(out / (name + ".npz"))
             print(f"{name} {case['info'].get('spacing')} refs={n_ref} cands={len(recs)} "
