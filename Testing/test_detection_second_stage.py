@@ -108,16 +108,20 @@ def test_pipeline_drops_what_the_second_stage_rejects(tmp_path):
     # contrast on the model grid (normalised units): strong sphere 2.9, faint one 1.6
     (folder / "candidate_classifier.json").write_text(json.dumps(_tiny_ensemble(0.5, split=2.2)))
     meta = {"name": "stage2-test", "version": "0", "spacing_mm": [1.0, 1.0, 2.0], "patch_size": [32, 32, 16],
-            "threshold": 0.5, "min_diameter_mm": 3.0, "path": str(folder),
+            "threshold": 0.45, "min_diameter_mm": 3.0, "path": str(folder),
+            "without_second_stage": {"threshold": 0.5, "min_diameter_mm": 3.5},
             "second_stage": {"file": "candidate_classifier.json",
                              "sha256": sha256_file(folder / "candidate_classifier.json"), "threshold": 0.5}}
     plain = detect(vol, (net, dict(meta)), second_stage=False)
     assert len(plain.records) == 2
+    # without the second stage the first stage uses its own stand-alone cut-offs
+    assert plain.settings["threshold"] == 0.5 and plain.settings["min_diameter_mm"] == 3.5
+    assert plain.settings["second_stage"] is None
     res = detect(vol, (net, dict(meta)))
     assert len(res.records) == 1 and res.dropped["second_stage"] == 1
     assert np.linalg.norm(np.array(res.records[0]["centre_ras"]) - centres[0]) < 2.0
     assert res.records[0]["label"] == 1 and res.records[0]["stage2_probability"] > 0.5
     assert set(np.unique(res.mask.array)) == {0, 1}
-    assert res.settings["second_stage"]["threshold"] == 0.5
+    assert res.settings["second_stage"]["threshold"] == 0.5 and res.settings["threshold"] == 0.45
     with pytest.raises(CMBError, match="no second stage"):
         detect(vol, (net, {k: v for k, v in meta.items() if k != "second_stage"}), second_stage=True)

@@ -83,6 +83,11 @@ def detect(volume: Volume, model: Union[str, tuple[object, dict]] = "default", d
     else:
         network, meta = load_model(model, device=dev)
     timings["load_model"] = time.perf_counter() - t
+    stage2 = _second_stage(meta) if second_stage is None or second_stage else None
+    if second_stage and stage2 is None:
+        raise CMBError(f"model '{meta.get('name', 'unnamed')}' has no second stage (candidate classifier)")
+    if stage2 is None and isinstance(meta.get("without_second_stage"), dict):
+        meta = dict(meta, **meta["without_second_stage"])  # first stage alone: its own cut-offs
     thr = float(meta.get("threshold", 0.5) if threshold is None else threshold)
     if not 0.0 < thr < 1.0:
         raise CMBError(f"threshold {thr} must lie between 0 and 1")
@@ -119,9 +124,6 @@ def detect(volume: Volume, model: Union[str, tuple[object, dict]] = "default", d
     labels, records, dropped = find_candidates(prob_vol, thr, min_d, max_d, brain_mask=brain_native)
     timings["candidates"] = time.perf_counter() - t
 
-    stage2 = _second_stage(meta) if second_stage is None or second_stage else None
-    if second_stage and stage2 is None:
-        raise CMBError(f"model '{meta.get('name', 'unnamed')}' has no second stage (candidate classifier)")
     model_grid = {}
     if (stage2 is not None or keep_model_grid) and records:
         from .second_stage import candidate_features
