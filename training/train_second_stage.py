@@ -6,8 +6,9 @@
 
 * Fits a gradient-boosted tree ensemble (scikit-learn, training only) on the ``train``
   candidates; the operating threshold is chosen on **out-of-fold** predictions of the
-  training cases (5 folds grouped by case: no case is scored by a model that saw it) as the
-  highest F1 with <= ``--max-fp`` false positives per scan, then checked on ``val``.
+  training cases (5 folds grouped by case: no case is scored by a model that saw it): the
+  highest F1 with <= ``--max-fp`` false positives per scan (ties: the lowest threshold);
+  then checked on ``val``.
 * Reports on ``test`` per source: first stage alone at the model's old settings
   (threshold 0.7, 3 mm; exact VALDO counts from the same probability maps), first stage
   at the mining settings (all candidates) and with the second stage.
@@ -95,11 +96,13 @@ def out_of_fold(cases, folds=5, seed=0):
 
 def choose_threshold(cases, scores, max_fp=0.5):
     rows = []
-    for t in np.round(np.arange(0.05, 0.96, 0.05), 2):
+    for t in (0.02, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9):
         rows.append(dict(summary(*counts(cases, scores, t), len(cases)), threshold=float(t)))
     ok = [r for r in rows if r["fp_per_scan"] <= max_fp and r["f1"] is not None]
+    if not ok:
+        return min(rows, key=lambda r: r["fp_per_scan"]), rows
     # ties: the lowest threshold (keeps the most CMBs should real scans score lower than ours)
-    best = max(ok, key=lambda r: (r["f1"], -r["threshold"])) if ok else min(rows, key=lambda r: r["fp_per_scan"])
+    best = max(ok, key=lambda r: (r["f1"], -r["threshold"]))
     return best, rows
 
 
@@ -135,12 +138,37 @@ def report(cases, scores, threshold):
     return out
 
 
+def markdown(res: dict, split: str = "test") -> str:
+    """The per-source table of a report (as in the model card)."""
+    lines = ["| cases | n | setting | TP | FP | FN | sensitivity | precision | F1 | FP/scan |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    names = {"stage1_v0.2.0_settings": "0.2.0 (U-Net, threshold 0.7, >= 3 mm)",
+             "stage1_all_candidates": "U-Net alone, threshold 0.3, >= 1 mm",
+             "two_stage": "**0.3.0** (U-Net 0.3, >= 1 mm + classifier)"}
+
+    def f(v):
+        return "-" if v is None else f"{v:.2f}"
+
+    for group, row in res[split].items():
+        if group.startswith("false"):
+            continue
+        for key in ("stage1_v0.2.0_settings", "stage1_all_candidates", "two_stage"):
+            if key in row:
+                r = row[key]
+                lines.append(f"| {group} | {r['n_cases']} | {names[key]} | {r['tp']} | {r['fp']} | {r['fn']} | "
+                             f"{f(r['sensitivity'])} | {f(r['precision'])} | {f(r['f1'])} | {f(r['fp_per_scan'])} |")
+    return "\n".join(lines)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--mined", default="training/runs/stage2/mined")
     ap.add_argument("--max-fp", type=float, default=0.5, help="FP/scan limit when choosing the threshold")
     ap.add_argument("--out", required=True, help="JSON report")
     ap.add_argument("--export", help="model folder to receive the classifier")
+    ap.add_argument("--version", help="with --export: the model's new version")
+    ap.add_argument("--stage1-threshold", type=float, default=0.3, help="as mined (mine_candidates --threshold)")
+    ap.add_argument("--stage1-min-diameter-mm", type=float, default=1.0, help="as mined")
     ap.add_argument("--force", action="store_true")
     args = ap.parse_args(argv)
     from CMBLib.detection.second_stage import FILE_NAME, TreeEnsemble, export_sklearn_gbc
@@ -163,6 +191,9 @@ def main(argv=None):
            "oof_rows": rows, "oof_best": best,
            "val": report(val, per_case_scores(ens.probability, val), thr) if val else {},
            "test": report(test, per_case_scores(ens.probability, test), thr) if test else {},
+           "test_froc": {g: choose_threshold(cs, per_case_scores(ens.probability, cs), args.max_fp)[1]
+                         for g, cs in (("all", test), ("clin_clean", [c for c in test if c["source"] == "clin_clean"]))
+                         if cs},
            "importances": dict(sorted(zip(spec["features"], (float(v) for v in clf.feature_importances_)),
                                       key=lambda kv: -kv[1])[:10])}
     write_json_atomic(args.out, res, overwrite=True)
@@ -176,12 +207,24 @@ def main(argv=None):
             print(split, name, {k: {kk: (round(vv, 3) if isinstance(vv, float) else vv) for kk, vv in v.items()
                                     if kk in ("n_cases", "tp", "fp", "fn", "f1", "fp_per_scan", "sensitivity")}
                                 for k, v in r.items()})
+    print(markdown(res, "test"))
     if args.export:
         from CMBLib.detection.model_io import METADATA_FILE, sha256_file
 
         folder = Path(args.export)
         write_json_atomic(folder / FILE_NAME, spec, overwrite=True)
         meta = json.loads((folder / METADATA_FILE).read_text())
+        if "without_second_stage" not in meta:  # the first stage's stand-alone cut-offs, kept
+            meta["without_second_stage"] = {"threshold": meta["threshold"],
+                                            "min_diameter_mm": meta["min_diameter_mm"]}
+        meta["threshold"] = args.stage1_threshold
+        meta["min_diameter_mm"] = args.stage1_min_diameter_mm
+        if args.version:
+            meta["version"] = args.version
+        meta.setdefault("metrics", {})["second_stage"] = {
+            "report": "training/train_second_stage.py (counts: candidate centre within 5 mm of an inserted CMB)",
+            "threshold_choice": res["oof_best"], "test": {k: v for k, v in res["test"].items()},
+            "val": {k: v for k, v in res["val"].items()}}
         meta["second_stage"] = {"file": FILE_NAME, "sha256": sha256_file(folder / FILE_NAME), "threshold": thr,
                                 "kind": spec["kind"], "n_trees": len(spec["trees"]),
                                 "trained_on": f"{len(train)} mined cases, {int(len(y))} candidates "
