@@ -272,6 +272,13 @@ def _label_color(n: int):
     return palette[n % len(palette)]
 
 
+def _umask() -> int:
+    """The process umask (read by setting and restoring it)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(path: PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it onto `path` only on success."""
@@ -281,6 +288,7 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix="." + path.name[:40] + ".", suffix=".tmp" + suffix, dir=str(path.parent))
     os.close(fd)
     tmp = Path(tmp)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; colleagues must read the result
     try:
         yield tmp
         os.replace(tmp, path)

@@ -223,8 +223,9 @@ def main(argv=None):
             meta["version"] = args.version
         meta.setdefault("metrics", {})["second_stage"] = {
             "report": "training/train_second_stage.py (counts: candidate centre within 5 mm of an inserted CMB)",
-            "threshold_choice": res["oof_best"], "test": {k: v for k, v in res["test"].items()},
-            "val": {k: v for k, v in res["val"].items()}}
+            "threshold_choice": res["oof_best"],
+            "test": {g: {k: r[k] for k in ("two_stage", "stage1_v0.2.0_settings") if k in r}
+                     for g, r in res["test"].items() if not g.startswith(("false", "clin_grid"))}}
         meta["second_stage"] = {"file": FILE_NAME, "sha256": sha256_file(folder / FILE_NAME), "threshold": thr,
                                 "kind": spec["kind"], "n_trees": len(spec["trees"]),
                                 "trained_on": f"{len(train)} mined cases, {int(len(y))} candidates "
