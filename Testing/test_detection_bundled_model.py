@@ -18,6 +18,10 @@ from CMBLib.detection.pipeline import detect  # noqa: E402
 from CMBLib.synthesis.demo_study import make_demo_study  # noqa: E402
 
 TOL_MM = 3.0   # a found CMB's centre lies within this distance of the inserted one
+# What cmb-default 0.3.0 finds (indices of the inserted CMBs, and how many other findings).
+# A model or pipeline change that moves these must update them knowingly (and the model card).
+DEMO_FOUND, DEMO_EXTRA = {2, 3, 5}, 1      # 0.2.0: {2, 4, 5}, 0
+REAL_FOUND, REAL_EXTRA = {0, 1}, 1         # 0.2.0: {0, 1}, 0
 
 
 @pytest.fixture(scope="module")
