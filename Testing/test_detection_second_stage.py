@@ -123,5 +123,8 @@ def test_pipeline_drops_what_the_second_stage_rejects(tmp_path):
     assert res.records[0]["label"] == 1 and res.records[0]["stage2_probability"] > 0.5
     assert set(np.unique(res.mask.array)) == {0, 1}
     assert res.settings["second_stage"]["threshold"] == 0.5 and res.settings["threshold"] == 0.45
+    # a classifier trained for dark CMBs only is not applied to bright (QSM) input by default
+    only_dark = dict(meta, second_stage=dict(meta["second_stage"], polarities=["bright"]))
+    assert detect(vol, (net, only_dark)).settings["second_stage"] is None
     with pytest.raises(CMBError, match="no second stage"):
         detect(vol, (net, {k: v for k, v in meta.items() if k != "second_stage"}), second_stage=True)

@@ -227,6 +227,7 @@ def main(argv=None):
             "test": {g: {k: r[k] for k in ("two_stage", "stage1_v0.2.0_settings") if k in r}
                      for g, r in res["test"].items() if not g.startswith(("false", "clin_grid"))}}
         meta["second_stage"] = {"file": FILE_NAME, "sha256": sha256_file(folder / FILE_NAME), "threshold": thr,
+                                "polarities": ["dark"],  # mined on T2*-like (dark-CMB) inputs only
                                 "kind": spec["kind"], "n_trees": len(spec["trees"]),
                                 "trained_on": f"{len(train)} mined cases, {int(len(y))} candidates "
                                               f"({int(y.sum())} on inserted CMBs)"}

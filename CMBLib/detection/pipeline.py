@@ -86,6 +86,8 @@ def detect(volume: Volume, model: Union[str, tuple[object, dict]] = "default", d
     stage2 = _second_stage(meta) if second_stage is None or second_stage else None
     if second_stage and stage2 is None:
         raise CMBError(f"model '{meta.get('name', 'unnamed')}' has no second stage (candidate classifier)")
+    if second_stage is None and stage2 is not None and polarity not in stage2[1].get("polarities", [polarity]):
+        stage2 = None  # trained on other inputs (cmb-default 0.3.0: dark CMBs only): first stage alone
     if stage2 is None and isinstance(meta.get("without_second_stage"), dict):
         meta = dict(meta, **meta["without_second_stage"])  # first stage alone: its own cut-offs
     thr = float(meta.get("threshold", 0.5) if threshold is None else threshold)
@@ -189,8 +191,8 @@ def _second_stage(meta: dict):
     if key not in _STAGE2_CACHE:
         from .second_stage import load_second_stage
 
-        _STAGE2_CACHE[key] = load_second_stage(meta["path"], meta)
-    return _STAGE2_CACHE[key]
+        _STAGE2_CACHE[key] = load_second_stage(meta["path"], meta)[0]
+    return _STAGE2_CACHE[key], dict(spec, threshold=float(spec.get("threshold", 0.5)))
 
 
 def _keep(labels: np.ndarray, records: list[dict], keep) -> tuple[np.ndarray, list[dict]]:
