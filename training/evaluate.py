@@ -65,11 +65,13 @@ def evaluate_split(model_dir, items, thresholds=None, threads=2, min_diameter_mm
         seq = "QSM" if case["polarity"] == "bright" else "T2S"
         t = time.time()
         # no brain mask given: the automatic one, as `cmb detect` does
+        # the model's own cut-offs unless overridden (detect picks the stand-alone ones when
+        # the second stage does not apply, e.g. to QSM with cmb-default 0.3.0)
         res = detect(case["image"], model=(network, meta), device="cpu", sequence=seq,
-                     min_diameter_mm=min_d if thresholds is None else min(MIN_DIAMETERS_MM))
+                     min_diameter_mm=min_diameter_mm if thresholds is None else min(MIN_DIAMETERS_MM))
         timings.append(time.time() - t)
         if thresholds is None:
-            per_source[src].append([dict(_counts(res.mask, case["cmb_mask"]), threshold=meta["threshold"])])
+            per_source[src].append([dict(_counts(res.mask, case["cmb_mask"]), threshold=res.settings["threshold"])])
         else:
             rows = []
             for th in thresholds:
