@@ -1,13 +1,11 @@
 """Sliding-window inference: window count, progress, cancel, out-of-memory fall-back, devices."""
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("monai")
 
-from CMBLib.detection.inference import count_windows, fit_window, predict_probability, select_device  # noqa: E402
+from CMBLib.detection.inference import count_windows, predict_probability, select_device  # noqa: E402
 from CMBLib.errors import CMBError  # noqa: E402
 from CMBLib.progress import Cancelled, CancelToken  # noqa: E402
 
@@ -112,26 +110,6 @@ def test_select_device():
     if not torch.cuda.is_available():
         with pytest.raises(CMBError, match="not available"):
             select_device("cuda")
-
-
-@settings(max_examples=60, deadline=None)
-@given(size=st.integers(1, 400), mx=st.integers(1, 30).map(lambda n: 8 * n),
-       overlap=st.sampled_from([0.0, 0.125, 0.25]))
-def test_fitted_windows_are_no_more_and_no_larger(size, mx, overlap):
-    (roi,) = fit_window([size], [mx], 8, overlap)
-    assert roi % 8 == 0 and roi <= max(mx, -(-size // 8) * 8)
-    assert count_windows([size], [roi], overlap) <= count_windows([size], [mx], overlap)
-
-
-def test_fitted_windows_on_a_clinical_grid_and_when_they_apply():
-    from CMBLib.detection.pipeline import _window_invariant
-
-    assert fit_window((74, 191, 176), (64, 160, 160), 8, 0.125) == [40, 104, 96]
-    assert _window_invariant({"network": {"norm": "batch"}})
-    assert not _window_invariant({"network": {"norm": "instance"}})
-    assert not _window_invariant({"network": {}})  # network.py's default norm is instance
-    assert _window_invariant({"network": {"norm": "instance"}, "inference_window": "fit"})
-    assert not _window_invariant({"network": {"norm": "batch"}, "inference_window": "fixed"})
 
 
 class Gradient(torch.nn.Module):

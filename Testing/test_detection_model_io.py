@@ -130,7 +130,9 @@ def test_list_and_default_models(tmp_path):
 
 
 def test_bundled_models_verify(tmp_path):
-    """Every model shipped in CMBLib/models loads with a matching checksum."""
-    for meta in model_io.list_models():
+    """Every model shipped in CMBLib/models loads with a matching checksum (and cmb-default is one)."""
+    models = model_io.list_models()
+    assert "cmb-default" in [m["name"] for m in models]
+    for meta in models:
         net, loaded = model_io.load_model(meta["path"])
         assert loaded["sha256"] == model_io.sha256_file(f"{meta['path']}/weights.npz")

@@ -143,3 +143,16 @@ def test_nan_voxels_in_nifti_are_refused(tmp_path, suffix):
     sitk.WriteImage(sitk.GetImageFromArray(a), str(tmp_path / f"nan{suffix}"))
     with pytest.raises(CMBError, match="2 voxels are NaN or infinite"):
         read_volume(tmp_path / f"nan{suffix}")
+
+
+def test_atomic_writes_honour_the_umask(tmp_path):
+    import os
+
+    from CMBLib.io import write_text_atomic
+
+    old = os.umask(0o027)
+    try:
+        path = write_text_atomic(tmp_path / "a.txt", "x")
+    finally:
+        os.umask(old)
+    assert (path.stat().st_mode & 0o777) == 0o640   # mkstemp alone would give 0600

@@ -38,8 +38,12 @@ def test_insert_random_cmbs_labels_dips_and_keeps_existing_labels():
         assert new.any() and brain[new].mean() > 0.5         # centres inside the brain mask
         # magnitude model: x' = x0 + (x - x0)(1 - a) with x = 0, x0 = -2 -> dip = 2a, a <= 0.95
         assert x2.max() <= 0 and -1.9 - 1e-5 <= x2.min() <= -0.4 + 1e-5
-        # labelled voxels are the darkest ones: at least half the peak dip
-        assert x2[new].max() <= 0.5 * x2.min() + 1e-6 or n > 1
+    for _ in range(10):  # one CMB per patch: its labelled voxels are at least half its peak dip
+        x2, y2, n = insert_random_cmbs(x, y, brain, rng, n_cmbs=(1, 1), zero_level=(-2.0, -2.0),
+                                       additive_prob=0.0)
+        new = (y2 > 0) & (y == 0)
+        assert n == 1 and x2[new].max() <= 0.5 * x2.min() + 1e-6
+        assert x2[~new].min() > 0.5 * x2.min() - 1e-6          # ... and every darker voxel is labelled
     # nothing to insert into: no brain in the patch
     x3, y3, n = insert_random_cmbs(x, y, np.zeros(x.shape, bool), rng)
     assert n == 0 and np.array_equal(x3, x) and np.array_equal(y3, y)

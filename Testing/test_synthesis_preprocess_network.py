@@ -96,6 +96,9 @@ def test_build_network_shapes(params):
     assert y.shape == (1, 2, d, 2 * d, 2 * d)
     p = probability_from_logits(y, params)
     assert p.shape == (1, 1, d, 2 * d, 2 * d)
-    assert torch.allclose(p, torch.full_like(p, 0.5), atol=0.5)
+    # channel 1 of the softmax, by hand: 1 / (1 + exp(y0 - y1))
+    assert torch.allclose(p[:, 0], 1.0 / (1.0 + torch.exp(y[:, 0] - y[:, 1])), atol=1e-6)
+    one = probability_from_logits(y[:, :1], dict(params, out_channels=1))
+    assert torch.allclose(one, torch.sigmoid(y[:, :1]))
     with pytest.raises(CMBError):
         build_network({"architecture": "ResNet"})

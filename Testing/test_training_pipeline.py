@@ -179,6 +179,49 @@ def test_ddp_two_gloo_processes(tmp_path):
     assert torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)["step"] == 2
 
 
+@pytest.mark.slow
+def test_ddp_with_a_deadline_stops_all_ranks_at_the_same_step(tmp_path):
+    """--max-minutes under DDP: rank 0 owns the clock and the stop decision.  With per-rank
+    deadlines the ranks left the loop at different steps and one hung in all-reduce."""
+    cfg = _tiny_config(tmp_path, steps=100000)
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29519",
+           "-m", "training.train", "--config", str(cfg), "--max-minutes", "0.1"]
+    out = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
+    assert out.returncode == 0, out.stderr[-2000:]
+    step = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)["step"]
+    assert 0 < step < 100000
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["steps"] == step
+
+
+def test_unknown_config_keys_are_refused_by_name():
+    from training.train import effective_config
+
+    assert effective_config({"max_steps": 7})["max_steps"] == 7
+    with pytest.raises(SystemExit, match="'max_step'"):
+        effective_config({"max_step": 7})
+    with pytest.raises(SystemExit, match="'data.train_dir'"):
+        effective_config({"data": {"train_dir": ["x"]}})
+    assert effective_config({"network": {"channels": [4, 8], "dropout": 0.1}})["network"]["dropout"] == 0.1
+
+
+def test_training_outputs_are_not_overwritten(tmp_path):
+    from training.average_checkpoints import average
+    from training.train import main
+
+    cfg = _tiny_config(tmp_path, steps=1)
+    main(["--config", str(cfg)])
+    with pytest.raises(SystemExit, match="already holds a run"):
+        main(["--config", str(cfg)])
+    ck = tmp_path / "run" / "checkpoint.pt"
+    (tmp_path / "avg.pt").write_bytes(b"keep me")
+    with pytest.raises(SystemExit, match="not overwritten"):
+        average([ck, ck], tmp_path / "avg.pt")
+    assert (tmp_path / "avg.pt").read_bytes() == b"keep me"
+    average([ck, ck], tmp_path / "avg.pt", overwrite=True)
+    assert torch.load(tmp_path / "avg.pt", weights_only=False)["step"] == 1
+
+
 def test_average_checkpoints_means_floats_keeps_last_integer_buffers(tmp_path):
     from training.average_checkpoints import average
 

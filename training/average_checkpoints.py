@@ -12,7 +12,7 @@ import argparse
 from pathlib import Path
 
 
-def average(paths, out):
+def average(paths, out, overwrite: bool = False):
     import torch
 
     if len(paths) < 2:
@@ -29,8 +29,12 @@ def average(paths, out):
             else ts[-1].clone()
     out_state = {"model": mean, "config": states[-1]["config"], "step": states[-1].get("step", 0),
                  "averaged_from": [f"{Path(p).name} (step {s.get('step')})" for p, s in zip(paths, states)]}
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    torch.save(out_state, out)
+    if Path(out).exists() and not overwrite:
+        raise SystemExit(f"{out} exists; not overwritten (choose another --out or pass --force)")
+    from CMBLib.io import atomic_path
+
+    with atomic_path(out) as tmp:
+        torch.save(out_state, tmp)
     return out_state
 
 
@@ -38,8 +42,9 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("checkpoints", nargs="+")
     ap.add_argument("--out", required=True)
+    ap.add_argument("--force", action="store_true", help="replace an existing --out")
     args = ap.parse_args(argv)
-    st = average(args.checkpoints, args.out)
+    st = average(args.checkpoints, args.out, overwrite=args.force)
     print(f"wrote {args.out}: mean of {', '.join(st['averaged_from'])}")
 
 

@@ -65,11 +65,13 @@ def evaluate_split(model_dir, items, thresholds=None, threads=2, min_diameter_mm
         seq = "QSM" if case["polarity"] == "bright" else "T2S"
         t = time.time()
         # no brain mask given: the automatic one, as `cmb detect` does
+        # the model's own cut-offs unless overridden (detect picks the stand-alone ones when
+        # the second stage does not apply, e.g. to QSM with cmb-default 0.3.0)
         res = detect(case["image"], model=(network, meta), device="cpu", sequence=seq,
-                     min_diameter_mm=min_d if thresholds is None else min(MIN_DIAMETERS_MM))
+                     min_diameter_mm=min_diameter_mm if thresholds is None else min(MIN_DIAMETERS_MM))
         timings.append(time.time() - t)
         if thresholds is None:
-            per_source[src].append([dict(_counts(res.mask, case["cmb_mask"]), threshold=meta["threshold"])])
+            per_source[src].append([dict(_counts(res.mask, case["cmb_mask"]), threshold=res.settings["threshold"])])
         else:
             rows = []
             for th in thresholds:
@@ -140,6 +142,7 @@ def main(argv=None):
     ap.add_argument("--qsm-as-is", action="store_true")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", help="JSON file for the summary")
+    ap.add_argument("--force", action="store_true", help="replace an existing --out")
     args = ap.parse_args(argv)
     if args.qsm_as_is:
         res = qsm_as_is(args.model, args.threads)
@@ -149,8 +152,11 @@ def main(argv=None):
                              args.min_diameter_mm, args.flip_average)
     text = json.dumps(res, indent=1, default=float)
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text)
+        from CMBLib.io import write_text_atomic
+
+        if Path(args.out).exists() and not args.force:
+            raise SystemExit(f"{args.out} exists; not overwritten (pass --force to replace it)")
+        write_text_atomic(args.out, text)
     summary = {k: v.get("best_at_2fp") if isinstance(v, dict) and "best_at_2fp" in v else v
                for k, v in res.items() if k != "candidates"}
     print(json.dumps(summary, indent=1, default=float))

@@ -60,6 +60,17 @@ def _save(obj, path: Path):
     os.replace(tmp, path)
 
 
+def _broadcast_floats(values, device) -> list:
+    """Rank 0's `values` on every rank (torch.distributed broadcast of a float64 tensor)."""
+    import torch
+    import torch.distributed as dist
+
+    t = torch.tensor([float(v) for v in values], dtype=torch.float64,
+                     device=device if str(device).startswith("cuda") else "cpu")
+    dist.broadcast(t, src=0)
+    return [float(v) for v in t.cpu().tolist()]
+
+
 def init_weights_from(network, source: str):
     """Copy weights from a bundled model ('bundled'/'default', a name or a folder)."""
     import torch
@@ -121,7 +132,10 @@ DEFAULTS = {
     "val_cases": 12,
     "refresh_every": 200,
     "max_in_memory": 48,
-    "data": {"train_dirs": ["training/runs/cache/train"], "val_dirs": ["training/runs/cache/val"]},
+    "data": {"train_dirs": ["training/runs/cache/train"], "val_dirs": ["training/runs/cache/val"], "real": []},
+    "insertion": {},                     # training/patch_insertion.py keyword arguments
+    "min_diameter_mm": 1.5,              # validation's minimum candidate size
+    "flip_average": False,               # validation with test-time flip averaging (as model.json)
 }
 
 
@@ -129,9 +143,21 @@ REPLACED_WHOLE = ("sampling",)   # proportions: a config's dict replaces the def
 
 
 def effective_config(cfg: dict) -> dict:
-    """DEFAULTS updated by `cfg` (nested dicts merged key by key, except REPLACED_WHOLE)."""
+    """DEFAULTS updated by `cfg` (nested dicts merged key by key, except REPLACED_WHOLE).
+
+    An unknown key (a typo such as ``max_step``) is refused with SystemExit naming it,
+    instead of being ignored silently."""
     out = json.loads(json.dumps(DEFAULTS))
     for k, v in cfg.items():
+        if k not in out:
+            raise SystemExit(f"unknown configuration key '{k}' (known: {', '.join(sorted(out))})")
+        fixed = out[k]
+        if isinstance(v, dict) and isinstance(fixed, dict) and fixed and k not in REPLACED_WHOLE \
+                and k not in ("network", "loss"):
+            unknown = sorted(set(v) - set(fixed))
+            if unknown:
+                raise SystemExit(f"unknown configuration key '{k}.{unknown[0]}' "
+                                 f"(known: {', '.join(sorted(fixed))})")
         if isinstance(v, dict) and isinstance(out.get(k), dict) and k not in REPLACED_WHOLE:
             out[k].update(v)
         else:
@@ -144,6 +170,7 @@ def train(cfg: dict, resume: bool = False, max_minutes=None, init_from=None) -> 
     import yaml
 
     from CMBLib.detection.network import build_network
+    from CMBLib.io import write_text_atomic
 
     from .datasets import CaseStore, case_groups, load_val_cases
     from .losses import build_loss
@@ -160,8 +187,10 @@ def train(cfg: dict, resume: bool = False, max_minutes=None, init_from=None) -> 
     out = Path(cfg["out"])
     main_proc = rank == 0
     if main_proc:
+        if not resume and (out / "checkpoint.pt").exists():
+            raise SystemExit(f"{out} already holds a run (checkpoint.pt); use --resume or another --out")
         out.mkdir(parents=True, exist_ok=True)
-        (out / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+        write_text_atomic(out / "config.yaml", yaml.safe_dump(cfg, sort_keys=False))
     seed = int(cfg["seed"]) + 1000 * rank
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -206,6 +235,8 @@ def train(cfg: dict, resume: bool = False, max_minutes=None, init_from=None) -> 
     max_steps = int(cfg["max_steps"])
     lr0, lr_min = float(cfg["lr"]), float(cfg["lr_min"])
     t0 = time.time() - elapsed_before  # wall time counts across resumes
+    if distributed:  # one clock for all ranks: rank 0's (it started last, after loading validation)
+        t0 = _broadcast_floats([t0], device)[0]
     deadline = t0 + 60 * float(max_minutes) if max_minutes else None
     losses = []
 
@@ -217,8 +248,8 @@ def train(cfg: dict, resume: bool = False, max_minutes=None, init_from=None) -> 
     def run_validation():
         nonlocal best
         res = validate(network, val_cases, cfg["inference_patch_size"][::-1], cfg["spacing_mm"],
-                       out_channels=int(cfg["network"].get("out_channels", 2)),
-                       min_diameter_mm=float(cfg.get("min_diameter_mm", 1.5)))
+                       min_diameter_mm=float(cfg.get("min_diameter_mm", 1.5)),
+                       flip_average=bool(cfg.get("flip_average", False)))
         network.train()
         b = res["best"]
         rec = {"kind": "val", "step": step, "elapsed_s": round(time.time() - t0, 1),
@@ -234,17 +265,22 @@ def train(cfg: dict, resume: bool = False, max_minutes=None, init_from=None) -> 
             _save({"model": network.state_dict(), "step": step, "config": cfg, "best": best}, out / "best.pt")
 
     network.train()
-    while step < max_steps:
-        if deadline and time.time() > deadline:
-            break
-        if step % int(cfg["refresh_every"]) == 0:
-            store.refresh()
-        x, y, kinds = make_batch(store, cfg, rng, pyrng)
-        # cosine decay over max_steps, or over the wall-time budget when that comes first
+    while True:
+        # cosine decay over max_steps, or over the wall-time budget when that comes first;
+        # rank 0 decides when to stop and where the schedule stands, the others follow
+        stop = step >= max_steps or bool(deadline and time.time() > deadline)
         frac = step / max(1, max_steps)
         if deadline:
             frac = max(frac, (time.time() - t0) / (deadline - t0))
+        if distributed:
+            stop_f, frac = _broadcast_floats([float(stop), frac], device)
+            stop = stop_f > 0.5
+        if stop:
+            break
         frac = min(frac, 1.0)
+        if step % int(cfg["refresh_every"]) == 0:
+            store.refresh()
+        x, y, kinds = make_batch(store, cfg, rng, pyrng)
         lr = lr_min + 0.5 * (lr0 - lr_min) * (1 + np.cos(np.pi * frac))
         for g in opt.param_groups:
             g["lr"] = lr
@@ -276,7 +312,7 @@ def train(cfg: dict, resume: bool = False, max_minutes=None, init_from=None) -> 
         if val_cases and (best.get("step") != step):
             run_validation()
         summary = {"steps": step, "wall_s": round(time.time() - t0, 1), "best": best}
-        (out / "summary.json").write_text(json.dumps(summary, indent=1))
+        write_text_atomic(out / "summary.json", json.dumps(summary, indent=1))
         print(json.dumps(summary), flush=True)
     if distributed:
         import torch.distributed as dist

@@ -1,34 +1,34 @@
-"""Sliding-window validation on the model grid, scored with CMBLib.metrics (VALDO rule).
+"""Validation on the model grid, scored with CMBLib.metrics (VALDO rule).
 
-For each case the network's CMB probability is computed with MONAI's sliding window
-(Gaussian blending), zeroed outside the brain mask; for each threshold the candidates
-are the connected components (`CMBLib.detection.candidates.find_candidates`, same size
-limits as inference) and `CMBLib.metrics.evaluate_case(rule="valdo", distance_mm=5)`
-counts TP / FP / FN.  The result is a small FROC table.
+The probability map comes from `CMBLib.detection.inference.predict_probability`, the
+function `cmb detect` uses: the same windows (`inference_patch_size`), overlap
+(`inference_overlap`, 0.125), Gaussian blending, skipping of windows without brain and
+optional flip averaging; it is zeroed outside the brain mask.  For each threshold the
+candidates are the connected components (`CMBLib.detection.candidates.find_candidates`,
+same size limits as inference) and `CMBLib.metrics.evaluate_case(rule="valdo",
+distance_mm=5)` counts TP / FP / FN.  The result is a small FROC table.
 """
 from collections.abc import Sequence
 
 import numpy as np
 
 DEFAULT_THRESHOLDS = (0.5, 0.7, 0.8, 0.9, 0.95, 0.97, 0.99)
+INFERENCE_OVERLAP = 0.125   # as training/export_model.py writes into model.json
 
 
-def predict_case(network, image: np.ndarray, patch_kji: Sequence[int], out_channels: int = 2,
-                 overlap: float = 0.25, sw_batch_size: int = 2) -> np.ndarray:
-    """CMB probability map (float32, same shape as `image` [k, j, i])."""
-    import torch
-    from monai.inferers import sliding_window_inference
+def predict_case(network, image: np.ndarray, patch_kji: Sequence[int], mask=None, overlap: float = INFERENCE_OVERLAP,
+                 flip_average: bool = False, sw_batch_size: int = 2) -> np.ndarray:
+    """CMB probability map (float32, same shape as `image` [k, j, i]) through CMBLib's inference
+    (one or two output channels are both understood there)."""
+    from CMBLib.detection.inference import predict_probability
 
+    was_training = network.training
     network.eval()
-    x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None]
-    with torch.no_grad():
-        logits = sliding_window_inference(x, tuple(int(p) for p in patch_kji), sw_batch_size, network,
-                                          overlap=overlap, mode="gaussian")
-        if out_channels == 1:
-            prob = torch.sigmoid(logits)[0, 0]
-        else:
-            prob = torch.softmax(logits, dim=1)[0, 1]
-    return prob.numpy().astype(np.float32)
+    prob, _ = predict_probability(network, np.ascontiguousarray(image, dtype=np.float32),
+                                  [int(p) for p in patch_kji][::-1], device="cpu", sw_batch_size=sw_batch_size,
+                                  overlap=overlap, mask=mask, flip_average=flip_average)
+    network.train(was_training)
+    return prob
 
 
 def score_case(prob: np.ndarray, case: dict, spacing, thresholds=DEFAULT_THRESHOLDS, min_diameter_mm=1.5,
@@ -81,10 +81,12 @@ def best_row(rows: list[dict], max_fp_per_scan: float = 2.0) -> dict:
 
 
 def validate(network, cases: list[dict], patch_kji, spacing, thresholds=DEFAULT_THRESHOLDS,
-             out_channels: int = 2, min_diameter_mm: float = 1.5) -> dict:
+             min_diameter_mm: float = 1.5, overlap: float = INFERENCE_OVERLAP, flip_average: bool = False) -> dict:
+    """FROC rows over `cases` (dicts with image, cmb, brain on the model grid)."""
     per_case = []
     for case in cases:
-        prob = predict_case(network, case["image"], patch_kji, out_channels)
+        prob = predict_case(network, case["image"], patch_kji, mask=case.get("brain"), overlap=overlap,
+                            flip_average=flip_average)
         per_case.append(score_case(prob, case, spacing, thresholds, min_diameter_mm))
     rows = summarise(per_case)
     return {"rows": rows, "best": best_row(rows), "n_cases": len(cases)}

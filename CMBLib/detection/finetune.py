@@ -110,7 +110,8 @@ def prepare_case(study, meta: dict, with_native: bool = False) -> dict:
             "cmb_idx": np.argwhere(target), "neg_idx": np.asarray(neg, int).reshape(-1, 3), "bg_idx": bg,
             "n_cmbs": study.n_cmbs}
     if with_native:
-        case.update(pre=pre, ref=img.with_array(study.positives), ignore_native=study.ignore)
+        case.update(pre=pre, ref=img.with_array(study.positives), ignore_native=study.ignore,
+                    polarity=study.polarity)
     return case
 
 
@@ -182,23 +183,22 @@ def masked_loss(logits, target, weight, alpha=0.3, beta=0.7, gamma=3.0, ce_weigh
 def score_studies(network, meta: dict, cases: list, device: str = "cpu", thresholds=THRESHOLDS) -> list[dict]:
     """Pooled TP / FP / FN per threshold over `cases` (with native grids), through the same
     steps as `cmb detect` (flip averaging, window, size limits, brain mask), VALDO rule 5 mm;
-    unknown findings' regions are blanked first (they count neither way)."""
+    unknown findings' regions are blanked first (they count neither way).  A model with a
+    second stage (candidate classifier) is scored with it, as `cmb detect` runs it."""
     from ..metrics import evaluate_case
     from .candidates import find_candidates
-    from .inference import fit_window, predict_probability
-    from .network import divisor
-    from .pipeline import _window_invariant
+    from .inference import predict_probability
+    from .pipeline import apply_second_stage, stages
 
     network.eval()
     overlap = float(meta.get("inference_overlap", 0.125))
-    min_d = float(meta.get("min_diameter_mm", 2.0))
-    max_d = float(meta.get("max_diameter_mm", 10.0))
     counts = [{"tp": 0, "fp": 0, "fn": 0} for _ in thresholds]
     for case in cases:
+        stage2, case_meta = stages(meta, case.get("polarity", "dark"))
+        min_d = float(case_meta.get("min_diameter_mm", 2.0))
+        max_d = float(case_meta.get("max_diameter_mm", 10.0))
         pre = case["pre"]
         window = meta.get("inference_patch_size") or meta["patch_size"]
-        if _window_invariant(meta):
-            window = fit_window(pre.array.shape[::-1], window, divisor(meta.get("network") or {}), overlap)
         prob, _ = predict_probability(network, pre.array, window, device=device, overlap=overlap,
                                       mask=pre.brain_mask, flip_average=bool(meta.get("flip_average", False)))
         prob[~pre.brain_mask] = 0.0
@@ -207,7 +207,12 @@ def score_studies(network, meta: dict, cases: list, device: str = "cpu", thresho
         brain = pre.to_native(pre.brain_mask.astype(np.uint8), order=0) > 0
         vol = case["ref"].with_array(native)
         for c, t in zip(counts, thresholds):
-            labels, _, _ = find_candidates(vol, t, min_d, max_d, brain_mask=brain)
+            labels, records, _ = find_candidates(vol, t, min_d, max_d, brain_mask=brain)
+            if stage2 is not None and records:
+                from .second_stage import candidate_features
+
+                feats = candidate_features(pre.array, prob, pre.brain_mask, pre.grid, records)
+                labels, records, _ = apply_second_stage(stage2, feats, labels, records)
             r = evaluate_case(case["ref"].with_array(labels), case["ref"], rule=RULE["rule"],
                               distance_mm=RULE["distance_mm"])
             c["tp"] += r.tp
@@ -267,7 +272,7 @@ def finetune(args, rep: Reporter) -> dict:
         raise CMBError(f"--out {out}: exists; not overwritten (choose another folder or add --overwrite)")
     init = "default" if args.init in (None, "", "bundled", "default") else args.init
     parent_dir = resolve(init, args.models_dir)
-    parent_meta = read_metadata(parent_dir)
+    parent_meta = dict(read_metadata(parent_dir), path=str(parent_dir))  # path: where its second stage lies
     parent_sha = sha256_file(parent_dir / "weights.npz")
     if args.threads:
         torch.set_num_threads(max(1, int(args.threads)))
@@ -518,7 +523,7 @@ def write_model_folder(network, meta: dict, parent_dir: Path, out: Path, card: s
     Files of the parent folder other than the weights, model.json and its card (e.g. a
     second-stage classifier a newer bundled model may carry) are copied through.
     """
-    from ..io import write_text_atomic
+    from ..io import honour_umask, write_text_atomic
     from .model_io import METADATA_FILE, WEIGHTS_FILE, save_model
 
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -529,10 +534,8 @@ def write_model_folder(network, meta: dict, parent_dir: Path, out: Path, card: s
                 shutil.copy2(f, tmp / f.name)
         save_model(network, meta, tmp)
         write_text_atomic(tmp / "README.md", card)
-        umask = _umask()  # temporary files are private; the model is shared like any file the user writes
-        for f in tmp.iterdir():
-            os.chmod(f, 0o666 & ~umask)
-        os.chmod(tmp, 0o777 & ~umask)
+        for f in [*tmp.iterdir(), tmp]:  # temporary files are private; the model is shared like any file
+            honour_umask(f)
         if out.exists():
             if not overwrite:
                 raise CMBError(f"--out {out}: appeared while training; not overwritten")
@@ -546,12 +549,6 @@ def write_model_folder(network, meta: dict, parent_dir: Path, out: Path, card: s
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def model_card(meta: dict, r: dict) -> str:

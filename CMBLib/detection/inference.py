@@ -76,25 +76,6 @@ def count_windows(shape: Sequence[int], roi_size: Sequence[int], overlap: float)
     return n
 
 
-def fit_window(shape: Sequence[int], max_window: Sequence[int], divisor: int = 8, overlap: float = 0.125) -> list[int]:
-    """Per axis the smallest window (multiple of `divisor`) covering `shape` with as few windows
-    as `max_window` would need.  Same axis order in and out.
-
-    A 176-voxel axis with a 160-voxel maximum gets two 104-voxel windows instead of two of
-    160: about 3 times less computation on a clinical scan.  Only for networks whose output
-    does not depend on the window size (batch norm in eval mode, no instance norm).
-    """
-    out = []
-    for size, mx in zip(shape, max_window):
-        size, mx = int(size), int(mx)
-        need = count_windows([size], [mx], overlap)
-        roi = max(divisor, -(-size // need // divisor) * divisor if need > 1 else -(-size // divisor) * divisor)
-        while need > 1 and count_windows([size], [roi], overlap) > need:
-            roi += divisor
-        out.append(int(roi))
-    return out
-
-
 def _is_oom(exc: BaseException) -> bool:
     import torch
 

@@ -34,6 +34,7 @@ class DetectionResult:
     timings: dict[str, float]          # seconds per step and "total"
     warnings: list[str] = field(default_factory=list)
     dropped: dict[str, int] = field(default_factory=dict)  # candidates removed, by reason
+    model_grid: dict = field(default_factory=dict)  # with keep_model_grid: pre, probability, all candidates
 
 
 def normalise_sequence(sequence: str) -> str:
@@ -48,7 +49,8 @@ def detect(volume: Volume, model: Union[str, tuple[object, dict]] = "default", d
            threshold: Optional[float] = None, polarity: Optional[str] = None, sequence: str = "T2S",
            location: bool = False, brain_mask=None, min_diameter_mm: Optional[float] = None,
            max_diameter_mm: Optional[float] = None, sw_batch_size: int = 2, overlap: Optional[float] = None,
-           progress=None, cancel=None) -> DetectionResult:
+           progress=None, cancel=None, second_stage: Optional[bool] = None,
+           keep_model_grid: bool = False) -> DetectionResult:
     """Detect CMBs in `volume` (a 3D Volume; SWI / T2*-GRE magnitude or QSM).
 
     model: a bundled model name, "default", a model folder, or a loaded (network, metadata)
@@ -58,7 +60,7 @@ def detect(volume: Volume, model: Union[str, tuple[object, dict]] = "default", d
     location (needs CMBLib.location).  brain_mask: optional array/Volume on the input grid.
     Sizes are in mm.  Raises CMBError for bad input, `Cancelled` when `cancel` is set.
     """
-    from .inference import fit_window, predict_probability, select_device
+    from .inference import predict_probability, select_device
     from .model_io import load_model
     from .preprocess import preprocess
 
@@ -81,6 +83,7 @@ def detect(volume: Volume, model: Union[str, tuple[object, dict]] = "default", d
     else:
         network, meta = load_model(model, device=dev)
     timings["load_model"] = time.perf_counter() - t
+    stage2, meta = stages(meta, polarity, second_stage)
     thr = float(meta.get("threshold", 0.5) if threshold is None else threshold)
     if not 0.0 < thr < 1.0:
         raise CMBError(f"threshold {thr} must lie between 0 and 1")
@@ -101,10 +104,6 @@ def detect(volume: Volume, model: Union[str, tuple[object, dict]] = "default", d
     def _inner(f, msg):
         report(progress, 0.1 + 0.8 * f, f"detecting: {msg}")
 
-    if _window_invariant(meta):  # fewer, tighter windows: same result, less computation
-        from .network import divisor
-
-        window = fit_window(pre.array.shape[::-1], window, divisor(meta.get("network") or {}), overlap)
     prob_model, used = predict_probability(network, pre.array, window, device=dev,
                                            sw_batch_size=sw_batch_size, overlap=overlap, progress=_inner,
                                            cancel=cancel, warnings=warnings, mask=pre.brain_mask,
@@ -120,6 +119,21 @@ def detect(volume: Volume, model: Union[str, tuple[object, dict]] = "default", d
     prob_vol = volume.with_array(prob)
     labels, records, dropped = find_candidates(prob_vol, thr, min_d, max_d, brain_mask=brain_native)
     timings["candidates"] = time.perf_counter() - t
+
+    model_grid = {}
+    if (stage2 is not None or keep_model_grid) and records:
+        from .second_stage import candidate_features
+
+        t = time.perf_counter()
+        feats = candidate_features(pre.array, prob_model, pre.brain_mask, pre.grid, records)
+        if keep_model_grid:
+            model_grid = {"pre": pre, "probability": prob_model, "records": [dict(r) for r in records],
+                          "features": feats}
+        if stage2 is not None:
+            labels, records, dropped["second_stage"] = apply_second_stage(stage2, feats, labels, records)
+        timings["second_stage"] = time.perf_counter() - t
+    elif keep_model_grid:
+        model_grid = {"pre": pre, "probability": prob_model, "records": [], "features": None}
 
     if location and records:
         check_cancel(cancel)
@@ -145,26 +159,72 @@ def detect(volume: Volume, model: Union[str, tuple[object, dict]] = "default", d
         "patch_size": [int(p) for p in window],
         "overlap": overlap,
         "location": bool(location),
+        "second_stage": None if stage2 is None else {"threshold": float(stage2[1]["threshold"]),
+                                                     "file": str(stage2[1].get("file", ""))},
     }
     report(progress, 1.0, f"done: {len(records)} CMB candidate(s)")
-    return DetectionResult(volume.with_array(labels), prob_vol, records, settings, timings, warnings, dropped)
+    return DetectionResult(volume.with_array(labels), prob_vol, records, settings, timings, warnings, dropped,
+                           model_grid)
 
 
-def _window_invariant(meta: dict) -> bool:
-    """True when the network's output does not depend on the window size: no instance norm
-    (batch norm in eval mode uses fixed statistics).  model.json "inference_window":
-    "fit" or "fixed" overrides."""
-    choice = str(meta.get("inference_window", "")).lower()
-    if choice in ("fit", "fixed"):
-        return choice == "fit"
-    net = meta.get("network")
-    if not isinstance(net, dict):
-        return False
-    from .network import network_params
+_STAGE2_CACHE: dict = {}
 
-    norm = network_params(net).get("norm")
-    name = norm[0] if isinstance(norm, (list, tuple)) and norm else norm
-    return str(name).lower() in ("batch", "none")
+
+def stages(meta: dict, polarity: str, second_stage: Optional[bool] = None):
+    """(second stage or None, metadata with the cut-offs that apply) for `polarity`.
+
+    second_stage: None = the model's default (its classifier when it has one and was trained
+    on this polarity), True = require it (CMBError when absent), False = first stage alone.
+    The first stage alone uses the model's `without_second_stage` cut-offs when it has them.
+    """
+    stage2 = _second_stage(meta) if second_stage is None or second_stage else None
+    if second_stage and stage2 is None:
+        raise CMBError(f"model '{meta.get('name', 'unnamed')}' has no second stage (candidate classifier)")
+    if second_stage is None and stage2 is not None and polarity not in stage2[1].get("polarities", [polarity]):
+        stage2 = None  # trained on other inputs (cmb-default 0.3.0: dark CMBs only): first stage alone
+    if stage2 is None and isinstance(meta.get("without_second_stage"), dict):
+        meta = dict(meta, **meta["without_second_stage"])  # first stage alone: its own cut-offs
+    return stage2, meta
+
+
+def apply_second_stage(stage2, features, labels: np.ndarray, records: list[dict]):
+    """Keep the candidates the classifier scores at or above its threshold.
+
+    features: `second_stage.candidate_features` of `records` (one row each).  Returns
+    (labels renumbered 1..N, kept records with "stage2_probability", number dropped).
+    """
+    ensemble, spec = stage2
+    p2 = ensemble.probability(features)
+    keep = p2 >= float(spec["threshold"])
+    for rec, p in zip(records, p2):
+        rec["stage2_probability"] = round(float(p), 4)
+    labels, records = _keep(labels, records, keep)
+    return labels, records, int((~keep).sum())
+
+
+def _second_stage(meta: dict):
+    """(TreeEnsemble, settings) of the model's candidate classifier, or None (cached per file)."""
+    spec = meta.get("second_stage")
+    if not spec or not meta.get("path"):
+        return None
+    key = (str(meta["path"]), str(spec.get("sha256", "")))
+    if key not in _STAGE2_CACHE:
+        from .second_stage import load_second_stage
+
+        _STAGE2_CACHE[key] = load_second_stage(meta["path"], meta)[0]
+    return _STAGE2_CACHE[key], dict(spec, threshold=float(spec.get("threshold", 0.5)))
+
+
+def _keep(labels: np.ndarray, records: list[dict], keep) -> tuple[np.ndarray, list[dict]]:
+    """Labels and records with only the records where `keep`, renumbered 1..N in order."""
+    lut = np.zeros(len(records) + 1, np.int16)
+    kept = []
+    for rec, k in zip(records, keep):
+        if k:
+            kept.append(rec)
+            lut[rec["label"]] = len(kept)
+            rec["label"] = len(kept)
+    return lut[labels], kept
 
 
 def _add_locations(volume: Volume, records: list[dict], warnings: list[str], progress=None, cancel=None) -> None:
@@ -181,8 +241,6 @@ def _add_locations(volume: Volume, records: list[dict], warnings: list[str], pro
     points = np.array([r["centre_ras"] for r in records], dtype=float)
     try:
         found = locate_points(volume, points, progress=progress, cancel=cancel)
-    except TypeError:  # a locate_points without progress/cancel
-        found = locate_points(volume, points)
     except Cancelled:
         raise
     except CMBError as exc:

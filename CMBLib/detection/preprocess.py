@@ -80,11 +80,11 @@ def brain_mask_from_image(volume: Volume, work_mm: float = 2.0) -> np.ndarray:
     sp = sp_full * f
     if frac_mode > 0.05:
         # constant background (skull-stripped or QSM): everything else is brain
-        mask = _block_max(full != mode, f)
+        mask = _block_reduce(full != mode, f, np.max)
     else:
         from skimage.filters import threshold_otsu
 
-        a = _block_mean(full, f)
+        a = _block_reduce(full, f, np.mean)
         sm = ndi.gaussian_filter(a, sigma=np.maximum(0.5, 1.0 / sp))
         lo, hi = np.percentile(sm, [0.5, 99.5])
         t = threshold_otsu(np.clip(sm, lo, hi))
@@ -108,20 +108,15 @@ def brain_mask_from_image(volume: Volume, work_mm: float = 2.0) -> np.ndarray:
     return mask
 
 
-def _block_mean(a: np.ndarray, f) -> np.ndarray:
+def _block_reduce(a: np.ndarray, f, func) -> np.ndarray:
+    """`func` over f[0] x f[1] x f[2] blocks (skimage.measure.block_reduce); the partial blocks at
+    the far edges are dropped rather than padded, so no padding value leaks into a mean."""
+    from skimage.measure import block_reduce
+
     n = [s // k for s, k in zip(a.shape, f)]
     if min(n) < 1:
         return a
-    b = a[: n[0] * f[0], : n[1] * f[1], : n[2] * f[2]]
-    return b.reshape(n[0], f[0], n[1], f[1], n[2], f[2]).mean(axis=(1, 3, 5))
-
-
-def _block_max(a: np.ndarray, f) -> np.ndarray:
-    n = [s // k for s, k in zip(a.shape, f)]
-    if min(n) < 1:
-        return a
-    b = a[: n[0] * f[0], : n[1] * f[1], : n[2] * f[2]]
-    return b.reshape(n[0], f[0], n[1], f[1], n[2], f[2]).max(axis=(1, 3, 5))
+    return block_reduce(a[: n[0] * f[0], : n[1] * f[1], : n[2] * f[2]], tuple(int(k) for k in f), func)
 
 
 def _erode(mask: np.ndarray, r_mm: float, spacing_kji) -> np.ndarray:
@@ -139,13 +134,6 @@ def _dilate(mask: np.ndarray, r_mm: float, spacing_kji) -> np.ndarray:
     if not mask.any():
         return mask
     return ndi.distance_transform_edt(~mask, sampling=spacing_kji) <= r_mm
-
-
-def _ball(radius_mm: float, spacing_kji) -> np.ndarray:
-    r = [max(1, int(round(radius_mm / s))) for s in spacing_kji]
-    zz, yy, xx = np.ogrid[-r[0]:r[0] + 1, -r[1]:r[1] + 1, -r[2]:r[2] + 1]
-    d = (zz * spacing_kji[0]) ** 2 + (yy * spacing_kji[1]) ** 2 + (xx * spacing_kji[2]) ** 2
-    return d <= radius_mm ** 2 + 1e-6
 
 
 def _largest_component(mask: np.ndarray) -> np.ndarray:
