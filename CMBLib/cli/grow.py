@@ -6,8 +6,8 @@ from ..errors import CMBError
 
 # Literal copies of CMBLib.growing's names (importing it costs scipy at `cmb --help`);
 # Testing/test_cli_basics.py checks they agree.
-MODES = ("running_average", "seed_average", "parent_son")
-DEFAULT_MODE = "seed_average"
+MODES = ("half_dip", "running_average", "seed_average", "parent_son")
+DEFAULT_MODE = "half_dip"
 
 
 def add_parser(sub):
