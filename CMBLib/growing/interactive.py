@@ -352,26 +352,38 @@ def _half_dip(intensity, seeds, blocked, dark, s: GrowSettings, spacing_kji):
             v = ndimage.gaussian_filter(np.where(free, v, 0.0), sig, mode="nearest") / np.maximum(weight, 1e-6)
             v = np.where(free, v, 0.0)
     near = ndimage.binary_dilation(seeds, structure=np.ones((1, 3, 3), bool)) & free
-    diffs = _sample(np.concatenate([np.abs(np.diff(v, axis=2))[free[:, :, 1:] & free[:, :, :-1]],
-                                    np.abs(np.diff(v, axis=1))[free[:, 1:] & free[:, :-1]]]))  # both in-plane axes
+    if blocked is None:  # both in-plane axes
+        diffs = _sample(np.concatenate([np.abs(np.diff(v, axis=2)).ravel(), np.abs(np.diff(v, axis=1)).ravel()]))
+    else:
+        diffs = _sample(np.concatenate([np.abs(np.diff(v, axis=2))[free[:, :, 1:] & free[:, :, :-1]],
+                                        np.abs(np.diff(v, axis=1))[free[:, 1:] & free[:, :-1]]]))
     sigma = _quantile(diffs, 50) / (0.6745 * np.sqrt(2.0)) if diffs.size else 0.0
     near_v = np.where(near, v, np.inf)
     centre = np.unravel_index(int(np.argmin(near_v)), v.shape)
     m = min(float(near_v[centre]) + s.min_noise * sigma, float(v[seeds].max()))
     fraction = s.auto_fraction if s.auto_fraction is not None else AUTO_FRACTION["half_dip"]
-    b = _quantile(_sample(v[free]), 50)
+    b = _quantile(_sample(v if blocked is None else v[free]), 50)
     rings = _ring_index(v.shape, centre, spacing_kji)
     guard = s.zone_margin_mm >= 0
     zone = free | seeds
     reach = np.ceil((s.shell_inner_mm + s.shell_width_mm) / spacing_kji).astype(int) + 1
+    seed_box = ndimage.find_objects(seeds.view(np.uint8))[0]
+    previous = None
     for _ in range(s.iterations):
         tol = fraction * max(b - m, 0.0)
+        zbox = tuple(slice(None) for _ in v.shape)
         if guard:
-            zone, dip_centre = _dip_zone(v, free, rings, centre, m + tol, spacing_kji, s.zone_margin_mm,
-                                         s.ray_quantile, slice_rays=False)
+            zone, dip_centre, zbox = _dip_zone(v, free, rings, centre, m + tol, spacing_kji, s.zone_margin_mm,
+                                               s.ray_quantile, slice_rays=False)
             zone |= seeds
+            zbox = _union_box(zbox, seed_box)
         # the region at this tolerance: voxels no brighter than m + tol, in the zone, holding a seed
-        region = keep_seed_components((v <= m + tol) & zone, seeds, s.connectivity)
+        # (labelled inside the zone's box only: nothing outside it is in the zone)
+        region = np.zeros(v.shape, bool)
+        region[zbox] = keep_seed_components((v[zbox] <= m + tol) & zone[zbox], seeds[zbox], s.connectivity)
+        if previous is not None and np.array_equal(region, previous):
+            break   # same region, same shell, same background: a fixed point (later iterations repeat it)
+        previous = region
         sub = _grow_box(ndimage.find_objects(region.view(np.uint8))[0], reach, v.shape)
         d = ndimage.distance_transform_edt(~region[sub], sampling=spacing_kji)
         shell = (d > s.shell_inner_mm) & (d <= s.shell_inner_mm + s.shell_width_mm) & free[sub]
@@ -380,7 +392,8 @@ def _half_dip(intensity, seeds, blocked, dark, s: GrowSettings, spacing_kji):
         b = _quantile(_sample(v[sub][shell]), s.shell_percentile)
     tol = fraction * max(b - m, 0.0)
     if guard:
-        zone, dip_centre = _dip_zone(v, free, rings, centre, m + tol, spacing_kji, s.zone_margin_mm, s.ray_quantile)
+        zone, dip_centre, _ = _dip_zone(v, free, rings, centre, m + tol, spacing_kji, s.zone_margin_mm,
+                                        s.ray_quantile)
         zone |= seeds
     else:
         dip_centre = tuple(float(c) for c in centre)
@@ -407,8 +420,18 @@ def _quantile(a, q) -> float:
     x = q / 100.0 * (a.size - 1)
     lo = int(np.floor(x))
     hi = min(lo + 1, a.size - 1)
-    part = np.partition(a, (lo, hi)) if a.size > 64 else np.sort(a)
-    return float(part[lo] + (part[hi] - part[lo]) * (x - lo))
+    if a.size <= 64:
+        part = np.sort(a)
+        return float(part[lo] + (part[hi] - part[lo]) * (x - lo))
+    part = np.partition(a, lo)   # one selection; the next order statistic is the smallest above it
+    low = part[lo]
+    high = part[lo + 1:].min() if hi > lo else low
+    return float(low + (high - low) * (x - lo))
+
+
+def _union_box(a, b):
+    """The smallest box (slices with explicit bounds) holding boxes `a` and `b`."""
+    return tuple(slice(min(x.start, y.start), max(x.stop, y.stop)) for x, y in zip(a, b))
 
 
 def _grow_box(box, pad, shape):
@@ -427,16 +450,23 @@ _ANGLES = np.linspace(0, 2 * np.pi, 16, endpoint=False)
 
 
 def _crossings(sl, centre_ji, threshold, spacing_ji, reach_mm):
-    """Distance (mm) along 16 in-plane rays from the centre at which `sl` first rises above
-    `threshold` (1e6 when it never does within reach)."""
+    """Distance (mm) along 16 in-plane rays from the centre at which slice `sl` (or each
+    slice of a stack [k, j, i]) first rises above `threshold` (1e6 when it never does
+    within reach): shape (16,), or (slices, 16) for a stack."""
     step = 0.25 * float(min(spacing_ji))
     t = np.arange(step, reach_mm, step)
     jj = centre_ji[0] + np.outer(np.sin(_ANGLES), t) / spacing_ji[0]
     ii = centre_ji[1] + np.outer(np.cos(_ANGLES), t) / spacing_ji[1]
-    vals = ndimage.map_coordinates(sl, [jj.ravel(), ii.ravel()], order=1, mode="nearest").reshape(jj.shape)
+    if sl.ndim == 2:
+        vals = ndimage.map_coordinates(sl, [jj.ravel(), ii.ravel()], order=1, mode="nearest").reshape(jj.shape)
+    else:  # one call for the stack: order-1 sampling at whole k is the per-slice sampling
+        n = sl.shape[0]
+        kk = np.repeat(np.arange(n, dtype=float), jj.size)
+        vals = ndimage.map_coordinates(sl, [kk, np.tile(jj.ravel(), n), np.tile(ii.ravel(), n)], order=1,
+                                       mode="nearest").reshape((n,) + jj.shape)
     above = vals > threshold
-    first = np.argmax(above, axis=1)
-    return np.where(above.any(axis=1), t[first], 1e6)  # never: beyond any radius
+    first = np.argmax(above, axis=-1)
+    return np.where(above.any(axis=-1), t[first], 1e6)  # never: beyond any radius
 
 
 def _dip_zone(v, free, r, centre, threshold, spacing_kji, margin_mm, quantile, slice_rays=True):
@@ -467,20 +497,34 @@ def _dip_zone(v, free, r, centre, threshold, spacing_kji, margin_mm, quantile, s
         found = cross[cross < reach]
         radius = _quantile(found, 50) if found.size >= 2 else reach
     inside = r <= radius + margin_mm
-    zone = np.zeros(v.shape, bool)
-    zone[k0] = inside
+    # candidate slices: contiguous around k0 while the centre column is still below the threshold
+    cols = v[:, max(j0 - 1, 0):j0 + 2, max(i0 - 1, 0):i0 + 2].reshape(v.shape[0], -1).min(axis=1) <= threshold
+    ks = [k0]
     for step in (-1, 1):
         k = k0 + step
-        while 0 <= k < v.shape[0]:
-            col = v[k, max(j0 - 1, 0):j0 + 2, max(i0 - 1, 0):i0 + 2]
-            if col.min() > threshold:
-                break
-            if slice_rays and not _quantile(_crossings(v[k], (cj, ci), threshold, sp, reach),
-                                            quantile) <= radius + margin_mm:
-                break
-            zone[k] = inside
+        while 0 <= k < v.shape[0] and cols[k]:
+            ks.append(k)
             k += step
-    return zone & (free | (r <= 0)), (float(k0), cj, ci)
+    if slice_rays and len(ks) > 1:  # ... and its rays still rise above it within the radius
+        others = sorted(ks[1:])
+        cross = _crossings(v[others], (cj, ci), threshold, sp, reach)
+        good = {k: _quantile(c, quantile) <= radius + margin_mm for k, c in zip(others, cross)}
+        ks = [k0]
+        for step in (-1, 1):
+            k = k0 + step
+            while k in good and good[k]:
+                ks.append(k)
+                k += step
+    zone = np.zeros(v.shape, bool)
+    k_lo, k_hi = min(ks), max(ks) + 1
+    zone[k_lo:k_hi] = inside
+    zone &= free | (r <= 0)
+    rows, columns = np.nonzero(inside.any(axis=1))[0], np.nonzero(inside.any(axis=0))[0]
+    if rows.size:
+        box = (slice(k_lo, k_hi), slice(int(rows[0]), int(rows[-1]) + 1), slice(int(columns[0]), int(columns[-1]) + 1))
+    else:
+        box = (slice(k0, k0 + 1), slice(j0, j0 + 1), slice(i0, i0 + 1))
+    return zone, (float(k0), cj, ci), box
 
 
 def _own_basin(v, join, seeds, free, h, connectivity):
