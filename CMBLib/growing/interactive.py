@@ -212,12 +212,7 @@ class Grower:
         """Voxels at the background value connected to the image border (computed once,
         and only when a CMB's box holds such voxels)."""
         if self._background is None:
-            labels, _ = ndimage.label(self.array == self.background_value)
-            faces = [labels[0], labels[-1], labels[:, 0], labels[:, -1], labels[:, :, 0], labels[:, :, -1]]
-            touching = np.unique(np.concatenate([f.ravel() for f in faces]))
-            lut = np.zeros(int(labels.max()) + 1, bool)
-            lut[touching[touching > 0]] = True
-            self._background = lut[labels]
+            self._background = _border_connected(self.array == self.background_value)
         return self._background
 
     # ---- one CMB ---------------------------------------------------------------------
@@ -305,6 +300,31 @@ def _background_value(array: np.ndarray):
     return lo
 
 
+def _border_connected(bg: np.ndarray) -> np.ndarray:
+    """The voxels of `bg` 6-connected to the array's border.
+
+    Only the bounding box of the other voxels, one voxel wider, is labelled: a `bg` voxel
+    outside it reaches the border in a straight line, and a component inside it reaches
+    the border exactly when it touches that box's faces (the widened faces are all `bg`
+    and outside the bounding box)."""
+    other = ~bg
+    crop = []
+    for axis in range(3):
+        hit = np.flatnonzero(other.any(axis=tuple(a for a in range(3) if a != axis)))
+        if hit.size == 0:
+            return bg.copy()  # all background
+        crop.append(slice(max(int(hit[0]) - 1, 0), min(int(hit[-1]) + 2, bg.shape[axis])))
+    crop = tuple(crop)
+    labels, _ = ndimage.label(bg[crop])
+    faces = [labels[0], labels[-1], labels[:, 0], labels[:, -1], labels[:, :, 0], labels[:, :, -1]]
+    touching = np.unique(np.concatenate([f.ravel() for f in faces]))
+    lut = np.zeros(int(labels.max()) + 1, bool)
+    lut[touching[touching > 0]] = True
+    out = bg.copy()
+    out[crop] = lut[labels]
+    return out
+
+
 def _blocked_join(intensity, seeds, settings, dark, blocked):
     """Join tolerances of a thesis mode with `blocked` voxels made impassable."""
     if settings.mode == "parent_son":
@@ -368,13 +388,13 @@ def _half_dip(intensity, seeds, blocked, dark, s: GrowSettings, spacing_kji):
     zone = free | seeds
     reach = np.ceil((s.shell_inner_mm + s.shell_width_mm) / spacing_kji).astype(int) + 1
     seed_box = ndimage.find_objects(seeds.view(np.uint8))[0]
-    previous = None
+    previous, memo = None, {}
     for _ in range(s.iterations):
         tol = fraction * max(b - m, 0.0)
         zbox = tuple(slice(None) for _ in v.shape)
         if guard:
             zone, dip_centre, zbox = _dip_zone(v, free, rings, centre, m + tol, spacing_kji, s.zone_margin_mm,
-                                               s.ray_quantile, slice_rays=False)
+                                               s.ray_quantile, slice_rays=False, memo=memo)
             zone |= seeds
             zbox = _union_box(zbox, seed_box)
         # the region at this tolerance: voxels no brighter than m + tol, in the zone, holding a seed
@@ -393,7 +413,7 @@ def _half_dip(intensity, seeds, blocked, dark, s: GrowSettings, spacing_kji):
     tol = fraction * max(b - m, 0.0)
     if guard:
         zone, dip_centre, _ = _dip_zone(v, free, rings, centre, m + tol, spacing_kji, s.zone_margin_mm,
-                                        s.ray_quantile)
+                                        s.ray_quantile, memo=memo)
         zone |= seeds
     else:
         dip_centre = tuple(float(c) for c in centre)
@@ -469,7 +489,7 @@ def _crossings(sl, centre_ji, threshold, spacing_ji, reach_mm):
     return np.where(above.any(axis=-1), t[first], 1e6)  # never: beyond any radius
 
 
-def _dip_zone(v, free, r, centre, threshold, spacing_kji, margin_mm, quantile, slice_rays=True):
+def _dip_zone(v, free, r, centre, threshold, spacing_kji, margin_mm, quantile, slice_rays=True, memo=None):
     """Where the CMB can be: a dip is round, so within the radius at which rays from its
     centre rise above `threshold` (the `quantile`-th percentile over 16 in-plane rays: a
     vein, sulcus or dark grey matter beside the CMB spoils only some rays), plus margin;
@@ -479,7 +499,15 @@ def _dip_zone(v, free, r, centre, threshold, spacing_kji, margin_mm, quantile, s
     sp = spacing_kji[1:]
     reach = float(min(v.shape[1] * sp[0], v.shape[2] * sp[1])) / 2
     cj, ci = float(centre[1]), float(centre[2])
-    cross = _crossings(v[k0], (cj, ci), threshold, sp, reach)
+    memo = {} if memo is None else memo   # (threshold, centre) -> rays of the centre slice
+
+    def centre_rays(cj, ci):
+        key = (threshold, cj, ci)
+        if key not in memo:
+            memo[key] = _crossings(v[k0], (cj, ci), threshold, sp, reach)
+        return memo[key]
+
+    cross = centre_rays(cj, ci)
     # re-centre once on the midpoints of the chords whose both ends were found
     half = len(_ANGLES) // 2
     ok = (cross[:half] < reach) & (cross[half:] < reach)
@@ -489,7 +517,7 @@ def _dip_zone(v, free, r, centre, threshold, spacing_kji, margin_mm, quantile, s
         ci += float(np.mean(shift * np.cos(_ANGLES[:half][ok]))) / sp[1]
         cj = min(max(cj, 0.0), v.shape[1] - 1.0)
         ci = min(max(ci, 0.0), v.shape[2] - 1.0)
-        cross = _crossings(v[k0], (cj, ci), threshold, sp, reach)
+        cross = centre_rays(cj, ci)
         r = _ring_index(v.shape, (k0, cj, ci), spacing_kji)
     j0, i0 = int(round(cj)), int(round(ci))
     radius = _quantile(cross, quantile)
