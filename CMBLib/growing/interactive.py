@@ -388,7 +388,7 @@ def _half_dip(intensity, seeds, blocked, dark, s: GrowSettings, spacing_kji):
     zone = free | seeds
     reach = np.ceil((s.shell_inner_mm + s.shell_width_mm) / spacing_kji).astype(int) + 1
     seed_box = ndimage.find_objects(seeds.view(np.uint8))[0]
-    previous, memo = None, {}
+    previous, memo, last_shell = None, {}, None
     for _ in range(s.iterations):
         tol = fraction * max(b - m, 0.0)
         zbox = tuple(slice(None) for _ in v.shape)
@@ -410,6 +410,7 @@ def _half_dip(intensity, seeds, blocked, dark, s: GrowSettings, spacing_kji):
         if np.count_nonzero(shell) < 8:
             break
         b = _quantile(_sample(v[sub][shell]), s.shell_percentile)
+        last_shell = (sub, shell)
     tol = fraction * max(b - m, 0.0)
     if guard:
         zone, dip_centre, _ = _dip_zone(v, free, rings, centre, m + tol, spacing_kji, s.zone_margin_mm,
@@ -421,11 +422,39 @@ def _half_dip(intensity, seeds, blocked, dark, s: GrowSettings, spacing_kji):
     crop = _grow_box(ndimage.find_objects(zone.view(np.uint8))[0], np.ones(3, int), v.shape)
     vz, zz, sz = v[crop], zone[crop], seeds[crop]
     cost = np.maximum(vz - m, 0.0)
+    if s.background_slope and last_shell is not None and b > m:
+        # the background is not flat (grey / white matter, a bias field): its level at each voxel
+        # b + slope . (x - centre), slope fitted to the shell; the half-dip is relative to it
+        slope = _shell_slope(v, *last_shell, dip_centre, spacing_kji)
+        grids = np.meshgrid(*[(np.arange(c.start, c.stop) - x0) * sp
+                              for c, x0, sp in zip(crop, dip_centre, spacing_kji)], indexing="ij")
+        level = b + sum(g * w for g, w in zip(grids, slope))
+        cost = cost * (b - m) / np.maximum(level - m, 0.25 * (b - m))
     big = 1e3 * (float(cost[zz].max()) + 1.0)
     cost[~zz] = big
     join = minimax_vertex(cost, sz, s.connectivity)
     join[(~zz) | (join >= big / 2)] = np.inf
     return join, crop, tol, {"background": b, "minimum": m, "noise": sigma}, dip_centre
+
+
+def _shell_slope(v, sub, shell, centre, spacing_kji):
+    """Background gradient (per mm, [k, j, i]) fitted to the shell voxels by least squares,
+    refitted without outliers (a vein or sulcus in the shell: residuals beyond 3 robust sigmas)."""
+    idx = np.argwhere(shell) + [c.start for c in sub]
+    vals = v[sub][shell]
+    x = (idx - np.asarray(centre)) * spacing_kji
+    a = np.column_stack([np.ones(len(vals)), x])
+    keep = np.ones(len(vals), bool)
+    for _ in range(2):
+        coef = np.linalg.lstsq(a[keep], vals[keep], rcond=None)[0]
+        resid = vals - a @ coef
+        mad = np.median(np.abs(resid[keep] - np.median(resid[keep])))
+        if mad <= 0:
+            break
+        keep = np.abs(resid) <= 3 * 1.4826 * mad
+        if keep.sum() < 8:
+            break
+    return coef[1:]
 
 
 def _sample(a, n: int = 8192) -> np.ndarray:
