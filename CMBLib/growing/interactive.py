@@ -426,9 +426,9 @@ def _half_dip(intensity, seeds, blocked, dark, s: GrowSettings, spacing_kji):
         # the background is not flat (grey / white matter, a bias field): its level at each voxel
         # b + slope . (x - centre), slope fitted to the shell; the half-dip is relative to it
         slope = _shell_slope(v, *last_shell, dip_centre, spacing_kji)
-        grids = np.meshgrid(*[(np.arange(c.start, c.stop) - x0) * sp
-                              for c, x0, sp in zip(crop, dip_centre, spacing_kji)], indexing="ij")
-        level = b + sum(g * w for g, w in zip(grids, slope))
+        axes = [(np.arange(c.start, c.stop) - x0) * sp * w
+                for c, x0, sp, w in zip(crop, dip_centre, spacing_kji, slope)]
+        level = b + (axes[0][:, None, None] + axes[1][None, :, None] + axes[2][None, None, :])
         cost = cost * (b - m) / np.maximum(level - m, 0.25 * (b - m))
     big = 1e3 * (float(cost[zz].max()) + 1.0)
     cost[~zz] = big
@@ -442,17 +442,20 @@ def _shell_slope(v, sub, shell, centre, spacing_kji):
     refitted without outliers (a vein or sulcus in the shell: residuals beyond 3 robust sigmas)."""
     idx = np.argwhere(shell) + [c.start for c in sub]
     vals = v[sub][shell]
-    x = (idx - np.asarray(centre)) * spacing_kji
-    a = np.column_stack([np.ones(len(vals)), x])
-    keep = np.ones(len(vals), bool)
+    a = np.empty((len(vals), 4))
+    a[:, 0] = 1.0
+    np.multiply(idx - np.asarray(centre), spacing_kji, out=a[:, 1:])
+    keep = None
     for _ in range(2):
-        coef = np.linalg.lstsq(a[keep], vals[keep], rcond=None)[0]
+        ak, vk = (a, vals) if keep is None else (a[keep], vals[keep])
+        coef = np.linalg.lstsq(ak, vk, rcond=None)[0]
         resid = vals - a @ coef
-        mad = np.median(np.abs(resid[keep] - np.median(resid[keep])))
+        rk = resid if keep is None else resid[keep]
+        mad = _quantile(np.abs(rk - _quantile(rk, 50)), 50)
         if mad <= 0:
             break
         keep = np.abs(resid) <= 3 * 1.4826 * mad
-        if keep.sum() < 8:
+        if np.count_nonzero(keep) < 8:
             break
     return coef[1:]
 
