@@ -190,6 +190,21 @@ def test_shell_slope_recovers_a_planar_background_despite_a_vein():
     np.testing.assert_allclose(_shell_slope(v, full, shell, centre, sp), [0.01, -0.03, 0.02], atol=1e-9)
 
 
+def test_shell_slope_on_one_slice_has_no_through_plane_slope():
+    """5 mm slices: the shell can lie on one slice (not the centre's); no slope can be
+    measured through plane there, and none may be invented."""
+    from CMBLib.growing.interactive import _shell_slope
+
+    sp = np.array([5.0, 0.5, 0.5])
+    kk, jj, ii = np.indices((3, 30, 30))
+    v = 2.0 + 0.05 * jj * sp[1] + 0.0 * kk
+    shell = np.zeros(v.shape, bool)
+    shell[2, 5:25, 5:25] = True
+    shell[2, 10:20, 10:20] = False
+    full = tuple(slice(0, n) for n in v.shape)
+    np.testing.assert_allclose(_shell_slope(v, full, shell, (1.0, 15.0, 15.0), sp), [0.0, 0.05, 0.0], atol=1e-9)
+
+
 def test_cmb_on_a_background_ramp_is_not_pulled_to_the_dark_side():
     """Truth is half the CMB's own dip (a shape, symmetric here); on a steep ramp (grey to white
     matter, a bias field) a flat background level takes more of the dark side.  With the

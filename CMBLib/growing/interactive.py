@@ -445,10 +445,16 @@ def _shell_slope(v, sub, shell, centre, spacing_kji):
     a = np.empty((len(vals), 4))
     a[:, 0] = 1.0
     np.multiply(idx - np.asarray(centre), spacing_kji, out=a[:, 1:])
+    # an axis along which the shell does not extend (one slice of a thick-slice scan) has no slope
+    used = np.concatenate([[True], a[:, 1:].max(axis=0) > a[:, 1:].min(axis=0)])
+    a = a[:, used]
     keep = None
     for _ in range(2):
         ak, vk = (a, vals) if keep is None else (a[keep], vals[keep])
-        coef = np.linalg.lstsq(ak, vk, rcond=None)[0]
+        try:   # normal equations: a small system (the shell surrounds the centre: well conditioned)
+            coef = np.linalg.solve(ak.T @ ak, ak.T @ vk)
+        except np.linalg.LinAlgError:
+            coef = np.linalg.lstsq(ak, vk, rcond=None)[0]
         resid = vals - a @ coef
         rk = resid if keep is None else resid[keep]
         mad = _quantile(np.abs(rk - _quantile(rk, 50)), 50)
@@ -457,7 +463,9 @@ def _shell_slope(v, sub, shell, centre, spacing_kji):
         keep = np.abs(resid) <= 3 * 1.4826 * mad
         if np.count_nonzero(keep) < 8:
             break
-    return coef[1:]
+    slope = np.zeros(3)
+    slope[used[1:]] = coef[1:]
+    return slope
 
 
 def _sample(a, n: int = 8192) -> np.ndarray:
