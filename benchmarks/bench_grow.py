@@ -12,7 +12,7 @@
 2. In one process on a loaded 512 x 512 x 300 volume: `Grower(image)` once, then the
    cost of each additional CMB (Grower.grow), of `label_map()`, and of `GrownCMB.mask(t)`.
 
-    python benchmarks/bench_grow.py [--repeats 3] [--cases 3]
+    python benchmarks/bench_grow.py [--repeats 3] [--cases 3] [--only end-to-end|big]
 """
 import argparse
 import subprocess
@@ -175,11 +175,15 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--cases", type=int, default=3)
+    ap.add_argument("--only", choices=("end-to-end", "big"), default=None, help="run one of the two parts")
     args = ap.parse_args()
     rng = np.random.default_rng(0)
     grow_from_scribbles(*make_phantom([PhantomCMB((8.0, 8.0, 8.0), 2.0, 0.6)], (16, 16, 8), (1, 1, 2))[::2])
-    end_to_end(clinical_cases(args.cases, rng), args.repeats)
-    big_volume(args.repeats, rng)
+    cases = clinical_cases(args.cases, rng)  # drawn in either case: the big volume's CMBs stay the same
+    if args.only != "big":
+        end_to_end(cases, args.repeats)
+    if args.only != "end-to-end":
+        big_volume(args.repeats, rng)
 
 
 if __name__ == "__main__":
