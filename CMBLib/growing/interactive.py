@@ -359,7 +359,10 @@ def _half_dip(intensity, seeds, blocked, dark, s: GrowSettings, spacing_kji):
     the median of in-plane rings around the minimum rises above the threshold (a vein or
     sulcus beside the CMB fills only part of a ring), plus `zone_margin_mm`, and on the
     slices where the dip is still a dip (its centre darker than the threshold, its ring
-    brighter).  B, the threshold and the zone are re-estimated twice.
+    brighter).  B, the threshold and the zone are re-estimated up to twice more (stopping
+    at a fixed point).  With `background_slope` the background level varies linearly
+    (gradient fitted to the shell) and each voxel's cost is scaled so that the half-dip
+    is taken relative to the background at that voxel.
     """
     v = intensity if dark else -intensity
     free = np.ones(v.shape, bool) if blocked is None else ~blocked
