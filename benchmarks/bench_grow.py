@@ -7,11 +7,12 @@
    Testing/reference_region_growing.auto_grow per CMB (a FIFO breadth-first search per
    tolerance step, 0-100 % of the intensity range in 1 % steps, stopping at the size cap)
    on the same normalised intensities.  Both sides: same CMBs, all of them, median of 3.
-   Also `cmb grow` as a subprocess, minus the start-up of `python -m CMBLib --version`.
+   Also `cmb grow` as a subprocess, minus the start-up of `python -m CMBLib --version`;
+   and the parts: reading, writing, growth alone on images in memory (both sides).
 2. In one process on a loaded 512 x 512 x 300 volume: `Grower(image)` once, then the
    cost of each additional CMB (Grower.grow), of `label_map()`, and of `GrownCMB.mask(t)`.
 
-    python benchmarks/bench_grow.py [--repeats 3] [--cases 3]
+    python benchmarks/bench_grow.py [--repeats 3] [--cases 3] [--only end-to-end|big]
 """
 import argparse
 import subprocess
@@ -86,11 +87,16 @@ def thesis_grow(image, scribbles):
 
 def end_to_end(cases, repeats):
     print("1. end to end (read, grow all CMBs, write), median of", repeats)
-    ratios, cli_ratios = [], []
+    ratios, cli_ratios, grow_ratios = [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         start = median_time(lambda: subprocess.run([sys.executable, "-m", "CMBLib", "--version"],
                                                    capture_output=True, check=True), repeats)
+        imports = median_time(lambda: subprocess.run(
+            [sys.executable, "-c", "import CMBLib.cli.grow, CMBLib.growing, CMBLib.io, SimpleITK"],
+            capture_output=True, check=True), repeats)
+        print(f"  start-up: `python -m CMBLib --version` {1000 * start:.0f} ms; python + importing what "
+              f"`cmb grow` needs (numpy, scipy.ndimage, SimpleITK, CMBLib.growing) {1000 * imports:.0f} ms")
         for n, (vol, scr) in enumerate(cases):
             img_path, scr_path = tmp / f"t2s{n}.nii.gz", tmp / f"scr{n}.nii.gz"
             write_volume(vol, img_path)
@@ -112,13 +118,22 @@ def end_to_end(cases, repeats):
             t_engine = median_time(engine, repeats)
             t_thesis = median_time(reference, repeats)
             t_cli = median_time(cli, repeats) - start
+            t_read = median_time(lambda a=img_path, b=scr_path: (read_volume(a), read_volume(b)), repeats)
+            t_write = median_time(lambda s=scr: write_volume(s, tmp / "w.nii.gz", overwrite=True), repeats)
+            g_engine = median_time(lambda v=vol, s=scr: grow_from_scribbles(v, s), repeats)
+            g_thesis = median_time(lambda v=vol, s=scr: thesis_grow(v, s), repeats)
             ratios.append(t_thesis / t_engine)
             cli_ratios.append(t_thesis / t_cli)
+            grow_ratios.append(g_thesis / g_engine)
             print(f"  case {n}: {vol.array.shape[::-1]} voxels, {n_cmbs} CMBs: engine {1000 * t_engine:7.1f} ms, "
                   f"thesis {1000 * t_thesis:8.1f} ms, ratio {t_thesis / t_engine:6.1f}x; `cmb grow` "
                   f"{1000 * t_cli:7.1f} ms after {1000 * start:.0f} ms start-up, ratio {t_thesis / t_cli:6.1f}x")
+            print(f"          of which: read image + scribbles {1000 * t_read:.1f} ms, "
+                  f"write mask {1000 * t_write:.1f} ms;"
+                  f" growth alone (in memory): engine {1000 * g_engine:.1f} ms, thesis {1000 * g_thesis:.1f} ms, "
+                  f"ratio {g_thesis / g_engine:.1f}x")
     print(f"  median ratio: in-process {np.median(ratios):.1f}x, `cmb grow` subprocess {np.median(cli_ratios):.1f}x "
-          "(target >= 20x)")
+          f"(target >= 20x); growth alone {np.median(grow_ratios):.1f}x")
 
 
 def big_volume(repeats, rng):
@@ -160,11 +175,15 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--cases", type=int, default=3)
+    ap.add_argument("--only", choices=("end-to-end", "big"), default=None, help="run one of the two parts")
     args = ap.parse_args()
     rng = np.random.default_rng(0)
     grow_from_scribbles(*make_phantom([PhantomCMB((8.0, 8.0, 8.0), 2.0, 0.6)], (16, 16, 8), (1, 1, 2))[::2])
-    end_to_end(clinical_cases(args.cases, rng), args.repeats)
-    big_volume(args.repeats, rng)
+    cases = clinical_cases(args.cases, rng)  # drawn in either case: the big volume's CMBs stay the same
+    if args.only != "big":
+        end_to_end(cases, args.repeats)
+    if args.only != "end-to-end":
+        big_volume(args.repeats, rng)
 
 
 if __name__ == "__main__":

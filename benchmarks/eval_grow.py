@@ -26,6 +26,7 @@ HELD-OUT = fs_norm + gre_mag + qsm (backgrounds tuning never saw) and qsm_t2s + 
     python benchmarks/eval_grow.py --set heldout            # the figures in docs/mask_engine.md
     python benchmarks/eval_grow.py --set tuning --modes half_dip,seed_average
     python benchmarks/eval_grow.py --set tuning --option shell_percentile=60,70   # sweep one constant
+    python benchmarks/eval_grow.py --set heldout --seed 8100   # a fresh held-out draw (seed never used before)
 """
 import argparse
 import sys
@@ -239,10 +240,14 @@ def main():
     ap.add_argument("--per-grid", type=int, default=1, help="images per background and grid (8 CMBs each)")
     ap.add_argument("--only", default=None, help="comma-separated backgrounds")
     ap.add_argument("--option", default=None, help="NAME=v1,v2: sweep one GrowSettings field")
+    ap.add_argument("--seed", type=int, default=None,
+                    help="draw the set's backgrounds with this seed instead (a new held-out draw)")
     ap.add_argument("--cache", default=None, help="folder to keep generated cases in (speeds up sweeps)")
     ap.add_argument("--by-grid", action="store_true", help="one line per background and grid")
     ap.add_argument("--worst", type=int, default=0, help="list the N worst CMBs")
     args = ap.parse_args()
+    if args.seed is not None:
+        SETS[args.set] = [(name, args.seed) for name, _ in SETS[args.set]]
     cases = list(cases_for(args.set, args.per_grid, args.only.split(",") if args.only else None, args.cache))
     print(f"{args.set}: {len(cases)} images, {sum(len(np.unique(c[3].array)) - 1 for c in cases)} CMBs")
     sweep = [(None, None)]

@@ -63,6 +63,7 @@ class GrowSettings:
     ray_quantile: float = 30.0    # half_dip: percentile over 16 rays of the distance where the dip ends
     box_mm: Optional[float] = None  # box margin (mm) around a scribble; None: 5 (half_dip), 0.75 x max diameter
     iterations: int = 3           # half_dip: re-estimations of background, threshold and zone
+    background_slope: bool = True   # half_dip: the background level varies linearly (slope fitted to the shell)
     basin_h: float = 0.0          # half_dip: keep the seeds' watershed basin (minima deeper than h sigmas); 0 off
     snap_points_mm: float = 1.5             # grow_from_points: look this far for the lesion's extreme voxel
 

@@ -212,12 +212,7 @@ class Grower:
         """Voxels at the background value connected to the image border (computed once,
         and only when a CMB's box holds such voxels)."""
         if self._background is None:
-            labels, _ = ndimage.label(self.array == self.background_value)
-            faces = [labels[0], labels[-1], labels[:, 0], labels[:, -1], labels[:, :, 0], labels[:, :, -1]]
-            touching = np.unique(np.concatenate([f.ravel() for f in faces]))
-            lut = np.zeros(int(labels.max()) + 1, bool)
-            lut[touching[touching > 0]] = True
-            self._background = lut[labels]
+            self._background = _border_connected(self.array == self.background_value)
         return self._background
 
     # ---- one CMB ---------------------------------------------------------------------
@@ -305,6 +300,31 @@ def _background_value(array: np.ndarray):
     return lo
 
 
+def _border_connected(bg: np.ndarray) -> np.ndarray:
+    """The voxels of `bg` 6-connected to the array's border.
+
+    Only the bounding box of the other voxels, one voxel wider, is labelled: a `bg` voxel
+    outside it reaches the border in a straight line, and a component inside it reaches
+    the border exactly when it touches that box's faces (the widened faces are all `bg`
+    and outside the bounding box)."""
+    other = ~bg
+    crop = []
+    for axis in range(3):
+        hit = np.flatnonzero(other.any(axis=tuple(a for a in range(3) if a != axis)))
+        if hit.size == 0:
+            return bg.copy()  # all background
+        crop.append(slice(max(int(hit[0]) - 1, 0), min(int(hit[-1]) + 2, bg.shape[axis])))
+    crop = tuple(crop)
+    labels, _ = ndimage.label(bg[crop])
+    faces = [labels[0], labels[-1], labels[:, 0], labels[:, -1], labels[:, :, 0], labels[:, :, -1]]
+    touching = np.unique(np.concatenate([f.ravel() for f in faces]))
+    lut = np.zeros(int(labels.max()) + 1, bool)
+    lut[touching[touching > 0]] = True
+    out = bg.copy()
+    out[crop] = lut[labels]
+    return out
+
+
 def _blocked_join(intensity, seeds, settings, dark, blocked):
     """Join tolerances of a thesis mode with `blocked` voxels made impassable."""
     if settings.mode == "parent_son":
@@ -339,7 +359,10 @@ def _half_dip(intensity, seeds, blocked, dark, s: GrowSettings, spacing_kji):
     the median of in-plane rings around the minimum rises above the threshold (a vein or
     sulcus beside the CMB fills only part of a ring), plus `zone_margin_mm`, and on the
     slices where the dip is still a dip (its centre darker than the threshold, its ring
-    brighter).  B, the threshold and the zone are re-estimated twice.
+    brighter).  B, the threshold and the zone are re-estimated up to twice more (stopping
+    at a fixed point).  With `background_slope` the background level varies linearly
+    (gradient fitted to the shell) and each voxel's cost is scaled so that the half-dip
+    is taken relative to the background at that voxel.
     """
     v = intensity if dark else -intensity
     free = np.ones(v.shape, bool) if blocked is None else ~blocked
@@ -352,35 +375,49 @@ def _half_dip(intensity, seeds, blocked, dark, s: GrowSettings, spacing_kji):
             v = ndimage.gaussian_filter(np.where(free, v, 0.0), sig, mode="nearest") / np.maximum(weight, 1e-6)
             v = np.where(free, v, 0.0)
     near = ndimage.binary_dilation(seeds, structure=np.ones((1, 3, 3), bool)) & free
-    diffs = _sample(np.concatenate([np.abs(np.diff(v, axis=2))[free[:, :, 1:] & free[:, :, :-1]],
-                                    np.abs(np.diff(v, axis=1))[free[:, 1:] & free[:, :-1]]]))  # both in-plane axes
+    if blocked is None:  # both in-plane axes
+        diffs = _sample(np.concatenate([np.abs(np.diff(v, axis=2)).ravel(), np.abs(np.diff(v, axis=1)).ravel()]))
+    else:
+        diffs = _sample(np.concatenate([np.abs(np.diff(v, axis=2))[free[:, :, 1:] & free[:, :, :-1]],
+                                        np.abs(np.diff(v, axis=1))[free[:, 1:] & free[:, :-1]]]))
     sigma = _quantile(diffs, 50) / (0.6745 * np.sqrt(2.0)) if diffs.size else 0.0
     near_v = np.where(near, v, np.inf)
     centre = np.unravel_index(int(np.argmin(near_v)), v.shape)
     m = min(float(near_v[centre]) + s.min_noise * sigma, float(v[seeds].max()))
     fraction = s.auto_fraction if s.auto_fraction is not None else AUTO_FRACTION["half_dip"]
-    b = _quantile(_sample(v[free]), 50)
+    b = _quantile(_sample(v if blocked is None else v[free]), 50)
     rings = _ring_index(v.shape, centre, spacing_kji)
     guard = s.zone_margin_mm >= 0
     zone = free | seeds
     reach = np.ceil((s.shell_inner_mm + s.shell_width_mm) / spacing_kji).astype(int) + 1
+    seed_box = ndimage.find_objects(seeds.view(np.uint8))[0]
+    previous, memo, last_shell = None, {}, None
     for _ in range(s.iterations):
         tol = fraction * max(b - m, 0.0)
+        zbox = tuple(slice(None) for _ in v.shape)
         if guard:
-            zone, dip_centre = _dip_zone(v, free, rings, centre, m + tol, spacing_kji, s.zone_margin_mm,
-                                         s.ray_quantile, slice_rays=False)
+            zone, dip_centre, zbox = _dip_zone(v, free, rings, centre, m + tol, spacing_kji, s.zone_margin_mm,
+                                               s.ray_quantile, slice_rays=False, memo=memo)
             zone |= seeds
+            zbox = _union_box(zbox, seed_box)
         # the region at this tolerance: voxels no brighter than m + tol, in the zone, holding a seed
-        region = keep_seed_components((v <= m + tol) & zone, seeds, s.connectivity)
+        # (labelled inside the zone's box only: nothing outside it is in the zone)
+        region = np.zeros(v.shape, bool)
+        region[zbox] = keep_seed_components((v[zbox] <= m + tol) & zone[zbox], seeds[zbox], s.connectivity)
+        if previous is not None and np.array_equal(region, previous):
+            break   # same region, same shell, same background: a fixed point (later iterations repeat it)
+        previous = region
         sub = _grow_box(ndimage.find_objects(region.view(np.uint8))[0], reach, v.shape)
         d = ndimage.distance_transform_edt(~region[sub], sampling=spacing_kji)
         shell = (d > s.shell_inner_mm) & (d <= s.shell_inner_mm + s.shell_width_mm) & free[sub]
         if np.count_nonzero(shell) < 8:
             break
         b = _quantile(_sample(v[sub][shell]), s.shell_percentile)
+        last_shell = (sub, shell)
     tol = fraction * max(b - m, 0.0)
     if guard:
-        zone, dip_centre = _dip_zone(v, free, rings, centre, m + tol, spacing_kji, s.zone_margin_mm, s.ray_quantile)
+        zone, dip_centre, _ = _dip_zone(v, free, rings, centre, m + tol, spacing_kji, s.zone_margin_mm,
+                                        s.ray_quantile, memo=memo)
         zone |= seeds
     else:
         dip_centre = tuple(float(c) for c in centre)
@@ -388,11 +425,50 @@ def _half_dip(intensity, seeds, blocked, dark, s: GrowSettings, spacing_kji):
     crop = _grow_box(ndimage.find_objects(zone.view(np.uint8))[0], np.ones(3, int), v.shape)
     vz, zz, sz = v[crop], zone[crop], seeds[crop]
     cost = np.maximum(vz - m, 0.0)
+    if s.background_slope and last_shell is not None and b > m:
+        # the background is not flat (grey / white matter, a bias field): its level at each voxel
+        # b + slope . (x - centre), slope fitted to the shell; the half-dip is relative to it
+        slope = _shell_slope(v, *last_shell, dip_centre, spacing_kji)
+        axes = [(np.arange(c.start, c.stop) - x0) * sp * w
+                for c, x0, sp, w in zip(crop, dip_centre, spacing_kji, slope)]
+        level = b + (axes[0][:, None, None] + axes[1][None, :, None] + axes[2][None, None, :])
+        cost = cost * (b - m) / np.maximum(level - m, 0.25 * (b - m))
     big = 1e3 * (float(cost[zz].max()) + 1.0)
     cost[~zz] = big
     join = minimax_vertex(cost, sz, s.connectivity)
     join[(~zz) | (join >= big / 2)] = np.inf
     return join, crop, tol, {"background": b, "minimum": m, "noise": sigma}, dip_centre
+
+
+def _shell_slope(v, sub, shell, centre, spacing_kji):
+    """Background gradient (per mm, [k, j, i]) fitted to the shell voxels by least squares,
+    refitted without outliers (a vein or sulcus in the shell: residuals beyond 3 robust sigmas)."""
+    idx = np.argwhere(shell) + [c.start for c in sub]
+    vals = v[sub][shell]
+    a = np.empty((len(vals), 4))
+    a[:, 0] = 1.0
+    np.multiply(idx - np.asarray(centre), spacing_kji, out=a[:, 1:])
+    # an axis along which the shell does not extend (one slice of a thick-slice scan) has no slope
+    used = np.concatenate([[True], a[:, 1:].max(axis=0) > a[:, 1:].min(axis=0)])
+    a = a[:, used]
+    keep = None
+    for _ in range(2):
+        ak, vk = (a, vals) if keep is None else (a[keep], vals[keep])
+        try:   # normal equations: a small system (the shell surrounds the centre: well conditioned)
+            coef = np.linalg.solve(ak.T @ ak, ak.T @ vk)
+        except np.linalg.LinAlgError:
+            coef = np.linalg.lstsq(ak, vk, rcond=None)[0]
+        resid = vals - a @ coef
+        rk = resid if keep is None else resid[keep]
+        mad = _quantile(np.abs(rk - _quantile(rk, 50)), 50)
+        if mad <= 0:
+            break
+        keep = np.abs(resid) <= 3 * 1.4826 * mad
+        if np.count_nonzero(keep) < 8:
+            break
+    slope = np.zeros(3)
+    slope[used[1:]] = coef[1:]
+    return slope
 
 
 def _sample(a, n: int = 8192) -> np.ndarray:
@@ -407,8 +483,18 @@ def _quantile(a, q) -> float:
     x = q / 100.0 * (a.size - 1)
     lo = int(np.floor(x))
     hi = min(lo + 1, a.size - 1)
-    part = np.partition(a, (lo, hi)) if a.size > 64 else np.sort(a)
-    return float(part[lo] + (part[hi] - part[lo]) * (x - lo))
+    if a.size <= 64:
+        part = np.sort(a)
+        return float(part[lo] + (part[hi] - part[lo]) * (x - lo))
+    part = np.partition(a, lo)   # one selection; the next order statistic is the smallest above it
+    low = part[lo]
+    high = part[lo + 1:].min() if hi > lo else low
+    return float(low + (high - low) * (x - lo))
+
+
+def _union_box(a, b):
+    """The smallest box (slices with explicit bounds) holding boxes `a` and `b`."""
+    return tuple(slice(min(x.start, y.start), max(x.stop, y.stop)) for x, y in zip(a, b))
 
 
 def _grow_box(box, pad, shape):
@@ -427,19 +513,26 @@ _ANGLES = np.linspace(0, 2 * np.pi, 16, endpoint=False)
 
 
 def _crossings(sl, centre_ji, threshold, spacing_ji, reach_mm):
-    """Distance (mm) along 16 in-plane rays from the centre at which `sl` first rises above
-    `threshold` (1e6 when it never does within reach)."""
+    """Distance (mm) along 16 in-plane rays from the centre at which slice `sl` (or each
+    slice of a stack [k, j, i]) first rises above `threshold` (1e6 when it never does
+    within reach): shape (16,), or (slices, 16) for a stack."""
     step = 0.25 * float(min(spacing_ji))
     t = np.arange(step, reach_mm, step)
     jj = centre_ji[0] + np.outer(np.sin(_ANGLES), t) / spacing_ji[0]
     ii = centre_ji[1] + np.outer(np.cos(_ANGLES), t) / spacing_ji[1]
-    vals = ndimage.map_coordinates(sl, [jj.ravel(), ii.ravel()], order=1, mode="nearest").reshape(jj.shape)
+    if sl.ndim == 2:
+        vals = ndimage.map_coordinates(sl, [jj.ravel(), ii.ravel()], order=1, mode="nearest").reshape(jj.shape)
+    else:  # one call for the stack: order-1 sampling at whole k is the per-slice sampling
+        n = sl.shape[0]
+        kk = np.repeat(np.arange(n, dtype=float), jj.size)
+        vals = ndimage.map_coordinates(sl, [kk, np.tile(jj.ravel(), n), np.tile(ii.ravel(), n)], order=1,
+                                       mode="nearest").reshape((n,) + jj.shape)
     above = vals > threshold
-    first = np.argmax(above, axis=1)
-    return np.where(above.any(axis=1), t[first], 1e6)  # never: beyond any radius
+    first = np.argmax(above, axis=-1)
+    return np.where(above.any(axis=-1), t[first], 1e6)  # never: beyond any radius
 
 
-def _dip_zone(v, free, r, centre, threshold, spacing_kji, margin_mm, quantile, slice_rays=True):
+def _dip_zone(v, free, r, centre, threshold, spacing_kji, margin_mm, quantile, slice_rays=True, memo=None):
     """Where the CMB can be: a dip is round, so within the radius at which rays from its
     centre rise above `threshold` (the `quantile`-th percentile over 16 in-plane rays: a
     vein, sulcus or dark grey matter beside the CMB spoils only some rays), plus margin;
@@ -449,7 +542,15 @@ def _dip_zone(v, free, r, centre, threshold, spacing_kji, margin_mm, quantile, s
     sp = spacing_kji[1:]
     reach = float(min(v.shape[1] * sp[0], v.shape[2] * sp[1])) / 2
     cj, ci = float(centre[1]), float(centre[2])
-    cross = _crossings(v[k0], (cj, ci), threshold, sp, reach)
+    memo = {} if memo is None else memo   # (threshold, centre) -> rays of the centre slice
+
+    def centre_rays(cj, ci):
+        key = (threshold, cj, ci)
+        if key not in memo:
+            memo[key] = _crossings(v[k0], (cj, ci), threshold, sp, reach)
+        return memo[key]
+
+    cross = centre_rays(cj, ci)
     # re-centre once on the midpoints of the chords whose both ends were found
     half = len(_ANGLES) // 2
     ok = (cross[:half] < reach) & (cross[half:] < reach)
@@ -459,7 +560,7 @@ def _dip_zone(v, free, r, centre, threshold, spacing_kji, margin_mm, quantile, s
         ci += float(np.mean(shift * np.cos(_ANGLES[:half][ok]))) / sp[1]
         cj = min(max(cj, 0.0), v.shape[1] - 1.0)
         ci = min(max(ci, 0.0), v.shape[2] - 1.0)
-        cross = _crossings(v[k0], (cj, ci), threshold, sp, reach)
+        cross = centre_rays(cj, ci)
         r = _ring_index(v.shape, (k0, cj, ci), spacing_kji)
     j0, i0 = int(round(cj)), int(round(ci))
     radius = _quantile(cross, quantile)
@@ -467,20 +568,34 @@ def _dip_zone(v, free, r, centre, threshold, spacing_kji, margin_mm, quantile, s
         found = cross[cross < reach]
         radius = _quantile(found, 50) if found.size >= 2 else reach
     inside = r <= radius + margin_mm
-    zone = np.zeros(v.shape, bool)
-    zone[k0] = inside
+    # candidate slices: contiguous around k0 while the centre column is still below the threshold
+    cols = v[:, max(j0 - 1, 0):j0 + 2, max(i0 - 1, 0):i0 + 2].reshape(v.shape[0], -1).min(axis=1) <= threshold
+    ks = [k0]
     for step in (-1, 1):
         k = k0 + step
-        while 0 <= k < v.shape[0]:
-            col = v[k, max(j0 - 1, 0):j0 + 2, max(i0 - 1, 0):i0 + 2]
-            if col.min() > threshold:
-                break
-            if slice_rays and not _quantile(_crossings(v[k], (cj, ci), threshold, sp, reach),
-                                            quantile) <= radius + margin_mm:
-                break
-            zone[k] = inside
+        while 0 <= k < v.shape[0] and cols[k]:
+            ks.append(k)
             k += step
-    return zone & (free | (r <= 0)), (float(k0), cj, ci)
+    if slice_rays and len(ks) > 1:  # ... and its rays still rise above it within the radius
+        others = sorted(ks[1:])
+        cross = _crossings(v[others], (cj, ci), threshold, sp, reach)
+        good = {k: _quantile(c, quantile) <= radius + margin_mm for k, c in zip(others, cross)}
+        ks = [k0]
+        for step in (-1, 1):
+            k = k0 + step
+            while k in good and good[k]:
+                ks.append(k)
+                k += step
+    zone = np.zeros(v.shape, bool)
+    k_lo, k_hi = min(ks), max(ks) + 1
+    zone[k_lo:k_hi] = inside
+    zone &= free | (r <= 0)
+    rows, columns = np.nonzero(inside.any(axis=1))[0], np.nonzero(inside.any(axis=0))[0]
+    if rows.size:
+        box = (slice(k_lo, k_hi), slice(int(rows[0]), int(rows[-1]) + 1), slice(int(columns[0]), int(columns[-1]) + 1))
+    else:
+        box = (slice(k0, k0 + 1), slice(j0, j0 + 1), slice(i0, i0 + 1))
+    return zone, (float(k0), cj, ci), box
 
 
 def _own_basin(v, join, seeds, free, h, connectivity):
