@@ -155,28 +155,12 @@ def sample_batch(cases: list, patch_kji, rng, batch_size: int, sampling: dict, i
     return np.stack(xs)[:, None], np.stack(ys)[:, None], np.stack(ws)[:, None], used
 
 
-def masked_loss(logits, target, weight, alpha=0.3, beta=0.7, gamma=3.0, ce_weights=(0.1, 5.0), w_ftl=1.0,
-                w_ce=0.1, smooth=1.0, **_):
-    """Focal Tversky + class-weighted cross-entropy (the parent's loss), voxels of weight 0
-    (unknown findings) left out of both terms."""
-    import torch
-    import torch.nn.functional as F
+def masked_loss(logits, target, weight, **params):
+    """The parent's loss (CMBLib.detection.losses), voxels of weight 0 (unknown findings) left out."""
+    from .losses import focal_tversky_ce
 
-    t = target[:, 0].float()
-    w = weight[:, 0]
-    cw = torch.tensor([float(c) for c in ce_weights], dtype=logits.dtype, device=logits.device)
-    if logits.shape[1] == 1:  # one output channel: sigmoid and binary cross-entropy
-        p = torch.sigmoid(logits[:, 0])
-        ce = F.binary_cross_entropy_with_logits(logits[:, 0], t, reduction="none") * cw[target[:, 0]]
-    else:
-        p = torch.softmax(logits, dim=1)[:, 1]
-        ce = F.cross_entropy(logits, target[:, 0], weight=cw, reduction="none")
-    tp = (w * p * t).sum()
-    fp = (w * p * (1 - t)).sum()
-    fn = (w * (1 - p) * t).sum()
-    ti = (tp + smooth) / (tp + alpha * fp + beta * fn + smooth)
-    norm = (w * cw[target[:, 0]]).sum().clamp_min(1e-6)
-    return w_ftl * (1 - ti) ** gamma + w_ce * (w * ce).sum() / norm
+    params = {k: v for k, v in params.items() if k != "name"}  # a training config may name the loss
+    return focal_tversky_ce(logits, target, weight, **params)
 
 
 # --- scoring -----------------------------------------------------------------------------------
