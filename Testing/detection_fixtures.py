@@ -37,6 +37,22 @@ def dark_spot_model(**meta):
     return dark_spot_network(), m
 
 
+def use_dark_spot_model(monkeypatch) -> str:
+    """Make `--model dark-spot` (and load_model("dark-spot")) load `dark_spot_model()`, no file
+    needed; other names load as usual.  Returns the name to pass."""
+    from CMBLib.detection import model_io
+
+    real = model_io.load_model
+
+    def fake(name_or_path="default", device="cpu", models_dir=None):
+        if str(name_or_path) == "dark-spot":
+            return dark_spot_model()
+        return real(name_or_path, device=device, models_dir=models_dir)
+
+    monkeypatch.setattr(model_io, "load_model", fake)
+    return "dark-spot"
+
+
 def phantom(spots=(), spacing=(0.9, 0.9, 3.0), shape_kji=(24, 96, 96), bright=False, seed=0,
             origin=(-40.0, -45.0, -30.0), direction=None):
     """(Volume, list of true centres RAS) of a phantom.

@@ -12,7 +12,13 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("monai")
 
-from detection_fixtures import dark_spot_model, exact_brain_mask, oblique, phantom, tiny_model_folder  # noqa: E402
+from detection_fixtures import (  # noqa: E402
+    exact_brain_mask,
+    oblique,
+    phantom,
+    tiny_model_folder,
+    use_dark_spot_model,
+)
 
 from CMBLib.cli import main  # noqa: E402
 from CMBLib.detection import model_io  # noqa: E402
@@ -31,15 +37,7 @@ def _true_brain(monkeypatch):
 @pytest.fixture
 def dark_model(monkeypatch):
     """`--model dark-spot` loads the fixed dark-spot network (no file needed)."""
-    real = model_io.load_model
-
-    def fake(name_or_path="default", device="cpu", models_dir=None):
-        if str(name_or_path) == "dark-spot":
-            return dark_spot_model()
-        return real(name_or_path, device=device, models_dir=models_dir)
-
-    monkeypatch.setattr(model_io, "load_model", fake)
-    return "dark-spot"
+    return use_dark_spot_model(monkeypatch)
 
 
 @pytest.fixture(scope="module")

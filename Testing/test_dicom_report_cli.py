@@ -12,10 +12,9 @@ pytest.importorskip("torch")
 pytest.importorskip("monai")
 pytest.importorskip("highdicom")
 
-from detection_fixtures import dark_spot_model, exact_brain_mask, oblique, phantom  # noqa: E402
+from detection_fixtures import exact_brain_mask, oblique, phantom, use_dark_spot_model  # noqa: E402
 
 from CMBLib.cli import main  # noqa: E402
-from CMBLib.detection import model_io  # noqa: E402
 from CMBLib.dicom.seg import read_seg_segments  # noqa: E402
 from CMBLib.dicom.series import read_series, scan_folder  # noqa: E402
 from CMBLib.dicom.write import write_dicom_series  # noqa: E402
@@ -35,15 +34,8 @@ def _true_brain(monkeypatch):
 
 @pytest.fixture
 def dark_model(monkeypatch):
-    real = model_io.load_model
-
-    def fake(name_or_path="default", device="cpu", models_dir=None):
-        if str(name_or_path) == "dark-spot":
-            return dark_spot_model()
-        return real(name_or_path, device=device, models_dir=models_dir)
-
-    monkeypatch.setattr(model_io, "load_model", fake)
-    return "dark-spot"
+    """`--model dark-spot` loads the fixed dark-spot network (no file needed)."""
+    return use_dark_spot_model(monkeypatch)
 
 
 def _study(tmp_path, direction, name="P1"):
