@@ -125,15 +125,11 @@ def harmonised_headers(headers: list) -> list:
 def write_seg(path, mask: Volume, source_headers: list, labels: Optional[list] = None, overwrite: bool = False,
               **kwargs) -> Path:
     """Write `seg_dataset(...)` to `path` atomically; CMBError if it exists and not `overwrite`."""
-    from ..io import atomic_path
+    from .write import write_dataset
 
-    path = Path(path)
-    if path.exists() and not overwrite:
+    if Path(path).exists() and not overwrite:  # before the work of building the SEG
         raise CMBError(f"{path}: exists; not overwritten (use --overwrite)")
-    seg = seg_dataset(mask, source_headers, labels, **kwargs)
-    with atomic_path(path) as tmp:
-        seg.save_as(str(tmp))
-    return path
+    return write_dataset(path, seg_dataset(mask, source_headers, labels, **kwargs), overwrite=overwrite)
 
 
 def read_seg_segments(path) -> dict:

@@ -71,13 +71,9 @@ def _finding_sites(rec, codes, hd):
 
 
 def write_sr(path, seg, source_headers: list, records: list, overwrite: bool = False, **kwargs) -> Path:
-    """Write `sr_dataset(...)` to `path` atomically."""
-    from ..io import atomic_path
+    """Write `sr_dataset(...)` to `path` atomically; CMBError if it exists and not `overwrite`."""
+    from .write import write_dataset
 
-    path = Path(path)
-    if path.exists() and not overwrite:
+    if Path(path).exists() and not overwrite:  # before the work of building the SR
         raise CMBError(f"{path}: exists; not overwritten (use --overwrite)")
-    sr = sr_dataset(seg, source_headers, records, **kwargs)
-    with atomic_path(path) as tmp:
-        sr.save_as(str(tmp))
-    return path
+    return write_dataset(path, sr_dataset(seg, source_headers, records, **kwargs), overwrite=overwrite)

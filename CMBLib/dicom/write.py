@@ -85,3 +85,16 @@ def _save(ds, path) -> None:
     else:  # pydicom 2.x (Slicer 5.8, Python 3.9)
         ds.is_little_endian, ds.is_implicit_VR = True, False
         ds.save_as(str(path), write_like_original=False)
+
+
+def write_dataset(path, dataset, overwrite: bool = False) -> Path:
+    """Save a finished DICOM object (a highdicom SEG or SR) to `path` atomically; CMBError if
+    `path` exists and not `overwrite`."""
+    from ..io import atomic_path
+
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise CMBError(f"{path}: exists; not overwritten (use --overwrite)")
+    with atomic_path(path) as tmp:
+        dataset.save_as(str(tmp))
+    return path
