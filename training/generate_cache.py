@@ -93,6 +93,18 @@ def qsm_case(chi: Volume, msk: np.ndarray, rng, split: str, spacing_model, with_
     return pre, arrays, info, specs
 
 
+def magnitude_image(array, mask, spacing_ijk, rng, noise_sd=(0.01, 0.06)):
+    """A magnitude image as a scanner gives it: `array` times a smooth bias field, Rician noise
+    of a random level in `noise_sd` (fraction of the signal), 0 outside `mask`, scaled x1000."""
+    from CMBLib.synthesis.label_synthesis import smooth_field
+
+    a = array * smooth_field(array.shape, np.asarray(spacing_ijk)[::-1], rng, rng.uniform(60, 140),
+                             rng.uniform(0, 0.3))
+    sd = rng.uniform(*noise_sd)
+    n1, n2 = rng.normal(0, sd, (2,) + a.shape).astype(np.float32)
+    return np.where(mask, np.sqrt((a + n1) ** 2 + n2 ** 2), 0.0).astype(np.float32) * 1000
+
+
 def pseudo_t2s(chi: Volume, msk: np.ndarray, rng) -> Volume:
     """A T2*-magnitude-like image of the real QSM brain: signal ``exp(-c |chi|)``.
 
@@ -114,8 +126,6 @@ def qsm_t2s_native(chi: Volume, msk: np.ndarray, rng, split: str):
     (right for training, left otherwise).  Returns (image, cmb mask, brain mask, specs, info)."""
     from scipy import ndimage as ndi
 
-    from CMBLib.synthesis.label_synthesis import smooth_field
-
     base = pseudo_t2s(chi, msk, rng)
     sp = random_clinical_spacing(rng)
     img, mask = reacquire(base, sp, rng, mask=msk)
@@ -125,11 +135,7 @@ def qsm_t2s_native(chi: Volume, msk: np.ndarray, rng, split: str):
     centres = sample_centres(allowed, img, n, rng, min_distance_mm=8.0)
     ins = insert_cmbs(img, centres_ras=centres, rng=rng, polarity="dark", radius_mm=(1.0, 2.5),
                       contrast=(0.4, 0.95))
-    a = ins.image.array * smooth_field(img.array.shape, np.asarray(sp)[::-1], rng, rng.uniform(60, 140),
-                                       rng.uniform(0, 0.3))
-    sd = rng.uniform(0.01, 0.06)
-    n1, n2 = rng.normal(0, sd, (2,) + a.shape).astype(np.float32)
-    a = np.where(mask, np.sqrt((a + n1) ** 2 + n2 ** 2), 0.0).astype(np.float32) * 1000
+    a = magnitude_image(ins.image.array, mask, sp, rng, noise_sd=(0.01, 0.06))
     info = {"source": "qsm_t2s", "spacing": list(sp), "n_cmbs": len(ins.specs), "polarity": "dark",
             "hemisphere": "right" if split.startswith("train") else "left"}
     return img.with_array(a), ins.mask, mask, ins.specs, info

@@ -26,7 +26,16 @@ from pathlib import Path
 
 import numpy as np
 
-from .generate_cache import FS_LABELS, QSM, QSM_MASK, SPLIT_SEED, hemisphere, native_case, pseudo_t2s
+from .generate_cache import (
+    FS_LABELS,
+    QSM,
+    QSM_MASK,
+    SPLIT_SEED,
+    hemisphere,
+    magnitude_image,
+    native_case,
+    pseudo_t2s,
+)
 
 CLIN_SEED = {"train": 6_000_000, "val": 7_000_000, "test": 8_000_000}
 CLIN_GRIDS = ((0.86, 0.86, 4.0), (0.5, 0.5, 5.0))
@@ -38,7 +47,7 @@ def clinical_case(chi, msk, split: str, i: int) -> dict:
     from scipy import ndimage as ndi
 
     from CMBLib.synthesis.cmb_insertion import insert_cmbs, sample_centres
-    from CMBLib.synthesis.label_synthesis import reacquire, smooth_field
+    from CMBLib.synthesis.label_synthesis import reacquire
 
     rng = np.random.default_rng(CLIN_SEED[split] + i)
     base = pseudo_t2s(chi, msk, rng)
@@ -50,11 +59,7 @@ def clinical_case(chi, msk, split: str, i: int) -> dict:
     centres = sample_centres(allowed, img, n, rng, min_distance_mm=8.0) if n else np.zeros((0, 3))
     ins = insert_cmbs(img, centres_ras=centres, rng=rng, polarity="dark", radius_mm=(0.6, 2.5),
                       contrast=(0.3, 0.95))
-    a = ins.image.array * smooth_field(img.array.shape, np.asarray(sp)[::-1], rng, rng.uniform(60, 140),
-                                       rng.uniform(0, 0.3))
-    sd = rng.uniform(0.01, 0.05)
-    n1, n2 = rng.normal(0, sd, (2,) + a.shape).astype(np.float32)
-    a = np.where(mask, np.sqrt((a + n1) ** 2 + n2 ** 2), 0.0).astype(np.float32) * 1000
+    a = magnitude_image(ins.image.array, mask, sp, rng, noise_sd=(0.01, 0.05))
     info = {"source": "clin", "spacing": list(sp), "n_cmbs": len(ins.specs), "polarity": "dark"}
     return {"image": img.with_array(a), "cmb_mask": ins.mask, "polarity": "dark", "info": info,
             "mimic": None, "radii": [float(s.radius_mm) for s in ins.specs]}
