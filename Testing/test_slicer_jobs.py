@@ -193,7 +193,8 @@ def test_model_list_without_the_registry(monkeypatch, tmp_path):
 
 
 def test_real_registry_lists_a_new_user_model(monkeypatch, tmp_path):
-    registry = pytest.importorskip("CMBLib.detection.registry", reason="issue 15's registry is not merged yet")
+    from CMBLib.detection import registry
+
     monkeypatch.setenv("CMB_MODELS_DIR", str(tmp_path))
     assert registry.user_models_dir() == tmp_path == jobs.user_models_dir()
 
@@ -390,9 +391,10 @@ def test_annotator_report_needs_the_exported_study(tmp_path, monkeypatch):
     assert exported_source(str(tmp_path), "sub-07", "T2starw") == {"dataset": str(tmp_path), "subject": "07"}
 
 
-# --- the command lines agree with the command-line tools (issues 15 and 16, once merged) ----------
+# --- the command lines agree with the command-line tools ---------------------------------------
 def test_finetune_command_parses_with_the_finetune_parser():
-    finetune = pytest.importorskip("CMBLib.detection.finetune", reason="issue 15's fine-tuning is not merged yet")
+    from CMBLib.detection import finetune
+
     cmd = jobs.finetune_command("py", ["/d/a", "/d/b"], "/m/new", 2.5, init="/m/old", models_dir="/m", threads=2)
     args = finetune.build_parser().parse_args(cmd[3:])
     assert (args.datasets, args.out, args.minutes, args.init, args.progress_json, args.models_dir, args.threads) == (
@@ -402,7 +404,8 @@ def test_finetune_command_parses_with_the_finetune_parser():
 def test_report_command_parses_with_cmb_report():
     import argparse
 
-    report = pytest.importorskip("CMBLib.cli.report", reason="issue 16's cmb report is not merged yet")
+    from CMBLib.cli import report
+
     parser = argparse.ArgumentParser()
     report.add_parser(parser.add_subparsers(dest="command"))
     args = parser.parse_args(jobs.report_command("py", dataset="/ds", subject="07", image="/dcm", dicom_seg=True,
@@ -489,7 +492,6 @@ class RealProcess(SubprocessStandIn):
 
 
 def test_real_finetune_refusal_reaches_the_panel(tmp_path):
-    pytest.importorskip("CMBLib.detection.finetune", reason="issue 15's fine-tuning is not merged yet")
     (tmp_path / "notads").mkdir()
     events, monitor = [], jobs.TrainingMonitor()
     job = jobs.CommandJob(jobs.finetune_command(PY, [tmp_path / "notads"], tmp_path / "m", 1), events.append,
@@ -502,7 +504,6 @@ def test_real_finetune_refusal_reaches_the_panel(tmp_path):
 
 
 def test_real_report_is_found_from_its_output(tmp_path):
-    pytest.importorskip("CMBLib.cli.report", reason="issue 16's cmb report is not merged yet")
     import numpy as np
 
     from CMBLib.detection.candidates import find_candidates

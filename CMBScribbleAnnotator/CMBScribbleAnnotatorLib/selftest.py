@@ -55,19 +55,14 @@ class CMBScribbleAnnotatorTest(ScriptedLoadableModuleTest):
         self.assertEqual(sorted(map(tuple, nodes.segmentVoxels(logic.scribblesNode, segmentId))),
                          [(k, j, i - 1), (k, j, i), (k, j, i + 1)])
 
-        try:
-            from CMBLib.growing import Grower  # noqa: F401 - the interactive engine (CMBLib >= 0.2)
-        except ImportError:
-            Grower = None
-        if Grower is not None:
-            self.delayDisplay("Live mask")
-            grown = logic.liveGrow()
-            self.assertIn(label, grown)
-            live = logic.maskLabelmap().array
-            self.assertTrue(np.all(live[scribble > 0] == 1))
-            lo, hi = grown[label].tolerance_range()
-            logic.showMask(label, lo)
-            self.assertLessEqual(int((logic.maskLabelmap().array == 1).sum()), int((live == 1).sum()))
+        self.delayDisplay("Live mask")
+        grown = logic.liveGrow()
+        self.assertIn(label, grown)
+        live = logic.maskLabelmap().array
+        self.assertTrue(np.all(live[scribble > 0] == 1))
+        lo, hi = grown[label].tolerance_range()
+        logic.showMask(label, lo)
+        self.assertLessEqual(int((logic.maskLabelmap().array == 1).sum()), int((live == 1).sum()))
 
         self.delayDisplay("Generating the mask")
         logic.generateMasks()
