@@ -82,8 +82,9 @@ def test_minimax_methods_agree_on_small_and_large_boxes():
             np.testing.assert_array_equal(minimax_vertex_relaxation(cost, seeds, conn), expected)
 
 
-def test_cmb_grow_with_half_dip_does_not_import_scikit_image(tmp_path):
-    """scikit-image costs 0.1-0.2 s of start-up; half_dip zones are small enough not to need it."""
+def test_cmb_grow_with_half_dip_does_not_import_scikit_image_or_scipy_ndimage(tmp_path):
+    """scikit-image costs 0.1-0.2 s of start-up and scipy.ndimage about 0.3 s; half_dip zones are
+    small enough not to need the first, and CMBLib.growing.boxops replaces the second."""
     vol, _, scr = make_phantom([PhantomCMB((12.0, 12.0, 8.0), 2.0, 0.6)], (28, 28, 8), (0.86, 0.86, 2.0),
                                noise=0.02)
     write_volume(vol, tmp_path / "img.nii.gz")
@@ -91,8 +92,8 @@ def test_cmb_grow_with_half_dip_does_not_import_scikit_image(tmp_path):
     code = ("import sys; from CMBLib.cli import main; "
             f"rc = main(['grow', r'{tmp_path / 'img.nii.gz'}', r'{tmp_path / 'scr.nii.gz'}', "
             f"'-o', r'{tmp_path / 'mask.nii.gz'}', '--quiet']); "
-            "print(rc, 'skimage' in sys.modules)")
+            "print(rc, 'skimage' in sys.modules, 'scipy.ndimage' in sys.modules)")
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
-    assert out.stdout.split() == ["0", "False"], out.stdout + out.stderr
+    assert out.stdout.split() == ["0", "False", "False"], out.stdout + out.stderr
     assert (tmp_path / "mask.nii.gz").is_file()

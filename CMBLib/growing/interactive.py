@@ -15,11 +15,11 @@ image's robust intensity range with ``relative=True``).
 from typing import Optional
 
 import numpy as np
-from scipy import ndimage
 
 from ..errors import CMBError
 from ..geometry import Volume, sphere_voxel_count
 from ..validation import validate_image
+from . import boxops
 from .engine import AUTO_FRACTION, GrowSettings, _contrast_to_noise, intensity_scale
 from .join_map import join_tolerances, minimax_vertex
 from .refine import keep_seed_components, refine_region
@@ -74,6 +74,8 @@ class GrownCMB:
         cap_hit = int(np.count_nonzero(region)) > self.cap
         if cap_hit:  # like the thesis, stop growing at the cap: the `cap` earliest-joining voxels
             if self._dist is None:
+                from scipy import ndimage  # rare (a region cut at the cap): the box may be large
+
                 self._dist = ndimage.distance_transform_edt(~self.seeds, sampling=self.spacing_kji)
             flat = np.flatnonzero(region)
             keep = flat[np.lexsort((self._dist.ravel()[flat], self.join.ravel()[flat]))[: self.cap]]
@@ -237,7 +239,7 @@ class Grower:
         seed_mean = float(intensity[seeds].mean())
         # polarity: the scribble against the tissue right around it (within ~5 mm; the box
         # median would see skull, air or ventricles near the brain's edge)
-        near = _grow_box(ndimage.find_objects(seeds.view(np.uint8))[0],
+        near = _grow_box(boxops.bounding_box(seeds),
                          np.maximum(np.ceil(5.0 / self.spacing_kji), 1), seeds.shape)
         around = ~seeds[near] if blocked is None else ~(seeds[near] | blocked[near])
         tissue = intensity[near][around] if around.any() else intensity
@@ -315,6 +317,8 @@ def _border_connected(bg: np.ndarray) -> np.ndarray:
             return bg.copy()  # all background
         crop.append(slice(max(int(hit[0]) - 1, 0), min(int(hit[-1]) + 2, bg.shape[axis])))
     crop = tuple(crop)
+    from scipy import ndimage  # only for images with a masked-out background, once per image
+
     labels, _ = ndimage.label(bg[crop])
     faces = [labels[0], labels[-1], labels[:, 0], labels[:, -1], labels[:, :, 0], labels[:, :, -1]]
     touching = np.unique(np.concatenate([f.ravel() for f in faces]))
@@ -364,23 +368,11 @@ def _half_dip(intensity, seeds, blocked, dark, s: GrowSettings, spacing_kji):
     (gradient fitted to the shell) and each voxel's cost is scaled so that the half-dip
     is taken relative to the background at that voxel.
     """
-    v = intensity if dark else -intensity
-    free = np.ones(v.shape, bool) if blocked is None else ~blocked
-    if s.smooth_mm > 0:  # light Gaussian denoising, normalised so masked-out voxels do not bleed in
-        sig = s.smooth_mm / spacing_kji
-        if blocked is None:
-            v = ndimage.gaussian_filter(v, sig, mode="nearest")
-        else:
-            weight = ndimage.gaussian_filter(free.astype(np.float64), sig, mode="nearest")
-            v = ndimage.gaussian_filter(np.where(free, v, 0.0), sig, mode="nearest") / np.maximum(weight, 1e-6)
-            v = np.where(free, v, 0.0)
-    near = ndimage.binary_dilation(seeds, structure=np.ones((1, 3, 3), bool)) & free
-    if blocked is None:  # both in-plane axes
-        diffs = _sample(np.concatenate([np.abs(np.diff(v, axis=2)).ravel(), np.abs(np.diff(v, axis=1)).ravel()]))
-    else:
-        diffs = _sample(np.concatenate([np.abs(np.diff(v, axis=2))[free[:, :, 1:] & free[:, :, :-1]],
-                                        np.abs(np.diff(v, axis=1))[free[:, 1:] & free[:, :-1]]]))
-    sigma = _quantile(diffs, 50) / (0.6745 * np.sqrt(2.0)) if diffs.size else 0.0
+    dipped = intensity if dark else -intensity
+    free = np.ones(dipped.shape, bool) if blocked is None else ~blocked
+    v = _smoothed(dipped, blocked, s.smooth_mm, spacing_kji)
+    near = boxops.dilate(seeds, np.ones((1, 3, 3), bool)) & free
+    sigma = _noise_sigma(v, blocked)
     near_v = np.where(near, v, np.inf)
     centre = np.unravel_index(int(np.argmin(near_v)), v.shape)
     m = min(float(near_v[centre]) + s.min_noise * sigma, float(v[seeds].max()))
@@ -390,7 +382,7 @@ def _half_dip(intensity, seeds, blocked, dark, s: GrowSettings, spacing_kji):
     guard = s.zone_margin_mm >= 0
     zone = free | seeds
     reach = np.ceil((s.shell_inner_mm + s.shell_width_mm) / spacing_kji).astype(int) + 1
-    seed_box = ndimage.find_objects(seeds.view(np.uint8))[0]
+    seed_box = boxops.bounding_box(seeds)
     previous, memo, last_shell = None, {}, None
     for _ in range(s.iterations):
         tol = fraction * max(b - m, 0.0)
@@ -407,8 +399,8 @@ def _half_dip(intensity, seeds, blocked, dark, s: GrowSettings, spacing_kji):
         if previous is not None and np.array_equal(region, previous):
             break   # same region, same shell, same background: a fixed point (later iterations repeat it)
         previous = region
-        sub = _grow_box(ndimage.find_objects(region.view(np.uint8))[0], reach, v.shape)
-        d = ndimage.distance_transform_edt(~region[sub], sampling=spacing_kji)
+        sub = _grow_box(boxops.bounding_box(region), reach, v.shape)
+        d = boxops.distance_to(region[sub], spacing_kji, s.shell_inner_mm + s.shell_width_mm)
         shell = (d > s.shell_inner_mm) & (d <= s.shell_inner_mm + s.shell_width_mm) & free[sub]
         if np.count_nonzero(shell) < 8:
             break
@@ -422,7 +414,7 @@ def _half_dip(intensity, seeds, blocked, dark, s: GrowSettings, spacing_kji):
     else:
         dip_centre = tuple(float(c) for c in centre)
     # join map only where the CMB can be (the zone's box, one voxel wider), paths inside the zone
-    crop = _grow_box(ndimage.find_objects(zone.view(np.uint8))[0], np.ones(3, int), v.shape)
+    crop = _grow_box(boxops.bounding_box(zone), np.ones(3, int), v.shape)
     vz, zz, sz = v[crop], zone[crop], seeds[crop]
     cost = np.maximum(vz - m, 0.0)
     if s.background_slope and last_shell is not None and b > m:
@@ -438,6 +430,32 @@ def _half_dip(intensity, seeds, blocked, dark, s: GrowSettings, spacing_kji):
     join = minimax_vertex(cost, sz, s.connectivity)
     join[(~zz) | (join >= big / 2)] = np.inf
     return join, crop, tol, {"background": b, "minimum": m, "noise": sigma}, dip_centre
+
+
+def _smoothed(v, blocked, sigma_mm, spacing_kji):
+    """`v` after a Gaussian of `sigma_mm`, normalised so masked-out (`blocked`) voxels do not
+    bleed in (they are 0 in the result)."""
+    if sigma_mm <= 0:
+        return v
+    sig = sigma_mm / spacing_kji
+    if blocked is None:
+        return boxops.gaussian(v, sig)
+    free = ~blocked
+    weight = boxops.gaussian(free.astype(np.float64), sig)
+    out = boxops.gaussian(np.where(free, v, 0.0), sig) / np.maximum(weight, 1e-6)
+    return np.where(free, out, 0.0)
+
+
+def _noise_sigma(v, blocked) -> float:
+    """Noise standard deviation of `v`: the median absolute in-plane neighbour difference
+    (both in-plane axes, pairs of unmasked voxels) / (0.6745 sqrt 2)."""
+    if blocked is None:
+        diffs = _sample(np.concatenate([np.abs(np.diff(v, axis=2)).ravel(), np.abs(np.diff(v, axis=1)).ravel()]))
+    else:
+        free = ~blocked
+        diffs = _sample(np.concatenate([np.abs(np.diff(v, axis=2))[free[:, :, 1:] & free[:, :, :-1]],
+                                        np.abs(np.diff(v, axis=1))[free[:, 1:] & free[:, :-1]]]))
+    return _quantile(diffs, 50) / (0.6745 * np.sqrt(2.0)) if diffs.size else 0.0
 
 
 def _shell_slope(v, sub, shell, centre, spacing_kji):
@@ -520,13 +538,7 @@ def _crossings(sl, centre_ji, threshold, spacing_ji, reach_mm):
     t = np.arange(step, reach_mm, step)
     jj = centre_ji[0] + np.outer(np.sin(_ANGLES), t) / spacing_ji[0]
     ii = centre_ji[1] + np.outer(np.cos(_ANGLES), t) / spacing_ji[1]
-    if sl.ndim == 2:
-        vals = ndimage.map_coordinates(sl, [jj.ravel(), ii.ravel()], order=1, mode="nearest").reshape(jj.shape)
-    else:  # one call for the stack: order-1 sampling at whole k is the per-slice sampling
-        n = sl.shape[0]
-        kk = np.repeat(np.arange(n, dtype=float), jj.size)
-        vals = ndimage.map_coordinates(sl, [kk, np.tile(jj.ravel(), n), np.tile(ii.ravel(), n)], order=1,
-                                       mode="nearest").reshape((n,) + jj.shape)
+    vals = boxops.bilinear_in_plane(sl, jj, ii)   # (16, steps), or (slices, 16, steps) for a stack
     above = vals > threshold
     first = np.argmax(above, axis=-1)
     return np.where(above.any(axis=-1), t[first], 1e6)  # never: beyond any radius
@@ -604,6 +616,7 @@ def _own_basin(v, join, seeds, free, h, connectivity):
     Markers: the seeds (with the voxels joining at no cost, darker than the minimum) and
     every other regional minimum deeper than `h` (noise minima are shallower).
     """
+    from scipy import ndimage
     from skimage.morphology import h_minima
     from skimage.segmentation import watershed
 

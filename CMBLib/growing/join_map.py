@@ -27,7 +27,8 @@ Modes (intensity difference a voxel must keep below the tolerance):
   queue order.
 """
 import numpy as np
-from scipy import ndimage
+
+from .boxops import structure
 
 MODES = ("half_dip", "running_average", "seed_average", "parent_son")
 
@@ -65,16 +66,16 @@ def _shift_slices(offset):
 
 def _neighbour_min(values: np.ndarray, connectivity: int, out: np.ndarray) -> np.ndarray:
     """out[v] = min over v and its neighbours of values (inf outside the box)."""
-    if connectivity == 26:
-        return ndimage.minimum_filter(values, size=3, mode="constant", cval=np.inf, output=out)
     np.copyto(out, values)
     for axis in range(3):
         lo = [slice(None)] * 3
         hi = [slice(None)] * 3
         lo[axis] = slice(None, -1)
         hi[axis] = slice(1, None)
-        np.minimum(out[tuple(hi)], values[tuple(lo)], out=out[tuple(hi)])
-        np.minimum(out[tuple(lo)], values[tuple(hi)], out=out[tuple(lo)])
+        # 26 neighbours: the 3 x 3 x 3 minimum is three 3-voxel minima, one axis after another
+        src = out.copy() if connectivity == 26 else values
+        np.minimum(out[tuple(hi)], src[tuple(lo)], out=out[tuple(hi)])
+        np.minimum(out[tuple(lo)], src[tuple(hi)], out=out[tuple(lo)])
     return out
 
 
@@ -100,8 +101,7 @@ def minimax_vertex(cost: np.ndarray, seeds: np.ndarray, connectivity: int, seed_
     mask[seeds] = seed_value
     marker = np.full_like(mask, mask.max())
     marker[seeds] = seed_value
-    footprint = ndimage.generate_binary_structure(3, 1 if connectivity == 6 else 3)
-    return reconstruction(marker, mask, method="erosion", footprint=footprint)
+    return reconstruction(marker, mask, method="erosion", footprint=structure(connectivity))
 
 
 def minimax_vertex_relaxation(cost: np.ndarray, seeds: np.ndarray, connectivity: int,

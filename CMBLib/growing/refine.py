@@ -5,12 +5,9 @@ filling, "yielding a single connected component per CMB".  Arrays are boolean bo
 indexed [k, j, i].
 """
 import numpy as np
-from scipy import ndimage
 
-
-def structure(connectivity: int) -> np.ndarray:
-    """3x3x3 structuring element for 6- (face) or 26- (full) connectivity."""
-    return ndimage.generate_binary_structure(3, 1 if connectivity == 6 else 3)
+from . import boxops
+from .boxops import bounding_box, components_holding, structure
 
 
 def refine_region(region: np.ndarray, seeds: np.ndarray, connectivity: int = 6,
@@ -27,12 +24,14 @@ def refine_region(region: np.ndarray, seeds: np.ndarray, connectivity: int = 6,
     out = region | seeds
     # work inside the region's bounding box, padded so closing cannot touch the edge
     pad = closing_iterations + 1
-    sub = ndimage.find_objects(out.view(np.uint8))[0]
+    sub = bounding_box(out)
     part = np.pad(out[sub], pad)
-    if closing_iterations > 0:
+    if closing_iterations > 0:   # the thesis modes only
+        from scipy import ndimage
+
         part |= ndimage.binary_closing(part, structure=st, iterations=closing_iterations)
     if fill_holes:
-        part = ndimage.binary_fill_holes(part, structure=st)
+        part = boxops.fill_holes(part, connectivity)
     out = out.copy()
     out[sub] = part[pad:-pad, pad:-pad, pad:-pad]
     if connected and closing_iterations == 0:
@@ -42,9 +41,4 @@ def refine_region(region: np.ndarray, seeds: np.ndarray, connectivity: int = 6,
 
 def keep_seed_components(mask: np.ndarray, seeds: np.ndarray, connectivity: int = 6) -> np.ndarray:
     """Only the connected components of `mask | seeds` that contain a seed voxel."""
-    mask = mask | seeds
-    labels, n = ndimage.label(mask, structure=structure(connectivity))
-    keep = np.zeros(n + 1, bool)
-    keep[labels[seeds]] = True
-    keep[0] = False
-    return keep[labels]
+    return components_holding(mask, seeds, connectivity)
