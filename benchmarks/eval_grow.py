@@ -127,8 +127,10 @@ def rater_scribble(truth_mask, att, rng):
     return out
 
 
-def make_cases(name, seed, grid_index, per_grid=1):
-    """List of (group, image Volume, truth Volume, scribbles Volume) for one background on one grid."""
+def make_cases(name, seed, grid_index, per_grid=1, keep_background=False):
+    """List of (group, image Volume, truth Volume, scribbles Volume) for one background on one grid;
+    `keep_background`: each tuple also ends with the background array the CMBs were inserted
+    into (no noise, float64) and its polarity."""
     from CMBLib.synthesis.cmb_insertion import insert_cmbs
 
     spacing = GRIDS[grid_index]
@@ -167,7 +169,8 @@ def make_cases(name, seed, grid_index, per_grid=1):
         truth[~keep] = 0
         if scr.any():
             group = f"{name}/{spacing[2]:g}mm"
-            out.append((group, base.with_array(noisy), base.with_array(truth), base.with_array(scr)))
+            case = (group, base.with_array(noisy), base.with_array(truth), base.with_array(scr))
+            out.append(case + (ref, polarity) if keep_background else case)
     return out
 
 

@@ -212,7 +212,7 @@ class Grower:
 
     def _background_mask(self) -> np.ndarray:
         """Voxels at the background value connected to the image border (computed once,
-        and only when a CMB's box holds such voxels)."""
+        and only when a CMB's box holds such voxels reaching its faces)."""
         if self._background is None:
             self._background = _border_connected(self.array == self.background_value)
         return self._background
@@ -229,9 +229,15 @@ class Grower:
         seeds[tuple((seed_kji - lo).T)] = True
         blocked = None
         if self.background_value is not None:
+            # masked-out background: voxels at the background value connected to the image's
+            # border.  A part enclosed inside this box is not (it is tissue: a CMB's own darkest
+            # voxels may be clipped to that value): only parts reaching the box's faces need
+            # the whole-image labelling, done once per image when first needed
             bg = raw == self.background_value
             if bg.any():
-                bg &= self._background_mask()[box]
+                bg &= ~boxops.fill_holes(~bg, 6)   # the parts reaching the box's faces
+                if bg.any():
+                    bg &= self._background_mask()[box]
             if bg[seeds].mean() > 0.5:
                 raise CMBError(f"scribble {lab} lies on background voxels (outside the head or brain mask)")
             if bg.any():
@@ -317,7 +323,7 @@ def _border_connected(bg: np.ndarray) -> np.ndarray:
             return bg.copy()  # all background
         crop.append(slice(max(int(hit[0]) - 1, 0), min(int(hit[-1]) + 2, bg.shape[axis])))
     crop = tuple(crop)
-    from scipy import ndimage  # only for images with a masked-out background, once per image
+    from scipy import ndimage  # once per image, and only when some CMB's box needs it
 
     labels, _ = ndimage.label(bg[crop])
     faces = [labels[0], labels[-1], labels[:, 0], labels[:, -1], labels[:, :, 0], labels[:, :, -1]]
