@@ -230,3 +230,28 @@ def test_cmb_on_a_background_ramp_is_not_pulled_to_the_dark_side():
             assert dice(got, truth == 1) >= 0.7
             offsets[slope].append(abs(np.argwhere(got)[:, 2].mean() - np.argwhere(truth == 1)[:, 2].mean()))
     assert max(offsets[True]) < min(offsets[False]), offsets
+
+
+def test_masked_out_background_is_blocked_but_a_core_clipped_to_that_value_is_not(monkeypatch):
+    """Skull-stripped image (0 outside the brain): a CMB whose darkest voxels are clipped to 0
+    is grown through them; a CMB at the brain's edge never grows into the outside; the
+    whole-image labelling runs only for the box whose background reaches its faces."""
+    vol, truth, scr = make_phantom([PhantomCMB((14.0, 14.0, 8.0), 2.0, 0.9), PhantomCMB((5.0, 14.0, 8.0), 1.5, 0.6)],
+                                   (32, 28, 8), (0.9, 0.9, 2.0), noise=0.02, seed=5)
+    a = np.asarray(vol.array, np.float32).copy()
+    a[:, :, :4] = 0.0                            # outside the brain mask, > 5 % of the image
+    core = np.asarray(truth.array) == 1
+    deepest = a <= np.percentile(a[core], 20)
+    a[core & deepest] = 0.0                      # the first CMB's core clipped to the background value
+    image = vol.with_array(a)
+    calls = []
+    real = Grower._background_mask
+    monkeypatch.setattr(Grower, "_background_mask", lambda self: calls.append(1) or real(self))
+    grower = Grower(image)
+    first = grower.grow(1, np.argwhere(np.asarray(scr.array) == 1))
+    assert calls == []                           # its box holds only the enclosed, clipped core
+    assert first.mask()[core[first.box] & deepest[first.box]].all()
+    assert dice(grower.label_map() == 1, core) > 0.6
+    second = grower.grow(2, np.argwhere(np.asarray(scr.array) == 2))
+    assert calls                                 # the edge CMB's box reaches the outside
+    assert not (a[second.box] == 0)[second.mask()].any()
