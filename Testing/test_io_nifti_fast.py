@@ -333,6 +333,24 @@ def test_written_files_read_back_by_simpleitk(tmp_path, volume, gz, sitk_calls):
     assert _head(ours)[348:352] == bytes(4)
 
 
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(pattern=st.lists(st.tuples(st.booleans(), st.integers(1, 40000)), min_size=1, max_size=12),
+       dtype=st.sampled_from(["uint8", "uint16", "float32"]), seed=st.integers(0, 2 ** 16))
+def test_zero_runs_are_stored_as_shared_deflate_fragments(tmp_path, pattern, dtype, seed):
+    """Runs of zeros (masks, skull-stripped backgrounds) take the precomputed-fragment path;
+    the stream must inflate to the same bytes with Python's gzip and with SimpleITK."""
+    rng = np.random.default_rng(seed)
+    flat = np.concatenate([np.zeros(n, dtype) if zero else (rng.random(n) * 200 + 1).astype(dtype)
+                           for zero, n in pattern])
+    flat = np.concatenate([flat, np.zeros((-flat.size) % 64, dtype)])
+    volume = Volume(flat.reshape(-1, 8, 8), (0.5, 0.6, 2.0), (3.0, -4.0, 5.0))
+    path = write_volume(volume, tmp_path / "z.nii.gz")
+    assert gzip.decompress(path.read_bytes())[352:] == flat.tobytes()
+    np.testing.assert_array_equal(sitk_volume(path).array, volume.array)
+    if (flat == 0).all() and flat.nbytes >= 2 * nifti._ZERO_RUN:
+        assert path.stat().st_size < flat.nbytes / 100
+
+
 @pytest.mark.parametrize("what, volume", [
     ("sheared direction", Volume(np.zeros((3, 4, 5), np.uint8), direction=[[1, 0.2, 0], [0, 1, 0], [0, 0, 1]])),
     ("complex voxels", Volume(np.zeros((3, 4, 5), np.complex64))),
