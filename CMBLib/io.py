@@ -2,8 +2,9 @@
 
 Geometry is kept exactly: spacing, origin and direction round-trip through
 SimpleITK (which stores LPS; `Volume` stores RAS); ordinary NIfTI-1 files are read and
-written by `CMBLib.nifti` without importing SimpleITK, with the same result.  Every write is atomic: the file
-is written under a temporary name in the same folder and renamed into place.
+written by `CMBLib.nifti` without importing SimpleITK, with the same result.  Every
+write is atomic: the file is written under a temporary name in the same folder and
+renamed into place.
 """
 import contextlib
 import os

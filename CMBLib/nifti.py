@@ -1,9 +1,9 @@
 """Ordinary NIfTI-1 files read and written with numpy alone (no SimpleITK import).
 
-`read_volume` / `write_volume` (CMBLib.io) try these first for `.nii` / `.nii.gz`; they
-return None / False for anything out of the ordinary, and the SimpleITK path runs
-unchanged.  What "ordinary" means, and how the result matches SimpleITK 2.5 (ITK 5.4,
-`itkNiftiImageIO.cxx` with nifti1_io):
+`read_volume` / `write_volume` (CMBLib.io) try these first for `.nii` / `.nii.gz`;
+`read_nifti` / `writable_array` return None for anything out of the ordinary, and the
+SimpleITK path runs unchanged.  What "ordinary" means, and how the result matches
+SimpleITK 2.5 (ITK 5.4, `itkNiftiImageIO.cxx` with nifti1_io):
 
 * Reading: single-file NIfTI-1 (magic ``n+1``), either byte order, 3 dimensions (or
   more with every extra dimension 1, which ITK reads as 3D), a scalar datatype
@@ -29,7 +29,11 @@ unchanged.  What "ordinary" means, and how the result matches SimpleITK 2.5 (ITK
   32767 voxels per axis: a header laid out as ITK writes it (qform and sform both
   SCANNER_ANAT, sform = direction x spacing in float32, quaternion from the rotation,
   pixdim[0] = qfac, xyzt_units mm + s, vox_offset 352, scl_slope 1), then the voxels,
-  gzip level `GZIP_LEVEL` for `.nii.gz`.
+  for `.nii.gz` one gzip member at level `GZIP_LEVEL` in which runs of zeros are shared
+  precomputed fragments (see `_deflate`).  SimpleITK reads the result back with the array
+  and geometry it reads from its own files.
+* nifti1_io, asked for `x.nii.gz`, reads `x.nii` when both exist; `read_nifti` reads the
+  file it is given.
 """
 import gzip
 import math
