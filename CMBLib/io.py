@@ -1,8 +1,10 @@
 """Read and write volumes (NIfTI .nii/.nii.gz, NRRD .nrrd, Slicer .seg.nrrd labelmaps).
 
 Geometry is kept exactly: spacing, origin and direction round-trip through
-SimpleITK (which stores LPS; `Volume` stores RAS).  Every write is atomic: the file
-is written under a temporary name in the same folder and renamed into place.
+SimpleITK (which stores LPS; `Volume` stores RAS); ordinary NIfTI-1 files are read and
+written by `CMBLib.nifti` without importing SimpleITK, with the same result.  Every
+write is atomic: the file is written under a temporary name in the same folder and
+renamed into place.
 """
 import contextlib
 import os
@@ -46,9 +48,9 @@ def read_volume(path: PathLike) -> Volume:
     A folder of DICOM files is read as its one series (`CMBLib.dicom`).
     A `.seg.nrrd` is read as its labelmap (see `read_segmentation` for segment names).
     Raises CMBError for a missing, unreadable, truncated or non-3D file.
+    Ordinary NIfTI-1 files are read without SimpleITK (`CMBLib.nifti`, same array and
+    geometry); anything unusual goes through SimpleITK.
     """
-    import SimpleITK as sitk
-
     path = Path(path)
     if not path.exists():
         raise CMBError(f"{path}: file not found")
@@ -58,8 +60,17 @@ def read_volume(path: PathLike) -> Volume:
         if is_dicom_folder(path):  # a folder holding one DICOM series (or one T2*/SWI/QSM among others)
             return read_dicom_volume(path)
         raise CMBError(f"{path}: is a folder, expected an image file (.nii.gz, .nii, .nrrd)")
-    if image_suffix(path) == ".seg.nrrd":
+    suffix = image_suffix(path)
+    if suffix == ".seg.nrrd":
         return read_segmentation(path)[0]
+    if suffix in (".nii.gz", ".nii"):
+        from .nifti import read_nifti
+
+        volume = read_nifti(path)
+        if volume is not None:
+            return volume
+    import SimpleITK as sitk
+
     check_nifti_complete(path)
     try:
         image = sitk.ReadImage(str(path))
@@ -198,9 +209,12 @@ def _with_geometry(image, volume: Volume):
 
 
 def write_volume(volume: Volume, path: PathLike, compress: bool = True, overwrite: bool = True) -> Path:
-    """Write `volume` to `path` (.nii.gz, .nii, .nrrd, .mha) atomically; returns the path."""
-    import SimpleITK as sitk
+    """Write `volume` to `path` (.nii.gz, .nii, .nrrd, .mha) atomically; returns the path.
 
+    NIfTI files of ordinary volumes are written without SimpleITK (`CMBLib.nifti`: the
+    header SimpleITK writes, gzip level 1); `compress` applies to the other formats
+    (NIfTI compression follows the suffix, as in SimpleITK).
+    """
     path = Path(path)
     suffix = image_suffix(path)
     if not suffix:
@@ -209,6 +223,16 @@ def write_volume(volume: Volume, path: PathLike, compress: bool = True, overwrit
         raise CMBError(f"{path}: use write_segmentation() for .seg.nrrd files")
     if path.exists() and not overwrite:
         raise CMBError(f"{path}: exists; not overwritten")
+    if suffix in (".nii.gz", ".nii"):
+        from .nifti import writable_array, write_nifti
+
+        array = writable_array(volume)
+        if array is not None:
+            with atomic_path(path) as tmp:
+                write_nifti(volume, tmp, array)
+            return path
+    import SimpleITK as sitk
+
     image = volume_to_sitk(volume)
     with atomic_path(path) as tmp:
         sitk.WriteImage(image, str(tmp), compress)
