@@ -96,7 +96,7 @@ def end_to_end(cases, repeats):
             [sys.executable, "-c", "import CMBLib.cli.grow, CMBLib.growing, CMBLib.io, CMBLib.nifti"],
             capture_output=True, check=True), repeats)
         print(f"  start-up: `python -m CMBLib --version` {1000 * start:.0f} ms; python + importing what "
-              f"`cmb grow` needs (numpy, scipy.ndimage, CMBLib.growing; NIfTI without SimpleITK) "
+              f"`cmb grow` needs (numpy, CMBLib.growing without scipy.ndimage, NIfTI without SimpleITK) "
               f"{1000 * imports:.0f} ms")
         for n, (vol, scr) in enumerate(cases):
             img_path, scr_path = tmp / f"t2s{n}.nii.gz", tmp / f"scr{n}.nii.gz"
@@ -116,6 +116,12 @@ def end_to_end(cases, repeats):
                 subprocess.run([sys.executable, "-m", "CMBLib", "grow", str(img_path), str(scr_path), "-o",
                                 str(tmp / "cli.nii.gz"), "--overwrite", "--quiet"], check=True)
 
+            probe = subprocess.run([sys.executable, "-c", (
+                "import sys; from CMBLib.cli import main; "
+                f"main(['grow', r'{img_path}', r'{scr_path}', '-o', r'{tmp / 'probe.nii.gz'}', '--overwrite', "
+                "'--quiet']); "
+                "print(sorted(m for m in ('scipy.ndimage', 'SimpleITK', 'skimage') if m in sys.modules))")],
+                capture_output=True, text=True, check=True).stdout.strip()
             t_engine = median_time(engine, repeats)
             t_thesis = median_time(reference, repeats)
             t_cli = median_time(cli, repeats) - start
@@ -130,7 +136,7 @@ def end_to_end(cases, repeats):
                   f"thesis {1000 * t_thesis:8.1f} ms, ratio {t_thesis / t_engine:6.1f}x; `cmb grow` "
                   f"{1000 * t_cli:7.1f} ms after {1000 * start:.0f} ms start-up, ratio {t_thesis / t_cli:6.1f}x")
             print(f"          of which: read image + scribbles {1000 * t_read:.1f} ms, "
-                  f"write mask {1000 * t_write:.1f} ms;"
+                  f"write mask {1000 * t_write:.1f} ms; `cmb grow` imported {probe};"
                   f" growth alone (in memory): engine {1000 * g_engine:.1f} ms, thesis {1000 * g_thesis:.1f} ms, "
                   f"ratio {g_thesis / g_engine:.1f}x")
     print(f"  median ratio: in-process {np.median(ratios):.1f}x, `cmb grow` subprocess {np.median(cli_ratios):.1f}x "
