@@ -188,7 +188,7 @@ def sliding_window(inputs, roi: Sequence[int], predictor, batch: int = 2, overla
     """`predictor` over overlapping windows of `inputs` (torch (1, C, z, y, x) on the CPU),
     blended: the same windows, batches, weights and sums as MONAI's
     `sliding_window_inference(inputs, roi, batch, predictor, overlap, mode, sw_device=device,
-    device="cpu")` (Testing/test_detection_inference.py compares them), without importing MONAI.
+    device="cpu")` (Testing/test_detection_torch_unet.py compares them), without importing MONAI.
 
     An axis shorter than the window is zero-padded on both sides (and cropped back).  Windows
     run `batch` at a time on `device`; `progress` gets the fraction done and `cancel` is

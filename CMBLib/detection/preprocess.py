@@ -67,7 +67,7 @@ class Preprocessed:
         moving = volume_to_sitk(self.grid.with_array(a.astype(np.float32) if order else a))
         ref = sitk_reference(self.source, self.source_shape)
         interp = sitk.sitkLinear if order else sitk.sitkNearestNeighbor
-        out = sitk.Resample(moving, ref, sitk.Transform(), interp, 0.0, moving.GetPixelID())
+        out = sitk.Resample(moving, ref, _tie_break(moving, order), interp, 0.0, moving.GetPixelID())
         return sitk.GetArrayFromImage(out)
 
 
@@ -265,8 +265,26 @@ def resample_to(volume: Volume, grid: Volume, shape_ijk, order: int = 1, default
     img = volume_to_sitk(volume.with_array(a))
     ref = sitk_reference(grid, tuple(int(n) for n in shape_ijk)[::-1])
     interp = sitk.sitkLinear if order else sitk.sitkNearestNeighbor
-    out = sitk.Resample(img, ref, sitk.Transform(), interp, float(default), img.GetPixelID())
+    out = sitk.Resample(img, ref, _tie_break(img, order), interp, float(default), img.GetPixelID())
     return sitk.GetArrayFromImage(out)
+
+
+TIE_BREAK_VOXELS = 1e-3
+
+
+def _tie_break(image, order: int):
+    """The transform for sitk.Resample: identity, or for nearest neighbour (order 0) a shift by
+    TIE_BREAK_VOXELS of `image`'s voxel along each of its axes.  A cropped model grid often puts
+    a sample exactly half-way between two voxels; without the shift float rounding decides
+    (differently for the same scan stored with another voxel order or read from NIfTI float32
+    geometry), with it the tie always goes to the next voxel up."""
+    import SimpleITK as sitk
+
+    if order:
+        return sitk.Transform()
+    d = np.asarray(image.GetDirection(), float).reshape(3, 3)
+    shift = d @ (np.asarray(image.GetSpacing(), float) * TIE_BREAK_VOXELS)
+    return sitk.TranslationTransform(3, [float(v) for v in shift])
 
 
 def preprocess(volume: Volume, target_spacing_mm: Sequence[float] = (1.0, 1.0, 2.0), polarity: str = "dark",
