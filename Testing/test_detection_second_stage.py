@@ -100,12 +100,12 @@ def test_pipeline_drops_what_the_second_stage_rejects(tmp_path):
     vol, centres = phantom([((30, 48, 12), 3.0), ((66, 48, 12), 3.0)])
     a = vol.array.copy()
     i = np.arange(a.shape[2])
-    a[:, :, i > 48] = np.where(a[:, :, i > 48] == 30.0, 60.0, a[:, :, i > 48])  # the second one fainter
+    a[:, :, i > 48] = np.where(a[:, :, i > 48] == 30.0, 55.0, a[:, :, i > 48])  # the second one fainter
     vol = vol.with_array(a)
     folder = tmp_path / "m"
     net = dark_spot_network()
     folder.mkdir()
-    # contrast on the model grid (normalised units): strong sphere 2.9, faint one 1.6
+    # contrast on the model grid (normalised units): strong sphere 2.9, faint one 1.8
     (folder / "candidate_classifier.json").write_text(json.dumps(_tiny_ensemble(0.5, split=2.2)))
     meta = {"name": "stage2-test", "version": "0", "spacing_mm": [1.0, 1.0, 2.0], "patch_size": [32, 32, 16],
             "threshold": 0.45, "min_diameter_mm": 3.0, "path": str(folder),

@@ -1,7 +1,7 @@
 """cmb worker: a warm detection process, jobs in as JSON lines on stdin, events out on stdout.
 
 CMBDetector starts it once (through qt.QProcess) and keeps it alive between clicks, so
-only the first click pays for the torch / MONAI imports and the model load; a later
+only the first click pays for the torch import and the model load; a later
 click with the same model and device pays only for reading the image, the detection
 and writing the outputs.  No Slicer or Qt import; tested with plain subprocess.
 

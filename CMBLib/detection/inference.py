@@ -5,7 +5,6 @@ tensor to (B, 1, z, y, x) logits (one CMB channel; two channels are read as soft
 background/CMB).  The result is a probability map in [0, 1].
 """
 import math
-import warnings as _warnings
 from collections.abc import Sequence
 from typing import Optional
 
@@ -62,18 +61,46 @@ def _device_works(device: str) -> bool:
         return False
 
 
+def window_starts(size: int, roi: int, overlap: float) -> list[int]:
+    """Start indices of the windows along one axis of length `size` (MONAI's
+    `dense_patch_slices` with `_get_scan_interval`): step int(roi * (1 - overlap)) (at least 1),
+    the last window moved back to end at the edge.  `roi` > `size` is padded first (one window)."""
+    size, roi = int(size), int(roi)
+    if size <= roi:
+        return [0]
+    interval = max(int(roi * (1 - overlap)), 1)
+    num = int(math.ceil(float(size) / interval))
+    n = next((d for d in range(num) if d * interval + roi >= size), 0) + 1
+    return [idx * interval - max(idx * interval + roi - size, 0) for idx in range(n)]
+
+
 def count_windows(shape: Sequence[int], roi_size: Sequence[int], overlap: float) -> int:
-    """Number of sliding windows MONAI uses for `shape` (same rule as dense_patch_slices)."""
+    """Number of sliding windows for `shape` (same rule as MONAI's dense_patch_slices)."""
     n = 1
     for size, roi in zip(shape, roi_size):
-        roi = min(int(roi), int(size))
-        if size <= roi:
-            continue
-        interval = max(int(roi * (1 - overlap)), 1)
-        num = int(math.ceil(float(size) / interval))
-        starts = {min(interval * s, size - roi) for s in range(num)}
-        n *= len(starts)
+        n *= len(window_starts(size, roi, overlap))
     return n
+
+
+def importance_map(roi: Sequence[int], mode: str = "gaussian", sigma_scale: float = 0.125):
+    """Blending weights of one window (torch float32, shape `roi`), as MONAI's
+    `compute_importance_map`: 'constant' ones, or 'gaussian' exp(-x^2 / (2 sigma^2)) per axis
+    with x measured from the window centre and sigma = sigma_scale * size, clamped at 1e-3."""
+    import torch
+
+    mode = str(mode).lower()
+    if mode == "constant":
+        w = torch.ones(tuple(int(r) for r in roi), dtype=torch.float)
+    elif mode == "gaussian":
+        w = None
+        for i, n in enumerate(int(r) for r in roi):
+            sigma = n * float(sigma_scale)
+            x = torch.arange(start=-(n - 1) / 2.0, end=(n - 1) / 2.0 + 1, dtype=torch.float)
+            x = torch.exp(x ** 2 / (-2 * sigma ** 2))
+            w = w.unsqueeze(-1) * x[(None,) * i] if i > 0 else x
+    else:
+        raise CMBError(f"unknown blending mode '{mode}'; use gaussian or constant")
+    return torch.clamp_(w, min=max(torch.min(w).item(), 1e-3))
 
 
 def _is_oom(exc: BaseException) -> bool:
@@ -127,10 +154,7 @@ def predict_probability(network, array: np.ndarray, patch_size: Sequence[int], d
 def _run(network, array, roi, device, batch, overlap, mode, progress, cancel, mask=None,
          flip_average=False) -> np.ndarray:
     import torch
-    from monai.inferers import sliding_window_inference
 
-    total_calls = max(1, math.ceil(count_windows(array.shape, roi, overlap) / batch))
-    done = {"n": 0}
     network.to(device)
 
     def cmb_probability(image):
@@ -141,7 +165,6 @@ def _run(network, array, roi, device, batch, overlap, mode, progress, cancel, ma
 
     def predictor(x):
         # x: (B, 2, z, y, x) = image and brain mask of B windows
-        check_cancel(cancel)
         prob = torch.zeros_like(x[:, :1])
         keep = x[:, 1].flatten(1).amax(dim=1) > 0.5
         if bool(keep.any()):
@@ -150,15 +173,66 @@ def _run(network, array, roi, device, batch, overlap, mode, progress, cancel, ma
             if flip_average:
                 p = 0.5 * (p + torch.flip(cmb_probability(torch.flip(image, dims=[-1])), dims=[-1]))
             prob[keep] = p
-        done["n"] += 1
-        report(progress, min(done["n"] / total_calls, 1.0), f"window batch {done['n']}/{total_calls}")
         return prob
 
     m = np.ones(array.shape, np.float32) if mask is None else np.asarray(mask, dtype=np.float32)
     x = torch.from_numpy(np.stack([np.asarray(array, dtype=np.float32), m]))[None]
-    with torch.inference_mode(), _warnings.catch_warnings():
-        _warnings.simplefilter("ignore")
-        out = sliding_window_inference(x.to(device), roi_size=roi,
-                                       sw_batch_size=batch, predictor=predictor, overlap=overlap,
-                                       mode=mode, sw_device=device, device="cpu")
+    with torch.inference_mode():
+        out = sliding_window(x, roi, predictor, batch=batch, overlap=overlap, mode=mode, device=device,
+                             progress=progress, cancel=cancel)
     return out[0, 0].float().numpy().astype(np.float32, copy=False)
+
+
+def sliding_window(inputs, roi: Sequence[int], predictor, batch: int = 2, overlap: float = 0.125,
+                   mode: str = "gaussian", device: str = "cpu", progress=None, cancel=None):
+    """`predictor` over overlapping windows of `inputs` (torch (1, C, z, y, x) on the CPU),
+    blended: the same windows, batches, weights and sums as MONAI's
+    `sliding_window_inference(inputs, roi, batch, predictor, overlap, mode, sw_device=device,
+    device="cpu")` (Testing/test_detection_torch_unet.py compares them), without importing MONAI.
+
+    An axis shorter than the window is zero-padded on both sides (and cropped back).  Windows
+    run `batch` at a time on `device`; `progress` gets the fraction done and `cancel` is
+    checked before each batch.  Returns a CPU tensor (1, C_out, z, y, x).
+    """
+    import torch
+    import torch.nn.functional as F
+
+    size_in = [int(n) for n in inputs.shape[2:]]
+    roi = [int(r) for r in roi]
+    pad = []
+    for k in range(len(size_in) - 1, -1, -1):  # F.pad order: last axis first
+        diff = max(roi[k] - size_in[k], 0)
+        pad.extend([diff // 2, diff - diff // 2])
+    if any(pad):
+        inputs = F.pad(inputs, pad=pad, mode="constant", value=0.0)
+    size = [max(n, r) for n, r in zip(size_in, roi)]
+    starts = [window_starts(n, r, overlap) for n, r in zip(size, roi)]
+    grid = np.meshgrid(*starts, indexing="ij")
+    corners = np.stack([g.ravel() for g in grid], axis=1)
+    slices = [tuple(slice(int(c), int(c) + r) for c, r in zip(corner, roi)) for corner in corners]
+    weight = importance_map(roi, mode).to(dtype=inputs.dtype, device=device)[None, None]
+    weight_cpu = weight.to("cpu")
+    out, count = None, torch.zeros([1, 1] + size, dtype=inputs.dtype)
+    n_calls = max(1, math.ceil(len(slices) / batch))
+    for call, first in enumerate(range(0, len(slices), batch)):
+        check_cancel(cancel)
+        group = slices[first:first + batch]
+        win = torch.cat([inputs[(slice(0, 1), slice(None)) + s] for s in group]) if batch > 1 \
+            else inputs[(slice(0, 1), slice(None)) + group[0]]
+        pred = predictor(win.to(device))
+        if out is None:
+            out = torch.zeros([1, int(pred.shape[1])] + size, dtype=inputs.dtype)
+            for s in slices:
+                count[(slice(None), slice(None)) + s] += weight_cpu
+        pred = (pred * weight).to("cpu")
+        for s, p in zip(group, pred):
+            out[(slice(0, 1), slice(None)) + s] += p
+        report(progress, min((call + 1) / n_calls, 1.0), f"window batch {call + 1}/{n_calls}")
+    out /= count
+    if any(pad):
+        crop = [slice(None), slice(None)]
+        for d, n in enumerate(size_in):
+            lo = pad[2 * (len(size_in) - 1 - d)]
+            crop.append(slice(lo, lo + n))
+        out = out[tuple(crop)]
+    return out

@@ -11,7 +11,7 @@ with a patch size that is a multiple of it takes care of that).
 import copy
 
 DEFAULT_PARAMS = {
-    "architecture": "UNet",       # "UNet" (monai.networks.nets.UNet) or "BasicUNet"
+    "architecture": "UNet",       # "UNet" (MONAI's UNet, built in plain torch: unet.py) or "BasicUNet"
     "spatial_dims": 3,
     "in_channels": 1,
     "out_channels": 2,
@@ -31,13 +31,23 @@ def network_params(params=None) -> dict:
 
 
 def build_network(params: dict):
-    """A freshly initialised torch.nn.Module from `params` (see DEFAULT_PARAMS)."""
-    from monai.networks.nets import BasicUNet, UNet
+    """A freshly initialised torch.nn.Module from `params` (see DEFAULT_PARAMS).
 
+    "UNet" is built by `unet.UNet` (MONAI's UNet in plain torch: same module names, outputs
+    and initialisation, no MONAI import; a norm it does not cover falls back to MONAI);
+    "BasicUNet" (older models) still comes from MONAI.
+    """
     p = network_params(params)
     arch = str(p["architecture"])
     if arch == "UNet":
-        return UNet(
+        from . import unet
+
+        try:
+            unet.norm_spec(p["norm"])
+            cls = unet.UNet
+        except ValueError:
+            from monai.networks.nets import UNet as cls
+        return cls(
             spatial_dims=int(p["spatial_dims"]),
             in_channels=int(p["in_channels"]),
             out_channels=int(p["out_channels"]),
@@ -48,6 +58,8 @@ def build_network(params: dict):
             dropout=float(p["dropout"]),
         )
     if arch == "BasicUNet":
+        from monai.networks.nets import BasicUNet
+
         feats = tuple(int(c) for c in p.get("features", (8, 16, 32, 64, 128, 8)))
         return BasicUNet(
             spatial_dims=int(p["spatial_dims"]),

@@ -3,6 +3,10 @@
 `preprocess(volume, target_spacing_mm, polarity)` returns the network input on the
 *model grid*:
 
+0. **Canonical voxel order**: the array is transposed / mirrored (no resampling, exact) so
+   that its axes i, j, k point as close as possible to R, A, S (`canonical_orientation`), the
+   order of the training data.  The same scan stored in any slice or axis order therefore
+   gives the same network input and the same findings; `to_native` undoes it.
 1. **Brain mask** on the input grid (`brain_mask_from_image`, or the one given): images
    whose background is one constant value (skull-stripped, QSM) use "not background";
    others use Otsu, erosion to cut the scalp off, largest component, dilation back,
@@ -38,16 +42,21 @@ class Preprocessed:
     array: np.ndarray          # float32 [k, j, i] on the model grid
     brain_mask: np.ndarray     # bool [k, j, i] on the model grid
     grid: Volume               # model grid geometry (its array is `array`)
-    source: Volume             # input grid geometry (array dropped to a 1-voxel stub)
-    source_shape: tuple        # input array shape [k, j, i]
+    source: Volume             # input grid geometry in canonical voxel order (array dropped to a 1-voxel stub)
+    source_shape: tuple        # that grid's array shape [k, j, i]
     polarity: str
+    orientation: tuple = ((0, 1, 2), (False, False, False))   # `canonical_orientation` of the input
 
     def to_native(self, array: np.ndarray, order: int = 1) -> np.ndarray:
-        """Resample `array` ([k, j, i] on the model grid) onto the input grid.
+        """Resample `array` ([k, j, i] on the model grid) onto the input grid, in the
+        input's own voxel order (array shape = the input's).
 
         order=1: linear (probabilities); order=0: nearest neighbour (labels).
         Voxels outside the model grid get 0.
         """
+        return from_canonical(self._to_canonical_native(array, order), *self.orientation)
+
+    def _to_canonical_native(self, array: np.ndarray, order: int) -> np.ndarray:
         import SimpleITK as sitk
 
         from ..io import sitk_reference, volume_to_sitk
@@ -58,8 +67,58 @@ class Preprocessed:
         moving = volume_to_sitk(self.grid.with_array(a.astype(np.float32) if order else a))
         ref = sitk_reference(self.source, self.source_shape)
         interp = sitk.sitkLinear if order else sitk.sitkNearestNeighbor
-        out = sitk.Resample(moving, ref, sitk.Transform(), interp, 0.0, moving.GetPixelID())
+        out = sitk.Resample(moving, ref, _tie_break(moving, order), interp, 0.0, moving.GetPixelID())
         return sitk.GetArrayFromImage(out)
+
+
+def canonical_orientation(direction) -> tuple:
+    """(axes, flips) that bring a volume with `direction` (RAS, columns = voxel axes i, j, k)
+    to canonical voxel order: canonical axis c (i, j, k) is input axis ``axes[c]``, mirrored
+    when ``flips[c]``, so that it points as close as possible to +R, +A, +S.
+
+    `axes` maximises the summed |cosines| between the chosen axes and R, A, S (an axial scan
+    stored with any slice or in-plane order gets its slice axis as k).
+    """
+    from itertools import permutations
+
+    d = np.abs(np.asarray(direction, dtype=float).reshape(3, 3))
+    axes = max(permutations(range(3)), key=lambda p: (round(float(sum(d[c, p[c]] for c in range(3))), 9)))
+    flips = tuple(bool(np.asarray(direction, float)[c, axes[c]] < 0) for c in range(3))
+    return tuple(int(a) for a in axes), flips
+
+
+def to_canonical(array: np.ndarray, axes, flips) -> np.ndarray:
+    """Array [k, j, i] in the input's order -> canonical order (see `canonical_orientation`)."""
+    out = np.transpose(np.asarray(array), [2 - axes[2], 2 - axes[1], 2 - axes[0]])
+    flip_axes = [2 - c for c in range(3) if flips[c]]
+    return np.ascontiguousarray(np.flip(out, flip_axes) if flip_axes else out)
+
+
+def from_canonical(array: np.ndarray, axes, flips) -> np.ndarray:
+    """Inverse of `to_canonical`."""
+    flip_axes = [2 - c for c in range(3) if flips[c]]
+    a = np.flip(np.asarray(array), flip_axes) if flip_axes else np.asarray(array)
+    return np.ascontiguousarray(np.transpose(a, np.argsort([2 - axes[2], 2 - axes[1], 2 - axes[0]])))
+
+
+def canonical_volume(volume: Volume) -> tuple:
+    """(volume in canonical voxel order, (axes, flips)): same voxels at the same world positions.
+
+    The origin is rounded to 1e-5 mm so that a scan and its mirrored copy (whose origins
+    differ by float rounding) give bit-identical canonical geometry.
+    """
+    axes, flips = canonical_orientation(volume.direction)
+    sp = np.asarray(volume.spacing, float)
+    d = np.asarray(volume.direction, float)
+    n = np.asarray(volume.shape_ijk)
+    first = np.array([n[a] - 1 if f else 0 for a, f in zip(axes, flips)], float)  # canonical index 0, input ijk
+    corner = np.zeros(3)
+    corner[list(axes)] = first
+    origin = np.round(volume.voxel_to_ras(corner), 5)
+    direction = np.stack([d[:, a] * (-1.0 if f else 1.0) for a, f in zip(axes, flips)], axis=1)
+    spacing = tuple(float(sp[a]) for a in axes)
+    return Volume(to_canonical(volume.array, axes, flips), spacing, tuple(float(o) for o in origin),
+                  direction), (axes, flips)
 
 
 def brain_mask_from_image(volume: Volume, work_mm: float = 2.0) -> np.ndarray:
@@ -206,8 +265,26 @@ def resample_to(volume: Volume, grid: Volume, shape_ijk, order: int = 1, default
     img = volume_to_sitk(volume.with_array(a))
     ref = sitk_reference(grid, tuple(int(n) for n in shape_ijk)[::-1])
     interp = sitk.sitkLinear if order else sitk.sitkNearestNeighbor
-    out = sitk.Resample(img, ref, sitk.Transform(), interp, float(default), img.GetPixelID())
+    out = sitk.Resample(img, ref, _tie_break(img, order), interp, float(default), img.GetPixelID())
     return sitk.GetArrayFromImage(out)
+
+
+TIE_BREAK_VOXELS = 1e-3
+
+
+def _tie_break(image, order: int):
+    """The transform for sitk.Resample: identity, or for nearest neighbour (order 0) a shift by
+    TIE_BREAK_VOXELS of `image`'s voxel along each of its axes.  A cropped model grid often puts
+    a sample exactly half-way between two voxels; without the shift float rounding decides
+    (differently for the same scan stored with another voxel order or read from NIfTI float32
+    geometry), with it the tie always goes to the next voxel up."""
+    import SimpleITK as sitk
+
+    if order:
+        return sitk.Transform()
+    d = np.asarray(image.GetDirection(), float).reshape(3, 3)
+    shift = d @ (np.asarray(image.GetSpacing(), float) * TIE_BREAK_VOXELS)
+    return sitk.TranslationTransform(3, [float(v) for v in shift])
 
 
 def preprocess(volume: Volume, target_spacing_mm: Sequence[float] = (1.0, 1.0, 2.0), polarity: str = "dark",
@@ -221,16 +298,18 @@ def preprocess(volume: Volume, target_spacing_mm: Sequence[float] = (1.0, 1.0, 2
     if polarity not in ("dark", "bright"):
         raise CMBError(f"polarity must be 'dark' or 'bright', not {polarity!r}")
     validate_image(volume, "image")
-    if brain_mask is None:
-        mask_in = brain_mask_from_image(volume)
-    else:
+    if brain_mask is not None:
         m = brain_mask.array if isinstance(brain_mask, Volume) else brain_mask
         m = np.asarray(m)
         if m.shape != volume.array.shape:
             raise CMBError(f"brain mask shape {m.shape} differs from the image {volume.array.shape}")
-        mask_in = m != 0
-        if not mask_in.any():
+        if not m.any():
             raise CMBError("brain mask is empty")
+    volume, orientation = canonical_volume(volume)
+    if brain_mask is None:
+        mask_in = brain_mask_from_image(volume)
+    else:
+        mask_in = to_canonical(m != 0, *orientation)
     grid = model_grid(volume, target_spacing_mm, mask_in if crop else None)
     shape_ijk = grid.shape_ijk
     src = volume
@@ -243,4 +322,4 @@ def preprocess(volume: Volume, target_spacing_mm: Sequence[float] = (1.0, 1.0, 2
     arr = normalise(arr, mask)
     grid = Volume(arr, grid.spacing, grid.origin, grid.direction)
     stub = Volume(np.zeros((1, 1, 1), np.uint8), volume.spacing, volume.origin, volume.direction.copy())
-    return Preprocessed(arr, mask, grid, stub, tuple(volume.array.shape), polarity)
+    return Preprocessed(arr, mask, grid, stub, tuple(volume.array.shape), polarity, orientation)
