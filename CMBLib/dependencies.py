@@ -7,8 +7,11 @@ Python.
 
 Supported Slicer releases and their Python:
 
-    Slicer 5.8.x  -> Python 3.9     MONAI 1.5.x (MONAI 1.6 has no Python 3.9 wheel)
-    Slicer 5.10.x -> Python 3.12    MONAI 1.6.x (needs torch >= 2.8)
+    Slicer 5.8.x  -> Python 3.9     torch >= 2.4.1
+    Slicer 5.10.x -> Python 3.12    torch >= 2.8
+
+MONAI is not installed: detection and fine-tuning run on CMBLib's plain-torch U-Net and
+sliding window (CMBLib/detection/unet.py, inference.py; equal to MONAI's outputs, tested).
 
 torch is never handed to pip by the modules: it is installed and version-checked only
 through the PyTorch extension (PyTorchUtils), with `torch_requirement` as its
@@ -23,10 +26,8 @@ from typing import Optional
 # Slicer's Python versions we support: (major, minor) of Slicer 5.8 and of the newest release.
 SUPPORTED_PYTHONS = ((3, 9), (3, 12))
 
-# Per Python: minimum torch (given to PyTorchUtils) and MONAI (given to pip).
-# MONAI 1.5.2 requires torch >= 2.4.1; MONAI 1.6 requires Python >= 3.10 and torch >= 2.8.
+# Per Python: minimum torch (given to PyTorchUtils), the oldest the project has been used with.
 _TORCH = {"py39": ">=2.4.1", "py310+": ">=2.8"}
-_MONAI = {"py39": "monai>=1.5.2,<1.6", "py310+": "monai>=1.6,<1.7"}
 
 # Import name -> pip requirement; the same for every supported Python (each range
 # has wheels for 3.9 and 3.12; checked by the test).  SimpleITK and numpy come with Slicer.
@@ -57,9 +58,7 @@ def requirements_for(part: str, python=None) -> dict:
     if part == "annotation":
         return dict(ANNOTATION)
     if part == "detection":
-        out = dict(DETECTION_EXTRA)
-        out["monai"] = _MONAI[_key(python or sys.version_info)]
-        return out
+        return dict(DETECTION_EXTRA)
     if part == "report":
         return dict(REPORT)
     if part == "dicom":
@@ -84,7 +83,7 @@ def _installed_version(dist: str) -> Optional[str]:
 
 
 def satisfied(requirement: str, installed: Optional[str]) -> bool:
-    """True when version `installed` meets `requirement` ('monai>=1.5,<1.6' or '>=2.8')."""
+    """True when version `installed` meets `requirement` ('scipy>=1.10,<2' or '>=2.8')."""
     if installed is None:
         return False
     from packaging.requirements import Requirement

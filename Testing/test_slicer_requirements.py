@@ -36,9 +36,11 @@ def test_requirement_resolves_for_slicer_python(python, requirement, tmp_path):
     assert any(tmp_path.iterdir())
 
 
-def test_monai_choice_per_python():
-    assert D.requirements_for("detection", (3, 9))["monai"] == "monai>=1.5.2,<1.6"
-    assert D.requirements_for("detection", (3, 12))["monai"] == "monai>=1.6,<1.7"
+def test_detection_needs_torch_but_not_monai():
+    # the U-Net and the sliding window are plain torch (CMBLib/detection/unet.py, inference.py)
+    for py in D.SUPPORTED_PYTHONS:
+        assert "monai" not in D.requirements_for("detection", py)
+        assert not any(r.startswith("monai") for r in D.all_requirement_strings(py))
     assert D.torch_requirement((3, 9)) == ">=2.4.1" and D.torch_requirement((3, 12)) == ">=2.8"
     # torch itself is never a pip requirement of the modules (PyTorchUtils installs it)
     for py in D.SUPPORTED_PYTHONS:
@@ -57,24 +59,25 @@ def test_report_and_dicom_parts():
 
 def test_version_checks():
     assert D.satisfied(">=2.8", "2.8.0+cu126") and not D.satisfied(">=2.8", "2.7.1")
-    assert D.satisfied("monai>=1.5.2,<1.6", "1.5.2") and not D.satisfied("monai>=1.5.2,<1.6", "1.6.0")
+    assert D.satisfied("scipy>=1.10,<2", "1.10.0") and not D.satisfied("scipy>=1.10,<2", "2.0.0")
     assert not D.satisfied(">=2.8", None)
-    versions = {"torch": "2.5.0", "monai": "1.6.1", "scipy": "1.13.0", "scikit-image": "0.24.0",
-                "slicerio": "1.1.0"}
+    versions = {"torch": "2.5.0", "scipy": "1.9.3", "scikit-image": "0.24.0", "slicerio": "1.1.0"}
     found = lambda name: object()  # noqa: E731 - every module importable
-    # on Python 3.9 MONAI 1.6 is out of range -> reinstalled; torch 2.5 is fine there, too old on 3.12
-    assert D.missing("detection", (3, 9), find_spec=found, version_of=versions.get) == ["monai>=1.5.2,<1.6"]
+    # SciPy 1.9 is out of range -> reinstalled; torch 2.5 is fine on 3.9, too old on 3.12
+    assert D.missing("detection", (3, 9), find_spec=found, version_of=versions.get) == ["scipy>=1.10,<2"]
+    versions["scipy"] = "1.13.0"
     assert D.missing("detection", (3, 12), find_spec=found, version_of=versions.get) == []
     assert D.torch_status((3, 12), version_of=versions.get) == ("too old", "2.5.0")
     assert D.torch_status((3, 9), version_of=versions.get) == ("ok", "2.5.0")
     assert D.torch_status((3, 9), version_of={}.get) == ("missing", None)
-    assert D.pip_arguments(["monai>=1.6,<1.7"], "2.9.0+cpu") == ["monai>=1.6,<1.7", "torch==2.9.0+cpu"]
+    assert D.pip_arguments(["scipy>=1.10,<2"], "2.9.0+cpu") == ["scipy>=1.10,<2", "torch==2.9.0+cpu"]
     assert D.pip_arguments([], "2.9.0") == []
 
 
 def test_modules_take_requirements_from_one_place():
     """No pip requirement literal in the module folders: they all come from CMBLib.dependencies."""
-    pattern = re.compile(r"""["'](monai|scikit-image|slicerio|jsonschema|scipy|matplotlib|pydicom|highdicom)\s*[<>=]""")
+    pattern = re.compile(
+        r"""["'](monai|torch|scikit-image|slicerio|jsonschema|scipy|matplotlib|pydicom|highdicom)\s*[<>=]""")
     for folder in ("CMBDetector", "CMBScribbleAnnotator"):
         for path in (REPO / folder).rglob("*.py"):
             text = path.read_text(encoding="utf-8")
@@ -101,9 +104,9 @@ class _Guard:
 
 
 def test_one_question_then_torch_through_pytorchutils_then_pip():
-    versions = {"torch": None, "monai": None, "scipy": "1.13.0", "scikit-image": "0.24.0", "slicerio": "1.1.0"}
+    versions = {"torch": None, "scipy": None, "scikit-image": "0.24.0", "slicerio": "1.1.0"}
     env = {"python": (3, 12), "version_of": versions.get,
-           "find_spec": lambda name: object() if name != "monai" or versions["monai"] else None}
+           "find_spec": lambda name: object() if name != "scipy" or versions["scipy"] else None}
     questions, pip_calls, torch_calls = [], [], []
 
     class TorchLogic:
@@ -114,21 +117,21 @@ def test_one_question_then_torch_through_pytorchutils_then_pip():
     assert not D.ensure("detection", lambda text: questions.append(text) or False, pip_calls.append,
                         torch_logic_factory=TorchLogic, **env)
     assert len(questions) == 1 and "PyTorch >=2.8 through the PyTorch extension" in questions[0]
-    assert "monai>=1.6,<1.7" in questions[0] and not pip_calls and not torch_calls     # declined: nothing
+    assert "scipy>=1.10,<2" in questions[0] and not pip_calls and not torch_calls     # declined: nothing
     guard = _Guard()
     assert D.ensure("detection", lambda text: True, pip_calls.append, torch_logic_factory=TorchLogic,
                     guard=guard, **env)
     assert torch_calls == [(False, ">=2.8")]                  # PyTorchUtils asked once, no second dialog
-    assert pip_calls == [["monai>=1.6,<1.7", "torch==2.9.1+cu126"]]   # torch pinned: pip keeps its build
+    assert pip_calls == [["scipy>=1.10,<2", "torch==2.9.1+cu126"]]   # torch pinned: pip keeps its build
     assert guard.shown == []
 
     def failing_pip(args):
-        raise RuntimeError("pip: no matching distribution for monai")
+        raise RuntimeError("pip: no matching distribution for scipy")
 
     assert not D.ensure("detection", lambda text: True, failing_pip, guard=guard, **env)
-    assert guard.shown == ["pip: no matching distribution for monai"]      # one readable error, no traceback
+    assert guard.shown == ["pip: no matching distribution for scipy"]      # one readable error, no traceback
     versions["torch"] = None                     # no PyTorch extension: say so, never pip-install torch
     assert not D.ensure("detection", lambda text: True, pip_calls.append, guard=guard, **env)
     assert "PyTorch' extension" in guard.shown[-1] and len(pip_calls) == 1
-    versions.update(torch="2.9.1", monai="1.6.1")
+    versions.update(torch="2.9.1", scipy="1.13.0")
     assert D.ensure("detection", lambda text: 1 / 0, failing_pip, **env)    # all present: no question
