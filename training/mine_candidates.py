@@ -245,11 +245,13 @@ def mine_case(network, meta, case, threshold=0.3, min_diameter_mm=1.0):
 
 
 def baseline_counts(probability, cmb_mask, meta) -> list:
-    """[tp, fp, fn] of the first stage alone at the model's own threshold and minimum size
-    (VALDO rule, 5 mm; `CMBLib.metrics.evaluate_case`), from the same probability map."""
+    """[tp, fp, fn] of the first stage alone at its stand-alone cut-offs (`without_second_stage`
+    in model.json, else its own threshold and minimum size; VALDO rule, 5 mm;
+    `CMBLib.metrics.evaluate_case`), from the same probability map."""
     from CMBLib.detection.candidates import find_candidates
     from CMBLib.metrics import evaluate_case
 
+    meta = dict(meta, **meta.get("without_second_stage", {}))
     lab, _, _ = find_candidates(probability, float(meta["threshold"]), float(meta["min_diameter_mm"]),
                                 float(meta.get("max_diameter_mm", 10.0)))
     r = evaluate_case(probability.with_array(lab), cmb_mask, rule="valdo", distance_mm=5.0)
@@ -298,6 +300,8 @@ def main(argv=None):
                                 diameter_mm=np.array([r["diameter_mm"] for r in recs]),
                                 centre_ras=np.array([r["centre_ras"] for r in recs]).reshape(-1, 3),
                                 baseline=np.array(base), model_version=str(meta.get("version")),
+                                baseline_settings=np.array([meta.get("without_second_stage", meta)[k] for k in
+                                                            ("threshold", "min_diameter_mm")], float),
                                 info=json.dumps(dict(case["info"], source_kind=source)), **extra)
             tmp.replace(out / (name + ".npz"))
             print(f"{name} {case['info'].get('spacing')} refs={n_ref} cands={len(recs)} "
