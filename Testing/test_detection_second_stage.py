@@ -1,6 +1,7 @@
 """Second stage (candidate classifier): features on hand-made shapes, the JSON tree ensemble,
 checksums, and the pipeline dropping what the classifier rejects."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -44,6 +45,22 @@ def test_ball_and_vessels_differ_in_the_features_that_should_tell_them_apart():
     assert ball["hess2_ratio_min"] > 0.3 and abs(tube_z["hess2_ratio_min"]) < 0.05
 
 
+def test_in_plane_line_features_tell_a_dot_from_an_in_plane_vessel_and_a_dark_area():
+    """The internal cerebral veins run within an axial slice: on their slice they are a line
+    (one in-plane curvature, dark 6 mm away on both sides along the line), a CMB is a dot
+    (two equal curvatures, background 6 mm away in every direction), a diffuse dark area is
+    dark in every direction."""
+    ball = _features(lambda x, y, z: x ** 2 + y ** 2 + z ** 2 <= 2.5 ** 2)
+    tube_x = _features(lambda x, y, z: (y ** 2 + z ** 2 <= 1.5 ** 2))            # in-plane, along x
+    tube_d = _features(lambda x, y, z: ((x - y) ** 2 / 2 + z ** 2 <= 1.5 ** 2))  # in-plane, diagonal
+    area = _features(lambda x, y, z: (x ** 2 + y ** 2 <= 12.0 ** 2) & (np.abs(z) <= 1.0))
+    for tube in (tube_x, tube_d):
+        assert tube["hess2d2_ratio"] < 0.1 < 0.8 < ball["hess2d2_ratio"]
+        assert tube["line6_max"] > 0.9 and tube["line6_min"] < 0.1
+    assert ball["line6_max"] < 0.1 and ball["line3_max"] < 0.5
+    assert area["line6_min"] > 0.9
+
+
 def _tiny_ensemble(threshold=0.5, split=1.0):
     """One stump on contrast (> split -> +2 log-odds, else -2) after a zero prior."""
     f = FEATURE_NAMES.index("contrast")
@@ -67,8 +84,29 @@ def test_tree_ensemble_hand_computed_and_matches_scikit_learn():
     clf = sklearn.GradientBoostingClassifier(n_estimators=20, max_depth=3, random_state=0).fit(xs, ys)
     spec = json.loads(json.dumps(export_sklearn_gbc(clf, 0.5)))   # through JSON, as stored
     assert np.abs(TreeEnsemble(spec).probability(xs) - clf.predict_proba(xs)[:, 1]).max() < 1e-9
-    with pytest.raises(CMBError, match="other features"):
+    with pytest.raises(CMBError, match="does not compute"):
         TreeEnsemble(dict(spec, features=["a"]))
+
+
+def test_a_classifier_for_fewer_features_reads_its_own_columns():
+    """cmb-default 0.3.0's classifier names 28 features; the pipeline hands every classifier
+    the full matrix, from which it must take its own columns (by name, not position)."""
+    f = FEATURE_NAMES.index("line6_max")
+    tree = {"left": [1, -1, -1], "right": [2, -1, -1], "feature": [0, -2, -2], "threshold": [0.5, -2, -2],
+            "value": [0.0, -3.0, 3.0]}
+    spec = {"kind": "gradient_boosted_trees", "features": ["line6_max"], "init": 0.0, "learning_rate": 1.0,
+            "threshold": 0.5, "trees": [tree]}
+    ens = TreeEnsemble(spec)
+    x = np.zeros((2, len(FEATURE_NAMES)))
+    x[1, f] = 0.9          # only the named column decides
+    x[0, 0] = 0.9          # column 0 (max_probability) is not this classifier's
+    assert ens.probability(x) == pytest.approx([1 / (1 + np.exp(3)), 1 / (1 + np.exp(-3))])
+    assert ens.probability(x[:, [f]]) == pytest.approx(ens.probability(x))   # its own columns only
+    with pytest.raises(CMBError, match="needs 1 features"):
+        ens.probability(np.zeros((1, 3)))
+    old = json.loads((Path(__file__).resolve().parents[1] / "CMBLib" / "models" / "cmb-default" /
+                      "candidate_classifier.json").read_text())
+    TreeEnsemble(old)   # the bundled classifier's features are all still computed
 
 
 def test_classifier_file_is_checksum_verified(tmp_path):
@@ -128,3 +166,27 @@ def test_pipeline_drops_what_the_second_stage_rejects(tmp_path):
     assert detect(vol, (net, only_dark)).settings["second_stage"] is None
     with pytest.raises(CMBError, match="no second stage"):
         detect(vol, (net, {k: v for k, v in meta.items() if k != "second_stage"}), second_stage=True)
+
+
+def test_mined_crops_give_back_the_features_exactly(tmp_path):
+    """training/mine_candidates.py stores per candidate the model-grid crops around it, so a
+    feature change can be trained without running the U-Net again; the features from the
+    crops must equal those from the whole grid (candidates near the grid's edge included)."""
+    from types import SimpleNamespace
+
+    from training.mine_candidates import REC_KEYS, candidate_crops, recompute_features
+
+    vol, brain = _grid_with(lambda x, y, z: (x ** 2 + y ** 2 + z ** 2 <= 2.5 ** 2) | (y ** 2 + z ** 2 <= 1.5 ** 2))
+    vol = Volume(vol.array, vol.spacing, (10.0, -20.0, 5.0), np.eye(3)[[1, 0, 2]] * [1, -1, 1])   # not axis-aligned
+    brain[:, :, :4] = False
+    prob = np.clip(-vol.array / 2, 0, 1).astype(np.float32)
+    recs = [{"centre_ras": vol.voxel_to_ras(ijk).tolist(), "max_probability": 0.9, "mean_probability": 0.7,
+             "volume_mm3": 20.0, "elongation": 1.5} for ijk in ([30, 30, 15], [50, 30, 15], [3, 57, 1])]
+    whole = candidate_features(vol.array, prob, brain, vol, recs)
+    mg = {"pre": SimpleNamespace(array=vol.array, brain_mask=brain, grid=vol), "probability": prob}
+    arrays = candidate_crops(mg, recs)
+    arrays.update({f"rec_{k}": np.array([r[k] for r in recs]) for k in REC_KEYS})
+    np.savez(tmp_path / "c.npz", hit=np.full(3, -1), centre_ras=np.array([r["centre_ras"] for r in recs]), **arrays)
+    again = recompute_features(np.load(tmp_path / "c.npz"))
+    assert np.abs(again - whole).max() < 1e-5
+    assert not np.allclose(whole[0], whole[1])   # two different structures, not a trivially equal pair

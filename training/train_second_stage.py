@@ -5,13 +5,16 @@
         --out training/runs/stage2/report.json [--export CMBLib/models/cmb-default]
 
 * Fits a gradient-boosted tree ensemble (scikit-learn, training only) on the ``train``
-  candidates; the operating threshold is chosen on **out-of-fold** predictions of the
-  training cases (5 folds grouped by case: no case is scored by a model that saw it): the
-  highest F1 with <= ``--max-fp`` false positives per scan (ties: the lowest threshold);
-  then checked on ``val``.
-* Reports on ``test`` per source: first stage alone at the model's old settings
-  (threshold 0.7, 3 mm; exact VALDO counts from the same probability maps), first stage
-  at the mining settings (all candidates) and with the second stage.
+  candidates (features recomputed from the mined crops with the current
+  `second_stage.candidate_features`); the operating threshold is chosen on ``val``: the
+  highest F1 with <= ``--max-fp`` false positives per scan (ties: the lowest threshold).
+  ``--exclude fsn`` leaves a source out of train and val: its test cases are then a
+  leave-one-background-out figure.
+* Reports on ``val`` and ``test`` per source and per real-brain grid: first stage alone at
+  the model's old settings (threshold 0.7, 3 mm; exact VALDO counts from the same
+  probability maps), first stage at the mining settings (all candidates), the
+  ``--baseline`` classifier (e.g. 0.3.0's) and the new one; sensitivity per CMB size
+  (equivalent diameter < 3, 3-5, >= 5 mm) and false candidates per synthetic mimic type.
 * Counting: a kept candidate is a TP when its centre lies within 5 mm of an inserted CMB's
   centre (each CMB counted once), else an FP; FN = CMBs no kept candidate reached.
 * ``--export``: writes ``candidate_classifier.json`` into the model folder and sets
@@ -23,8 +26,42 @@ from pathlib import Path
 
 import numpy as np
 
+from CMBLib.detection.second_stage import FEATURE_NAMES
 
-def load_mined(folder, split: str) -> list[dict]:
+from .mine_candidates import MIMIC_NAMES
+
+SIZE_BINS = ((0.0, 3.0, "<3mm"), (3.0, 5.0, "3-5mm"), (5.0, 1e9, ">=5mm"))  # equivalent diameter
+FEATURE_SETS = {"all": FEATURE_NAMES, "v0.3.0": FEATURE_NAMES[:28]}
+
+
+def case_features(path: Path, d) -> np.ndarray:
+    """The current `candidate_features` of a mined case: recomputed from its stored crops
+    (cached next to it, keyed by the feature list), or the stored ones for old files."""
+    n = len(d["hit"])
+    if n == 0:
+        return np.zeros((0, len(FEATURE_NAMES)), np.float32)
+    if "crop_image" not in d.files:
+        f = d["features"].reshape(n, -1)
+        if f.shape[1] != len(FEATURE_NAMES):
+            raise SystemExit(f"{path}: mined with {f.shape[1]} features and no crops; mine it again")
+        return f
+    import hashlib
+
+    key = hashlib.sha256(",".join(FEATURE_NAMES).encode()).hexdigest()[:10]
+    cache = path.parent / "features" / f"{path.stem}.{key}.npy"
+    if cache.is_file():
+        return np.load(cache)
+    from .mine_candidates import recompute_features
+
+    f = recompute_features(d) if n else np.zeros((0, len(FEATURE_NAMES)), np.float32)
+    cache.parent.mkdir(exist_ok=True)
+    tmp = cache.with_suffix(".tmp.npy")
+    np.save(tmp, f)
+    tmp.replace(cache)
+    return f
+
+
+def load_mined(folder, split: str, exclude=()) -> list[dict]:
     cases = []
     for f in sorted(Path(folder).glob(f"*_{split}_*.npz")):
         if f.name.endswith(".tmp.npz"):
@@ -32,27 +69,33 @@ def load_mined(folder, split: str) -> list[dict]:
         d = np.load(f)
         info = json.loads(str(d["info"]))
         src = info.get("source_kind", info.get("source"))
-        if src == "clin":
-            src = "clin_clean" if int(d["n_ref"]) == 0 else "clin_cmbs"
+        if src in exclude:
+            continue
+        if src in ("clin", "fsn"):
+            src = f"{src}_clean" if int(d["n_ref"]) == 0 else f"{src}_cmbs"
         cases.append({"name": f.stem, "source": src, "grid": info.get("spacing"),
-                      "features": d["features"].reshape(len(d["hit"]), -1), "hit": d["hit"],
+                      "features": case_features(f, d), "hit": d["hit"],
                       "mimic": d["mimic"], "n_ref": int(d["n_ref"]), "max_probability": d["max_probability"],
+                      "ref_diameter_mm": d["ref_diameter_mm"] if "ref_diameter_mm" in d.files else None,
                       "baseline": d["baseline"] if "baseline" in d.files else None})
     return cases
 
 
-def counts(cases, scores=None, threshold=0.0, min_prob=0.0):
-    """Pooled TP, FP, FN over cases; candidates kept when score >= threshold."""
+def counts(cases, keeps=None):
+    """Pooled TP, FP, FN over cases; `keeps`: per case a bool array of the kept candidates
+    (None: all)."""
     tp = fp = fn = 0
     for n, c in enumerate(cases):
-        keep = c["max_probability"] >= min_prob
-        if scores is not None:
-            keep &= scores[n] >= threshold
+        keep = np.ones(len(c["hit"]), bool) if keeps is None else keeps[n]
         hits = set(int(h) for h in c["hit"][keep] if h >= 0)
         tp += len(hits)
         fp += int((c["hit"][keep] < 0).sum())
         fn += c["n_ref"] - len(hits)
     return tp, fp, fn
+
+
+def kept(scores, threshold):
+    return [s >= threshold for s in scores]
 
 
 def summary(tp, fp, fn, n):
@@ -70,34 +113,22 @@ def fit(x, y, seed=0):
     return clf.fit(x, y)
 
 
-def stack(cases):
-    x = np.concatenate([c["features"] for c in cases]) if cases else np.zeros((0, 0))
+def stack(cases, cols):
+    x = np.concatenate([c["features"][:, cols] for c in cases]) if cases else np.zeros((0, len(cols)))
     y = np.concatenate([c["hit"] >= 0 for c in cases]) if cases else np.zeros(0, bool)
     return x, y
 
 
-def per_case_scores(clf_or_fn, cases):
-    return [clf_or_fn(c["features"]) if len(c["hit"]) else np.zeros(0) for c in cases]
+def per_case_scores(fn, cases):
+    """Scores of every case's candidates; `fn` takes the full feature matrix."""
+    return [fn(c["features"]) if len(c["hit"]) else np.zeros(0) for c in cases]
 
 
-def out_of_fold(cases, folds=5, seed=0):
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(len(cases))
-    scores = [None] * len(cases)
-    for f in range(folds):
-        test_idx = [i for k, i in enumerate(order) if k % folds == f]
-        train = [cases[i] for i in order if i not in test_idx]
-        x, y = stack(train)
-        clf = fit(x, y, seed)
-        for i in test_idx:
-            scores[i] = clf.predict_proba(cases[i]["features"])[:, 1] if len(cases[i]["hit"]) else np.zeros(0)
-    return scores
+THRESHOLDS = (0.02, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.6, 0.7, 0.8, 0.9)
 
 
 def choose_threshold(cases, scores, max_fp=0.5):
-    rows = []
-    for t in (0.02, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9):
-        rows.append(dict(summary(*counts(cases, scores, t), len(cases)), threshold=float(t)))
+    rows = [dict(summary(*counts(cases, kept(scores, t)), len(cases)), threshold=float(t)) for t in THRESHOLDS]
     ok = [r for r in rows if r["fp_per_scan"] <= max_fp and r["f1"] is not None]
     if not ok:
         return min(rows, key=lambda r: r["fp_per_scan"]), rows
@@ -106,64 +137,119 @@ def choose_threshold(cases, scores, max_fp=0.5):
     return best, rows
 
 
-def report(cases, scores, threshold):
-    out = {}
-    groups = {"all": cases}
-    for c in cases:
-        groups.setdefault(c["source"], []).append(c)
-        g = c.get("grid") or [0, 0, 0]
-        if c["source"].startswith("clin"):
-            groups.setdefault(f"clin_grid_{g[0]}x{g[1]}x{g[2]}", []).append(c)
-    for name, cs in sorted(groups.items()):
-        idx = [cases.index(c) for c in cs]
-        sc = [scores[i] for i in idx]
-        base = [c["baseline"] for c in cs if c["baseline"] is not None]
-        row = {"stage1_all_candidates": summary(*counts(cs), len(cs)),
-               "two_stage": summary(*counts(cs, sc, threshold), len(cs))}
-        if len(base) == len(cs):
-            b = np.sum(base, axis=0)
-            row["stage1_v0.2.0_settings"] = summary(int(b[0]), int(b[1]), int(b[2]), len(cs))
-        out[name] = row
-    # mimic types (domain-randomised cases): how many candidates on each survive
-    mim = {}
-    for c, s in zip(cases, scores):
-        for m, h, v in zip(c["mimic"], c["hit"], s):
-            if h >= 0:
-                continue
-            key = str(int(m))
-            d = mim.setdefault(key, {"candidates": 0, "kept": 0})
-            d["candidates"] += 1
-            d["kept"] += int(v >= threshold)
-    out["false_positives_by_mimic_type"] = mim
+def size_table(cases, keeps):
+    """Per equivalent-diameter bin (of the inserted CMB's half-maximum mask on the input
+    grid): CMBs and how many a kept candidate reached."""
+    out = {name: {"cmbs": 0, "found": 0} for _, _, name in SIZE_BINS}
+    for c, keep in zip(cases, keeps):
+        if c["ref_diameter_mm"] is None:
+            continue
+        hits = set(int(h) for h in c["hit"][keep] if h >= 0)
+        for r, dia in enumerate(c["ref_diameter_mm"]):
+            for lo, hi, name in SIZE_BINS:
+                if lo <= dia < hi:
+                    out[name]["cmbs"] += 1
+                    out[name]["found"] += int(r in hits)
+    for v in out.values():
+        v["sensitivity"] = v["found"] / v["cmbs"] if v["cmbs"] else None
     return out
 
 
-def markdown(res: dict, split: str = "test") -> str:
-    """The per-source table of a report (as in the model card)."""
+def groups_of(cases):
+    groups = {"all": list(cases)}
+    for c in cases:
+        groups.setdefault(c["source"], []).append(c)
+        if c["source"].startswith(("clin", "fsn")):
+            groups.setdefault("real_clinical_grids", []).append(c)
+            g = c.get("grid") or [0, 0, 0]
+            groups.setdefault(f"real_grid_{g[0]}x{g[1]}x{g[2]}", []).append(c)
+    return groups
+
+
+def report(cases, settings: dict) -> dict:
+    """`settings`: name -> per-case keep masks (same order as `cases`).  Per group of cases
+    (all, per source, real brains on the clinical grids, per grid): counts per setting;
+    per size bin: sensitivity per setting; per mimic type: candidates and how many each
+    setting keeps (false candidates only)."""
+    out = {}
+    index = {id(c): n for n, c in enumerate(cases)}
+    for name, cs in sorted(groups_of(cases).items()):
+        idx = [index[id(c)] for c in cs]
+        row = {k: summary(*counts(cs, [keeps[i] for i in idx]), len(cs)) for k, keeps in settings.items()}
+        base = [c["baseline"] for c in cs if c["baseline"] is not None]
+        if len(base) == len(cs):
+            b = np.sum(base, axis=0)
+            row["stage1_v0.2.0_settings"] = summary(int(b[0]), int(b[1]), int(b[2]), len(cs))
+        row["by_size"] = {k: size_table(cs, [keeps[i] for i in idx]) for k, keeps in settings.items()}
+        out[name] = row
+    mim = {}
+    for n, c in enumerate(cases):
+        if not c["source"].startswith("fs") or c["source"].startswith("fsn"):
+            continue
+        for m_i, (m, h) in enumerate(zip(c["mimic"], c["hit"])):
+            if h >= 0:
+                continue
+            d = mim.setdefault(MIMIC_NAMES.get(int(m), str(int(m))), dict.fromkeys(settings, 0))
+            for k, keeps in settings.items():
+                d[k] += int(keeps[n][m_i])
+    out["false_candidates_by_mimic_type"] = mim
+    return out
+
+
+def _f(v):
+    return "-" if v is None else f"{v:.2f}"
+
+
+def markdown(rep: dict, names: dict) -> str:
+    """Per-group, per-size and per-mimic tables of one split's report (as in the model card)."""
     lines = ["| cases | n | setting | TP | FP | FN | sensitivity | precision | F1 | FP/scan |",
              "|---|---|---|---|---|---|---|---|---|---|"]
-    names = {"stage1_v0.2.0_settings": "0.2.0 (U-Net, threshold 0.7, >= 3 mm)",
-             "stage1_all_candidates": "U-Net alone, threshold 0.3, >= 1 mm",
-             "two_stage": "**0.3.0** (U-Net 0.3, >= 1 mm + classifier)"}
-
-    def f(v):
-        return "-" if v is None else f"{v:.2f}"
-
-    for group, row in res[split].items():
+    for group, row in rep.items():
         if group.startswith("false"):
             continue
-        for key in ("stage1_v0.2.0_settings", "stage1_all_candidates", "two_stage"):
+        for key in ["stage1_v0.2.0_settings"] + list(names):
             if key in row:
                 r = row[key]
-                lines.append(f"| {group} | {r['n_cases']} | {names[key]} | {r['tp']} | {r['fp']} | {r['fn']} | "
-                             f"{f(r['sensitivity'])} | {f(r['precision'])} | {f(r['f1'])} | {f(r['fp_per_scan'])} |")
+                lines.append(f"| {group} | {r['n_cases']} | {names.get(key, '0.2.0 (U-Net 0.7, >= 3 mm)')} | "
+                             f"{r['tp']} | {r['fp']} | {r['fn']} | {_f(r['sensitivity'])} | {_f(r['precision'])} | "
+                             f"{_f(r['f1'])} | {_f(r['fp_per_scan'])} |")
+    bins = [b[2] for b in SIZE_BINS]
+    lines += ["", "| cases | setting | " + " | ".join(f"found {b} (sens.)" for b in bins) + " |",
+              "|---|---|" + "---|" * len(bins)]
+    for group in ("all", "real_clinical_grids", "clin_cmbs", "fsn_cmbs", "t2s", "fs"):
+        if group not in rep:
+            continue
+        for key in names:
+            t = rep[group]["by_size"][key]
+            lines.append(f"| {group} | {names[key]} | " + " | ".join(
+                f"{t[b]['found']}/{t[b]['cmbs']} ({_f(t[b]['sensitivity'])})" for b in bins) + " |")
+    mim = rep.get("false_candidates_by_mimic_type", {})
+    if mim:
+        lines += ["", "| mimic type (fs cases, false candidates) | " + " | ".join(
+            f"kept: {names[k]}" for k in names) + " |", "|---|" + "---|" * len(names)]
+        for m, d in sorted(mim.items()):
+            lines.append(f"| {m} | " + " | ".join(str(d[k]) for k in names) + " |")
     return "\n".join(lines)
+
+
+def load_classifier(path):
+    """(TreeEnsemble, threshold) of a candidate_classifier.json."""
+    from CMBLib.detection.second_stage import TreeEnsemble
+
+    spec = json.loads(Path(path).read_text())
+    return TreeEnsemble(spec), float(spec["threshold"])
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--mined", default="training/runs/stage2/mined")
-    ap.add_argument("--max-fp", type=float, default=0.5, help="FP/scan limit when choosing the threshold")
+    ap.add_argument("--max-fp", type=float, default=0.5, help="FP/scan limit when choosing the threshold on val")
+    ap.add_argument("--features", choices=sorted(FEATURE_SETS), default="all",
+                    help="all, or the 28 features of cmb-default 0.3.0")
+    ap.add_argument("--exclude", default="", help="sources (clin,t2s,fsn,fs) left out of train AND val: "
+                    "their test cases are then a leave-one-background-out figure")
+    ap.add_argument("--baseline", help="a candidate_classifier.json to compare with on val and test "
+                    "(e.g. cmb-default 0.3.0's; its own threshold)")
     ap.add_argument("--out", required=True, help="JSON report")
     ap.add_argument("--export", help="model folder to receive the classifier")
     ap.add_argument("--version", help="with --export: the model's new version")
@@ -176,38 +262,51 @@ def main(argv=None):
 
     if Path(args.out).exists() and not args.force:
         raise SystemExit(f"{args.out} exists; not overwritten (pass --force)")
-    train, val, test = (load_mined(args.mined, s) for s in ("train", "val", "test"))
-    oof = out_of_fold(train)
-    best, rows = choose_threshold(train, oof, args.max_fp)
-    thr = best["threshold"]
-    x, y = stack(train)
+    exclude = tuple(v for v in args.exclude.split(",") if v)
+    train, val = (load_mined(args.mined, s, exclude) for s in ("train", "val"))
+    test = load_mined(args.mined, "test")
+    names = list(FEATURE_SETS[args.features])
+    cols = [FEATURE_NAMES.index(f) for f in names]
+    x, y = stack(train, cols)
     clf = fit(x, y)
-    spec = export_sklearn_gbc(clf, thr)
+    spec = export_sklearn_gbc(clf, 0.5, features=names)
     ens = TreeEnsemble(spec)
     check = np.abs(ens.probability(x) - clf.predict_proba(x)[:, 1]).max()
     assert check < 1e-6, f"exported trees disagree with scikit-learn by {check}"
+    val_scores = per_case_scores(ens.probability, val)
+    best, rows = choose_threshold(val, val_scores, args.max_fp)
+    thr = spec["threshold"] = best["threshold"]
+    settings_names = {"stage1": f"U-Net alone, threshold {args.stage1_threshold:g}, >= "
+                                f"{args.stage1_min_diameter_mm:g} mm", "new": "**new classifier**"}
+    base = load_classifier(args.baseline) if args.baseline else None
+    if base:
+        settings_names = {"stage1": settings_names["stage1"], "baseline": f"0.3.0 classifier ({base[1]:g})",
+                          "new": settings_names["new"]}
+
+    def settings(cases):
+        out = {"stage1": [np.ones(len(c["hit"]), bool) for c in cases]}
+        if base:
+            out["baseline"] = kept(per_case_scores(base[0].probability, cases), base[1])
+        out["new"] = kept(per_case_scores(ens.probability, cases), thr)
+        return out
+
     res = {"n_train_cases": len(train), "n_train_candidates": int(len(y)), "n_train_positive": int(y.sum()),
-           "threshold": thr, "chosen_on": "out-of-fold predictions of the training cases (5 folds by case)",
-           "oof_rows": rows, "oof_best": best,
-           "val": report(val, per_case_scores(ens.probability, val), thr) if val else {},
-           "test": report(test, per_case_scores(ens.probability, test), thr) if test else {},
+           "train_sources": sorted({c["source"] for c in train}), "excluded_from_train_and_val": list(exclude),
+           "features": names, "threshold": thr,
+           "chosen_on": f"validation ({len(val)} cases): highest F1 with <= {args.max_fp} FP/scan, ties lowest",
+           "val_rows": rows, "val_best": best, "settings": settings_names,
+           "val": report(val, settings(val)) if val else {},
+           "test": report(test, settings(test)) if test else {},
            "test_froc": {g: choose_threshold(cs, per_case_scores(ens.probability, cs), args.max_fp)[1]
-                         for g, cs in (("all", test), ("clin_clean", [c for c in test if c["source"] == "clin_clean"]))
-                         if cs},
-           "importances": dict(sorted(zip(spec["features"], (float(v) for v in clf.feature_importances_)),
-                                      key=lambda kv: -kv[1])[:10])}
+                         for g, cs in groups_of(test).items() if g in ("all", "real_clinical_grids")},
+           "importances": dict(sorted(zip(names, (float(v) for v in clf.feature_importances_)),
+                                      key=lambda kv: -kv[1])[:12])}
     write_json_atomic(args.out, res, overwrite=True)
     print(json.dumps({k: res[k] for k in ("n_train_cases", "n_train_candidates", "n_train_positive", "threshold",
-                                          "oof_best")}, indent=1))
+                                          "val_best", "importances")}, indent=1))
     for split in ("val", "test"):
-        for name, r in res[split].items():
-            if name.startswith("false"):
-                print(split, name, r)
-                continue
-            print(split, name, {k: {kk: (round(vv, 3) if isinstance(vv, float) else vv) for kk, vv in v.items()
-                                    if kk in ("n_cases", "tp", "fp", "fn", "f1", "fp_per_scan", "sensitivity")}
-                                for k, v in r.items()})
-    print(markdown(res, "test"))
+        print(f"\n## {split}\n")
+        print(markdown(res[split], settings_names))
     if args.export:
         from CMBLib.detection.model_io import METADATA_FILE, sha256_file
 
@@ -223,12 +322,13 @@ def main(argv=None):
             meta["version"] = args.version
         meta.setdefault("metrics", {})["second_stage"] = {
             "report": "training/train_second_stage.py (counts: candidate centre within 5 mm of an inserted CMB)",
-            "threshold_choice": res["oof_best"],
-            "test": {g: {k: r[k] for k in ("two_stage", "stage1_v0.2.0_settings") if k in r}
-                     for g, r in res["test"].items() if not g.startswith(("false", "clin_grid"))}}
+            "threshold_choice": res["val_best"],
+            "test": {g: {k: r[k] for k in ("new", "baseline", "stage1_v0.2.0_settings") if k in r}
+                     for g, r in res["test"].items() if not g.startswith(("false", "real_grid"))}}
         meta["second_stage"] = {"file": FILE_NAME, "sha256": sha256_file(folder / FILE_NAME), "threshold": thr,
                                 "polarities": ["dark"],  # mined on T2*-like (dark-CMB) inputs only
                                 "kind": spec["kind"], "n_trees": len(spec["trees"]),
+                                "n_features": len(names),
                                 "trained_on": f"{len(train)} mined cases, {int(len(y))} candidates "
                                               f"({int(y.sum())} on inserted CMBs)"}
         write_json_atomic(folder / METADATA_FILE, meta, overwrite=True)

@@ -14,7 +14,13 @@ structure around the candidate* in 3D, which the U-Net sees only through its win
 * **Hessian** eigenvalues at 1 and 2 mm (a dark blob has three large positive
   curvatures, a tube two, a sheet one);
 * **dip contrast** against the local background (robust z-score), the first stage's
-  maximum / mean probability and component size, the distance to the brain's edge.
+  maximum / mean probability and component size, the distance to the brain's edge;
+* **in-plane shape** (cmb-default 0.3.1 on), for veins running within the slice such as the
+  internal cerebral veins between the thalami: the 2D Hessian of the candidate's slice at
+  1 and 2 mm (a dot: two equal curvatures, a line: one), and the darkness 3 and 6 mm away
+  along the best and the worst in-plane direction (``line*_max``: a vessel continues on
+  both sides along its axis; ``line*_min``: a diffuse dark area is dark in every direction;
+  a CMB is dark in none).
 
 All features are computed on the model grid (the preprocessed, normalised image; CMBs
 dark), so they mean the same on every input grid.  The classifier is a small gradient-
@@ -37,7 +43,10 @@ FEATURE_NAMES = (
     "core_elongation", "cont_2mm", "cont_4mm", "inplane_ring_dark",
     "hess1_ratio_min", "hess1_ratio_mid", "hess1_strength", "hess2_ratio_min", "hess2_ratio_mid",
     "hess2_strength", "edge_distance_mm", "prob_log_mm3", "prob_elongation",
+    # 0.3.1: in-plane shape
+    "hess2d1_ratio", "hess2d2_ratio", "hess2d2_strength", "line3_max", "line3_min", "line6_max", "line6_min",
 )
+N_ANGLES = 8        # in-plane directions (0-180 degrees) of the line features
 BOX_MM = 12.0       # half-size of the analysis box
 FILE_NAME = "candidate_classifier.json"
 
@@ -78,6 +87,37 @@ def _hessian_eigs(box: np.ndarray, seed, sigma_mm: float, spacing_kji) -> np.nda
     return np.linalg.eigvalsh(h * sigma_mm ** 2)
 
 
+def _hessian2d_eigs(plane: np.ndarray, seed, sigma_mm: float, spacing_ji) -> np.ndarray:
+    """Eigenvalues (ascending) of the in-plane Hessian (per mm^2, scale-normalised) at `seed`
+    (j, i) of one slice."""
+    from scipy import ndimage as ndi
+
+    sig = [sigma_mm / s for s in spacing_ji]
+    h = np.zeros((2, 2))
+    for a in range(2):
+        for b in range(a, 2):
+            order = [0, 0]
+            order[a] += 1
+            order[b] += 1
+            d = ndi.gaussian_filter(plane, sig, order=order, mode="nearest")[seed]
+            h[a, b] = h[b, a] = d / (spacing_ji[a] * spacing_ji[b])
+    return np.linalg.eigvalsh(h * sigma_mm ** 2)
+
+
+def _line_darkness(plane: np.ndarray, seed, r_mm: float, spacing_ji, bg: float, contrast: float) -> tuple:
+    """(max, min) over in-plane directions of the darkness (relative to the dip) at both
+    points `r_mm` away along that direction, the lighter of the two counted."""
+    from scipy import ndimage as ndi
+
+    th = np.arange(N_ANGLES) * np.pi / N_ANGLES
+    dj, di = np.sin(th) * r_mm / spacing_ji[0], np.cos(th) * r_mm / spacing_ji[1]
+    pts = np.array([np.r_[seed[0] + dj, seed[0] - dj], np.r_[seed[1] + di, seed[1] - di]])
+    v = ndi.map_coordinates(plane, pts, order=1, mode="nearest")
+    dark = (bg - v) / max(contrast, 1e-3)
+    both = np.minimum(dark[:N_ANGLES], dark[N_ANGLES:])
+    return float(both.max()), float(both.min())
+
+
 def candidate_features(image: np.ndarray, prob: np.ndarray, brain: np.ndarray, grid,
                        records: list[dict], edge_mm: Optional[np.ndarray] = None) -> np.ndarray:
     """Feature matrix (n_records, len(FEATURE_NAMES)) float32 for `records` (from
@@ -111,7 +151,8 @@ def candidate_features(image: np.ndarray, prob: np.ndarray, brain: np.ndarray, g
         vals = box[shell] if shell.sum() > 10 else box[bmask] if bmask.any() else box.ravel()
         bg = float(np.median(vals))
         mad = float(np.median(np.abs(vals - bg))) * 1.4826 + 1e-3
-        i0 = float(ndi.gaussian_filter(box, 0.5)[seed])
+        smooth = ndi.gaussian_filter(box, 0.5)
+        i0 = float(smooth[seed])
         contrast = bg - i0
         feats = {"max_probability": rec.get("max_probability", 0.0),
                  "mean_probability": rec.get("mean_probability", 0.0),
@@ -150,6 +191,16 @@ def candidate_features(image: np.ndarray, prob: np.ndarray, brain: np.ndarray, g
             feats[f"{tag}_ratio_min"] = ev[0] / top
             feats[f"{tag}_ratio_mid"] = ev[1] / top
             feats[f"{tag}_strength"] = ev[2] / mad
+        plane = box[seed[0]]
+        for tag, s_mm in (("hess2d1", 1.0), ("hess2d2", 2.0)):
+            ev = _hessian2d_eigs(plane, seed[1:], s_mm, sp[1:])  # ascending; dark dot: both > 0
+            top = max(abs(ev[1]), 1e-6)
+            feats[f"{tag}_ratio"] = ev[0] / top
+            if tag == "hess2d2":
+                feats["hess2d2_strength"] = ev[1] / mad
+        for r_mm in (3.0, 6.0):
+            feats[f"line{r_mm:.0f}_max"], feats[f"line{r_mm:.0f}_min"] = _line_darkness(
+                smooth[seed[0]], seed[1:], r_mm, sp[1:], bg, contrast)
         feats["edge_distance_mm"] = float(edge_mm[tuple(p0)])
         preg = _region(-prob[sl], seed, -0.1, np.ones(box.shape, bool)) if prob[tuple(p0)] >= 0.1 else \
             np.zeros(box.shape, bool)
@@ -169,11 +220,21 @@ class TreeEnsemble:
         self.rate = float(spec["learning_rate"])
         self.trees = [{k: np.asarray(t[k]) for k in ("left", "right", "feature", "threshold", "value")}
                       for t in spec["trees"]]
-        if self.features != list(FEATURE_NAMES):
-            raise CMBError("candidate classifier was made for other features; update CMBLib or the model")
+        unknown = [f for f in self.features if f not in FEATURE_NAMES]
+        if unknown:
+            raise CMBError(f"candidate classifier uses features this CMBLib does not compute ({unknown[0]}, ...); "
+                           "update CMBLib or the model")
+        # a classifier made for an older, shorter feature list reads its own columns
+        self.columns = np.array([FEATURE_NAMES.index(f) for f in self.features], int)
 
     def decision(self, x: np.ndarray) -> np.ndarray:
-        x = np.asarray(x, np.float64)
+        """Log-odds for a feature matrix with the columns of `FEATURE_NAMES` (all of them), or
+        with exactly this classifier's own columns."""
+        x = np.asarray(x, np.float64).reshape(len(x), -1)
+        if x.shape[1] == len(FEATURE_NAMES):
+            x = x[:, self.columns]
+        elif x.shape[1] != len(self.features):
+            raise CMBError(f"candidate classifier needs {len(self.features)} features, got {x.shape[1]}")
         raw = np.full(len(x), self.init)
         for t in self.trees:
             node = np.zeros(len(x), int)
@@ -191,8 +252,9 @@ class TreeEnsemble:
         return 1.0 / (1.0 + np.exp(-self.decision(x)))
 
 
-def export_sklearn_gbc(clf, threshold: float) -> dict:
-    """A fitted sklearn GradientBoostingClassifier (binary, default loss) -> JSON-able dict."""
+def export_sklearn_gbc(clf, threshold: float, features=FEATURE_NAMES) -> dict:
+    """A fitted sklearn GradientBoostingClassifier (binary, default loss) on the columns
+    `features` -> JSON-able dict."""
     p = float(clf.init_.class_prior_[1])
     trees = []
     for est in clf.estimators_[:, 0]:
@@ -200,7 +262,7 @@ def export_sklearn_gbc(clf, threshold: float) -> dict:
         trees.append({"left": t.children_left.tolist(), "right": t.children_right.tolist(),
                       "feature": t.feature.tolist(), "threshold": [float(v) for v in t.threshold],
                       "value": [float(v) for v in t.value[:, 0, 0]]})
-    return {"kind": "gradient_boosted_trees", "features": list(FEATURE_NAMES), "init": float(np.log(p / (1 - p))),
+    return {"kind": "gradient_boosted_trees", "features": list(features), "init": float(np.log(p / (1 - p))),
             "learning_rate": float(clf.learning_rate), "threshold": float(threshold), "trees": trees}
 
 
