@@ -71,7 +71,9 @@ def test_second_job_reuses_the_loaded_model(tmp_path):
         first, second = results
         assert first["model_loads"] == 1 and not first["model_cached"]
         assert second["model_loads"] == 1 and second["model_cached"] and second["jobs_done"] == 2
-        assert second["timings"]["load_model"] < 0.01 <= first["timings"]["load_model"]
+        # the cached model costs a dictionary look-up; the first load reads and builds it (about
+        # 10 ms for the small test model since the U-Net is plain torch: no fixed bound on it)
+        assert second["timings"]["load_model"] < min(0.01, first["timings"]["load_model"])
         assert first["cmb_count"] == second["cmb_count"]
         assert Path(second["outputs"]["json"]).is_file()
         # same folder again: nothing is overwritten silently
