@@ -52,6 +52,24 @@ def test_every_storage_order_has_the_same_canonical_volume(axes, flips):
     assert [vol.array[k, j, i] for i, j, k in back] == [canon.array[k, j, i] for i, j, k in idx]
 
 
+@pytest.mark.parametrize("axes,flips", list(product(permutations(range(3)), product([False, True], repeat=3))))
+def test_a_sagittal_thick_slice_scan_keeps_its_slice_axis_as_k(axes, flips):
+    """Sagittal T2* (0.86 x 0.86 in plane, 4 mm slices along R-L): in every storage order the
+    canonical k axis is the 4 mm one (the through-plane axis of the axial training data),
+    i and j are A and S, and all orders give the same canonical volume."""
+    rng = np.random.default_rng(1)
+    sagittal = np.array([[0.0, 0.0, 1.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]) @ np.eye(3)   # i->A, j->S, k->R
+    ref = Volume(rng.normal(size=(4, 6, 5)).astype(np.float32), (0.86, 0.86, 4.0), (1.0, 2.0, 3.0),
+                 _oblique((2.0, -3.0, 1.0)) @ sagittal)
+    canon_ref, _ = canonical_volume(ref)
+    assert canon_ref.spacing == (0.86, 0.86, 4.0)
+    assert np.argmax(np.abs(canon_ref.direction[:, 2])) == 0          # k along R-L
+    canon, orient = canonical_volume(stored_as(ref, axes, flips))
+    assert np.array_equal(canon.array, canon_ref.array) and canon.spacing == canon_ref.spacing
+    assert np.allclose(canon.direction, canon_ref.direction, atol=0)
+    assert np.abs(np.asarray(canon.origin) - canon_ref.origin).max() < 1e-5
+
+
 def test_canonical_orientation_of_common_storages():
     lps = np.diag([-1.0, -1.0, 1.0])                  # DICOM-like: i to the left, j to the back
     assert canonical_orientation(lps) == ((0, 1, 2), (True, True, False))

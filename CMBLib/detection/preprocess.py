@@ -4,8 +4,9 @@
 *model grid*:
 
 0. **Canonical voxel order**: the array is transposed / mirrored (no resampling, exact) so
-   that its axes i, j, k point as close as possible to R, A, S (`canonical_orientation`), the
-   order of the training data.  The same scan stored in any slice or axis order therefore
+   that its axes i, j, k point as close as possible to R, A, S, the order of the training
+   data, except that a thick-slice scan keeps its slice axis as k whatever its plane
+   (`canonical_orientation`).  The same scan stored in any slice or axis order therefore
    gives the same network input and the same findings; `to_native` undoes it.
 1. **Brain mask** on the input grid (`brain_mask_from_image`, or the one given): images
    whose background is one constant value (skull-stripped, QSM) use "not background";
@@ -71,19 +72,33 @@ class Preprocessed:
         return sitk.GetArrayFromImage(out)
 
 
-def canonical_orientation(direction) -> tuple:
+def canonical_orientation(direction, spacing=None) -> tuple:
     """(axes, flips) that bring a volume with `direction` (RAS, columns = voxel axes i, j, k)
     to canonical voxel order: canonical axis c (i, j, k) is input axis ``axes[c]``, mirrored
-    when ``flips[c]``, so that it points as close as possible to +R, +A, +S.
+    when ``flips[c]``.
 
-    `axes` maximises the summed |cosines| between the chosen axes and R, A, S (an axial scan
-    stored with any slice or in-plane order gets its slice axis as k).
+    Thick-slice scans (`spacing` (i, j, k) mm given, the thickest axis more than 1.2 x the
+    next): the slice axis stays k, as in the axial training data, whatever the plane
+    (a sagittal or coronal T2* keeps its 4 mm axis through-plane); the two in-plane axes
+    become i and j in the order of the R, A, S axis each is closest to.  Otherwise `axes`
+    maximises the summed |cosines| between the chosen axes and R, A, S.  Each canonical
+    axis is mirrored to point along + of the R / A / S axis it is closest to.  Either way
+    the result does not depend on the storage order (slice order, mirrored or swapped axes).
     """
     from itertools import permutations
 
-    d = np.abs(np.asarray(direction, dtype=float).reshape(3, 3))
-    axes = max(permutations(range(3)), key=lambda p: (round(float(sum(d[c, p[c]] for c in range(3))), 9)))
-    flips = tuple(bool(np.asarray(direction, float)[c, axes[c]] < 0) for c in range(3))
+    signed = np.asarray(direction, dtype=float).reshape(3, 3)
+    d = np.abs(signed)
+    row = [int(np.argmax(d[:, a])) for a in range(3)]          # the R/A/S axis each voxel axis is closest to
+    sp = None if spacing is None else np.asarray(spacing, dtype=float)
+    ordered = None if sp is None else np.sort(sp)
+    if ordered is not None and ordered[2] > 1.2 * ordered[1]:
+        thick = int(np.argmax(sp))
+        plane = sorted((a for a in range(3) if a != thick), key=lambda a: (row[a], -d[row[a], a]))
+        axes = (plane[0], plane[1], thick)
+    else:
+        axes = max(permutations(range(3)), key=lambda p: (round(float(sum(d[c, p[c]] for c in range(3))), 9)))
+    flips = tuple(bool(signed[row[a], a] < 0) for a in axes)
     return tuple(int(a) for a in axes), flips
 
 
@@ -107,7 +122,7 @@ def canonical_volume(volume: Volume) -> tuple:
     The origin is rounded to 1e-5 mm so that a scan and its mirrored copy (whose origins
     differ by float rounding) give bit-identical canonical geometry.
     """
-    axes, flips = canonical_orientation(volume.direction)
+    axes, flips = canonical_orientation(volume.direction, volume.spacing)
     sp = np.asarray(volume.spacing, float)
     d = np.asarray(volume.direction, float)
     n = np.asarray(volume.shape_ijk)
