@@ -92,6 +92,8 @@ def check_nifti_complete(path) -> None:
     import gzip
     import zlib
 
+    from .nifti import check_voxel_data, corrupt_error
+
     name = str(path).lower()
     if not (name.endswith(".nii") or name.endswith(".nii.gz")):
         return
@@ -125,12 +127,8 @@ def check_nifti_complete(path) -> None:
                 total += len(chunk)
                 data = chunk
     except (OSError, EOFError, zlib.error):
-        raise CMBError(f"{path}: cannot be read as an image (corrupt or truncated compressed file)") from None
-    expected = offset + n_bytes
-    if total < expected:
-        raise CMBError(f"{path}: cannot be read as an image (truncated: {total} of {expected} bytes)")
-    if bad:
-        raise CMBError(f"{path}: {bad} voxels are NaN or infinite; fix or mask them first")
+        raise corrupt_error(path) from None
+    check_voxel_data(path, total, offset + n_bytes, bad)
 
 
 def _nifti_header(head: bytes):

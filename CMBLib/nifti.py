@@ -57,6 +57,20 @@ _EPS = float(np.finfo(np.float64).eps)
 _CHUNK = 1 << 18  # 256 KiB: decompressed pieces stay in the CPU cache (4 MiB pieces: 3x slower)
 
 
+def corrupt_error(path) -> CMBError:
+    """The one-line error for a compressed stream that cannot be decompressed."""
+    return CMBError(f"{path}: cannot be read as an image (corrupt or truncated compressed file)")
+
+
+def check_voxel_data(path, total: int, expected: int, bad: int) -> None:
+    """CMBError when fewer than `expected` bytes were found (`total`) or `bad` voxels are
+    NaN / infinite: the messages of this reader and of `CMBLib.io.check_nifti_complete`."""
+    if total < expected:
+        raise CMBError(f"{path}: cannot be read as an image (truncated: {total} of {expected} bytes)")
+    if bad:
+        raise CMBError(f"{path}: {bad} voxels are NaN or infinite; fix or mask them first")
+
+
 def read_nifti(path) -> Optional[Volume]:
     """The `Volume` SimpleITK would read from an ordinary NIfTI-1 file, or None.
 
@@ -82,14 +96,9 @@ def read_nifti(path) -> Optional[Volume]:
         try:
             array, total = _read_voxels(fh, plan, len(head))
         except (OSError, EOFError, zlib.error):
-            raise CMBError(f"{path}: cannot be read as an image (corrupt or truncated compressed file)") from None
-    expected = plan["offset"] + plan["nbytes"]
-    if total < expected:
-        raise CMBError(f"{path}: cannot be read as an image (truncated: {total} of {expected} bytes)")
-    if array.dtype.kind == "f":
-        bad = int(array.size - np.count_nonzero(np.isfinite(array)))
-        if bad:
-            raise CMBError(f"{path}: {bad} voxels are NaN or infinite; fix or mask them first")
+            raise corrupt_error(path) from None
+    bad = int(array.size - np.count_nonzero(np.isfinite(array))) if array.dtype.kind == "f" else 0
+    check_voxel_data(path, total, plan["offset"] + plan["nbytes"], bad)
     if not array.dtype.isnative:
         array = array.astype(array.dtype.newbyteorder("="))
     array = _rescale(array, plan["slope"], plan["inter"])

@@ -59,15 +59,20 @@ MIMIC_NAMES = {0: "none", 1: "vein", 2: "flow_void", 3: "calcification", 4: "cav
 
 def clinical_case(chi, msk, split: str, i: int) -> dict:
     """Pseudo-T2* of the real QSM brain on a fixed clinical grid; even i: no CMBs."""
+    rng = np.random.default_rng(CLIN_SEED[split] + i)
+    return _clinical_grid_case("clin", pseudo_t2s(chi, msk, rng), msk, split, i, rng)
+
+
+def _clinical_grid_case(source: str, base, brain, split: str, i: int, rng) -> dict:
+    """`base` (a real brain as T2*-like image, mask `brain`) on clinical grid (i // 2) of
+    CLIN_GRIDS, with 1-10 dark CMBs in the split's hemisphere for odd i, none for even i."""
     from scipy import ndimage as ndi
 
     from CMBLib.synthesis.cmb_insertion import insert_cmbs, sample_centres
     from CMBLib.synthesis.label_synthesis import reacquire
 
-    rng = np.random.default_rng(CLIN_SEED[split] + i)
-    base = pseudo_t2s(chi, msk, rng)
     sp = CLIN_GRIDS[(i // 2) % len(CLIN_GRIDS)]
-    img, mask = reacquire(base, sp, rng, mask=msk)
+    img, mask = reacquire(base, sp, rng, mask=brain)
     n = 0 if i % 2 == 0 else int(rng.integers(1, 11))
     centre_x = img.kji_to_ras(np.argwhere(mask).mean(axis=0))[0]
     allowed = hemisphere(img, ndi.binary_erosion(mask, iterations=1), centre_x, split, margin_mm=1.0)
@@ -75,7 +80,7 @@ def clinical_case(chi, msk, split: str, i: int) -> dict:
     ins = insert_cmbs(img, centres_ras=centres, rng=rng, polarity="dark", radius_mm=(0.6, 2.5),
                       contrast=(0.3, 0.95))
     a = magnitude_image(ins.image.array, mask, sp, rng, noise_sd=(0.01, 0.05))
-    info = {"source": "clin", "spacing": list(sp), "n_cmbs": len(ins.specs), "polarity": "dark"}
+    info = {"source": source, "spacing": list(sp), "n_cmbs": len(ins.specs), "polarity": "dark"}
     return {"image": img.with_array(a), "cmb_mask": ins.mask, "polarity": "dark", "info": info,
             "mimic": None, "radii": [float(s.radius_mm) for s in ins.specs]}
 
@@ -96,24 +101,7 @@ def fs_norm_t2s(norm, labels) -> tuple:
 
 def fs_norm_case(base, brain, split: str, i: int) -> dict:
     """The FreeSurfer subject's T2*-like image on a clinical grid; even i: no CMBs."""
-    from scipy import ndimage as ndi
-
-    from CMBLib.synthesis.cmb_insertion import insert_cmbs, sample_centres
-    from CMBLib.synthesis.label_synthesis import reacquire
-
-    rng = np.random.default_rng(FSN_SEED[split] + i)
-    sp = CLIN_GRIDS[(i // 2) % len(CLIN_GRIDS)]
-    img, mask = reacquire(base, sp, rng, mask=brain)
-    n = 0 if i % 2 == 0 else int(rng.integers(1, 11))
-    centre_x = img.kji_to_ras(np.argwhere(mask).mean(axis=0))[0]
-    allowed = hemisphere(img, ndi.binary_erosion(mask, iterations=1), centre_x, split, margin_mm=1.0)
-    centres = sample_centres(allowed, img, n, rng, min_distance_mm=8.0) if n else np.zeros((0, 3))
-    ins = insert_cmbs(img, centres_ras=centres, rng=rng, polarity="dark", radius_mm=(0.6, 2.5),
-                      contrast=(0.3, 0.95))
-    a = magnitude_image(ins.image.array, mask, sp, rng, noise_sd=(0.01, 0.05))
-    info = {"source": "fsn", "spacing": list(sp), "n_cmbs": len(ins.specs), "polarity": "dark"}
-    return {"image": img.with_array(a), "cmb_mask": ins.mask, "polarity": "dark", "info": info,
-            "mimic": None, "radii": [float(s.radius_mm) for s in ins.specs]}
+    return _clinical_grid_case("fsn", base, brain, split, i, np.random.default_rng(FSN_SEED[split] + i))
 
 
 def make_case(source: str, split: str, i: int, labels, chi, msk, fsn=None) -> Optional[dict]:
