@@ -262,7 +262,10 @@ class CMBDetectorWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.progressBar.setValue(1000)
             t = event.get("timings", {})
             warnings = event.get("warnings") or []
+            aside = len((self.logic.document or {}).get("suppressed_candidates") or [])
             self.ui.statusLabel.text = (f"{len(self.logic.session.records)} candidate(s) in {t.get('total', 0):.1f} s."
+                                        + (f" {aside} set aside by location as likely veins (listed in the JSON)."
+                                           if aside else "")
                                         + (" " + " ".join(warnings) if warnings else ""))
             self.fillTable()
 

@@ -18,10 +18,11 @@ from CMBLib.detection.pipeline import detect  # noqa: E402
 from CMBLib.synthesis.demo_study import make_demo_study  # noqa: E402
 
 TOL_MM = 3.0   # a found CMB's centre lies within this distance of the inserted one
-# What cmb-default 0.3.0 finds (indices of the inserted CMBs, and how many other findings).
+# What cmb-default 0.3.1 finds (indices of the inserted CMBs, and how many other findings).
 # A model or pipeline change that moves these must update them knowingly (and the model card).
 DEMO_FOUND, DEMO_EXTRA = {2, 3, 5}, 1      # 0.2.0: {2, 4, 5}, 0
 REAL_FOUND, REAL_EXTRA = {0, 1}, 1         # 0.2.0: {0, 1}, 0
+VEIN_CASE_FOUND, VEIN_CASE_EXTRA = {0}, 0    # 0.3.1 on the FreeSurfer subject with deep veins drawn in
 
 
 @pytest.fixture(scope="module")
@@ -100,3 +101,38 @@ def test_bundled_model_on_a_real_background(bundled):
     res = detect(vol, bundled, device="cpu")
     found, extra = _matches(res.records, centres)
     assert found == REAL_FOUND and extra <= REAL_EXTRA, (found, extra, res.records)
+
+
+def _deep_vein_case():
+    """The FreeSurfer subject as a T2*-like image on a 0.86 x 0.86 x 4 mm grid with a pair of
+    internal cerebral veins and a vein of Galen drawn in from its own labels (the false positive
+    that real clinical T2* showed in every scan) and three CMBs inserted."""
+    from CMBLib.io import read_volume
+    from CMBLib.synthesis.cmb_insertion import insert_cmbs
+    from CMBLib.synthesis.deep_veins import deep_vein_path, draw_deep_veins
+    from CMBLib.synthesis.label_synthesis import reacquire
+    from training.mine_candidates import fs_norm_t2s
+
+    labels = read_volume(shared_file("real/freesurfer_subject/aparc.a2009s+aseg.nii.gz"))
+    base, brain = fs_norm_t2s(read_volume(shared_file("real/freesurfer_subject/norm.nii.gz")), labels)
+    veined, line = draw_deep_veins(base, deep_vein_path(labels), radius_mm=1.6, contrast=0.9)
+    vol, mk = reacquire(veined, (0.86, 0.86, 4.0), rng=0, mask=brain, tilt_deg=0.0)
+    c = vol.kji_to_ras(np.argwhere(mk).mean(axis=0))
+    centres = np.array([c + [-25, 10, 0], c + [22, -15, 4], c + [-12, -30, -8]])
+    ins = insert_cmbs(vol, centres_ras=centres, rng=1, polarity="dark", radius_mm=(1.6, 1.6), contrast=(0.7, 0.7))
+    return vol.with_array((np.where(mk, ins.image.array, 0.0) * 1000).astype(np.float32)), centres, line
+
+
+def test_bundled_model_sets_the_deep_midline_veins_aside(bundled):
+    """Location-based post-processing (model.json location_filter): the vein is found by the
+    network and suppressed by its atlas location; the CMBs stay findings."""
+    vol, centres, line = _deep_vein_case()
+    res = detect(vol, bundled, device="cpu")
+    found, extra = _matches(res.records, centres)
+    assert found == VEIN_CASE_FOUND and extra == VEIN_CASE_EXTRA, (found, extra, res.records, res.suppressed)
+    assert res.suppressed, "the drawn internal cerebral veins were not found (nothing to set aside)"
+    for r in res.suppressed:
+        assert r["suppressed_by"] == "deep_midline_veins"
+        assert np.linalg.norm(line - np.asarray(r["centre_ras"]), axis=1).min() <= 5.0
+    without = detect(vol, bundled, device="cpu", location_filter=False)
+    assert len(without.records) == len(res.records) + len(res.suppressed)

@@ -36,6 +36,8 @@ def add_parser(subparsers):
     p.add_argument("--location", action="store_true", help="add each CMB's anatomical location")
     p.add_argument("--no-second-stage", action="store_true",
                    help="keep every first-stage candidate (skip the model's candidate classifier)")
+    p.add_argument("--no-location-filter", action="store_true",
+                   help="keep candidates in the model's mimic zones (e.g. the deep midline veins) as findings")
     p.add_argument("--progress-json", action="store_true",
                    help="print progress and results as JSON lines on stdout (for the Slicer module)")
     p.add_argument("--shard", default=None, metavar="K/N", help="process shard K of N (K = 1..N)")
@@ -199,7 +201,8 @@ def _run_studies(args, inputs, out_dir, emit, bar):
         try:
             result = detect(volume, model, device=device, threshold=args.threshold, polarity=args.polarity,
                             sequence=sequence, location=args.location, progress=prog,
-                            second_stage=False if args.no_second_stage else None)
+                            second_stage=False if args.no_second_stage else None,
+                            location_filter=False if getattr(args, "no_location_filter", False) else None)
             paths = write_outputs(result, out_dir, name, image=str(path), overwrite=args.overwrite)
             paths.update(detect_extras(args, path, volume, result, out_dir, name))
         except Cancelled:

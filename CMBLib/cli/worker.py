@@ -9,7 +9,7 @@ Protocol (one JSON object per line, UTF-8):
 
     in:   {"id": "1", "image": PATH, "out": DIR, "name": NAME, "model": "default",
            "device": "auto", "threshold": null, "sequence": "T2S", "location": false,
-           "overwrite": false}
+           "location_filter": true, "overwrite": false}
           {"cmd": "quit"}                    (or end of stdin)
     out:  {"event": "ready", "pid": N}       once, when the worker listens
           {"event": "progress", "id": ID, "progress": 0.42, "message": "..."}
@@ -109,7 +109,8 @@ class Worker:
         t = time.perf_counter()
         result = detect(volume, (network, meta), device=device,
                         threshold=None if threshold is None else float(threshold),
-                        sequence=sequence, location=bool(job.get("location", False)), progress=progress)
+                        sequence=sequence, location=bool(job.get("location", False)), progress=progress,
+                        location_filter=None if job.get("location_filter", True) else False)
         timings["detect"] = time.perf_counter() - t
         t = time.perf_counter()
         os.makedirs(job["out"], exist_ok=True)

@@ -58,6 +58,7 @@ def detection_document(result, image: str = "") -> dict:
         "dropped_candidates": dict(result.dropped),
         "cmb_count": len(result.records),
         "cmbs": [dict(r) for r in result.records],
+        "suppressed_candidates": [dict(r) for r in getattr(result, "suppressed", [])],
     }
 
 

@@ -3,7 +3,8 @@
     image (Volume, native grid) -> validate -> preprocess onto the model grid (brain mask,
     resample, polarity, robust normalisation) -> sliding-window inference -> probability
     map back on the native grid -> candidates (connected components, size limits in mm,
-    inside the brain) -> per-CMB records (+ location when asked).
+    inside the brain) -> second-stage classifier -> location-based suppression (atlas
+    registration; `location_filter`) -> per-CMB records (+ location when asked).
 
 Every output is on the input's grid (arrays [k, j, i], RAS geometry of the input).
 """
@@ -18,6 +19,7 @@ from ..geometry import Volume
 from ..progress import check_cancel, report
 from ..validation import validate_image
 from .candidates import find_candidates
+from .location_filter import model_zones, zone_of
 
 SEQUENCES = {"T2S": "dark", "SWI": "dark", "QSM": "bright"}
 _SEQUENCE_ALIASES = {"T2*": "T2S", "T2STAR": "T2S", "GRE": "T2S", "T2S": "T2S", "SWI": "SWI", "QSM": "QSM"}
@@ -35,6 +37,7 @@ class DetectionResult:
     warnings: list[str] = field(default_factory=list)
     dropped: dict[str, int] = field(default_factory=dict)  # candidates removed, by reason
     model_grid: dict = field(default_factory=dict)  # with keep_model_grid: pre, probability, all candidates
+    suppressed: list[dict] = field(default_factory=list)  # candidates in a mimic zone ("suppressed_by"), not in mask
 
 
 def normalise_sequence(sequence: str) -> str:
@@ -50,7 +53,7 @@ def detect(volume: Volume, model: Union[str, tuple[object, dict]] = "default", d
            location: bool = False, brain_mask=None, min_diameter_mm: Optional[float] = None,
            max_diameter_mm: Optional[float] = None, sw_batch_size: int = 2, overlap: Optional[float] = None,
            progress=None, cancel=None, second_stage: Optional[bool] = None,
-           keep_model_grid: bool = False) -> DetectionResult:
+           keep_model_grid: bool = False, location_filter: Optional[bool] = None) -> DetectionResult:
     """Detect CMBs in `volume` (a 3D Volume; SWI / T2*-GRE magnitude or QSM).
 
     model: a bundled model name, "default", a model folder, or a loaded (network, metadata)
@@ -84,6 +87,7 @@ def detect(volume: Volume, model: Union[str, tuple[object, dict]] = "default", d
         network, meta = load_model(model, device=dev)
     timings["load_model"] = time.perf_counter() - t
     stage2, meta = stages(meta, polarity, second_stage)
+    zones = model_zones(meta, location_filter)
     thr = float(meta.get("threshold", 0.5) if threshold is None else threshold)
     if not 0.0 < thr < 1.0:
         raise CMBError(f"threshold {thr} must lie between 0 and 1")
@@ -135,11 +139,19 @@ def detect(volume: Volume, model: Union[str, tuple[object, dict]] = "default", d
     elif keep_model_grid:
         model_grid = {"pre": pre, "probability": prob_model, "records": [], "features": None}
 
-    if location and records:
+    suppressed: list[dict] = []
+    if records and (location or zones):
         check_cancel(cancel)
         t = time.perf_counter()
-        _add_locations(volume, records, warnings,
-                       progress=lambda f, m: report(progress, 0.95 + 0.05 * f, f"locating: {m}"), cancel=cancel)
+        failure = "location filter not applied" if zones else "location not determined"
+        found = _locate(volume, records, warnings, failure,
+                        progress=lambda f, m: report(progress, 0.95 + 0.05 * f, f"locating: {m}"), cancel=cancel)
+        if found is not None:
+            if location:
+                _add_locations(records, found)
+            if zones:
+                labels, records, suppressed = suppress_in_zones(labels, records, found, zones)
+                dropped["location"] = len(suppressed)
         timings["location"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t_start
     timings = {k: round(v, 3) for k, v in timings.items()}
@@ -159,12 +171,13 @@ def detect(volume: Volume, model: Union[str, tuple[object, dict]] = "default", d
         "patch_size": [int(p) for p in window],
         "overlap": overlap,
         "location": bool(location),
+        "location_filter": list(zones),
         "second_stage": None if stage2 is None else {"threshold": float(stage2[1]["threshold"]),
                                                      "file": str(stage2[1].get("file", ""))},
     }
     report(progress, 1.0, f"done: {len(records)} CMB candidate(s)")
     return DetectionResult(volume.with_array(labels), prob_vol, records, settings, timings, warnings, dropped,
-                           model_grid)
+                           model_grid, suppressed)
 
 
 _STAGE2_CACHE: dict = {}
@@ -227,11 +240,28 @@ def _keep(labels: np.ndarray, records: list[dict], keep) -> tuple[np.ndarray, li
     return lut[labels], kept
 
 
-def _add_locations(volume: Volume, records: list[dict], warnings: list[str], progress=None, cancel=None) -> None:
-    """Fill record["location"] (MARS region), "location_category" and "side" from CMBLib.location.
+def suppress_in_zones(labels: np.ndarray, records: list[dict], found: list[dict], zones) -> tuple:
+    """Set aside the records whose atlas location (`found`, one dict with mni_x/y/z each) lies
+    in one of `zones`.  Returns (labels renumbered, kept records, suppressed records with
+    "suppressed_by" = the zone's name and label 0)."""
+    mni = [[f.get("mni_x", np.nan), f.get("mni_y", np.nan), f.get("mni_z", np.nan)] for f in found]
+    where = zone_of(np.array(mni, dtype=float).reshape(-1, 3), zones)
+    suppressed = []
+    for rec, zone in zip(records, where):
+        if zone:
+            rec["suppressed_by"] = zone
+            suppressed.append(rec)
+    labels, kept = _keep(labels, records, [z is None for z in where])
+    for rec in suppressed:
+        rec["label"] = 0
+    return labels, kept, suppressed
 
-    A failed location (e.g. the atlas registration) becomes a warning, not a failed study.
-    """
+
+def _locate(volume: Volume, records: list[dict], warnings: list[str], failure: str, progress=None,
+            cancel=None) -> Optional[list]:
+    """Atlas location (`CMBLib.location.locate_points`) of each record's centre, or None
+    with a warning "<failure>: <reason>" when the atlas registration fails (e.g. a slab
+    showing too little of the brain): a failed location never fails the study."""
     try:
         from ..location import locate_points
     except ImportError:
@@ -240,13 +270,17 @@ def _add_locations(volume: Volume, records: list[dict], warnings: list[str], pro
 
     points = np.array([r["centre_ras"] for r in records], dtype=float)
     try:
-        found = locate_points(volume, points, progress=progress, cancel=cancel)
+        return list(locate_points(volume, points, progress=progress, cancel=cancel))
     except Cancelled:
         raise
     except CMBError as exc:
-        warnings.append(f"location not determined: {exc}")
-        return
-    for rec, loc in zip(records, list(found)):
+        warnings.append(f"{failure}: {exc}")
+        return None
+
+
+def _add_locations(records: list[dict], found: list) -> None:
+    """Fill record["location"] (MARS region), "location_category" and "side" from `found`."""
+    for rec, loc in zip(records, found):
         rec["location"] = _location_name(loc)
         if isinstance(loc, dict):
             for key, name in (("category", "location_category"), ("side", "side")):
