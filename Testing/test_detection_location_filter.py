@@ -25,9 +25,11 @@ def _true_brain(monkeypatch):
 
 def test_zone_bounds_hand_checked():
     # inside: internal cerebral vein level, vein of Galen, foramen of Monro; bounds included
-    inside = [(0, -20, 12), (1.5, -40, 4), (-1, 0, 8), (4.0, -48.0, 22.0), (-4.0, 5.0, -6.0)]
-    # outside: medial thalamus 6 mm off the midline, pons, corpus callosum body, genu, cortex
-    outside = [(6, -18, 8), (0, -28, -30), (0, -10, 26), (0, 20, 10), (40, -20, 12), (4.01, -20, 12)]
+    inside = [(0, -20, 12), (1.5, -40, 4), (-1, 0, 8), (0, -55, 10), (4.0, -60.0, 22.0), (-4.0, 5.0, -4.0)]
+    # outside: medial thalamus 6 mm off the midline, pons, tectum, corpus callosum body, genu,
+    # cortex, occipital midline (sagittal sinus), just off each bound
+    outside = [(6, -18, 8), (0, -28, -30), (0, -32, -8), (0, -10, 26), (0, 20, 10), (40, -20, 12), (0, -86, 19),
+               (4.01, -20, 12), (0, -60.01, 10), (0, 5.01, 10), (0, -20, -4.01), (0, -20, 22.01)]
     assert zone_of(inside, ["deep_midline_veins"]) == ["deep_midline_veins"] * len(inside)
     assert zone_of(outside, ["deep_midline_veins"]) == [None] * len(outside)
     assert zone_of(inside, []) == [None] * len(inside)
@@ -107,3 +109,15 @@ def test_models_without_zones_never_register(monkeypatch):
     calls = _fake_atlas(monkeypatch, lambda p: (0.0, -20.0, 12.0))
     res = detect(vol, dark_spot_model(), device="cpu")
     assert len(res.records) == 2 and calls == [] and res.settings["location_filter"] == []
+
+
+def test_a_missing_registration_library_is_a_warning(monkeypatch):
+    vol, _ = phantom(SPOTS)
+
+    def no_sitk(*a, **k):
+        raise ModuleNotFoundError("No module named 'SimpleITK'", name="SimpleITK")
+
+    monkeypatch.setattr(location, "locate_points", no_sitk)
+    res = detect(vol, dark_spot_model(**ZONED), device="cpu")
+    assert len(res.records) == 2
+    assert res.warnings == ["location filter not applied: atlas registration needs SimpleITK, not installed"]

@@ -81,11 +81,22 @@ def evaluate_split(model_dir, items, thresholds=None, threads=2, min_diameter_mm
                                      min_diameter_mm=md))
             per_source[src].append(rows)
         print(f"{split}_{i:04d} {src} {np.round(case['info'].get('spacing'), 2).tolist()} "
-              f"{per_source[src][-1][0]} {timings[-1]:.1f}s", flush=True)
+              f"{per_source[src][-1][0]} {_suppressed_note(res, case['cmb_mask'])} {timings[-1]:.1f}s", flush=True)
     out = {"items": [f"{s}_{i:04d}" for s, i in items], "min_diameter_mm": min_d,
            "mean_detect_s": float(np.mean(timings)) if timings else None}
     out.update(summarise_groups(per_source))
     return out
+
+
+def _suppressed_note(res, cmb_mask, tol_mm=5.0) -> str:
+    """'suppressed N (on a CMB: M)': candidates the location filter set aside, and how many of
+    them lie within `tol_mm` of an inserted CMB's centre (those would have been true positives)."""
+    from .mine_candidates import reference_centres
+
+    ref = reference_centres(cmb_mask)
+    on_cmb = sum(1 for r in res.suppressed if len(ref) and
+                 np.linalg.norm(ref - np.asarray(r["centre_ras"]), axis=1).min() <= tol_mm)
+    return f"suppressed {len(res.suppressed)} (on a CMB: {on_cmb})"
 
 
 def summarise_groups(per_source):

@@ -256,6 +256,10 @@ class _Emitter:
             print(f"  warning: {w}")
         if result.records:
             print(format_table(result.records, indent="  "))
+        for r in getattr(result, "suppressed", []):
+            x, y, z = r["centre_ras"]
+            print(f"  set aside ({r['suppressed_by']}, likely a vein): candidate at {x:.1f}, {y:.1f}, {z:.1f} "
+                  "RAS mm; listed in the JSON (--no-location-filter keeps it)")
 
     def done(self, total, failed, summary):
         if self.as_json:

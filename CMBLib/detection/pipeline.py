@@ -276,6 +276,9 @@ def _locate(volume: Volume, records: list[dict], warnings: list[str], failure: s
     except CMBError as exc:
         warnings.append(f"{failure}: {exc}")
         return None
+    except ImportError as exc:  # SimpleITK (a core requirement) missing from a broken install
+        warnings.append(f"{failure}: atlas registration needs {exc.name or 'SimpleITK'}, not installed")
+        return None
 
 
 def _add_locations(records: list[dict], found: list) -> None:
