@@ -19,8 +19,9 @@ matrix products).  A device that is absent is reported in one line and skipped. 
 SimpleITK (detect resamples with it) only the network is compared: sliding-window
 probabilities of the demo image normalised on its own grid.
 
-Writes DIR/device_check.json and DIR/device_check.txt (what is printed).  Exit status 1 when
-some device's records differ from the CPU's, 2 on bad arguments, else 0.
+Writes DIR/device_check.json and DIR/device_check.txt (what is printed).  A device that raises
+is reported (its first error) and the others go on.  Exit status 1 when some device's records
+differ from the CPU's or a device failed, 2 on bad arguments, else 0.
 """
 import argparse
 import contextlib
@@ -40,6 +41,7 @@ if str(REPO) not in sys.path:
 CENTRE_TOL_MM = 0.5
 PROB_TOL = 1e-3
 LINES: list = []
+ERRORS: dict = {}   # device -> the first error it raised (the other devices still run)
 
 
 def say(text: str = "") -> None:
@@ -58,6 +60,17 @@ def tf32(enabled: bool):
         yield
     finally:
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = old
+
+
+@contextlib.contextmanager
+def guarded(name: str):
+    """Record (in ERRORS) and print an exception of device `name` instead of stopping the check."""
+    try:
+        yield
+    except Exception as exc:  # one device failing must not lose the others' figures
+        msg = (str(exc).strip().splitlines() or [""])[0][:300]
+        ERRORS.setdefault(name, f"{type(exc).__name__}: {msg}")
+        say(f"{name}: FAILED: {ERRORS[name]}")
 
 
 def torch_device(name: str) -> str:
@@ -108,17 +121,16 @@ def compare_records(ref: list, other: list) -> dict:
 
 
 def available(names: list) -> list:
-    """The requested devices that work here; one line for each that does not."""
+    """The requested devices that work here; one line when the CUDA ones do not."""
     import torch
 
-    out = []
-    for name in names:
-        if name.startswith("cuda") and not torch.cuda.is_available():
-            say(f"{name}: no CUDA device here (torch {torch.__version__}, "
-                f"CUDA build {torch.version.cuda or 'none'}); skipped")
-            continue
-        out.append(name)
-    return out
+    if torch.cuda.is_available():
+        return list(names)
+    gone = [n for n in names if n.startswith("cuda")]
+    if gone:
+        say(f"no CUDA device here (torch {torch.__version__}, CUDA build {torch.version.cuda or 'none'}): "
+            f"{', '.join(gone)} skipped, CPU only")
+    return [n for n in names if n not in gone]
 
 
 def environment() -> dict:
@@ -148,17 +160,18 @@ def load_models(devices: list) -> tuple:
     models, timing = {}, {}
     for name in devices:
         dev = torch_device(name)
-        if dev in models:
+        if dev in models or name in ERRORS:
             continue
-        if dev == "cuda":
+        with guarded(name):
+            if dev == "cuda":
+                t = time.perf_counter()
+                torch.zeros(1, device="cuda").sum().item()
+                timing["cuda_init"] = round(time.perf_counter() - t, 3)
             t = time.perf_counter()
-            torch.zeros(1, device="cuda").sum().item()
-            timing["cuda_init"] = round(time.perf_counter() - t, 3)
-        t = time.perf_counter()
-        models[dev] = load_model("default", device=dev)
-        if dev == "cuda":
-            torch.cuda.synchronize()
-        timing[dev] = round(time.perf_counter() - t, 3)
+            models[dev] = load_model("default", device=dev)
+            if dev == "cuda":
+                torch.cuda.synchronize()
+            timing[dev] = round(time.perf_counter() - t, 3)
     return models, timing
 
 
@@ -172,8 +185,10 @@ def run_detect(models: dict, devices: list, cases: dict) -> dict:
     out = {case: {} for case in cases}
     for name in devices:
         dev = torch_device(name)
+        if dev not in models:
+            continue
         model = models[dev]
-        with settings_of(name):
+        with guarded(name), settings_of(name):
             t = time.perf_counter()
             detect(tiny, model, device=dev)
             say(f"{name}: warm-up detect on a tiny study {time.perf_counter() - t:.2f} s")
@@ -208,11 +223,13 @@ def run_network_only(models: dict, devices: list) -> dict:
     out = {"demo-network": {}}
     for name in devices:
         dev = torch_device(name)
+        if dev not in models:
+            continue
         network, meta = models[dev]
         window = meta.get("inference_patch_size") or meta["patch_size"]
         kw = {"overlap": float(meta.get("inference_overlap", 0.125)), "mask": mask,
               "flip_average": bool(meta.get("flip_average", False))}
-        with settings_of(name):
+        with guarded(name), settings_of(name):
             predict_probability(network, arr[:16, :48, :48], window, device=dev, **dict(kw, mask=mask[:16, :48, :48]))
             if dev == "cuda":
                 torch.cuda.synchronize()
@@ -220,9 +237,9 @@ def run_network_only(models: dict, devices: list) -> dict:
             t = time.perf_counter()
             prob, used = predict_probability(network, arr, window, device=dev, **kw)
             wall = time.perf_counter() - t
-        peak = round(torch.cuda.max_memory_allocated() / 2 ** 20, 1) if dev == "cuda" else None
-        out["demo-network"][name] = {"time_s": round(wall, 3), "cuda_peak_mib": peak, "device_used": used,
-                                     "records": None, "_prob": None, "_prob_model": prob}
+            peak = round(torch.cuda.max_memory_allocated() / 2 ** 20, 1) if dev == "cuda" else None
+            out["demo-network"][name] = {"time_s": round(wall, 3), "cuda_peak_mib": peak, "device_used": used,
+                                         "records": None, "_prob": None, "_prob_model": prob}
     return out
 
 
@@ -321,6 +338,8 @@ def main(argv=None) -> int:
         results = run_detect(models, devices, cases)
     all_match = report(results)
     total = time.perf_counter() - t0
+    if ERRORS:
+        say(f"devices that failed: {json.dumps(ERRORS)}")
     say(f"\ntotal {total:.1f} s; records of every device match the CPU's: {all_match}")
 
     summary = {"environment": env, "model": {k: meta.get(k) for k in ("name", "version", "sha256")},
@@ -328,10 +347,10 @@ def main(argv=None) -> int:
                "first_load_model_s": load_s, "tolerances": {"centre_mm": CENTRE_TOL_MM, "probability": PROB_TOL},
                "cases": {case: {name: {k: v for k, v in r.items() if not k.startswith("_")}
                                 for name, r in per.items()} for case, per in results.items()},
-               "all_records_match": all_match, "total_s": round(total, 1)}
+               "all_records_match": all_match, "errors": ERRORS, "total_s": round(total, 1)}
     (out_dir / "device_check.json").write_text(json.dumps(summary, indent=1) + "\n")
     (out_dir / "device_check.txt").write_text("\n".join(LINES) + "\n")
-    return 0 if all_match else 1
+    return 0 if all_match and not ERRORS else 1
 
 
 if __name__ == "__main__":
