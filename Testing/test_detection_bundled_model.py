@@ -73,27 +73,11 @@ def test_validation_uses_the_same_inference_as_detect(bundled, demo_result):
 
 
 def _real_background_case():
-    """Pseudo-T2* of a 48 mm slab of the real QSM brain (thalami, internal cerebral veins,
-    deep grey matter) on a 0.86 x 0.86 x 4 mm grid, three CMBs inserted."""
-    from scipy import ndimage as ndi
+    """The pseudo-T2* slab of the real QSM brain with three CMBs (make_real_background_case)."""
+    from CMBLib.synthesis.demo_study import make_real_background_case
 
-    from CMBLib.io import read_volume
-    from CMBLib.synthesis.cmb_insertion import insert_cmbs
-    from CMBLib.synthesis.label_synthesis import reacquire
-
-    chi = read_volume(shared_file("real/qsm2016/chi_cosmos.nii.gz"))
-    msk = read_volume(shared_file("real/qsm2016/msk.nii.gz")).array > 0
-    kc = int(np.argwhere(msk).mean(axis=0)[0])
-    sl = slice(kc - 20, kc + 25)
-    a = np.zeros(msk.shape, np.float32)
-    m = np.zeros(msk.shape, bool)
-    a[sl], m[sl] = chi.array[sl], msk[sl]
-    img = np.where(m, np.clip(np.exp(-5.0 * np.abs(ndi.gaussian_filter(a, 0.5))), 0.02, None), 0.0)
-    vol, mk = reacquire(chi.with_array(img.astype(np.float32)), (0.86, 0.86, 4.0), rng=0, mask=m, tilt_deg=0.0)
-    c = vol.kji_to_ras(np.argwhere(mk).mean(axis=0))
-    centres = np.array([c + [-25, 10, 0], c + [22, -15, 4], c + [-12, -30, -8]])
-    ins = insert_cmbs(vol, centres_ras=centres, rng=1, polarity="dark", radius_mm=(1.6, 1.6), contrast=(0.7, 0.7))
-    return vol.with_array((np.where(mk, ins.image.array, 0.0) * 1000).astype(np.float32)), centres
+    return make_real_background_case(shared_file("real/qsm2016/chi_cosmos.nii.gz"),
+                                     shared_file("real/qsm2016/msk.nii.gz"))
 
 
 def test_bundled_model_on_a_real_background(bundled):

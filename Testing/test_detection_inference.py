@@ -3,7 +3,6 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
-pytest.importorskip("monai")
 
 from CMBLib.detection.inference import count_windows, predict_probability, select_device  # noqa: E402
 from CMBLib.errors import CMBError  # noqa: E402

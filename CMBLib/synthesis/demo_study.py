@@ -5,6 +5,10 @@ on T2*), white matter, bright-ish CSF in two ventricles, darker basal ganglia, a
 veins, a smooth bias field and Rician-like noise.  CMBs are inserted with
 `cmb_insertion.insert_cmbs` (dark polarity).  Grid: 128 x 128 x 40 voxels at
 0.9 x 0.9 x 3 mm, axial, RAS origin at the corner so the head centre is near (57, 57, 60).
+
+`make_real_background_case` is its counterpart on a real brain (the QSM challenge volume in
+../shared/data, given by path): the regression case of the bundled model's tests and of
+benchmarks/check_devices.py.
 """
 
 import numpy as np
@@ -90,3 +94,28 @@ def make_demo_study(seed: int = 0, n_cmbs: int = 6) -> tuple[Volume, Volume, np.
     res = insert_cmbs(vol, centres_ras=centres, rng=rng, polarity="dark", radius_mm=(1.2, 2.2),
                       contrast=(0.6, 0.9), dipole_prob=0.0)
     return res.image, res.mask, res.centres_ras
+
+
+def make_real_background_case(chi_path, mask_path) -> tuple[Volume, np.ndarray]:
+    """(image, centres_ras (3, 3)): pseudo-T2* of a 48 mm slab of a real QSM brain (thalami,
+    internal cerebral veins, deep grey matter) on a 0.86 x 0.86 x 4 mm grid, three dark CMBs
+    inserted (radius 1.6 mm, contrast 0.7).  chi_path / mask_path: the susceptibility map and
+    brain mask (2016 QSM challenge: chi_cosmos.nii.gz, msk.nii.gz).  Deterministic."""
+    from scipy import ndimage as ndi
+
+    from ..io import read_volume
+    from .label_synthesis import reacquire
+
+    chi = read_volume(chi_path)
+    msk = read_volume(mask_path).array > 0
+    kc = int(np.argwhere(msk).mean(axis=0)[0])
+    sl = slice(kc - 20, kc + 25)
+    a = np.zeros(msk.shape, np.float32)
+    m = np.zeros(msk.shape, bool)
+    a[sl], m[sl] = chi.array[sl], msk[sl]
+    img = np.where(m, np.clip(np.exp(-5.0 * np.abs(ndi.gaussian_filter(a, 0.5))), 0.02, None), 0.0)
+    vol, mk = reacquire(chi.with_array(img.astype(np.float32)), (0.86, 0.86, 4.0), rng=0, mask=m, tilt_deg=0.0)
+    c = vol.kji_to_ras(np.argwhere(mk).mean(axis=0))
+    centres = np.array([c + [-25, 10, 0], c + [22, -15, 4], c + [-12, -30, -8]])
+    ins = insert_cmbs(vol, centres_ras=centres, rng=1, polarity="dark", radius_mm=(1.6, 1.6), contrast=(0.7, 0.7))
+    return vol.with_array((np.where(mk, ins.image.array, 0.0) * 1000).astype(np.float32)), centres
