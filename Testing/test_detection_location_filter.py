@@ -102,6 +102,9 @@ def test_a_failed_registration_keeps_every_candidate_with_a_warning(monkeypatch)
     assert len(res.records) == 2 and res.suppressed == []
     assert res.warnings == ["location filter not applied: no foreground found in the image; "
                             "cannot register the atlas to it"]
+    res = detect(vol, dark_spot_model(**ZONED), device="cpu", location=True)
+    assert len(res.records) == 2 and not any("location" in r for r in res.records)
+    assert res.warnings[0].startswith("location filter not applied and location not determined: no foreground")
 
 
 def test_models_without_zones_never_register(monkeypatch):

@@ -143,7 +143,8 @@ def detect(volume: Volume, model: Union[str, tuple[object, dict]] = "default", d
     if records and (location or zones):
         check_cancel(cancel)
         t = time.perf_counter()
-        failure = "location filter not applied" if zones else "location not determined"
+        failure = " and ".join(m for m, on in (("location filter not applied", bool(zones)),
+                                               ("location not determined", location)) if on)
         found = _locate(volume, records, warnings, failure,
                         progress=lambda f, m: report(progress, 0.95 + 0.05 * f, f"locating: {m}"), cancel=cancel)
         if found is not None:
