@@ -6,7 +6,8 @@ location.  Here a *zone* is a box in MNI152 space (RAS mm, the atlas route of
 is carried to MNI space).  A candidate whose centre falls in a zone is not a CMB finding;
 it is kept aside as *suppressed* (with the zone's name) so a rater can still look at it.
 
-Zones are anatomy, not fitted to any test set:
+Zones are drawn from anatomy, not fitted to the real scans that showed the problem (one bound
+was moved once after a synthetic check, as said below):
 
 * ``deep_midline_veins``: the strip |x| <= 4 mm between the thalami, from the foramen of
   Monro back past the splenium to where the vein of Galen meets the straight sinus, above
