@@ -148,8 +148,9 @@ def native_case(split: str, i: int, labels=None, chi=None, msk=None, qsm_every: 
     """
     rng = np.random.default_rng(SPLIT_SEED[split] + i)
     if split.endswith("_t2s"):
-        img, cmb, mask, _, info = qsm_t2s_native(chi, msk, rng, split)
-        return {"image": img, "cmb_mask": cmb, "polarity": "dark", "brain_mask": mask, "info": info}
+        img, cmb, mask, specs, info = qsm_t2s_native(chi, msk, rng, split)
+        return {"image": img, "cmb_mask": cmb, "polarity": "dark", "brain_mask": mask, "info": info,
+                "radii": [float(s.radius_mm) for s in specs], "contrasts": [float(s.contrast) for s in specs]}
     if chi is not None and i % qsm_every == 1:
         img, cmb, mask, _, _, info = qsm_native(chi, msk, rng, split)
         return {"image": img, "cmb_mask": cmb, "polarity": "bright", "brain_mask": mask, "info": info}

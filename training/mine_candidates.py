@@ -82,7 +82,8 @@ def _clinical_grid_case(source: str, base, brain, split: str, i: int, rng) -> di
     a = magnitude_image(ins.image.array, mask, sp, rng, noise_sd=(0.01, 0.05))
     info = {"source": source, "spacing": list(sp), "n_cmbs": len(ins.specs), "polarity": "dark"}
     return {"image": img.with_array(a), "cmb_mask": ins.mask, "polarity": "dark", "info": info,
-            "mimic": None, "radii": [float(s.radius_mm) for s in ins.specs]}
+            "mimic": None, "radii": [float(s.radius_mm) for s in ins.specs],
+            "contrasts": [float(s.contrast) for s in ins.specs]}
 
 
 def fs_norm_t2s(norm, labels) -> tuple:
@@ -121,7 +122,8 @@ def make_case(source: str, split: str, i: int, labels, chi, msk, fsn=None) -> Op
     case = synthesize_case(labels, np.random.default_rng(SPLIT_SEED[split] + i))  # = native_case's draw
     return {"image": case.image, "cmb_mask": case.cmb_mask, "polarity": case.polarity, "info":
             dict(case.info, source="fs"), "mimic": case.mimic_labels,
-            "radii": [float(s.radius_mm) for s in case.cmb_specs]}
+            "radii": [float(s.radius_mm) for s in case.cmb_specs],
+            "contrasts": [float(s.contrast) for s in case.cmb_specs]}
 
 
 def reference_centres(cmb_mask) -> np.ndarray:
@@ -229,6 +231,8 @@ def mine_case(network, meta, case, threshold=0.3, min_diameter_mm=1.0):
     extra.update({f"rec_{k}": np.array([float(r.get(k, 0.0)) for r in recs]) for k in REC_KEYS})
     extra["ref_diameter_mm"] = reference_diameters(case["cmb_mask"])
     extra["ref_radius_mm"] = np.asarray(case.get("radii") or [], float)
+    extra["ref_contrast"] = np.asarray(case.get("contrasts") or [], float)
+    extra["ref_centre_ras"] = ref.reshape(-1, 3)
     return feats, hit, mimic, recs, len(ref), baseline_counts(res.probability, case["cmb_mask"], meta), extra
 
 

@@ -31,6 +31,7 @@ from CMBLib.detection.second_stage import FEATURE_NAMES
 from .mine_candidates import MIMIC_NAMES
 
 SIZE_BINS = ((0.0, 3.0, "<3mm"), (3.0, 5.0, "3-5mm"), (5.0, 1e9, ">=5mm"))  # equivalent diameter
+CONTRAST_BINS = ((0.0, 0.5, "<0.5"), (0.5, 0.7, "0.5-0.7"), (0.7, 1.01, ">=0.7"))  # inserted peak contrast
 FEATURE_SETS = {"all": FEATURE_NAMES, "v0.3.0": FEATURE_NAMES[:28]}
 
 
@@ -77,6 +78,7 @@ def load_mined(folder, split: str, exclude=()) -> list[dict]:
                       "features": case_features(f, d), "hit": d["hit"],
                       "mimic": d["mimic"], "n_ref": int(d["n_ref"]), "max_probability": d["max_probability"],
                       "ref_diameter_mm": d["ref_diameter_mm"] if "ref_diameter_mm" in d.files else None,
+                      "ref_contrast": d["ref_contrast"] if "ref_contrast" in d.files else None,
                       "baseline": d["baseline"] if "baseline" in d.files else None})
     return cases
 
@@ -137,17 +139,18 @@ def choose_threshold(cases, scores, max_fp=0.5):
     return best, rows
 
 
-def size_table(cases, keeps):
-    """Per equivalent-diameter bin (of the inserted CMB's half-maximum mask on the input
-    grid): CMBs and how many a kept candidate reached."""
-    out = {name: {"cmbs": 0, "found": 0} for _, _, name in SIZE_BINS}
+def size_table(cases, keeps, key="ref_diameter_mm", bins=SIZE_BINS):
+    """Per bin of an inserted-CMB property (default: equivalent diameter of its half-maximum
+    mask on the input grid; ``key="ref_contrast"`` with CONTRAST_BINS: its peak contrast):
+    CMBs and how many a kept candidate reached."""
+    out = {name: {"cmbs": 0, "found": 0} for _, _, name in bins}
     for c, keep in zip(cases, keeps):
-        if c["ref_diameter_mm"] is None:
+        if c.get(key) is None or len(c[key]) != c["n_ref"]:
             continue
         hits = set(int(h) for h in c["hit"][keep] if h >= 0)
-        for r, dia in enumerate(c["ref_diameter_mm"]):
-            for lo, hi, name in SIZE_BINS:
-                if lo <= dia < hi:
+        for r, value in enumerate(c[key]):
+            for lo, hi, name in bins:
+                if lo <= value < hi:
                     out[name]["cmbs"] += 1
                     out[name]["found"] += int(r in hits)
     for v in out.values():
@@ -181,6 +184,8 @@ def report(cases, settings: dict) -> dict:
             b = np.sum(base, axis=0)
             row["stage1_v0.2.0_settings"] = summary(int(b[0]), int(b[1]), int(b[2]), len(cs))
         row["by_size"] = {k: size_table(cs, [keeps[i] for i in idx]) for k, keeps in settings.items()}
+        row["by_contrast"] = {k: size_table(cs, [keeps[i] for i in idx], "ref_contrast", CONTRAST_BINS)
+                              for k, keeps in settings.items()}
         out[name] = row
     mim = {}
     for n, c in enumerate(cases):
@@ -223,6 +228,16 @@ def markdown(rep: dict, names: dict) -> str:
             t = rep[group]["by_size"][key]
             lines.append(f"| {group} | {names[key]} | " + " | ".join(
                 f"{t[b]['found']}/{t[b]['cmbs']} ({_f(t[b]['sensitivity'])})" for b in bins) + " |")
+    cbins = [b[2] for b in CONTRAST_BINS]
+    lines += ["", "| cases | setting | " + " | ".join(f"found, contrast {b} (sens.)" for b in cbins) + " |",
+              "|---|---|" + "---|" * len(cbins)]
+    for group in ("all", "real_clinical_grids", "clin_cmbs", "fsn_cmbs", "t2s", "fs"):
+        if group not in rep or "by_contrast" not in rep[group]:
+            continue
+        for key in names:
+            t = rep[group]["by_contrast"][key]
+            lines.append(f"| {group} | {names[key]} | " + " | ".join(
+                f"{t[b]['found']}/{t[b]['cmbs']} ({_f(t[b]['sensitivity'])})" for b in cbins) + " |")
     mim = rep.get("false_candidates_by_mimic_type", {})
     if mim:
         lines += ["", "| mimic type (fs cases, false candidates) | " + " | ".join(
