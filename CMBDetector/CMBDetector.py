@@ -133,6 +133,7 @@ class CMBDetectorWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.logic.shutdown()
         self.setParameterNode(None)
         self.logic.session = self.logic.segmentationNode = self.logic.markupsNode = self.logic.tableNode = None
+        self.logic.asideNode = None
         self.fillTable()
 
     def onSceneEndClose(self, caller, event):
@@ -264,8 +265,8 @@ class CMBDetectorWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             warnings = event.get("warnings") or []
             aside = len((self.logic.document or {}).get("suppressed_candidates") or [])
             self.ui.statusLabel.text = (f"{len(self.logic.session.records)} candidate(s) in {t.get('total', 0):.1f} s."
-                                        + (f" {aside} set aside by location as likely veins (listed in the JSON)."
-                                           if aside else "")
+                                        + (f" {aside} set aside by location as likely veins: shown as grey"
+                                           " 'set aside' points, not findings." if aside else "")
                                         + (" " + " ".join(warnings) if warnings else ""))
             self.fillTable()
 

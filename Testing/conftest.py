@@ -22,3 +22,11 @@ def shared_file(relative: str) -> Path:
     if not path.is_file():
         pytest.skip(f"real data file {path} not present")
     return path
+
+
+@pytest.fixture
+def dark_model(monkeypatch):
+    """`--model dark-spot` loads the fixed dark-spot network (no file needed)."""
+    from detection_fixtures import use_dark_spot_model
+
+    return use_dark_spot_model(monkeypatch)

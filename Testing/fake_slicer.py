@@ -71,9 +71,22 @@ def cropped(array):
 
 
 class Segment:
-    def __init__(self, name):
+    def __init__(self, name, color=None):
         self.name, self.tags, self.image, self.shape = name, {}, None, None
+        self.color = tuple(color) if color is not None else (0.5, 0.5, 0.5)
         self.mtime = next(_clock)
+
+    def GetName(self):
+        return self.name
+
+    def SetColor(self, r, g, b):
+        self.color = (r, g, b)
+
+    def GetColor(self):
+        return self.color
+
+    def HasTag(self, key):
+        return key in self.tags
 
     @property
     def array(self):
@@ -108,8 +121,11 @@ class Segmentation:
     def AddEmptySegment(self, segment_id, name, color=None):
         while segment_id in self.segments:
             segment_id += "_"
-        self.segments[segment_id] = Segment(name)
+        self.segments[segment_id] = Segment(name, color)
         return segment_id
+
+    def GetNumberOfSegments(self):
+        return len(self.segments)
 
     def GetSegment(self, segment_id):
         return self.segments.get(segment_id)
@@ -124,6 +140,28 @@ class Segmentation:
         pass   # every fake segment has its own layer
 
 
+class DisplayNode:
+    """vtkMRMLDisplayNode: colour (unselected) and selected colour; no colour table."""
+
+    def __init__(self):
+        self.color, self.selected_color = (0.5, 0.5, 0.5), (1.0, 0.5, 0.5)   # Slicer's defaults
+
+    def SetColor(self, r, g, b):
+        self.color = (r, g, b)
+
+    def SetSelectedColor(self, r, g, b):
+        self.selected_color = (r, g, b)
+
+    def GetColor(self):
+        return self.color
+
+    def GetSelectedColor(self):
+        return self.selected_color
+
+    def GetColorNode(self):
+        return None
+
+
 class Node:
     def __init__(self, class_name, name):
         self.class_name, self.name = class_name, name
@@ -131,6 +169,8 @@ class Node:
         self.points = []
         self.array, self.ijk_to_ras = None, np.eye(4)
         self.attributes = {}
+        self.display = None
+        self.columns, self.rows = [], []
 
     def SetAttribute(self, key, value):
         self.attributes[key] = value
@@ -149,10 +189,12 @@ class Node:
         self.hidden = bool(hide)
 
     def CreateDefaultDisplayNodes(self):
-        pass
+        if self.display is None:
+            self.display = DisplayNode()
 
     def GetDisplayNode(self):
-        return None
+        """None until CreateDefaultDisplayNodes (Slicer's markups logic may add one earlier)."""
+        return self.display
 
     def SetReferenceImageGeometryParameterFromVolumeNode(self, volume_node):
         self.reference = volume_node
@@ -169,13 +211,26 @@ class Node:
     def GetSpacing(self):
         return tuple(np.linalg.norm(self.ijk_to_ras[:3, :3], axis=0))
 
+    def SetSpacing(self, *spacing):
+        directions = self.ijk_to_ras[:3, :3] / np.linalg.norm(self.ijk_to_ras[:3, :3], axis=0)
+        self.ijk_to_ras[:3, :3] = directions * np.asarray(spacing, dtype=float)
+
+    def SetOrigin(self, *origin):
+        self.ijk_to_ras[:3, 3] = origin
+
     # markups
     def RemoveAllControlPoints(self):
         self.points = []
 
     def AddControlPoint(self, position, label=""):
-        self.points.append([list(position), label, ""])
+        self.points.append([list(position), label, "", False])   # position, label, description, locked
         return len(self.points) - 1
+
+    def SetNthControlPointLocked(self, n, locked):
+        self.points[n][3] = bool(locked)
+
+    def GetNthControlPointLocked(self, n):
+        return self.points[n][3]
 
     def SetNthControlPointDescription(self, n, text):
         self.points[n][2] = text
@@ -191,6 +246,29 @@ class Node:
 
     def GetNthControlPointPositionWorld(self, n, out):
         out[:] = self.points[n][0]
+
+    GetNthControlPointPosition = GetNthControlPointPositionWorld   # no transforms in the fake
+
+    # tables (vtkMRMLTableNode)
+    def AddColumn(self):
+        column = types.SimpleNamespace(name="")
+        column.SetName = lambda name: setattr(column, "name", name)
+        self.columns.append(column)
+        return column
+
+    def AddEmptyRow(self):
+        self.rows.append([""] * len(self.columns))
+        return len(self.rows) - 1
+
+    def SetCellText(self, row, column, text):
+        self.rows[row][column] = str(text)
+        return True
+
+    def GetCellText(self, row, column):
+        return self.rows[row][column]
+
+    def GetNumberOfRows(self):
+        return len(self.rows)
 
 
 class Scene:
@@ -238,6 +316,14 @@ def make_fake_slicer():
     util.arrayFromSegmentInternalBinaryLabelmap = internal_array
     util.addVolumeFromArray = add_volume
 
+    def load_label_volume(path, properties=None):
+        from CMBLib.io import read_volume
+
+        volume = read_volume(path)
+        return add_volume(volume.array, volume.ijk_to_ras, name="label", nodeClassName="vtkMRMLLabelMapVolumeNode")
+
+    util.loadLabelVolume = load_label_volume
+
     class SegmentationsLogic:
         MODE_REPLACE = 0
 
@@ -249,6 +335,14 @@ def make_fake_slicer():
                 if a is not None:
                     out[a] = value
             labelmap_node.array = out
+            return True
+
+        @staticmethod
+        def ImportLabelmapToSegmentationNode(labelmap_node, seg_node, ids):
+            """The n-th smallest label value fills the n-th of `ids` (as Slicer does for given IDs)."""
+            values = [int(v) for v in np.unique(labelmap_node.array) if v != 0]
+            for value, segment_id in zip(values, ids.values):
+                seg_node.GetSegmentation().GetSegment(segment_id).array = labelmap_node.array == value
             return True
 
         @staticmethod

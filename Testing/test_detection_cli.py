@@ -17,7 +17,6 @@ from detection_fixtures import (  # noqa: E402
     oblique,
     phantom,
     tiny_model_folder,
-    use_dark_spot_model,
 )
 
 from CMBLib.cli import main  # noqa: E402
@@ -32,12 +31,6 @@ SPOTS = [((30, 40, 10), 1.6), ((60, 55, 13), 3.5)]
 @pytest.fixture(autouse=True)
 def _true_brain(monkeypatch):
     exact_brain_mask(monkeypatch)
-
-
-@pytest.fixture
-def dark_model(monkeypatch):
-    """`--model dark-spot` loads the fixed dark-spot network (no file needed)."""
-    return use_dark_spot_model(monkeypatch)
 
 
 @pytest.fixture(scope="module")

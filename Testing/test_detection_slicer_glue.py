@@ -242,3 +242,125 @@ def test_every_widget_the_code_names_is_in_the_ui():
     params = set(re.findall(r'<property name="SlicerParameterName" stdset="0">\s*<string>(\w+)</string>', ui))
     fields = set(re.findall(r"^    (\w+): ", code, re.M))          # fields of CMBDetectorParameterNode
     assert params and params <= fields, params - fields
+
+
+# --- candidates set aside by location: text and points (fake Slicer) ---------------------------------
+def test_aside_description_and_points_say_why_with_the_numbers():
+    from CMBDetectorLib.review import aside_description, aside_points
+
+    rec = {"label": 0, "centre_ras": [1, -20.5, 8.25], "diameter_mm": 3.14, "max_probability": 0.8249,
+           "suppressed_by": "deep_midline_veins"}
+    assert aside_description(rec) == "set aside: deep_midline_veins zone, 3.1 mm, p 0.82; not a finding"
+    staged = dict(rec, diameter_mm=6.05, max_probability=0.5, stage2_probability=0.4051)
+    assert aside_description(staged) == ("set aside: deep_midline_veins zone, 6.0 mm, p 0.50, stage-2 p 0.41; "
+                                         "not a finding")
+    assert aside_description({"centre_ras": [0, 0, 0]}) == "set aside: location zone; not a finding"
+    points = aside_points({"cmbs": [], "suppressed_candidates": [rec, staged]})
+    assert points == [((1.0, -20.5, 8.25), "aside 1", aside_description(rec)),
+                      ((1.0, -20.5, 8.25), "aside 2", aside_description(staged))]
+    assert aside_points({"cmbs": []}) == [] and aside_points({"suppressed_candidates": None}) == []
+
+
+@pytest.fixture
+def fake_slicer(monkeypatch):
+    """The fake Slicer (Testing/fake_slicer.py) as `slicer` / `vtk`; CMBDetectorLib re-imported with it."""
+    from fake_slicer import install, make_fake_slicer
+
+    slicer, vtk = make_fake_slicer()
+    install(lambda name, module: monkeypatch.setitem(sys.modules, name, module), slicer, vtk)
+    for name in [m for m in sys.modules if m.split(".")[0] == "CMBDetectorLib"]:
+        monkeypatch.delitem(sys.modules, name)
+    return slicer
+
+
+# Three dark foci on a 0.9 x 0.9 x 3 mm grid with origin (-18, -18, -30), identity directions:
+# (k, j, i) blocks -> centre RAS = origin + spacing * (i, j, k) of the block's middle.
+BLOBS = [((10, slice(10, 13), slice(10, 13)), 0.9, (-8.1, -8.1, 0.0)),
+         ((slice(5, 8), slice(25, 28), slice(25, 29)), 0.7, (5.85, 5.4, -12.0)),
+         ((15, slice(30, 33), slice(5, 8)), 0.8, (-12.6, 9.9, 15.0))]
+
+
+def _detections(folder, aside):
+    """NAME_cmb.json / mask written by CMBLib for BLOBS; those whose index is in `aside` are given
+    an MNI position inside deep_midline_veins and set aside by the pipeline's own function."""
+    import numpy as np
+
+    from CMBLib.detection.candidates import find_candidates
+    from CMBLib.detection.outputs import write_outputs
+    from CMBLib.detection.pipeline import DetectionResult, suppress_in_zones
+    from CMBLib.geometry import Volume
+
+    prob = np.zeros((20, 40, 40), np.float32)
+    for box, p, _ in BLOBS:
+        prob[box] = p
+    geom = Volume(prob, (0.9, 0.9, 3.0), (-18.0, -18.0, -30.0))
+    labels, records, dropped = find_candidates(geom, 0.5)
+    assert len(records) == 3
+    order = [min(range(3), key=lambda b: np.linalg.norm(np.subtract(r["centre_ras"], BLOBS[b][2])))
+             for r in records]                       # blob index of each record
+    found = [{"mni_x": 0.0, "mni_y": -20.0, "mni_z": 10.0} if b in aside else
+             {"mni_x": 30.0, "mni_y": 0.0, "mni_z": 0.0} for b in order]
+    labels, kept, suppressed = suppress_in_zones(labels, records, found, ("deep_midline_veins",))
+    settings = {"model": "glue-test", "model_version": "0", "threshold": 0.5, "device": "cpu"}
+    result = DetectionResult(geom.with_array(labels), geom, kept, settings, {"total": 0.0}, [], dropped,
+                             suppressed=suppressed)
+    write_outputs(result, folder, "study")
+    return str(Path(folder) / "study_cmb.json"), kept, suppressed
+
+
+def test_load_results_shows_the_set_aside_candidates_as_locked_points(fake_slicer, tmp_path):
+    import numpy as np
+    from CMBDetectorLib.logic import ASIDE_COLOR, DetectorLogic
+
+    jsonPath, kept, suppressed = _detections(tmp_path, aside={0, 2})
+    assert len(kept) == 1 and len(suppressed) == 2
+    volume = fake_slicer.util.addVolumeFromArray(np.zeros((20, 40, 40), np.float32), name="T2S")
+    logic = DetectorLogic()
+    seg, points, table = logic.loadResults(jsonPath, volume)
+    assert points.GetNumberOfControlPoints() == 1 and table.GetNumberOfRows() == 1   # findings only
+    assert seg.GetSegmentation().GetSegmentIDs() == ["CMB_1"]
+    aside = logic.asideNode
+    assert aside is not None and aside.GetName() == "T2S set aside (likely veins)"
+    assert aside.GetNumberOfControlPoints() == 2
+    want = {BLOBS[0][2], BLOBS[2][2]}
+    got = []
+    for n in range(2):
+        position = [0.0, 0.0, 0.0]
+        aside.GetNthControlPointPositionWorld(n, position)
+        np.testing.assert_allclose(position, suppressed[n]["centre_ras"], atol=1e-6)   # JSON order
+        got.append(tuple(position))
+        assert aside.GetNthControlPointLocked(n)
+        assert aside.GetNthControlPointLabel(n) == f"aside {n + 1}"
+        text = aside.GetNthControlPointDescription(n)
+        assert text.startswith("set aside: deep_midline_veins zone, ") and text.endswith("; not a finding")
+        assert f"p {suppressed[n]['max_probability']:.2f}" in text
+    np.testing.assert_allclose(sorted(got), sorted(want), atol=0.01)       # hand-computed centres
+    assert aside.GetDisplayNode().selected_color == ASIDE_COLOR == aside.GetDisplayNode().color
+
+    # the next result without set-aside candidates: no new node, and the logic forgets the old one
+    again, _, none = _detections(tmp_path / "second", aside=set())
+    assert none == []
+    before = [n.GetName() for n in fake_slicer.mrmlScene.nodes if n.class_name == "vtkMRMLMarkupsFiducialNode"]
+    logic.loadResults(again, volume)
+    after = [n.GetName() for n in fake_slicer.mrmlScene.nodes if n.class_name == "vtkMRMLMarkupsFiducialNode"]
+    assert logic.asideNode is None
+    assert after == before + ["T2S CMB centres"]
+    assert logic.markupsNode.GetNumberOfControlPoints() == 3
+
+
+def test_the_detector_self_test_load_step_runs_on_the_fake_slicer(fake_slicer, tmp_path, monkeypatch):
+    """The Slicer self-test's results -> nodes -> review step (set-aside points included), on the fake."""
+    import types
+    import unittest
+
+    slm = types.ModuleType("slicer.ScriptedLoadableModule")
+    slm.ScriptedLoadableModuleTest = type("ScriptedLoadableModuleTest", (unittest.TestCase,),
+                                          {"delayDisplay": lambda self, message: None})
+    monkeypatch.setitem(sys.modules, "slicer.ScriptedLoadableModule", slm)
+    from CMBDetectorLib.selftest import CMBDetectorTest
+
+    test = CMBDetectorTest("test_loadResultsAndReview")
+    test.folder = str(tmp_path)
+    test.test_loadResultsAndReview()
+    assert [n.GetName() for n in fake_slicer.mrmlScene.nodes if n.class_name == "vtkMRMLMarkupsFiducialNode"] == [
+        "selftest CMB centres", "selftest CMB centres", "selftest set aside (likely veins)"]

@@ -12,7 +12,7 @@ pytest.importorskip("torch")
 pytest.importorskip("monai")
 pytest.importorskip("highdicom")
 
-from detection_fixtures import exact_brain_mask, oblique, phantom, use_dark_spot_model  # noqa: E402
+from detection_fixtures import exact_brain_mask, oblique, phantom  # noqa: E402
 
 from CMBLib.cli import main  # noqa: E402
 from CMBLib.dicom.seg import read_seg_segments  # noqa: E402
@@ -30,12 +30,6 @@ SPOTS = [((30, 40, 10), 1.8), ((60, 55, 13), 3.5)]
 @pytest.fixture(autouse=True)
 def _true_brain(monkeypatch):
     exact_brain_mask(monkeypatch)
-
-
-@pytest.fixture
-def dark_model(monkeypatch):
-    """`--model dark-spot` loads the fixed dark-spot network (no file needed)."""
-    return use_dark_spot_model(monkeypatch)
 
 
 def _study(tmp_path, direction, name="P1"):

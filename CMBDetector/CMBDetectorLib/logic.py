@@ -13,7 +13,7 @@ import vtk
 
 from .jobs import CommandJob, TrainingMonitor, finetune_command, list_models, new_model_folder, user_models_dir
 from .process import WorkerClient, default_threads, detection_job, worker_command
-from .review import STATUSES, ReviewSession, segment_name
+from .review import STATUSES, ReviewSession, aside_points, segment_name
 from .tasks import slicerPython
 
 HANDOVER_ATTRIBUTE = "CMBDetector.Findings"   # JSON list of annotation findings on the segmentation node
@@ -22,6 +22,7 @@ RECORDS_ATTRIBUTE = "CMBDetector.Records"     # JSON detection records (the revi
 LABEL_TAG = "CMBDetector.Label"               # segment tag: the candidate's label in the detection mask
 STATUS_TAG = "CMBDetector.ReviewStatus"       # segment tag: unreviewed / accepted / rejected
 STATUS_COLORS = {"unreviewed": (1.0, 0.85, 0.1), "accepted": (0.1, 0.85, 0.2), "rejected": (0.5, 0.5, 0.5)}
+ASIDE_COLOR = (0.6, 0.6, 0.6)                 # grey points: candidates the location filter set aside
 TABLE_COLUMNS = ["label", "status", "diameter_mm", "size_class", "max_probability", "location", "vessel_like",
                  "x_ras", "y_ras", "z_ras"]
 
@@ -46,6 +47,7 @@ class DetectorLogic:
         self.session = None
         self.segmentationNode = None
         self.markupsNode = None
+        self.asideNode = None        # points of the candidates set aside by location (None when none)
         self.tableNode = None
         self.training = None         # CommandJob of the fine-tuning run
         self.monitor = None          # its TrainingMonitor
@@ -184,7 +186,12 @@ class DetectorLogic:
 
     # --- results ------------------------------------------------------------------------
     def loadResults(self, jsonPath, volumeNode):
-        """Segmentation (one segment per CMB), markups at the centres and a table from NAME_cmb.json."""
+        """Segmentation (one segment per CMB), markups at the centres and a table from NAME_cmb.json.
+
+        Candidates the location filter set aside (``suppressed_candidates``: likely veins, not
+        findings, not in the mask) become locked grey points of a second markups node,
+        ``self.asideNode`` (None when there are none), so a reader can look at each one.
+        Returns (segmentation, centres markups, table) as before."""
         from CMBLib.detection.outputs import read_detections
 
         self.document = read_detections(jsonPath)
@@ -230,7 +237,25 @@ class DetectorLogic:
             for col, value in enumerate(values):
                 table.SetCellText(row, col, str(value))
         self.tableNode = table
+        self.asideNode = self._asideNode(base)
         return seg, points, table
+
+    def _asideNode(self, base):
+        """Locked grey points at the candidates set aside, each saying why; None when none."""
+        aside = aside_points(self.document)
+        if not aside:
+            return None
+        node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", f"{base} set aside (likely veins)")
+        node.CreateDefaultDisplayNodes()
+        display = node.GetDisplayNode()
+        if display is not None:
+            display.SetSelectedColor(*ASIDE_COLOR)   # control points are drawn "selected" by default
+            display.SetColor(*ASIDE_COLOR)
+        for centre, label, description in aside:
+            n = node.AddControlPoint(vtk.vtkVector3d(*centre), label)
+            node.SetNthControlPointDescription(n, description)
+            node.SetNthControlPointLocked(n, True)
+        return node
 
     def reviewState(self):
         """{label: status} and the current index, as JSON (kept in the parameter node)."""

@@ -21,6 +21,29 @@ def segment_name(record: dict) -> str:
     return text
 
 
+def aside_description(record: dict) -> str:
+    """Why a candidate was set aside, for its control point: 'set aside: deep_midline_veins
+    zone, 3.1 mm, p 0.82; not a finding' (plus the stage-2 probability when it has one)."""
+    parts = [f"{record.get('suppressed_by') or 'location'} zone"]
+    if record.get("diameter_mm") is not None:
+        parts.append(f"{float(record['diameter_mm']):.1f} mm")
+    if record.get("max_probability") is not None:
+        parts.append(f"p {float(record['max_probability']):.2f}")
+    if record.get("stage2_probability") is not None:
+        parts.append(f"stage-2 p {float(record['stage2_probability']):.2f}")
+    return "set aside: " + ", ".join(parts) + "; not a finding"
+
+
+def aside_points(document: dict) -> list:
+    """[(centre RAS mm (x, y, z), label 'aside N', description)] for the candidates a
+    NAME_cmb.json sets aside (``suppressed_candidates``, in the order written); [] when none."""
+    out = []
+    for n, record in enumerate(document.get("suppressed_candidates") or [], start=1):
+        x, y, z = (float(v) for v in record["centre_ras"])
+        out.append(((x, y, z), f"aside {n}", aside_description(record)))
+    return out
+
+
 class ReviewSession:
     """Candidates in review order with a status each and a current position."""
 

@@ -10,7 +10,7 @@ import tempfile
 import slicer
 from slicer.ScriptedLoadableModule import ScriptedLoadableModuleTest
 
-from .logic import HANDOVER_ATTRIBUTE, STATUS_COLORS, STATUS_TAG, DetectorLogic
+from .logic import ASIDE_COLOR, HANDOVER_ATTRIBUTE, STATUS_COLORS, STATUS_TAG, DetectorLogic
 
 
 class _Target:
@@ -81,13 +81,14 @@ class CMBDetectorTest(ScriptedLoadableModuleTest):
         self.setUp()
         self.test_trainingAndReportGlue()
 
-    def _writeResults(self, folder):
-        """A synthetic volume and detection outputs for it, made with CMBLib (no torch needed)."""
+    def _writeResults(self, folder, aside=0):
+        """A synthetic volume and detection outputs for it, made with CMBLib (no torch needed);
+        the last `aside` candidates are set aside as if they lay in the deep midline vein zone."""
         import numpy as np
 
         from CMBLib.detection.candidates import find_candidates
         from CMBLib.detection.outputs import write_outputs
-        from CMBLib.detection.pipeline import DetectionResult
+        from CMBLib.detection.pipeline import DetectionResult, suppress_in_zones
         from CMBLib.geometry import Volume
 
         prob = np.zeros((20, 40, 40), np.float32)
@@ -95,8 +96,12 @@ class CMBDetectorTest(ScriptedLoadableModuleTest):
         prob[5:8, 25:28, 25:29] = 0.7
         geom = Volume(prob, (0.9, 0.9, 3.0), (-18.0, -18.0, -30.0))
         labels, records, dropped = find_candidates(geom, 0.5)
+        found = [{"mni_x": 0.0, "mni_y": -20.0, "mni_z": 10.0 if n >= len(records) - aside else 80.0}
+                 for n in range(len(records))]     # z 80: outside the zone
+        labels, records, suppressed = suppress_in_zones(labels, records, found, ("deep_midline_veins",))
         settings = {"model": "self-test", "model_version": "0", "threshold": 0.5, "device": "cpu"}
-        result = DetectionResult(geom.with_array(labels), geom, records, settings, {"total": 0.0}, [], dropped)
+        result = DetectionResult(geom.with_array(labels), geom, records, settings, {"total": 0.0}, [], dropped,
+                                 suppressed=suppressed)
         write_outputs(result, folder, "selftest")
         volumeNode = slicer.util.addVolumeFromArray((100 - 50 * prob).astype("float32"), name="selftest")
         volumeNode.SetSpacing(0.9, 0.9, 3.0)
@@ -111,6 +116,7 @@ class CMBDetectorTest(ScriptedLoadableModuleTest):
         self.assertEqual(seg.GetSegmentation().GetNumberOfSegments(), len(records))
         self.assertEqual(points.GetNumberOfControlPoints(), len(records))
         self.assertEqual(table.GetNumberOfRows(), len(records))
+        self.assertIsNone(logic.asideNode)                   # nothing set aside: no second markups node
         first = seg.GetSegmentation().GetSegment("CMB_1")
         self.assertTrue(first.GetName().startswith("CMB 1: "))
         pos = [0.0, 0.0, 0.0]
@@ -138,6 +144,24 @@ class CMBDetectorTest(ScriptedLoadableModuleTest):
         self.assertEqual(accepted, 1)
         self.assertIs(target.received[1], volumeNode)
         self.assertEqual(len(json.loads(seg.GetAttribute(HANDOVER_ATTRIBUTE))), 2)
+
+        self.delayDisplay("Candidates set aside by location are shown as locked grey points")
+        folder = os.path.join(self.folder, "aside")
+        os.makedirs(folder)
+        jsonPath, volumeNode, kept = self._writeResults(folder, aside=1)
+        logic.loadResults(jsonPath, volumeNode)
+        aside = logic.document["suppressed_candidates"]
+        self.assertEqual((len(kept), len(aside)), (1, 1))
+        node = logic.asideNode
+        self.assertEqual(node.GetName(), "selftest set aside (likely veins)")
+        self.assertEqual(node.GetNumberOfControlPoints(), 1)
+        self.assertTrue(node.GetNthControlPointLocked(0))
+        self.assertTrue(node.GetNthControlPointDescription(0).startswith("set aside: deep_midline_veins zone"))
+        node.GetNthControlPointPosition(0, pos)
+        for a, b in zip(pos, aside[0]["centre_ras"]):
+            self.assertAlmostEqual(a, b, places=2)
+        for a, b in zip(node.GetDisplayNode().GetSelectedColor(), ASIDE_COLOR):
+            self.assertAlmostEqual(a, b, places=3)
 
     def test_workerRoundTrip(self):
         self.delayDisplay("Warm worker glue")
