@@ -18,11 +18,15 @@ from CMBLib.detection.pipeline import detect  # noqa: E402
 from CMBLib.synthesis.demo_study import make_demo_study  # noqa: E402
 
 TOL_MM = 3.0   # a found CMB's centre lies within this distance of the inserted one
-# What cmb-default 0.3.1 finds (indices of the inserted CMBs, and how many other findings).
-# A model or pipeline change that moves these must update them knowingly (and the model card).
-DEMO_FOUND, DEMO_EXTRA = {2, 3, 5}, 1      # 0.2.0: {2, 4, 5}, 0
-REAL_FOUND, REAL_EXTRA = {0, 1}, 1         # 0.2.0: {0, 1}, 0
-VEIN_CASE_FOUND, VEIN_CASE_EXTRA = {0}, 0    # 0.3.1 on the FreeSurfer subject with deep veins drawn in
+# What cmb-default 0.3.2 finds at its defaults (the U-Net at 0.7 / 3 mm, as 0.2.0, plus the
+# location filter) and with its opt-in candidate classifier (`second_stage=True`, = 0.3.1):
+# indices of the inserted CMBs, and how many other findings.  A model or pipeline change that
+# moves these must update them knowingly (and the model card).
+DEMO_FOUND, DEMO_EXTRA = {2, 4, 5}, 0      # with the classifier: {2, 3, 5}, 1
+REAL_FOUND, REAL_EXTRA = {0, 1}, 0         # with the classifier: {0, 1}, 1
+DEMO_FOUND_2, DEMO_EXTRA_2 = {2, 3, 5}, 1
+REAL_FOUND_2, REAL_EXTRA_2 = {0, 1}, 1
+VEIN_CASE_FOUND, VEIN_CASE_EXTRA = {0}, 0    # on the FreeSurfer subject with deep veins drawn in
 
 
 @pytest.fixture(scope="module")
@@ -85,6 +89,20 @@ def test_bundled_model_on_a_real_background(bundled):
     res = detect(vol, bundled, device="cpu")
     found, extra = _matches(res.records, centres)
     assert found == REAL_FOUND and extra <= REAL_EXTRA, (found, extra, res.records)
+    assert res.settings["second_stage"] is None and res.settings["threshold"] == 0.7
+
+
+def test_bundled_models_opt_in_classifier_still_finds_what_it_did(bundled, demo_result):
+    """The candidate classifier is off by default since 0.3.2 but ships and runs on request
+    (`cmb detect --second-stage`): its findings on both cases stay pinned."""
+    img, centres, _ = demo_result
+    res = detect(img, bundled, device="cpu", second_stage=True)
+    assert res.settings["second_stage"] is not None and res.settings["threshold"] == 0.3
+    assert _matches(res.records, centres) == (DEMO_FOUND_2, DEMO_EXTRA_2), res.records
+    vol, real_centres = _real_background_case()
+    res = detect(vol, bundled, device="cpu", second_stage=True)
+    found, extra = _matches(res.records, real_centres)
+    assert found == REAL_FOUND_2 and extra <= REAL_EXTRA_2, (found, extra, res.records)
 
 
 def _deep_vein_case():

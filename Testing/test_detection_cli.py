@@ -305,3 +305,24 @@ def test_label_map_recognition_needs_piecewise_constant_values():
     labels[2:6, 4:20, 4:12], labels[2:6, 4:20, 12:28] = 17, 53  # two structures
     assert looks_like_label_map(labels) and looks_like_label_map(labels > 0)
     assert not looks_like_label_map(labels + rng.normal(0, 1, labels.shape))  # not whole numbers
+
+
+def test_second_stage_flags_choose_the_classifier_and_exclude_each_other(capsys):
+    import argparse
+
+    from CMBLib.cli.detect import add_parser, stage2_choice
+    from CMBLib.cli.worker import _stage2
+    from CMBLib.errors import CMBError
+
+    sub = argparse.ArgumentParser().add_subparsers()
+    add_parser(sub)
+    parse = sub.choices["detect"].parse_args
+    assert stage2_choice(parse(["x.nii.gz", "--out", "o"])) is None  # the model's default
+    assert stage2_choice(parse(["x.nii.gz", "--out", "o", "--second-stage"])) is True
+    assert stage2_choice(parse(["x.nii.gz", "--out", "o", "--no-second-stage"])) is False
+    with pytest.raises(SystemExit):
+        parse(["x.nii.gz", "--out", "o", "--second-stage", "--no-second-stage"])
+    assert "not allowed with" in capsys.readouterr().err
+    assert [_stage2(v) for v in (None, True, False)] == [None, True, False]
+    with pytest.raises(CMBError, match="second_stage must be"):
+        _stage2("yes")

@@ -166,6 +166,19 @@ def test_pipeline_drops_what_the_second_stage_rejects(tmp_path):
     assert detect(vol, (net, only_dark)).settings["second_stage"] is None
     with pytest.raises(CMBError, match="no second stage"):
         detect(vol, (net, {k: v for k, v in meta.items() if k != "second_stage"}), second_stage=True)
+    # an opt-in classifier ("default": false, cmb-default 0.3.2): off unless asked for
+    opt_in = dict(meta, second_stage=dict(meta["second_stage"], default=False))
+    off = detect(vol, (net, dict(opt_in)))
+    assert len(off.records) == 2 and off.settings["second_stage"] is None and off.settings["threshold"] == 0.5
+    on = detect(vol, (net, dict(opt_in)), second_stage=True)
+    assert len(on.records) == 1 and on.settings["second_stage"]["threshold"] == 0.5
+    # 0.3.2 format: top-level cut-offs for the first stage alone, the classifier's own under second_stage
+    new_format = {k: v for k, v in opt_in.items() if k != "without_second_stage"}
+    new_format.update(threshold=0.5, min_diameter_mm=3.5)
+    new_format["second_stage"] = dict(opt_in["second_stage"], stage1_threshold=0.45, stage1_min_diameter_mm=3.0)
+    assert detect(vol, (net, dict(new_format))).settings["threshold"] == 0.5
+    on = detect(vol, (net, dict(new_format)), second_stage=True)
+    assert on.settings["threshold"] == 0.45 and on.settings["min_diameter_mm"] == 3.0 and len(on.records) == 1
 
 
 def test_mined_crops_give_back_the_features_exactly(tmp_path):

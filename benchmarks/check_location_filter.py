@@ -73,6 +73,8 @@ def main(argv=None):
     ap.add_argument("--split", default="test")
     ap.add_argument("--out", default=None, help="JSON file for the per-case rows and totals")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--second-stage", choices=("default", "on", "off"), default="default",
+                    help="the model's default, or force the candidate classifier on / off")
     args = ap.parse_args(argv)
 
     import torch
@@ -112,7 +114,8 @@ def main(argv=None):
             veined, line = draw_deep_veins(base, path, vrng.uniform(*VEIN_RADIUS_MM), vrng.uniform(*VEIN_CONTRAST))
             case = _clinical_grid_case(source, veined, brain, args.split, i, rng)
             t = time.time()
-            res = detect(case["image"], model, device="cpu")
+            res = detect(case["image"], model, device="cpu",
+                         second_stage={"default": None, "on": True, "off": False}[args.second_stage])
             ref = reference_centres(case["cmb_mask"])
             row = dict(source=source, case=i, spacing=case["info"]["spacing"], seconds=round(time.time() - t, 1),
                        warnings=res.warnings, **score(res.records, res.suppressed, ref, line))

@@ -271,6 +271,8 @@ def main(argv=None):
     ap.add_argument("--stage1-threshold", type=float, default=0.3, help="as mined (mine_candidates --threshold)")
     ap.add_argument("--stage1-min-diameter-mm", type=float, default=1.0, help="as mined")
     ap.add_argument("--force", action="store_true")
+    ap.add_argument("--opt-in", action="store_true", help="with --export: the classifier runs only when asked "
+                    "for (cmb detect --second-stage); the default path is the first stage alone")
     args = ap.parse_args(argv)
     from CMBLib.detection.second_stage import FILE_NAME, TreeEnsemble, export_sklearn_gbc
     from CMBLib.io import write_json_atomic
@@ -328,11 +330,9 @@ def main(argv=None):
         folder = Path(args.export)
         write_json_atomic(folder / FILE_NAME, spec, overwrite=True)
         meta = json.loads((folder / METADATA_FILE).read_text())
-        if "without_second_stage" not in meta:  # the first stage's stand-alone cut-offs, kept
-            meta["without_second_stage"] = {"threshold": meta["threshold"],
-                                            "min_diameter_mm": meta["min_diameter_mm"]}
-        meta["threshold"] = args.stage1_threshold
-        meta["min_diameter_mm"] = args.stage1_min_diameter_mm
+        # the top-level cut-offs stay the first stage's stand-alone ones (0.3.2 format); with
+        # the classifier the first stage uses the mining cut-offs stored under second_stage
+        meta.update(meta.pop("without_second_stage", {}))
         if args.version:
             meta["version"] = args.version
         meta.setdefault("metrics", {})["second_stage"] = {
@@ -341,6 +341,9 @@ def main(argv=None):
             "test": {g: {k: r[k] for k in ("new", "baseline", "stage1_v0.2.0_settings") if k in r}
                      for g, r in res["test"].items() if not g.startswith(("false", "real_grid"))}}
         meta["second_stage"] = {"file": FILE_NAME, "sha256": sha256_file(folder / FILE_NAME), "threshold": thr,
+                                "stage1_threshold": args.stage1_threshold,
+                                "stage1_min_diameter_mm": args.stage1_min_diameter_mm,
+                                "default": not args.opt_in,
                                 "polarities": ["dark"],  # mined on T2*-like (dark-CMB) inputs only
                                 "kind": spec["kind"], "n_trees": len(spec["trees"]),
                                 "n_features": len(names),

@@ -34,8 +34,11 @@ def add_parser(subparsers):
     p.add_argument("--polarity", choices=["dark", "bright"], default=None,
                    help="how CMBs look (default: dark, bright for QSM)")
     p.add_argument("--location", action="store_true", help="add each CMB's anatomical location")
-    p.add_argument("--no-second-stage", action="store_true",
-                   help="keep every first-stage candidate (skip the model's candidate classifier)")
+    stage2 = p.add_mutually_exclusive_group()
+    stage2.add_argument("--second-stage", action="store_true",
+                        help="run the model's candidate classifier even where the model leaves it off by default")
+    stage2.add_argument("--no-second-stage", action="store_true",
+                        help="keep every first-stage candidate (skip the model's candidate classifier)")
     p.add_argument("--no-location-filter", action="store_true",
                    help="keep candidates in the model's mimic zones (e.g. the deep midline veins) as findings")
     p.add_argument("--progress-json", action="store_true",
@@ -47,6 +50,13 @@ def add_parser(subparsers):
 
     add_report_arguments(p)  # --report, --dicom-seg, --series, --dicom-names, --pseudonymise (DICOM folders)
     return p
+
+
+def stage2_choice(args):
+    """detect()'s `second_stage` from --second-stage / --no-second-stage (None: the model's default)."""
+    if getattr(args, "no_second_stage", False):
+        return False
+    return True if getattr(args, "second_stage", False) else None
 
 
 def parse_shard(text):
@@ -201,7 +211,7 @@ def _run_studies(args, inputs, out_dir, emit, bar):
         try:
             result = detect(volume, model, device=device, threshold=args.threshold, polarity=args.polarity,
                             sequence=sequence, location=args.location, progress=prog,
-                            second_stage=False if args.no_second_stage else None,
+                            second_stage=stage2_choice(args),
                             location_filter=False if getattr(args, "no_location_filter", False) else None)
             paths = write_outputs(result, out_dir, name, image=str(path), overwrite=args.overwrite)
             paths.update(detect_extras(args, path, volume, result, out_dir, name))

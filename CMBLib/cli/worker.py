@@ -9,7 +9,7 @@ Protocol (one JSON object per line, UTF-8):
 
     in:   {"id": "1", "image": PATH, "out": DIR, "name": NAME, "model": "default",
            "device": "auto", "threshold": null, "sequence": "T2S", "location": false,
-           "location_filter": true, "overwrite": false}
+           "location_filter": true, "second_stage": null, "overwrite": false}
           {"cmd": "quit"}                    (or end of stdin)
     out:  {"event": "ready", "pid": N}       once, when the worker listens
           {"event": "progress", "id": ID, "progress": 0.42, "message": "..."}
@@ -110,7 +110,8 @@ class Worker:
         result = detect(volume, (network, meta), device=device,
                         threshold=None if threshold is None else float(threshold),
                         sequence=sequence, location=bool(job.get("location", False)), progress=progress,
-                        location_filter=None if job.get("location_filter", True) else False)
+                        location_filter=None if job.get("location_filter", True) else False,
+                        second_stage=_stage2(job.get("second_stage")))
         timings["detect"] = time.perf_counter() - t
         t = time.perf_counter()
         os.makedirs(job["out"], exist_ok=True)
@@ -122,6 +123,15 @@ class Worker:
                 "outputs": {k: str(v) for k, v in paths.items()}, "cmb_count": len(result.records),
                 "warnings": list(result.warnings), "model_loads": self.model_loads, "model_cached": cached,
                 "jobs_done": self.jobs_done, "timings": {k: round(v, 4) for k, v in timings.items()}}
+
+
+def _stage2(value):
+    """A job's "second_stage": null (the model's default), true (run the classifier) or false."""
+    if value is None:
+        return None
+    if not isinstance(value, bool):
+        raise CMBError(f"second_stage must be true, false or null, not {value!r}")
+    return value
 
 
 def _emit(obj: dict) -> None:

@@ -187,17 +187,27 @@ _STAGE2_CACHE: dict = {}
 def stages(meta: dict, polarity: str, second_stage: Optional[bool] = None):
     """(second stage or None, metadata with the cut-offs that apply) for `polarity`.
 
-    second_stage: None = the model's default (its classifier when it has one and was trained
-    on this polarity), True = require it (CMBError when absent), False = first stage alone.
-    The first stage alone uses the model's `without_second_stage` cut-offs when it has them.
+    second_stage: None = the model's default (its classifier when it has one, was trained on
+    this polarity and is not marked ``"default": false`` in model.json), True = require it
+    (CMBError when absent), False = first stage alone.
+
+    Cut-offs: with the classifier, the first stage uses ``second_stage.stage1_threshold`` /
+    ``stage1_min_diameter_mm`` when model.json has them (0.3.2 on), else its top-level ones;
+    alone, its top-level ones, overridden by ``without_second_stage`` (0.3.0-0.3.1 format).
     """
     stage2 = _second_stage(meta) if second_stage is None or second_stage else None
     if second_stage and stage2 is None:
         raise CMBError(f"model '{meta.get('name', 'unnamed')}' has no second stage (candidate classifier)")
     if second_stage is None and stage2 is not None and polarity not in stage2[1].get("polarities", [polarity]):
         stage2 = None  # trained on other inputs (cmb-default 0.3.0: dark CMBs only): first stage alone
+    if second_stage is None and stage2 is not None and stage2[1].get("default", True) is False:
+        stage2 = None  # opt-in classifier (cmb-default 0.3.2: it did not carry over to unseen brains)
     if stage2 is None and isinstance(meta.get("without_second_stage"), dict):
         meta = dict(meta, **meta["without_second_stage"])  # first stage alone: its own cut-offs
+    if stage2 is not None:
+        spec = stage2[1]
+        meta = dict(meta, threshold=float(spec.get("stage1_threshold", meta.get("threshold", 0.5))),
+                    min_diameter_mm=float(spec.get("stage1_min_diameter_mm", meta.get("min_diameter_mm", 2.0))))
     return stage2, meta
 
 
