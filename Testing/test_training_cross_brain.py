@@ -44,3 +44,21 @@ def test_contrast_table_counts_found_cmbs_per_bin():
     # cases mined before contrasts were stored are left out, not miscounted
     old = dict(case, ref_contrast=None)
     assert size_table([old], [np.ones(3, bool)], "ref_contrast", CONTRAST_BINS)["<0.5"]["cmbs"] == 0
+
+
+def test_stand_alone_findings_from_the_stored_probability_crops(tmp_path):
+    """A candidate counts as a stand-alone finding (0.7, >= 3 mm) when a >= 0.7 component of
+    >= 3 mm equivalent diameter lies within 6 mm of its crop's centre."""
+    from training.cross_brain import stand_alone_findings
+
+    shape = (11, 21, 21)                        # k, j, i on a 1 x 1 x 2 mm grid (x, y, z spacing)
+    prob = np.zeros((3,) + shape, np.float32)
+    prob[0, 4:7, 8:13, 8:13] = 0.9              # 3 x 5 x 5 voxels = 150 mm3 -> 6.6 mm, at the centre
+    prob[1, 5, 10, 10] = 0.95                   # one voxel, 2 mm3 -> 1.6 mm: too small
+    prob[1, 4:7, 8:13, 8:13] = np.where(prob[1, 4:7, 8:13, 8:13] > 0, 0.95, 0.5)  # the rest below 0.7
+    prob[2, 4:7, 0:3, 0:5] = 0.9                # large but 10 mm or more from the centre
+    np.savez(tmp_path / "c.npz", hit=np.array([0, -1, -1]), crop_prob=prob,
+             crop_size=np.array([shape] * 3), grid_spacing=np.array([1.0, 1.0, 2.0]))
+    assert stand_alone_findings(tmp_path / "c.npz").tolist() == [True, False, False]
+    # the cut-offs are parameters: at 0.4 the second candidate's 0.5 plateau joins its peak
+    assert stand_alone_findings(tmp_path / "c.npz", threshold=0.4).tolist() == [True, True, False]

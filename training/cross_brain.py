@@ -20,6 +20,13 @@ on the QSM brain).  This script measures rules across brains, from mined candida
   test = same-brain).  Counts: a kept candidate within 5 mm of an inserted CMB is a TP
   (each CMB once), VALDO distance.
 
+* ``--veto``: also the classifier as a veto on the first stage's stand-alone findings (0.7,
+  >= 3 mm; cmb-default 0.3.2's default): keep such a finding when s >= t.  Which mined
+  candidates those findings are is approximated from the stored model-grid crops
+  (`stand_alone_findings`: a component of probability >= 0.7 of >= 3 mm equivalent diameter
+  within 6 mm of the candidate's centre); printed next to the exact counts of the first stage
+  alone, so the approximation's error is visible.
+
     python -m training.cross_brain --mined training/runs/stage2/mined --out training/runs/stage2/cross_brain.json
 """
 import argparse
@@ -54,6 +61,54 @@ def keep(rule, scores, pmax) -> np.ndarray:
     if rule[0] == "single":
         return scores >= rule[1]
     return ((pmax >= GATE) & (scores >= rule[1])) | (scores >= rule[2])
+
+
+def stand_alone_findings(path, threshold: float = GATE, min_diameter_mm: float = 3.0) -> np.ndarray:
+    """Per mined candidate: would the first stage alone (threshold, min size) report it?
+    Approximated on the stored model-grid probability crop (the exact test runs on the input
+    grid): a component of probability >= threshold, 26-connected, of at least
+    `min_diameter_mm` equivalent diameter, within 6 mm of the crop's centre."""
+    from scipy import ndimage as ndi
+
+    d = np.load(path)
+    out = np.zeros(len(d["hit"]), bool)
+    if not len(out):
+        return out
+    sp = np.asarray(d["grid_spacing"], float)[::-1]
+    for m in range(len(out)):
+        size = tuple(int(v) for v in d["crop_size"][m])
+        lab, n = ndi.label(d["crop_prob"][m][tuple(slice(0, z) for z in size)] >= threshold,
+                           structure=np.ones((3, 3, 3)))
+        if not n:
+            continue
+        idx = np.argwhere(lab > 0)
+        dist = np.linalg.norm((idx - np.array(size) // 2) * sp, axis=1)
+        if dist.min() > 6.0:
+            continue
+        volume = np.count_nonzero(lab == lab[tuple(idx[dist.argmin()])]) * float(np.prod(sp))
+        out[m] = (6.0 * volume / np.pi) ** (1.0 / 3.0) >= min_diameter_mm
+    return out
+
+
+def veto_table(split, cols, clfs, mined, thresholds=(None, 0.05, 0.1, 0.2, 0.3, 0.5)) -> dict:
+    """{direction: {threshold: summary}} of the classifier as a veto on the stand-alone findings."""
+    for cases in split.values():
+        for c in cases:
+            if "stand_alone" not in c:
+                c["stand_alone"] = stand_alone_findings(Path(mined) / f"{c['name']}.npz")
+    out = {}
+    for name in ("val", "test"):
+        for a, b in (("qsm", "fs"), ("fs", "qsm"), ("both", "qsm"), ("both", "fs")):
+            cases = brain_cases(split[name], b)
+            row = {"exact first stage alone": stage1_020(cases)}
+            for t in thresholds:
+                keeps = []
+                for c in cases:
+                    s = clfs[a].predict_proba(c["features"][:, cols])[:, 1] if len(c["hit"]) else np.zeros(0)
+                    keeps.append(c["stand_alone"] & (s >= (0.0 if t is None else t)))
+                row["approx., no veto" if t is None else f"veto {t:g}"] = summary(*counts(cases, keeps), len(cases))
+            out[f"{name} {a}->{b}"] = row
+    return out
 
 
 def brain_cases(cases, brain):
@@ -96,6 +151,7 @@ def main(argv=None):
     ap.add_argument("--features", choices=sorted(FEATURE_SETS), default="all")
     ap.add_argument("--max-fp", type=float, default=0.5)
     ap.add_argument("--out", required=True)
+    ap.add_argument("--veto", action="store_true", help="also the classifier as a veto on the stand-alone findings")
     args = ap.parse_args(argv)
     names = list(FEATURE_SETS[args.features])
     cols = [FEATURE_NAMES.index(f) for f in names]
@@ -118,6 +174,8 @@ def main(argv=None):
             t[f"both->{b}"] = evaluate(clfs["both"], cols, brain_cases(split["test"], b), r)
         report["test"][rule_name(r)] = t
     report["test"]["stage1 0.2.0 settings"] = {f"->{b}": stage1_020(brain_cases(split["test"], b)) for b in BRAINS}
+    if args.veto:
+        report["veto"] = veto_table(split, cols, clfs, args.mined)
     Path(args.out).write_text(json.dumps(report, indent=1))
 
     def line(name, d, s):
@@ -134,6 +192,12 @@ def main(argv=None):
     for r, t in report["test"].items():
         for d, s in t.items():
             print(line(r, d, s))
+    if args.veto:
+        print("\n| veto on the stand-alone findings | split, train -> scored | TP | FP | FN | sens. | F1 | FP/scan |\n"
+              "|---|---|---|---|---|---|---|---|")
+        for d, row in report["veto"].items():
+            for r, s in row.items():
+                print(line(r, d, s))
 
 
 if __name__ == "__main__":

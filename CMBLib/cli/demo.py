@@ -17,7 +17,7 @@ NAME = "demo_T2S"
 MANIFEST = "cmb_demo.json"
 EXPECT = ("The bundled model was trained on synthetic data only and has never seen a real scan; "
           "this demo shows the pipeline and its outputs, not clinical accuracy.  On the default study "
-          "(seed 0) it finds 3 of the 6 inserted CMBs and marks 1 other spot: that is its known level, not a fault "
+          "(seed 0) it finds 3 of the 6 inserted CMBs and marks no other spot: that is its known level, not a fault "
           "of your set-up.")
 
 
