@@ -183,7 +183,6 @@ def test_demo_says_what_the_bundled_model_really_finds(tmp_path, capsys):
     """The demo, README and docs say: 3 of the 6 inserted CMBs found, no other finding (seed 0, cmb-default 0.3.2).
     If the bundled model changes, this fails: update the sentence in cli/demo.py and the docs."""
     pytest.importorskip("torch")
-    pytest.importorskip("monai")
     from CMBLib.cli.demo import EXPECT
 
     assert main(["demo", "--out", str(tmp_path / "d"), "--device", "cpu"]) == 0

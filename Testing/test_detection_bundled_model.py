@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
-pytest.importorskip("monai")
 
 from conftest import shared_file  # noqa: E402
 

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 pytest.importorskip("torch")
-pytest.importorskip("monai")
 
 from detection_fixtures import (  # noqa: E402
     exact_brain_mask,

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
-pytest.importorskip("monai")
 
 from detection_fixtures import META, TINY_UNET, tiny_model_folder  # noqa: E402
 

@@ -3,7 +3,6 @@ import numpy as np
 import pytest
 
 pytest.importorskip("torch")
-pytest.importorskip("monai")
 
 from detection_fixtures import dark_spot_model, exact_brain_mask, oblique, phantom  # noqa: E402
 

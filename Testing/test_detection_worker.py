@@ -43,7 +43,6 @@ def _read_until(proc, job_id, timeout=180):
 
 def test_second_job_reuses_the_loaded_model(tmp_path):
     pytest.importorskip("torch")
-    pytest.importorskip("monai")
     from detection_fixtures import phantom, tiny_model_folder
 
     from CMBLib.io import write_volume

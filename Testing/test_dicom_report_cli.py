@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 pytest.importorskip("torch")
-pytest.importorskip("monai")
 pytest.importorskip("highdicom")
 
 from detection_fixtures import exact_brain_mask, oblique, phantom  # noqa: E402
