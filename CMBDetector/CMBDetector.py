@@ -48,6 +48,7 @@ class CMBDetectorParameterNode:
     device: Annotated[str, Choice(list(DEVICES))] = "auto"
     threshold: float = 0.0
     location: bool = False
+    candidateClassifier: bool = False    # off: the model's default (second stage off since cmb-default 0.3.2)
     outputFolder: str = ""
     model: str = ""
     candidates: slicer.vtkMRMLSegmentationNode
@@ -228,7 +229,8 @@ class CMBDetectorWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             overwrite = True
         cold = self.logic.worker is None or not self.logic.worker.alive
         self.logic.start(volume, model=model, device=p.device, threshold=p.threshold or None, sequence=p.sequence,
-                         location=p.location, outputDir=p.outputFolder or None, overwrite=overwrite)
+                         location=p.location, outputDir=p.outputFolder or None, overwrite=overwrite,
+                         second_stage=True if p.candidateClassifier else None)
         self.ui.progressBar.setValue(0)
         self.ui.statusLabel.text = ("Starting the detection process (loads PyTorch and the model once)..."
                                     if cold else "Detecting...")

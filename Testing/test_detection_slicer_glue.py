@@ -84,7 +84,16 @@ def test_job_lines_command_and_parsing():
     assert worker_command("py", threads=3)[-2:] == ["--threads", "3"]
     job = detection_job("7", "a.nrrd", "out", "a", model="m", threshold=0.35, sequence="SWI", location=True)
     assert job["threshold"] == 0.35 and job["location"] and not job["overwrite"]   # never overwrite by default
+    assert job["second_stage"] is None                       # the model's default unless asked for
     assert json.loads(json.dumps(job)) == job
+    line = json.dumps(job)
+    assert '"second_stage": null' in line
+    for choice in (True, False):
+        on = detection_job("8", "a.nrrd", "out", "a", second_stage=choice)
+        assert on["second_stage"] is choice and f'"second_stage": {str(choice).lower()}' in json.dumps(on)
+        assert {k: v for k, v in on.items() if k not in ("id", "second_stage")} == {
+            "image": "a.nrrd", "out": "out", "name": "a", "model": "default", "device": "auto", "threshold": None,
+            "sequence": "T2S", "location": False, "overwrite": False}
     assert parse_line('{"progress": 0.5, "message": "x"}') == {"progress": 0.5, "message": "x", "event": "progress"}
     assert parse_line("plain text")["event"] == "log"
     assert error_message({"stderr": ["warn", "cmb worker: error: a.nii: truncated"]}) == "a.nii: truncated"
@@ -364,3 +373,72 @@ def test_the_detector_self_test_load_step_runs_on_the_fake_slicer(fake_slicer, t
     test.test_loadResultsAndReview()
     assert [n.GetName() for n in fake_slicer.mrmlScene.nodes if n.class_name == "vtkMRMLMarkupsFiducialNode"] == [
         "selftest CMB centres", "selftest CMB centres", "selftest set aside (likely veins)"]
+
+
+# --- the opt-in candidate classifier: checkbox -> job line (fake Slicer) ---------------------------
+class RecordingProcess:
+    """A process object for WorkerClient that keeps the lines written to it."""
+    lines = []
+
+    def __init__(self, on_line, on_finished):
+        self.on_line, self.running = on_line, False
+
+    def start(self, command, env=None):
+        self.running = True
+
+    def write(self, text):
+        RecordingProcess.lines.append(text)
+
+    def kill(self):
+        self.running = False
+
+
+def test_starting_a_detection_sends_the_candidate_classifier_choice(fake_slicer, tmp_path, monkeypatch):
+    import numpy as np
+    from CMBDetectorLib.logic import DetectorLogic
+
+    from CMBLib.cli.worker import _stage2
+    from CMBLib.io import read_volume
+
+    monkeypatch.setattr(RecordingProcess, "lines", [])
+    monkeypatch.setattr(fake_slicer.util, "tempDirectory", lambda key: str(tmp_path / key), raising=False)
+    exported = []
+
+    def export_node(node, path):
+        from CMBLib.geometry import Volume
+        from CMBLib.io import write_volume
+
+        write_volume(Volume(node.array, (1.0, 1.0, 1.0)), path)
+        exported.append(path)
+        return True
+
+    monkeypatch.setattr(fake_slicer.util, "exportNode", export_node, raising=False)
+    volume = fake_slicer.util.addVolumeFromArray(np.arange(24, dtype=np.float32).reshape(2, 3, 4), name="T2S")
+    logic = DetectorLogic(processFactory=RecordingProcess, python="py")
+    sent = []
+    for kwargs in ({"second_stage": True}, {}, {"second_stage": None}, {"second_stage": False}):
+        run = logic.start(volume, outputDir=str(tmp_path / "out"), **kwargs)
+        sent.append(json.loads(RecordingProcess.lines[-1]))
+        assert logic.running and sent[-1]["id"] == run
+        logic.worker.process.on_line("out", json.dumps({"event": "result", "id": run, "status": "ok"}))
+        assert not logic.running                        # the job ended: the next one may start
+    assert [job["second_stage"] for job in sent] == [True, None, None, False]
+    assert '"second_stage": true' in RecordingProcess.lines[0] and '"second_stage": null' in RecordingProcess.lines[1]
+    assert [_stage2(job["second_stage"]) for job in sent] == [True, None, None, False]   # the worker accepts them
+    assert all(job["image"] == exported[0] and job["name"] == "T2S" and job["threshold"] is None for job in sent)
+    np.testing.assert_array_equal(read_volume(exported[0]).array, np.arange(24).reshape(2, 3, 4))
+    assert logic.worker.starts == 1                     # one warm worker for all four jobs
+
+
+def test_the_candidate_classifier_checkbox_is_off_and_sends_true_or_null():
+    """The .ui checkbox is bound to a parameter-node field that defaults to off; the widget sends
+    True when it is checked and None (the model's default: off since cmb-default 0.3.2) when not."""
+    import re
+
+    ui = (MODULE / "Resources" / "UI" / "CMBDetector.ui").read_text(encoding="utf-8")
+    box = re.search(r'<widget class="QCheckBox" name="candidateClassifierCheck">(.*?)</widget>', ui, re.S).group(1)
+    assert re.search(r'name="SlicerParameterName" stdset="0">\s*<string>candidateClassifier</string>', box)
+    assert "trained on one brain" in box and "0.3" in box and "1 mm" in box and "Off by default" in box
+    code = (MODULE / "CMBDetector.py").read_text(encoding="utf-8")
+    assert re.search(r"^    candidateClassifier: bool = False\b", code, re.M)
+    assert "second_stage=True if p.candidateClassifier else None" in code

@@ -147,8 +147,9 @@ class DetectorLogic:
         return bool(outputDir) and output_paths(outputDir, safeName(volumeNode.GetName()))["json"].exists()
 
     def start(self, volumeNode, model="default", device="auto", threshold=None, sequence="T2S",
-              location=False, outputDir=None, overwrite=False):
-        """Export `volumeNode` and send one job to the warm worker (started on first use)."""
+              location=False, outputDir=None, overwrite=False, second_stage=None):
+        """Export `volumeNode` and send one job to the warm worker (started on first use).
+        `second_stage`: None = the model's default, True / False = candidate classifier on / off."""
         if self.running:
             raise RuntimeError("a detection is already running")
         name = safeName(volumeNode.GetName())
@@ -159,7 +160,7 @@ class DetectorLogic:
         if not slicer.util.exportNode(volumeNode, image):
             raise RuntimeError(f"could not write {image}")
         job = detection_job("", image, outputDir, name, model=model, device=device, threshold=threshold,
-                            sequence=sequence, location=location, overwrite=overwrite)
+                            sequence=sequence, location=location, overwrite=overwrite, second_stage=second_stage)
         job.pop("id")
         self.resultPath = None
         self.run = {"outputDir": outputDir, "name": name, "volume": volumeNode, "image": image,
