@@ -393,3 +393,21 @@ def install(monkeypatch_setitem, slicer, vtk):
     monkeypatch_setitem("vtk", vtk)
     monkeypatch_setitem("vtk.util", vtk.util)
     monkeypatch_setitem("vtk.util.numpy_support", vtk.util.numpy_support)
+
+
+def run_detector_selftest(monkeypatch, step: str, folder) -> None:
+    """Run one step of CMBDetector's Slicer self-test (`CMBDetectorLib.selftest`) on the fakes
+    (install them first): `slicer.ScriptedLoadableModule` becomes a stub whose test class is a
+    plain unittest.TestCase with a silent delayDisplay."""
+    import sys
+    import unittest
+
+    slm = types.ModuleType("slicer.ScriptedLoadableModule")
+    slm.ScriptedLoadableModuleTest = type("ScriptedLoadableModuleTest", (unittest.TestCase,),
+                                          {"delayDisplay": lambda self, message: None})
+    monkeypatch.setitem(sys.modules, "slicer.ScriptedLoadableModule", slm)
+    from CMBDetectorLib.selftest import CMBDetectorTest
+
+    test = CMBDetectorTest(step)
+    test.folder = str(folder)
+    getattr(test, step)()

@@ -359,18 +359,9 @@ def test_load_results_shows_the_set_aside_candidates_as_locked_points(fake_slice
 
 def test_the_detector_self_test_load_step_runs_on_the_fake_slicer(fake_slicer, tmp_path, monkeypatch):
     """The Slicer self-test's results -> nodes -> review step (set-aside points included), on the fake."""
-    import types
-    import unittest
+    from fake_slicer import run_detector_selftest
 
-    slm = types.ModuleType("slicer.ScriptedLoadableModule")
-    slm.ScriptedLoadableModuleTest = type("ScriptedLoadableModuleTest", (unittest.TestCase,),
-                                          {"delayDisplay": lambda self, message: None})
-    monkeypatch.setitem(sys.modules, "slicer.ScriptedLoadableModule", slm)
-    from CMBDetectorLib.selftest import CMBDetectorTest
-
-    test = CMBDetectorTest("test_loadResultsAndReview")
-    test.folder = str(tmp_path)
-    test.test_loadResultsAndReview()
+    run_detector_selftest(monkeypatch, "test_loadResultsAndReview", tmp_path)
     assert [n.GetName() for n in fake_slicer.mrmlScene.nodes if n.class_name == "vtkMRMLMarkupsFiducialNode"] == [
         "selftest CMB centres", "selftest CMB centres", "selftest set aside (likely veins)"]
 

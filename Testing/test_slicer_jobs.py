@@ -539,17 +539,9 @@ def test_real_report_is_found_from_its_output(tmp_path):
 
 
 def test_the_detector_self_test_step_runs_on_the_fake_slicer(fake, tmp_path, monkeypatch):
-    import unittest
+    from fake_slicer import run_detector_selftest
 
-    slm = types.ModuleType("slicer.ScriptedLoadableModule")
-    slm.ScriptedLoadableModuleTest = type("ScriptedLoadableModuleTest", (unittest.TestCase,),
-                                          {"delayDisplay": lambda self, message: None})
-    monkeypatch.setitem(sys.modules, "slicer.ScriptedLoadableModule", slm)
-    from CMBDetectorLib.selftest import CMBDetectorTest
-
-    test = CMBDetectorTest("test_trainingAndReportGlue")
-    test.folder = str(tmp_path)
-    test.test_trainingAndReportGlue()
+    run_detector_selftest(monkeypatch, "test_trainingAndReportGlue", tmp_path)
 
 
 def test_export_accepted_writes_a_dataset_through_the_annotator(monkeypatch, tmp_path):
