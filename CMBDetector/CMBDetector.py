@@ -193,7 +193,10 @@ class CMBDetectorWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         return self.models[i] if 0 <= i < len(self.models) else None
 
     def updateModelCard(self, *_):
+        from CMBDetectorLib.jobs import classifier_available
+
         i = self.ui.modelCombo.currentIndex
+        self.ui.candidateClassifierCheck.enabled = classifier_available(self.selectedModelInfo())
         if 0 <= i < len(self.models):
             self._setParameter("model", self.models[i]["path"])
             self.ui.modelCard.text = self._cardHtml(self.models[i])
@@ -213,6 +216,8 @@ class CMBDetectorWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._apply()
 
     def _apply(self):
+        from CMBDetectorLib.jobs import second_stage_request
+
         p = self._parameterNode
         volume = p.inputVolume
         if volume is None:
@@ -230,7 +235,7 @@ class CMBDetectorWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         cold = self.logic.worker is None or not self.logic.worker.alive
         self.logic.start(volume, model=model, device=p.device, threshold=p.threshold or None, sequence=p.sequence,
                          location=p.location, outputDir=p.outputFolder or None, overwrite=overwrite,
-                         second_stage=True if p.candidateClassifier else None)
+                         second_stage=second_stage_request(p.candidateClassifier, self.selectedModelInfo()))
         self.ui.progressBar.setValue(0)
         self.ui.statusLabel.text = ("Starting the detection process (loads PyTorch and the model once)..."
                                     if cold else "Detecting...")

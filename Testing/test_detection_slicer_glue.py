@@ -432,4 +432,17 @@ def test_the_candidate_classifier_checkbox_is_off_and_sends_true_or_null():
     assert "trained on one brain" in box and "0.3" in box and "1 mm" in box and "Off by default" in box
     code = (MODULE / "CMBDetector.py").read_text(encoding="utf-8")
     assert re.search(r"^    candidateClassifier: bool = False\b", code, re.M)
-    assert "second_stage=True if p.candidateClassifier else None" in code
+    assert "second_stage=second_stage_request(p.candidateClassifier, self.selectedModelInfo())" in code
+    assert "candidateClassifierCheck.enabled = classifier_available(self.selectedModelInfo())" in code
+
+
+def test_the_classifier_box_follows_the_chosen_model():
+    """Greyed out (and never sent) for a model without a second stage; an unknown folder
+    ("Other model folder...") keeps it, and the worker says if the folder has none."""
+    from CMBDetectorLib.jobs import classifier_available, list_models, second_stage_request
+
+    bundled = next(m for m in list_models() if m["name"] == "cmb-default")
+    plain = {k: v for k, v in bundled.items() if k != "second_stage"}
+    assert classifier_available(bundled) and not classifier_available(plain) and classifier_available(None)
+    assert [second_stage_request(c, m) for c in (True, False) for m in (bundled, plain, None)] == \
+        [True, None, True, None, None, None]

@@ -275,3 +275,31 @@ def test_valdo_layout(tmp_path):
     layout, studies = load_dataset(tmp_path / "valdo")
     assert layout == "valdo" and [s.subject for s in studies] == ["sub-000", "sub-001"]
     assert [s.n_cmbs for s in studies] == [3, 3] and not studies[0].ignore.any()
+
+
+def test_new_weights_leave_out_the_parents_candidate_classifier(tmp_path):
+    """The parent's second stage classifies the parent's candidates: a folder with new
+    weights must not carry it (nor its file); with the parent's weights kept, it stays."""
+    from types import SimpleNamespace
+
+    from CMBLib.detection.model_io import load_model, read_metadata
+
+    parent_dir = MODELS_DIR / "cmb-default"
+    parent = dict(read_metadata(parent_dir), path=str(parent_dir))
+    stage2_file = parent["second_stage"]["file"]
+    args = SimpleNamespace(name="site-b", out=str(tmp_path / "site-b"), minutes=1, lr=1e-4, batch_size=2, seed=0,
+                           val_fraction=0.3, positives=0.5)
+    row = {"threshold": 0.5, "tp": 1, "fp": 0, "fn": 0, "sensitivity": 1.0, "precision": 1.0, "f1": 1.0,
+           "fp_per_scan": 0.0}
+    r = {"accepted": True, "outcome": "", "threshold": 0.5, "steps": 1, "wall_s": 1.0, "parent_rows": [row],
+         "parent_shipped": row, "parent_best": row, "best": {"rows": [row]}, "history": [], "warnings": [],
+         "datasets": [{"n_studies": 1, "path": "x"}], "train": ["a"], "val": ["b"], "n_cmbs_train": 1,
+         "n_cmbs_val": 1, "device": "cpu", "parent_dir": str(parent_dir), "parent_sha": "0" * 64}
+    net, _ = load_model(parent_dir, device="cpu")
+    for accepted in (True, False):
+        meta = ft.model_metadata(parent, args, dict(r, accepted=accepted))
+        out = tmp_path / f"accepted-{accepted}"
+        ft.write_model_folder(net, meta, parent_dir, out, "card")
+        names = {p.name for p in out.iterdir()}
+        assert ("second_stage" in meta) is (not accepted) and (stage2_file in names) is (not accepted)
+        assert meta["location_filter"] == parent["location_filter"]     # the filter does not depend on weights

@@ -47,3 +47,35 @@ def test_insert_random_cmbs_labels_dips_and_keeps_existing_labels():
     # nothing to insert into: no brain in the patch
     x3, y3, n = insert_random_cmbs(x, y, np.zeros(x.shape, bool), rng)
     assert n == 0 and np.array_equal(x3, x) and np.array_equal(y3, y)
+
+
+def test_brain_edge_distance_ignores_patch_borders():
+    from training.patch_insertion import brain_edge_distance
+
+    brain = np.zeros((4, 10, 10), bool)
+    brain[:, :, :6] = True                     # brain fills i < 6 and runs into the patch borders
+    d = brain_edge_distance(brain, spacing_ijk=(1.0, 1.0, 2.0))
+    assert d[2, 5, 5] == pytest.approx(1.0)    # next to the first outside voxel (i = 6)
+    assert d[2, 5, 0] == pytest.approx(6.0)    # the patch border at i = 0 is not an edge
+    assert d[0, 0, 3] == pytest.approx(3.0)    # nor the borders along k and j
+    assert np.all(d[~brain] == 0)
+
+
+def test_edge_prob_puts_cmb_centres_next_to_the_brain_edge():
+    rng = np.random.default_rng(5)
+    x = np.zeros((16, 48, 48), np.float32)
+    y = np.zeros(x.shape, np.uint8)
+    brain = np.zeros(x.shape, bool)
+    brain[:, :, :30] = True                    # brain edge at i = 30 (1 mm voxels in-plane)
+    kw = dict(n_cmbs=(1, 1), zero_level=(-2.0, -2.0), additive_prob=0.0, radius_mm=(1.0, 1.0),
+              contrast=(0.9, 0.9), edge_mm=5.0)
+    peaks_i = {0.0: [], 1.0: []}
+    for p in peaks_i:
+        for _ in range(30):
+            x2, _, n = insert_random_cmbs(x, y, brain, rng, edge_prob=p, **kw)
+            assert n == 1
+            peaks_i[p].append(np.unravel_index(int(np.argmin(x2)), x2.shape)[2])
+    # every edge CMB's darkest voxel lies within 5 mm (+ a voxel of sub-voxel jitter) of the edge
+    assert min(peaks_i[1.0]) >= 30 - 6 and max(peaks_i[1.0]) <= 29
+    # uniform draws (margin 4 voxels from the patch sides) mostly lie deeper
+    assert np.mean(np.array(peaks_i[0.0]) < 24) > 0.5

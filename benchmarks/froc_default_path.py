@@ -13,6 +13,10 @@ real brains on clinical grids, pseudo-T2*, domain-randomised) -- choose on ``val
 ``test``.  Counts: VALDO rule, a finding within 5 mm of an inserted CMB's centre is a TP.
 
     python benchmarks/froc_default_path.py --split val --n 12 --out /tmp/froc_val.json
+    python benchmarks/froc_default_path.py --split val --model training/runs/sensitivity/model
+
+Sensitivity is also given per inserted CMB size (equivalent diameter of its half-maximum
+mask), at 0.7 / 3 mm and at the chosen pair.
 """
 import argparse
 import itertools
@@ -27,16 +31,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9)
 MIN_DIAMETERS = (2.0, 2.5, 3.0, 3.5, 4.0)
+SIZE_BINS_MM = (3.0, 4.0, 5.0)          # < 3, 3-4, 4-5, >= 5 mm equivalent diameter
 
 
-def case_rows(case, model, zones) -> dict:
-    """{(threshold, min diameter): [tp, fp, fn, set aside]} for one case."""
+def size_bin(diameter_mm: float) -> int:
+    """Index of `diameter_mm` in the bins < 3, 3-4, 4-5, >= 5 mm."""
+    return int(np.searchsorted(SIZE_BINS_MM, diameter_mm, side="right"))
+
+
+def case_rows(case, model, zones) -> tuple[dict, dict]:
+    """({(threshold, min diameter): [tp, fp, fn, set aside]}, {same key: [found, inserted]
+    per size bin}) for one case."""
     from CMBLib.detection.candidates import find_candidates
     from CMBLib.detection.location_filter import zone_of
     from CMBLib.detection.pipeline import detect
     from CMBLib.errors import CMBError
     from CMBLib.location import locate_points
-    from training.mine_candidates import reference_centres
+    from training.mine_candidates import reference_centres, reference_diameters
 
     seq = "QSM" if case["polarity"] == "bright" else "T2S"
     res = detect(case["image"], model, device="cpu", sequence=seq, second_stage=False, location_filter=False,
@@ -44,6 +55,7 @@ def case_rows(case, model, zones) -> dict:
     pre = res.model_grid["pre"]
     brain = pre.to_native(pre.brain_mask.astype(np.uint8), order=0) > 0
     ref = reference_centres(case["cmb_mask"])
+    bins = [size_bin(d) for d in reference_diameters(case["cmb_mask"])]
     found = {}
     for t, d in itertools.product(THRESHOLDS, MIN_DIAMETERS):
         _, recs, _ = find_candidates(res.probability, t, d, 10.0, brain_mask=brain)
@@ -55,7 +67,7 @@ def case_rows(case, model, zones) -> dict:
         aside_all = np.array([z is not None for z in zone_of(mni, zones)], bool)
     except CMBError:                      # as detect: a failed registration sets nothing aside
         aside_all = np.zeros(len(allpts), bool)
-    out, start = {}, 0
+    out, by_size, start = {}, {}, 0
     for key, pts in found.items():
         aside = aside_all[start:start + len(pts)]
         start += len(pts)
@@ -67,7 +79,13 @@ def case_rows(case, model, zones) -> dict:
             else:
                 fp += 1
         out[key] = [len(hit), fp, len(ref) - len(hit), int(aside.sum())]
-    return out
+        by_size[key] = [[sum(1 for j in hit if bins[j] == b), bins.count(b)] for b in range(len(SIZE_BINS_MM) + 1)]
+    return out, by_size
+
+
+def size_line(counts) -> str:
+    names = ("< 3", "3-4", "4-5", ">= 5")
+    return ", ".join(f"{n} mm {f}/{t}" for n, (f, t) in zip(names, counts))
 
 
 def main(argv=None):
@@ -78,6 +96,7 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--max-fp", type=float, default=0.5)
     ap.add_argument("--out", default=None)
+    ap.add_argument("--model", default="default", help="a model folder (default: the bundled cmb-default)")
     args = ap.parse_args(argv)
     import torch
 
@@ -88,19 +107,23 @@ def main(argv=None):
     from training.mine_candidates import FS_NORM, fs_norm_t2s, make_case
 
     torch.set_num_threads(args.threads)
-    model = load_model("default", device="cpu")
+    model = load_model(args.model, device="cpu")
     zones = model_zones(model[1])
     labels, chi = read_volume(FS_LABELS), read_volume(QSM)
     msk = read_volume(QSM_MASK).array > 0
     fsn = fs_norm_t2s(read_volume(FS_NORM), labels) if "fsn" in args.sources else None
     per_source: dict = {}
+    sizes: dict = {}
     for i in range(args.n):
         for source in args.sources.split(","):
             case = make_case(source, args.split, i, labels, chi, msk, fsn)
             if case is None or case["polarity"] != "dark":
                 continue
             t = time.time()
-            rows = case_rows(case, model, zones)
+            rows, by_size = case_rows(case, model, zones)
+            for k, v in by_size.items():
+                acc_s = sizes.setdefault(k, [[0, 0] for _ in v])
+                sizes[k] = [[a[0] + b[0], a[1] + b[1]] for a, b in zip(acc_s, v)]
             acc = per_source.setdefault(source, {k: [0, 0, 0, 0, 0] for k in rows})
             for k, v in rows.items():
                 acc[k] = [a + b for a, b in zip(acc[k], v + [1])]
@@ -118,8 +141,13 @@ def main(argv=None):
     ok = {k: v for k, v in total.items() if v[1] / v[4] <= args.max_fp}
     best = max(ok, key=lambda k: (round(f1(ok[k]), 6), -k[0], -k[1])) if ok else None
     print(f"\nhighest F1 with <= {args.max_fp} FP/scan: {best} (0.7 / 3.0: F1 {f1(total[(0.7, 3.0)]):.3f})")
+    for key in dict.fromkeys([(0.7, 3.0), best]):
+        if key is not None:
+            print(f"found by size at {key[0]:g} / {key[1]:g} mm: {size_line(sizes[key])}")
     if args.out:
-        Path(args.out).write_text(json.dumps({"split": args.split, "best": best, "total": {
+        Path(args.out).write_text(json.dumps({"split": args.split, "model": args.model, "best": best,
+                                              "by_size": {f"{k[0]}/{k[1]}": v for k, v in sizes.items()},
+                                              "total": {
             f"{k[0]}/{k[1]}": v for k, v in total.items()}, "per_source": {s: {f"{k[0]}/{k[1]}": v for k, v in
                                                                                 d.items()} for s, d in
                                                                             per_source.items()}}, indent=1))

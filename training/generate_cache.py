@@ -199,10 +199,15 @@ def main(argv=None):
     ap.add_argument("--qsm-fraction", type=float, default=0.25)
     ap.add_argument("--spacing", type=float, nargs=3, default=(1.0, 1.0, 2.0))
     ap.add_argument("--sources", default="fs,qsm")
+    ap.add_argument("--shard", default="0/1", metavar="K/N",
+                    help="make only cases whose index i has i %% N == K (run N processes in parallel)")
     ap.add_argument("--t2s", type=int, nargs=3, metavar=("TRAIN", "VAL", "TEST"),
                     help="instead: generate only pseudo-T2* cases of the real QSM brain (splits *_t2s)")
     args = ap.parse_args(argv)
     out = Path(args.out)
+    shard, n_shards = (int(v) for v in args.shard.split("/"))
+    if not 0 <= shard < n_shards:
+        raise SystemExit(f"--shard {args.shard}: need K/N with 0 <= K < N")
     sources = args.sources.split(",")
     labels = read_volume(FS_LABELS) if "fs" in sources else None
     chi = msk = None
@@ -215,7 +220,7 @@ def main(argv=None):
         for split, i in plan:
             name = f"{split}_{i:04d}"
             folder = out / split.replace("_t2s", "")
-            if (folder / (name + ".npz")).exists():
+            if i % n_shards != shard or (folder / (name + ".npz")).exists():
                 continue
             t = time.time()
             rng = np.random.default_rng(SPLIT_SEED[split] + i)
@@ -230,7 +235,7 @@ def main(argv=None):
     plan += [("test", i) for i in range(args.n_test)] + train[40:]
     for split, i in plan:
         name = f"{split}_{i:04d}"
-        if (out / split / (name + ".npz")).exists():
+        if i % n_shards != shard or (out / split / (name + ".npz")).exists():
             continue
         rng = np.random.default_rng(SPLIT_SEED[split] + i)
         use_qsm = chi is not None and (i % max(1, int(round(1 / max(args.qsm_fraction, 1e-3)))) == 1)

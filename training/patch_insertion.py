@@ -75,12 +75,16 @@ def insert_random_cmbs(x: np.ndarray, y: np.ndarray, brain: np.ndarray, rng, spa
                        contrast: tuple[float, float] = (0.3, 0.95), slab_mm: tuple[float, float] = (2.0, 5.0),
                        zero_level: tuple[float, float] = (-2.0, -0.6), additive_prob: float = 0.2,
                        additive_scale: tuple[float, float] = (0.8, 3.0), min_peak: float = 0.2,
-                       min_distance_mm: float = 7.0, margin: int = 4) -> tuple[np.ndarray, np.ndarray, int]:
+                       min_distance_mm: float = 7.0, margin: int = 4, edge_prob: float = 0.0,
+                       edge_mm: float = 5.0) -> tuple[np.ndarray, np.ndarray, int]:
     """Insert 1-3 random CMBs into patch `x` (float32 [k, j, i]) inside `brain` (bool).
 
     `y` (0/1 target) gets the new CMBs' labels; CMBs keep `min_distance_mm` from existing
     ones.  CMBs whose peak attenuation on the grid falls below `min_peak` (invisible after
-    slab averaging) are redrawn.  Returns (x, y, number inserted).
+    slab averaging) are redrawn.  With probability `edge_prob` a patch's CMBs go within
+    `edge_mm` of the brain's edge (cortical CMBs next to sulci and the skull, which a
+    uniform draw under-samples), when the patch holds such voxels.  Returns (x, y, number
+    inserted).
     """
     x = np.array(x, np.float32, copy=True)
     y = np.array(y, np.uint8, copy=True)
@@ -88,6 +92,10 @@ def insert_random_cmbs(x: np.ndarray, y: np.ndarray, brain: np.ndarray, rng, spa
     inner = np.zeros(brain.shape, bool)
     sl = tuple(slice(min(margin, s // 4), s - min(margin, s // 4)) for s in brain.shape)
     inner[sl] = brain[sl]
+    if edge_prob > 0 and rng.random() < edge_prob:
+        rim = inner & (brain_edge_distance(brain, spacing_ijk) <= edge_mm)
+        if rim.any():
+            inner = rim
     cand = np.argwhere(inner)
     if len(cand) == 0:
         return x, y, 0
@@ -127,6 +135,16 @@ def insert_random_cmbs(x: np.ndarray, y: np.ndarray, brain: np.ndarray, rng, spa
         else:
             x = np.where(x > x0, x0 + (x - x0) * (1 - total), x)
     return x.astype(np.float32), y, placed
+
+
+def brain_edge_distance(brain: np.ndarray, spacing_ijk=(1.0, 1.0, 2.0)) -> np.ndarray:
+    """Distance (mm) of each brain voxel of a patch to the nearest non-brain voxel; the
+    patch's own borders do not count as an edge (0 outside the brain)."""
+    from scipy import ndimage as ndi
+
+    padded = np.pad(np.asarray(brain, bool), 1, mode="edge")
+    dist = ndi.distance_transform_edt(padded, sampling=np.asarray(spacing_ijk, float)[::-1])
+    return dist[1:-1, 1:-1, 1:-1].astype(np.float32)
 
 
 def crop_brain(case: dict, start: Sequence[int], patch_kji: Sequence[int]) -> np.ndarray:

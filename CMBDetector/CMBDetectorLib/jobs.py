@@ -137,6 +137,18 @@ def model_label(meta: dict) -> str:
     return text + (" (fine-tuned)" if meta.get("source") == "user" else "")
 
 
+def classifier_available(meta) -> bool:
+    """Whether the model `meta` (a `list_models` entry) has a second-stage candidate
+    classifier to switch on; True for an unknown folder (None: the worker says if not)."""
+    return meta is None or bool(meta.get("second_stage"))
+
+
+def second_stage_request(checked: bool, meta) -> Optional[bool]:
+    """The job's "second_stage": True when the box is checked and the model has a classifier,
+    else None (the model's default)."""
+    return True if checked and classifier_available(meta) else None
+
+
 # --- DICOM ---------------------------------------------------------------------------------
 def dicom_files(instance_uids: Optional[str], file_for_instance: Callable) -> list:
     """Files of the slices a volume was loaded from (its "DICOM.instanceUIDs" attribute:

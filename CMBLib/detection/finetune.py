@@ -431,6 +431,11 @@ def finetune(args, rep: Reporter) -> dict:
         outcome = (f"fine-tuned weights of step {best['step']} kept: validation F1 {_f(best['row']['f1'])} vs the "
                    f"parent's {_f(p_ship['f1'])}, FP/scan {best['row']['fp_per_scan']:.2f} vs "
                    f"{p_ship['fp_per_scan']:.2f}")
+        if parent_meta.get("second_stage"):
+            warnings.append("the parent's candidate classifier (its opt-in second stage) is left out: it was trained "
+                            "on the parent's candidates; train one for the new weights with "
+                            "python -m training.train_second_stage")
+            rep.emit("warning", f"warning: {warnings[-1]}", message=warnings[-1])
     else:
         network.load_state_dict(parent_net_state(parent_dir, device))
         threshold = float(parent_meta.get("threshold", 0.5))
@@ -464,8 +469,10 @@ def _f(v) -> str:
 
 
 def model_metadata(parent_meta: dict, args, r: dict) -> dict:
-    """model.json of the new model: the parent's entries copied through, then what changed."""
-    meta = {k: copy.deepcopy(v) for k, v in parent_meta.items() if k not in ("path", "sha256", "default")}
+    """model.json of the new model: the parent's entries copied through, then what changed.
+    New weights leave out the parent's second stage (a classifier of the parent's candidates)."""
+    dropped = ("path", "sha256", "default") + (("second_stage",) if r["accepted"] else ())
+    meta = {k: copy.deepcopy(v) for k, v in parent_meta.items() if k not in dropped}
     stamp = time.strftime("%Y%m%d%H%M", time.gmtime())
     meta.update({
         "name": args.name or Path(args.out).name,
@@ -504,17 +511,22 @@ def _counts_only(row: dict) -> dict:
 def write_model_folder(network, meta: dict, parent_dir: Path, out: Path, card: str, overwrite: bool = False) -> Path:
     """Build the model folder under a temporary name beside `out`, then rename it into place.
 
-    Files of the parent folder other than the weights, model.json and its card (e.g. a
-    second-stage classifier a newer bundled model may carry) are copied through.
+    Files of the parent folder other than the weights, model.json and its card are copied
+    through, except the parent's second-stage classifier when `meta` has none.
     """
     from ..io import honour_umask, write_text_atomic
-    from .model_io import METADATA_FILE, WEIGHTS_FILE, save_model
+    from .model_io import METADATA_FILE, WEIGHTS_FILE, read_metadata, save_model
+
+    skip = {WEIGHTS_FILE, METADATA_FILE, "README.md"}
+    parent_stage2 = read_metadata(parent_dir).get("second_stage") or {}
+    if parent_stage2.get("file") and not meta.get("second_stage"):
+        skip.add(parent_stage2["file"])
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=str(out.parent)))
     try:
         for f in sorted(Path(parent_dir).iterdir()):
-            if f.is_file() and f.name not in (WEIGHTS_FILE, METADATA_FILE, "README.md") and not f.name.startswith("."):
+            if f.is_file() and f.name not in skip and not f.name.startswith("."):
                 shutil.copy2(f, tmp / f.name)
         save_model(network, meta, tmp)
         write_text_atomic(tmp / "README.md", card)
