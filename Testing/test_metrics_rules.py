@@ -215,3 +215,19 @@ def test_float_reference_is_rounded_like_valdo():
     ref[5, 18, 2] = 0.04                               # rounds to 0.0: nothing
     r = evaluate_case(vol(), ref)
     assert r.n_ref == 2 and r.fn == 2
+
+
+def test_match_points_valdo_on_centres():
+    """Hand-made: two findings 3 mm and 4 mm from reference 0 (the closer is the TP, the other a
+    duplicate FP), one exactly 5 mm from reference 1 (not < 5 mm: FP), reference 1 missed."""
+    from CMBLib.errors import CMBError
+    from CMBLib.metrics import match_points
+
+    ref = [[0, 0, 0], [20, 0, 0]]
+    pred = [[4, 0, 0], [0, 3, 0], [20, 5, 0]]
+    m = match_points(pred, ref)
+    assert m.pred_status == ["FP", "TP", "FP"] and m.ref_status == ["TP", "FN"]
+    assert (m.tp, m.fp, m.fn, m.duplicates) == (1, 2, 1, 1) and m.assigned == [(0, 0), (1, 0)]
+    assert match_points(np.zeros((0, 3)), ref).fn == 2 and match_points(pred, []).fp == 3
+    with pytest.raises(CMBError, match="touch rule needs masks"):
+        match_points(pred, ref, rule="touch")

@@ -155,6 +155,19 @@ def test_train_resume_export_and_load(tmp_path):
         ref.load_state_dict(state["model"])
         ref.eval()
         assert torch.allclose(net(x), ref(x), atol=1e-6)
+    # the command line: flip averaging and the bundled model's location filter (zones by position)
+    from CMBLib.detection.model_io import MODELS_DIR
+    from training.export_model import main as export_main
+
+    export_main(["--checkpoint", str(run / "checkpoint.pt"), "--out", str(tmp_path / "model2"), "--flip-average",
+                 "--location-filter-from", str(MODELS_DIR / "cmb-default")])
+    _, meta2 = load_model(tmp_path / "model2", device="cpu")
+    bundled = json.loads((MODELS_DIR / "cmb-default" / "model.json").read_text(encoding="utf-8"))
+    assert meta2["flip_average"] is True and meta2["location_filter"] == bundled["location_filter"]
+    assert "second_stage" not in meta2
+    with pytest.raises(SystemExit, match="has no location_filter"):
+        export_main(["--checkpoint", str(run / "checkpoint.pt"), "--out", str(tmp_path / "model3"),
+                     "--location-filter-from", str(folder)])
 
 
 def test_case_store_refresh_picks_up_new_files(tmp_path):

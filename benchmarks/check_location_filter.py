@@ -65,18 +65,14 @@ def mni_vein_path(registration) -> np.ndarray:
 def score(records, suppressed, ref, line, tol=5.0) -> dict:
     """VALDO counts with the filter (`records`) and without it (`records` + `suppressed`),
     false findings split into those on the drawn vein and the others."""
+    from CMBLib.metrics import match_points
+
     def counts(found):
-        hit, vein, other = set(), 0, 0
-        for r in found:
-            c = np.asarray(r["centre_ras"])
-            d = np.linalg.norm(ref - c, axis=1) if len(ref) else np.array([np.inf])
-            if d.min() <= tol:
-                hit.add(int(d.argmin()))
-            elif np.linalg.norm(line - c, axis=1).min() <= tol:
-                vein += 1
-            else:
-                other += 1
-        return {"tp": len(hit), "fn": int(len(ref)) - len(hit), "fp_vein": vein, "fp_other": other}
+        centres = np.array([r["centre_ras"] for r in found], float).reshape(-1, 3)
+        m = match_points(centres, ref, rule="valdo", distance_mm=tol)
+        false = centres[[s == "FP" for s in m.pred_status]]
+        vein = int(sum(np.linalg.norm(line - c, axis=1).min() <= tol for c in false))
+        return {"tp": m.tp, "fn": m.fn, "fp_vein": vein, "fp_other": len(false) - vein}
 
     with_f, without = counts(records), counts(list(records) + list(suppressed))
     return {"n_cmbs": int(len(ref)), **with_f, **{k + "_nofilter": v for k, v in without.items()},

@@ -10,7 +10,7 @@ registration per case gives every candidate's MNI position for the filter's zone
 
 Cases: the `training.mine_candidates` sources (clin, t2s, fsn, fs; the seeds of a split;
 real brains on clinical grids, pseudo-T2*, domain-randomised) -- choose on ``val``, report on
-``test``.  Counts: VALDO rule, a finding within 5 mm of an inserted CMB's centre is a TP.
+``test``.  Counts: VALDO rule (`CMBLib.metrics.match_points`, < 5 mm between centres).
 
     python benchmarks/froc_default_path.py --split val --n 12 --out /tmp/froc_val.json
     python benchmarks/froc_default_path.py --split val --model training/runs/sensitivity/model
@@ -47,6 +47,7 @@ def case_rows(case, model, zones) -> tuple[dict, dict]:
     from CMBLib.detection.pipeline import detect
     from CMBLib.errors import CMBError
     from CMBLib.location import locate_points
+    from CMBLib.metrics import match_points
     from training.mine_candidates import reference_centres, reference_diameters
 
     seq = "QSM" if case["polarity"] == "bright" else "T2S"
@@ -71,14 +72,9 @@ def case_rows(case, model, zones) -> tuple[dict, dict]:
     for key, pts in found.items():
         aside = aside_all[start:start + len(pts)]
         start += len(pts)
-        hit, fp = set(), 0
-        for p in pts[~aside]:
-            dist = np.linalg.norm(ref - p, axis=1) if len(ref) else np.array([np.inf])
-            if dist.min() <= 5.0:
-                hit.add(int(dist.argmin()))
-            else:
-                fp += 1
-        out[key] = [len(hit), fp, len(ref) - len(hit), int(aside.sum())]
+        m = match_points(pts[~aside], ref, rule="valdo", distance_mm=5.0)
+        hit = {r for _, r in m.pairs}
+        out[key] = [m.tp, m.fp, m.fn, int(aside.sum())]
         by_size[key] = [[sum(1 for j in hit if bins[j] == b), bins.count(b)] for b in range(len(SIZE_BINS_MM) + 1)]
     return out, by_size
 

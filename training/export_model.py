@@ -2,7 +2,7 @@
 
     python -m training.export_model --checkpoint training/runs/default/best.pt \\
         --out CMBLib/models/cmb-default --name cmb-default --version 0.1.0 --threshold 0.8 \\
-        [--metrics metrics.json] [--card README.md]
+        [--metrics metrics.json] [--flip-average] [--location-filter-from CMBLib/models/cmb-default]
 
 Uses `CMBLib.detection.model_io.save_model` (no pickle: numpy arrays named by
 state_dict keys, SHA-256 recorded in model.json).
@@ -71,10 +71,20 @@ def main(argv=None):
     ap.add_argument("--metrics", help="JSON file whose content goes in model.json 'metrics'")
     ap.add_argument("--flip-average", action="store_true",
                     help="inference averages each window with its left-right mirror (model.json flip_average)")
+    ap.add_argument("--location-filter-from", metavar="MODEL_DIR",
+                    help="copy that model's location_filter entry (zones do not depend on the weights)")
     args = ap.parse_args(argv)
     metrics = json.loads(Path(args.metrics).read_text()) if args.metrics else None
+    extra = {"flip_average": True} if args.flip_average else {}
+    if args.location_filter_from:
+        from CMBLib.detection.model_io import read_metadata
+
+        zones = read_metadata(args.location_filter_from).get("location_filter")
+        if not zones:
+            raise SystemExit(f"{args.location_filter_from} has no location_filter entry")
+        extra["location_filter"] = zones
     folder = export(args.checkpoint, args.out, args.name, args.version, args.threshold, metrics,
-                    args.min_diameter_mm, extra={"flip_average": True} if args.flip_average else None)
+                    args.min_diameter_mm, extra=extra)
     size = sum(p.stat().st_size for p in Path(folder).iterdir())
     print(f"exported {folder} ({size / 1e6:.2f} MB)")
 

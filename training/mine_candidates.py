@@ -207,6 +207,7 @@ REC_KEYS = ("max_probability", "mean_probability", "volume_mm3", "elongation")
 
 def mine_case(network, meta, case, threshold=0.3, min_diameter_mm=1.0):
     from CMBLib.detection.pipeline import detect
+    from CMBLib.metrics import match_points
 
     seq = "QSM" if case["polarity"] == "bright" else "T2S"
     res = detect(case["image"], model=(network, meta), device="cpu", sequence=seq, threshold=threshold,
@@ -214,13 +215,11 @@ def mine_case(network, meta, case, threshold=0.3, min_diameter_mm=1.0):
     recs = res.model_grid.get("records", [])
     feats = res.model_grid.get("features")
     ref = reference_centres(case["cmb_mask"])
-    hit = np.full(len(recs), -1, int)
+    hit = np.full(len(recs), -1, int)       # the CMB a candidate lies on (duplicates too), else -1
+    for n, r in match_points([r["centre_ras"] for r in recs], ref, rule="valdo", distance_mm=5.0).assigned:
+        hit[n] = r
     mimic = np.zeros(len(recs), int)
     for n, r in enumerate(recs):
-        if len(ref):
-            d = np.linalg.norm(ref - np.asarray(r["centre_ras"]), axis=1)
-            if d.min() <= 5.0:
-                hit[n] = int(np.argmin(d))
         if case.get("mimic") is not None:
             k, j, i = (int(round(v)) for v in r["centre_ijk"][::-1])
             m = np.asarray(case["mimic"].array)

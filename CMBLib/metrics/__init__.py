@@ -12,7 +12,7 @@ from .aggregate import aggregate, describe, subject_level
 from .case_metrics import CaseResult, evaluate_case
 from .components import Element, label_elements
 from .froc import froc, froc_from_maps
-from .matching import RULES, Matching, match
+from .matching import RULES, Matching, match, match_points
 
 __all__ = ["evaluate_case", "CaseResult", "aggregate", "describe", "subject_level", "froc",
-           "froc_from_maps", "Element", "label_elements", "match", "Matching", "RULES"]
+           "froc_from_maps", "Element", "label_elements", "match", "match_points", "Matching", "RULES"]

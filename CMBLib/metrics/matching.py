@@ -171,3 +171,14 @@ def match_touch(n_pred: int, n_ref: int, overlaps: dict[tuple[int, int], int]) -
             pred_status[p] = "TP"
         claimed.update(refs)
     return Matching(pred_status, ref_status, pairs, duplicates, list(pairs))
+
+
+def match_points(pred_ras, ref_ras, rule: str = "valdo", distance_mm: float = 5.0) -> Matching:
+    """`match` on points: findings' and reference CMBs' centres (n x 3, RAS mm), for
+    findings that have no mask (e.g. candidates set aside by the location filter).
+    The ``touch`` rule needs masks and is refused."""
+    if normalise_rule(rule) == "touch":
+        raise CMBError("the touch rule needs masks; match points with valdo or one-to-one")
+    p = np.asarray(pred_ras, float).reshape(-1, 3)
+    r = np.asarray(ref_ras, float).reshape(-1, 3)
+    return match(rule, np.linalg.norm(p[:, None, :] - r[None, :, :], axis=2), distance_mm)
