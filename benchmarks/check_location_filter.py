@@ -90,6 +90,7 @@ def main(argv=None):
                     "brain (clinical scans are not skull-stripped)")
     ap.add_argument("--second-stage", choices=("default", "on", "off"), default="default",
                     help="the model's default, or force the candidate classifier on / off")
+    ap.add_argument("--model", default="default", help="a model folder (default: the bundled cmb-default)")
     args = ap.parse_args(argv)
 
     import torch
@@ -111,7 +112,7 @@ def main(argv=None):
     )
 
     torch.set_num_threads(args.threads)
-    model = load_model("default", device="cpu")
+    model = load_model(args.model, device="cpu")
     rows = []
     for source in args.sources.split(","):
         if source == "fsn":
