@@ -129,6 +129,19 @@ def test_random_volumes_written_by_simpleitk(tmp_path, volume, gz):
     np.testing.assert_array_equal(read_volume(path).array, volume.array)
 
 
+def test_rotation_near_180_degrees_written_by_simpleitk(tmp_path):
+    """Found by hypothesis: this direction's float32 quaternion (a = 0) gives a qform 5.3e-4
+    off the sform; ITK reads the sform, and so must the fast reader (not fall back)."""
+    d = np.array([[-0.28397935, 0.9588304, 0.0], [0.9588304, 0.28397935, 0.0], [0.0, 0.0, -1.0]])
+    volume = Volume(np.array([[[95]]], np.uint8), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), d)
+    path = tmp_path / "v.nii"
+    sitk.WriteImage(volume_to_sitk(volume), str(path))
+    fast = nifti.read_nifti(path)
+    assert fast is not None, nifti.explain_plan(_head(path))[1]
+    assert_same(fast, sitk_volume(path))
+    np.testing.assert_allclose(fast.direction, d, atol=1e-6)
+
+
 def _head(path) -> bytes:
     with (gzip.open if str(path).endswith(".gz") else open)(path, "rb") as fh:
         return fh.read(352)
