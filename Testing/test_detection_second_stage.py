@@ -172,6 +172,11 @@ def test_pipeline_drops_what_the_second_stage_rejects(tmp_path):
     assert len(off.records) == 2 and off.settings["second_stage"] is None and off.settings["threshold"] == 0.5
     on = detect(vol, (net, dict(opt_in)), second_stage=True)
     assert len(on.records) == 1 and on.settings["second_stage"]["threshold"] == 0.5
+    # an opt-in classifier is only read when asked for: a damaged file does not stop the default path
+    broken = dict(opt_in, second_stage=dict(opt_in["second_stage"], sha256="0" * 64))
+    assert len(detect(vol, (net, dict(broken))).records) == 2
+    with pytest.raises(CMBError, match="checksum mismatch"):
+        detect(vol, (net, dict(broken)), second_stage=True)
     # 0.3.2 format: top-level cut-offs for the first stage alone, the classifier's own under second_stage
     new_format = {k: v for k, v in opt_in.items() if k != "without_second_stage"}
     new_format.update(threshold=0.5, min_diameter_mm=3.5)

@@ -98,16 +98,13 @@ def main(argv=None):
 
     from CMBLib.detection.location_filter import model_zones
     from CMBLib.detection.model_io import load_model
-    from CMBLib.io import read_volume
-    from training.generate_cache import FS_LABELS, QSM, QSM_MASK
-    from training.mine_candidates import FS_NORM, fs_norm_t2s, make_case
+    from CMBLib.metrics.case_metrics import detection_scores
+    from training.mine_candidates import load_backgrounds, make_case
 
     torch.set_num_threads(args.threads)
     model = load_model(args.model, device="cpu")
     zones = model_zones(model[1])
-    labels, chi = read_volume(FS_LABELS), read_volume(QSM)
-    msk = read_volume(QSM_MASK).array > 0
-    fsn = fs_norm_t2s(read_volume(FS_NORM), labels) if "fsn" in args.sources else None
+    labels, chi, msk, fsn = load_backgrounds(args.sources.split(","))
     per_source: dict = {}
     sizes: dict = {}
     for i in range(args.n):
@@ -127,8 +124,8 @@ def main(argv=None):
     total = {k: [sum(per_source[s][k][j] for s in per_source) for j in range(5)] for k in next(iter(
         per_source.values()))}
 
-    def f1(v):
-        return 2 * v[0] / max(1, 2 * v[0] + v[1] + v[2])
+    def f1(v):  # v: [tp, fp, fn, set aside, cases]
+        return detection_scores(*v[:3])[2] or 0.0
 
     print("\n| threshold | min diameter mm | TP | FP | FN | set aside | F1 | FP/scan |")
     print("|---|---|---|---|---|---|---|---|")

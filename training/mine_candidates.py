@@ -105,6 +105,18 @@ def fs_norm_case(base, brain, split: str, i: int) -> dict:
     return _clinical_grid_case("fsn", base, brain, split, i, np.random.default_rng(FSN_SEED[split] + i))
 
 
+def load_backgrounds(sources) -> tuple:
+    """(labels, chi, msk, fsn): the real volumes `make_case` draws on (FreeSurfer label map,
+    QSM brain and its mask, the FreeSurfer T2*-like image; fsn only when 'fsn' is a source)."""
+    from CMBLib.io import read_volume
+
+    labels = read_volume(FS_LABELS)
+    chi = read_volume(QSM)
+    msk = read_volume(QSM_MASK).array > 0
+    fsn = fs_norm_t2s(read_volume(FS_NORM), labels) if "fsn" in sources else None
+    return labels, chi, msk, fsn
+
+
 def make_case(source: str, split: str, i: int, labels, chi, msk, fsn=None) -> Optional[dict]:
     """Case `i` of `source` in `split` (None: a case this source skips)."""
     if source == "clin":
@@ -253,7 +265,6 @@ def main(argv=None):
     import torch
 
     from CMBLib.detection.model_io import load_model
-    from CMBLib.io import read_volume
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="CMBLib/models/cmb-default")
@@ -268,10 +279,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     network, meta = load_model(args.model, device="cpu")
-    labels = read_volume(FS_LABELS)
-    chi = read_volume(QSM)
-    msk = read_volume(QSM_MASK).array > 0
-    fsn = fs_norm_t2s(read_volume(FS_NORM), labels) if "fsn" in args.sources.split(",") else None
+    labels, chi, msk, fsn = load_backgrounds(args.sources.split(","))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for i in range(args.start, args.start + args.n):

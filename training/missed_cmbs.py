@@ -58,14 +58,10 @@ def visible_rows(split: str, n: int, sources, model) -> np.ndarray:
     from scipy import ndimage as ndi
 
     from CMBLib.detection.pipeline import detect
-    from CMBLib.io import read_volume
 
-    from .generate_cache import FS_LABELS, QSM, QSM_MASK
-    from .mine_candidates import FS_NORM, fs_norm_t2s, make_case, reference_diameters
+    from .mine_candidates import load_backgrounds, make_case, reference_diameters
 
-    labels, chi = read_volume(FS_LABELS), read_volume(QSM)
-    msk = read_volume(QSM_MASK).array > 0
-    fsn = fs_norm_t2s(read_volume(FS_NORM), labels)
+    labels, chi, msk, fsn = load_backgrounds(sources)
     rows = []
     for i in range(n):
         for source in sources:

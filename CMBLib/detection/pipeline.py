@@ -195,13 +195,15 @@ def stages(meta: dict, polarity: str, second_stage: Optional[bool] = None):
     ``stage1_min_diameter_mm`` when model.json has them (0.3.2 on), else its top-level ones;
     alone, its top-level ones, overridden by ``without_second_stage`` (0.3.0-0.3.1 format).
     """
-    stage2 = _second_stage(meta) if second_stage is None or second_stage else None
+    spec = meta.get("second_stage") or {}
+    if second_stage is None:  # the model's default; its classifier file is only read when it runs
+        wanted = (polarity in spec.get("polarities", [polarity])   # cmb-default 0.3.0: dark CMBs only
+                  and spec.get("default", True) is not False)       # 0.3.2: opt-in (not carried over to unseen brains)
+    else:
+        wanted = bool(second_stage)
+    stage2 = _second_stage(meta) if wanted else None
     if second_stage and stage2 is None:
         raise CMBError(f"model '{meta.get('name', 'unnamed')}' has no second stage (candidate classifier)")
-    if second_stage is None and stage2 is not None and polarity not in stage2[1].get("polarities", [polarity]):
-        stage2 = None  # trained on other inputs (cmb-default 0.3.0: dark CMBs only): first stage alone
-    if second_stage is None and stage2 is not None and stage2[1].get("default", True) is False:
-        stage2 = None  # opt-in classifier (cmb-default 0.3.2: it did not carry over to unseen brains)
     if stage2 is None and isinstance(meta.get("without_second_stage"), dict):
         meta = dict(meta, **meta["without_second_stage"])  # first stage alone: its own cut-offs
     if stage2 is not None:
