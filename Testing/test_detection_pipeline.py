@@ -139,3 +139,57 @@ def test_windows_are_the_models_own_never_fitted():
     # model grid 87 x 87 x 36 voxels (i, j, k): the model's window, not one fitted to the grid
     # (fitted windows changed the probabilities by up to 0.165 with cmb-default 0.2.0)
     assert res.settings["patch_size"] == [160, 160, 64]
+
+
+def _wide_spot_model():
+    """The dark-spot network, blind to spots narrower than 3 voxels in-plane on its grid (an
+    in-plane 3 x 3 erosion of the dark voxels, then dilation back): like the real U-Net, which
+    does not respond to CMBs of under 3 mm on its 1 x 1 x 2 mm grid."""
+    import torch
+
+    base, meta = dark_spot_model()
+
+    class WideSpot(torch.nn.Module):
+        def forward(self, x):
+            pool = torch.nn.functional.max_pool3d
+            dark = (base(x) > 0).float()
+            wide = -pool(-dark, (1, 3, 3), stride=1, padding=(0, 1, 1))
+            wide = pool(wide, (1, 3, 3), stride=1, padding=(0, 1, 1))
+            return torch.where(wide > 0, torch.full_like(x, 6.0), torch.full_like(x, -6.0))
+
+    return WideSpot().eval(), meta
+
+
+def test_a_zoom_finds_a_spot_too_small_for_the_models_own_grid():
+    """A 2.2 mm spot is 2 voxels across on the 1 x 1 x 2 mm grid (the network misses it) and
+    4 on the grid zoomed 2 x in-plane (0.5 x 0.5 x 2 mm; found); sizes stay in real mm and
+    the 7 mm spot is found either way."""
+    vol, centres = phantom([((70, 80, 16), 1.1), ((120, 110, 19), 3.5)], spacing=(0.45, 0.45, 2.0),
+                           shape_kji=(36, 192, 192))
+    plain = detect(vol, _wide_spot_model(), min_diameter_mm=1.0)
+    zoomed = detect(vol, _wide_spot_model(), min_diameter_mm=1.0, zooms=[[1, 1, 1], [2, 2, 1]])
+    assert [r["diameter_mm"] > 5 for r in plain.records] == [True]
+    assert len(zoomed.records) == 2
+    small = min(zoomed.records, key=lambda r: r["diameter_mm"])
+    assert np.linalg.norm(np.subtract(small["centre_ras"], centres[0])) < 1.0
+    assert 1.0 < small["diameter_mm"] < 3.5
+    assert zoomed.settings["zooms"] == [[1.0, 1.0, 1.0], [2.0, 2.0, 1.0]]
+    assert plain.settings["zooms"] == [[1.0, 1.0, 1.0]]
+    # the maps are combined by their maximum: the zoomed map is never below the plain one
+    assert (zoomed.probability.array >= plain.probability.array - 1e-6).all()
+
+
+def test_zooms_come_from_model_json_and_repeat_exactly():
+    vol, _ = phantom(SPOTS)
+    plain = detect(vol, dark_spot_model())
+    twice = detect(vol, dark_spot_model(inference_zooms=[[1, 1, 1], [1, 1, 1]]))
+    assert twice.settings["zooms"] == [[1.0, 1.0, 1.0]] * 2
+    np.testing.assert_array_equal(twice.probability.array, plain.probability.array)
+    assert len(twice.records) == len(plain.records) == 2
+
+
+@pytest.mark.parametrize("zooms", [[[0, 1, 1]], [[2, 2]], [], [[float("nan"), 1, 1]], [[8, 8, 1]]])
+def test_bad_zooms_are_refused(zooms):
+    vol, _ = phantom(SPOTS)
+    with pytest.raises(CMBError, match="zoom"):
+        detect(vol, dark_spot_model(), zooms=zooms)

@@ -14,6 +14,7 @@ real brains on clinical grids, pseudo-T2*, domain-randomised) -- choose on ``val
 
     python benchmarks/froc_default_path.py --split val --n 12 --out /tmp/froc_val.json
     python benchmarks/froc_default_path.py --split val --model training/runs/sensitivity/model
+    python benchmarks/froc_default_path.py --split val --zooms "1,1,1;2,2,1"
 
 Sensitivity is also given per inserted CMB size (equivalent diameter of its half-maximum
 mask), at 0.7 / 3 mm and at the chosen pair.
@@ -39,7 +40,7 @@ def size_bin(diameter_mm: float) -> int:
     return int(np.searchsorted(SIZE_BINS_MM, diameter_mm, side="right"))
 
 
-def case_rows(case, model, zones) -> tuple[dict, dict]:
+def case_rows(case, model, zones, zooms=None) -> tuple[dict, dict]:
     """({(threshold, min diameter): [tp, fp, fn, set aside]}, {same key: [found, inserted]
     per size bin}) for one case."""
     from CMBLib.detection.candidates import find_candidates
@@ -52,7 +53,7 @@ def case_rows(case, model, zones) -> tuple[dict, dict]:
 
     seq = "QSM" if case["polarity"] == "bright" else "T2S"
     res = detect(case["image"], model, device="cpu", sequence=seq, second_stage=False, location_filter=False,
-                 keep_model_grid=True)
+                 keep_model_grid=True, zooms=zooms)
     pre = res.model_grid["pre"]
     brain = pre.to_native(pre.brain_mask.astype(np.uint8), order=0) > 0
     ref = reference_centres(case["cmb_mask"])
@@ -93,6 +94,7 @@ def main(argv=None):
     ap.add_argument("--max-fp", type=float, default=0.5)
     ap.add_argument("--out", default=None)
     ap.add_argument("--model", default="default", help="a model folder (default: the bundled cmb-default)")
+    ap.add_argument("--zooms", default=None, help="inference zooms, e.g. '1,1,1;2,2,1' (default: the model's)")
     args = ap.parse_args(argv)
     import torch
 
@@ -104,6 +106,7 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     model = load_model(args.model, device="cpu")
     zones = model_zones(model[1])
+    zooms = [[float(v) for v in z.split(",")] for z in args.zooms.split(";")] if args.zooms else None
     labels, chi, msk, fsn = load_backgrounds(args.sources.split(","))
     per_source: dict = {}
     sizes: dict = {}
@@ -113,7 +116,7 @@ def main(argv=None):
             if case is None or case["polarity"] != "dark":
                 continue
             t = time.time()
-            rows, by_size = case_rows(case, model, zones)
+            rows, by_size = case_rows(case, model, zones, zooms)
             for k, v in by_size.items():
                 acc_s = sizes.setdefault(k, [[0, 0] for _ in v])
                 sizes[k] = [[a[0] + b[0], a[1] + b[1]] for a, b in zip(acc_s, v)]
@@ -138,7 +141,7 @@ def main(argv=None):
         if key is not None:
             print(f"found by size at {key[0]:g} / {key[1]:g} mm: {size_line(sizes[key])}")
     if args.out:
-        Path(args.out).write_text(json.dumps({"split": args.split, "model": args.model, "best": best,
+        Path(args.out).write_text(json.dumps({"split": args.split, "model": args.model, "zooms": zooms, "best": best,
                                               "by_size": {f"{k[0]}/{k[1]}": v for k, v in sizes.items()},
                                               "total": {
             f"{k[0]}/{k[1]}": v for k, v in total.items()}, "per_source": {s: {f"{k[0]}/{k[1]}": v for k, v in

@@ -53,7 +53,8 @@ def detect(volume: Volume, model: Union[str, tuple[object, dict]] = "default", d
            location: bool = False, brain_mask=None, min_diameter_mm: Optional[float] = None,
            max_diameter_mm: Optional[float] = None, sw_batch_size: int = 2, overlap: Optional[float] = None,
            progress=None, cancel=None, second_stage: Optional[bool] = None,
-           keep_model_grid: bool = False, location_filter: Optional[bool] = None) -> DetectionResult:
+           keep_model_grid: bool = False, location_filter: Optional[bool] = None,
+           zooms=None) -> DetectionResult:
     """Detect CMBs in `volume` (a 3D Volume; SWI / T2*-GRE magnitude or QSM).
 
     model: a bundled model name, "default", a model folder, or a loaded (network, metadata)
@@ -61,7 +62,10 @@ def detect(volume: Volume, model: Union[str, tuple[object, dict]] = "default", d
     the model's).  sequence: "T2S", "SWI" or "QSM"; polarity ("dark" or "bright", CMBs'
     appearance) defaults from it (QSM: bright).  location: add each CMB's anatomical
     location (needs CMBLib.location).  brain_mask: optional array/Volume on the input grid.
-    Sizes are in mm.  Raises CMBError for bad input, `Cancelled` when `cancel` is set.
+    zooms: the model grids to run on, each a zoom (i, j, k) of the model's spacing (default:
+    model.json "inference_zooms", else [[1, 1, 1]]); the probability maps are combined by
+    their voxel-wise maximum on the input grid.  Sizes are in mm.  Raises CMBError for bad
+    input, `Cancelled` when `cancel` is set.
     """
     from .inference import predict_probability, select_device
     from .model_io import load_model
@@ -97,32 +101,45 @@ def detect(volume: Volume, model: Union[str, tuple[object, dict]] = "default", d
     max_d = float(meta.get("max_diameter_mm", 10.0) if max_diameter_mm is None else max_diameter_mm)
 
     check_cancel(cancel)
-    report(progress, 0.02, "preprocessing")
-    t = time.perf_counter()
-    pre = preprocess(volume, tuple(meta["spacing_mm"]), polarity=polarity, brain_mask=brain_mask)
-    timings["preprocess"] = time.perf_counter() - t
+    zooms = inference_zooms(meta, zooms)
+    prob, pre, prob_model, brain_native, used = None, None, None, None, "cpu"
+    for n, zoom in enumerate(zooms):
+        lo, hi = 0.02 + 0.88 * n / len(zooms), 0.02 + 0.88 * (n + 1) / len(zooms)
+        tag = "" if len(zooms) == 1 else f" (zoom {n + 1}/{len(zooms)})"
+        report(progress, lo, "preprocessing" + tag)
+        t = time.perf_counter()
+        spacing = tuple(float(s) / float(z) for s, z in zip(meta["spacing_mm"], zoom))
+        pre_z = preprocess(volume, spacing, polarity=polarity,  # one brain mask for all zooms
+                           brain_mask=brain_mask if brain_mask is not None or pre is None else brain_native)
+        timings["preprocess"] = timings.get("preprocess", 0.0) + time.perf_counter() - t
 
-    check_cancel(cancel)
-    t = time.perf_counter()
+        check_cancel(cancel)
+        t = time.perf_counter()
 
-    def _inner(f, msg):
-        report(progress, 0.1 + 0.8 * f, f"detecting: {msg}")
+        def _inner(f, msg, lo=lo, hi=hi, tag=tag):
+            report(progress, lo + 0.08 * (hi - lo) + 0.92 * (hi - lo) * f, f"detecting{tag}: {msg}")
 
-    prob_model, used = predict_probability(network, pre.array, window, device=dev,
+        prob_z, used = predict_probability(network, pre_z.array, window, device=dev,
                                            sw_batch_size=sw_batch_size, overlap=overlap, progress=_inner,
-                                           cancel=cancel, warnings=warnings, mask=pre.brain_mask,
+                                           cancel=cancel, warnings=warnings, mask=pre_z.brain_mask,
                                            flip_average=bool(meta.get("flip_average", False)))
-    prob_model[~pre.brain_mask] = 0.0
-    timings["inference"] = time.perf_counter() - t
+        prob_z[~pre_z.brain_mask] = 0.0
+        timings["inference"] = timings.get("inference", 0.0) + time.perf_counter() - t
+        check_cancel(cancel)
+        t = time.perf_counter()
+        native = np.clip(pre_z.to_native(prob_z, order=1), 0.0, 1.0).astype(np.float32)
+        if pre is None:  # the model's own grid: brain mask, second-stage features, keep_model_grid
+            pre, prob_model, prob = pre_z, prob_z, native
+            brain_native = pre.to_native(pre.brain_mask.astype(np.uint8), order=0) > 0
+        else:
+            np.maximum(prob, native, out=prob)
+        timings["candidates"] = timings.get("candidates", 0.0) + time.perf_counter() - t
 
-    check_cancel(cancel)
     report(progress, 0.9, "finding candidates")
     t = time.perf_counter()
-    prob = np.clip(pre.to_native(prob_model, order=1), 0.0, 1.0).astype(np.float32)
-    brain_native = pre.to_native(pre.brain_mask.astype(np.uint8), order=0) > 0
     prob_vol = volume.with_array(prob)
     labels, records, dropped = find_candidates(prob_vol, thr, min_d, max_d, brain_mask=brain_native)
-    timings["candidates"] = time.perf_counter() - t
+    timings["candidates"] = timings.get("candidates", 0.0) + time.perf_counter() - t
 
     model_grid = {}
     if (stage2 is not None or keep_model_grid) and records:
@@ -171,6 +188,7 @@ def detect(volume: Volume, model: Union[str, tuple[object, dict]] = "default", d
         "model_spacing_mm": [float(s) for s in meta["spacing_mm"]],
         "patch_size": [int(p) for p in window],
         "overlap": overlap,
+        "zooms": [[float(z) for z in zoom] for zoom in zooms],
         "location": bool(location),
         "location_filter": list(zones),
         "second_stage": None if stage2 is None else {"threshold": float(stage2[1]["threshold"]),
@@ -182,6 +200,25 @@ def detect(volume: Volume, model: Union[str, tuple[object, dict]] = "default", d
 
 
 _STAGE2_CACHE: dict = {}
+
+
+def inference_zooms(meta: dict, zooms=None) -> list[list[float]]:
+    """The zooms (i, j, k; > 0) to run the network at: `zooms`, else model.json's
+    "inference_zooms", else [[1, 1, 1]].  The first is the model's own grid when given as 1s.
+
+    A zoom of 2 in-plane runs the network on a grid twice as fine (spacing / 2), where a
+    2.5 mm CMB looks like the 5 mm ones it was trained to find; sizes stay in real mm.
+    """
+    zooms = zooms if zooms is not None else meta.get("inference_zooms") or [[1.0, 1.0, 1.0]]
+    out = []
+    for zoom in zooms:
+        z = [float(zoom)] * 3 if np.isscalar(zoom) else [float(v) for v in zoom]
+        if len(z) != 3 or not all(np.isfinite(v) and 0.25 <= v <= 4.0 for v in z):
+            raise CMBError(f"inference zoom {zoom} must be one number or three (i, j, k), each in [0.25, 4]")
+        out.append(z)
+    if not out:
+        raise CMBError("inference zooms: give at least one")
+    return out
 
 
 def stages(meta: dict, polarity: str, second_stage: Optional[bool] = None):
