@@ -11,6 +11,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("yaml")
 
+from CMBLib.errors import CMBError  # noqa: E402
 from CMBLib.geometry import Volume  # noqa: E402
 from CMBLib.io import write_volume  # noqa: E402
 from training.datasets import CaseStore, annotator_pairs, find_pairs, preprocess_pair, valdo_pairs  # noqa: E402
@@ -178,6 +179,22 @@ def test_case_store_refresh_picks_up_new_files(tmp_path):
     assert store.refresh() == 2
     case = store.load(1)
     assert case["image"].dtype == np.float32 and len(case["indices"]["cmb"]) == 27
+
+
+def test_case_store_refuses_a_cache_made_for_another_model_grid(tmp_path):
+    """A cache of 1 x 1 x 2 mm cases must not feed a 0.5 x 0.5 x 2 mm model: the patches and the
+    CMBs inserted on the fly (sized by the config's spacing) would be at the wrong scale."""
+    folder = tmp_path / "c"
+    folder.mkdir()
+    shape = (8, 16, 16)
+    for name, sp in (("a", [1.0, 1.0, 2.0]), ("b", [0.5, 0.5, 2.0])):
+        np.savez_compressed(folder / f"{name}.npz", image=np.zeros(shape, np.float16), cmb=np.zeros(shape, np.uint8))
+        (folder / f"{name}.json").write_text(json.dumps({"grid": {"spacing": sp}}))
+    store = CaseStore([folder], spacing=[1.0, 1.0, 2.0])
+    assert store.load(0)["name"] == "a"
+    with pytest.raises(CMBError, match=r"b.npz is on a 0.5 x 0.5 x 2 mm grid, but the model grid .* is 1 x 1 x 2 mm"):
+        store.load(1)
+    assert CaseStore([folder]).load(1)["name"] == "b"          # no spacing given: not checked
 
 
 @pytest.mark.slow

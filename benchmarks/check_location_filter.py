@@ -100,6 +100,7 @@ def main(argv=None):
     from CMBLib.io import read_volume
     from CMBLib.location.atlas import load_atlas
     from CMBLib.location.registration import register_template
+    from CMBLib.metrics.case_metrics import detection_scores
     from CMBLib.synthesis.deep_veins import deep_vein_path, draw_deep_veins
     from training.generate_cache import FS_LABELS, QSM, QSM_MASK, pseudo_t2s
     from training.mine_candidates import (
@@ -145,9 +146,9 @@ def main(argv=None):
     for name, sfx in (("with filter", ""), ("without filter", "_nofilter")):
         tp, fn = tot["tp" + sfx], tot["fn" + sfx]
         fp = tot["fp_vein" + sfx] + tot["fp_other" + sfx]
-        f1 = 2 * tp / max(1, 2 * tp + fp + fn)
+        sens, _, f1 = detection_scores(tp, fp, fn)
         print(f"{name:15s} {n} cases: TP {tp} FN {fn} FP {fp} ({fp / n:.2f}/scan; on the vein "
-              f"{tot['fp_vein' + sfx]}) sensitivity {tp / max(1, tp + fn):.3f} F1 {f1:.3f}")
+              f"{tot['fp_vein' + sfx]}) sensitivity {sens or 0.0:.3f} F1 {f1 or 0.0:.3f}")
     print("totals", json.dumps(tot))
     if args.out:
         Path(args.out).write_text(json.dumps({"rows": rows, "totals": tot}, indent=1), encoding="utf-8")

@@ -118,10 +118,15 @@ class CaseStore:
     """Cases from ``.npz`` files in folders, loaded lazily and kept in a small LRU cache.
 
     `refresh()` re-scans the folders (a cache still being generated grows while training).
+    spacing: the model grid (i, j, k mm) the training runs on; a case whose ``.json`` (written
+    by `training.generate_cache`) gives another grid spacing is refused when loaded (a cache
+    made for another model grid would silently train on the wrong scale).
     """
 
-    def __init__(self, folders: Sequence, max_in_memory: int = 48, pattern: str = "*.npz"):
+    def __init__(self, folders: Sequence, max_in_memory: int = 48, pattern: str = "*.npz",
+                 spacing: Optional[Sequence[float]] = None):
         self.folders = [Path(f) for f in folders]
+        self.spacing = None if spacing is None else [float(v) for v in spacing]
         self.pattern = pattern
         self.max_in_memory = int(max_in_memory)
         self._cache: OrderedDict[str, dict] = OrderedDict()
@@ -146,6 +151,7 @@ class CaseStore:
         if key in self._cache:
             self._cache.move_to_end(key)
             return self._cache[key]
+        self._check_spacing(p)
         with np.load(p, allow_pickle=False) as d:
             case = {k: d[k] for k in d.files}
         case["image"] = case["image"].astype(np.float32)
@@ -157,6 +163,20 @@ class CaseStore:
         while len(self._cache) > self.max_in_memory:
             self._cache.popitem(last=False)
         return case
+
+    def _check_spacing(self, path: Path) -> None:
+        """CMBError when `path`'s sidecar .json gives a grid spacing other than `self.spacing`."""
+        side = path.with_suffix(".json")
+        if self.spacing is None or not side.is_file():
+            return
+        import json
+
+        grid = json.loads(side.read_text(encoding="utf-8")).get("grid") or {}
+        sp = grid.get("spacing")
+        if sp is not None and not np.allclose(sp, self.spacing, atol=1e-3):
+            raise CMBError(f"cached case {path.name} is on a {' x '.join(f'{v:g}' for v in sp)} mm grid, but the "
+                           f"model grid (spacing_mm) is {' x '.join(f'{v:g}' for v in self.spacing)} mm; "
+                           "use a cache made with training.generate_cache --spacing for this grid")
 
     def random_case(self, rng: random.Random) -> dict:
         if not self.paths:

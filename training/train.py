@@ -227,7 +227,7 @@ def train(cfg: dict, resume: bool = False, max_minutes=None, init_from=None) -> 
         model = DDP(network)
 
     train_dirs, val_dirs = case_groups(cfg, cfg["spacing_mm"])
-    store = CaseStore(train_dirs, max_in_memory=int(cfg["max_in_memory"]))
+    store = CaseStore(train_dirs, max_in_memory=int(cfg["max_in_memory"]), spacing=cfg["spacing_mm"])
     val_cases = load_val_cases(val_dirs, int(cfg["val_cases"])) if (main_proc and val_dirs) else []
     if main_proc:
         print(f"{len(store)} training cases, {len(val_cases)} validation cases, world size {world}", flush=True)

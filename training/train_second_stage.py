@@ -101,10 +101,11 @@ def kept(scores, threshold):
 
 
 def summary(tp, fp, fn, n):
-    return {"n_cases": n, "tp": tp, "fp": fp, "fn": fn,
-            "sensitivity": tp / (tp + fn) if tp + fn else None,
-            "precision": tp / (tp + fp) if tp + fp else None,
-            "f1": 2 * tp / (2 * tp + fp + fn) if 2 * tp + fp + fn else None, "fp_per_scan": fp / max(n, 1)}
+    from CMBLib.metrics.case_metrics import detection_scores
+
+    sens, prec, f1 = detection_scores(tp, fp, fn)
+    return {"n_cases": n, "tp": tp, "fp": fp, "fn": fn, "sensitivity": sens, "precision": prec, "f1": f1,
+            "fp_per_scan": fp / max(n, 1)}
 
 
 def fit(x, y, seed=0):
