@@ -203,11 +203,14 @@ _STAGE2_CACHE: dict = {}
 
 
 def inference_zooms(meta: dict, zooms=None) -> list[list[float]]:
-    """The zooms (i, j, k; > 0) to run the network at: `zooms`, else model.json's
-    "inference_zooms", else [[1, 1, 1]].  The first is the model's own grid when given as 1s.
+    """The zooms (i, j, k, each in [0.25, 4]) to run the network at: `zooms`, else
+    model.json's "inference_zooms", else [[1, 1, 1]] (the model's own grid only).
 
     A zoom of 2 in-plane runs the network on a grid twice as fine (spacing / 2), where a
-    2.5 mm CMB looks like the 5 mm ones it was trained to find; sizes stay in real mm.
+    2.5 mm CMB looks like the 5 mm ones it was trained to find; sizes stay in real mm.  The
+    first zoom's grid gives the brain mask and the model-grid outputs (second-stage
+    features, `keep_model_grid`).  No shipped model sets "inference_zooms" (tried for
+    cmb-default 0.3.2 and not used: docs/detector.md, "Test-time zoom").
     """
     zooms = zooms if zooms is not None else meta.get("inference_zooms") or [[1.0, 1.0, 1.0]]
     out = []
