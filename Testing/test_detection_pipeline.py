@@ -186,6 +186,10 @@ def test_zooms_come_from_model_json_and_repeat_exactly():
     assert twice.settings["zooms"] == [[1.0, 1.0, 1.0]] * 2
     np.testing.assert_array_equal(twice.probability.array, plain.probability.array)
     assert len(twice.records) == len(plain.records) == 2
+    from CMBLib.detection.pipeline import inference_zooms
+
+    assert inference_zooms({}, 2) == [[2.0, 2.0, 2.0]] and inference_zooms({}) == [[1.0, 1.0, 1.0]]
+    assert inference_zooms({}, [1.5, [2, 2, 1]]) == [[1.5] * 3, [2.0, 2.0, 1.0]]
 
 
 @pytest.mark.parametrize("zooms", [[[0, 1, 1]], [[2, 2]], [], [[float("nan"), 1, 1]], [[8, 8, 1]]])

@@ -213,6 +213,7 @@ def inference_zooms(meta: dict, zooms=None) -> list[list[float]]:
     cmb-default 0.3.2 and not used: docs/detector.md, "Test-time zoom").
     """
     zooms = zooms if zooms is not None else meta.get("inference_zooms") or [[1.0, 1.0, 1.0]]
+    zooms = [zooms] if np.isscalar(zooms) else zooms     # zooms=2: one zoom of 2 along i, j and k
     out = []
     for zoom in zooms:
         z = [float(zoom)] * 3 if np.isscalar(zoom) else [float(v) for v in zoom]
