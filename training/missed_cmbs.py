@@ -53,15 +53,16 @@ def cmb_rows(mined: str, splits) -> np.ndarray:
     return np.array(rows, float).reshape(-1, 5)
 
 
-def visible_rows(split: str, n: int, sources, model) -> np.ndarray:
-    """(diameter mm, visible dip, max probability, slice mm) per inserted CMB of `sources`."""
+def visible_rows(split: str, n: int, sources, model, backgrounds) -> np.ndarray:
+    """(diameter mm, visible dip, max probability, slice mm) per inserted CMB of `sources`;
+    backgrounds: `mine_candidates.load_backgrounds(sources)`."""
     from scipy import ndimage as ndi
 
     from CMBLib.detection.pipeline import detect
 
-    from .mine_candidates import load_backgrounds, make_case, reference_diameters
+    from .mine_candidates import make_case, reference_diameters
 
-    labels, chi, msk, fsn = load_backgrounds(sources)
+    labels, chi, msk, fsn = backgrounds
     rows = []
     for i in range(n):
         for source in sources:
@@ -109,8 +110,11 @@ def main(argv=None):
     if args.visible:
         from CMBLib.detection.model_io import load_model
 
-        rows = np.concatenate([visible_rows(s, args.n, args.sources.split(","), load_model(args.model, device="cpu"))
-                               for s in args.splits.split(",")])
+        from .mine_candidates import load_backgrounds
+
+        sources = args.sources.split(",")
+        model, backgrounds = load_model(args.model, device="cpu"), load_backgrounds(sources)
+        rows = np.concatenate([visible_rows(s, args.n, sources, model, backgrounds) for s in args.splits.split(",")])
         if args.out:
             np.save(args.out, rows)
         print_visible(rows)
