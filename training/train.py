@@ -134,6 +134,8 @@ DEFAULTS = {
     "max_in_memory": 48,
     "data": {"train_dirs": ["training/runs/cache/train"], "val_dirs": ["training/runs/cache/val"], "real": []},
     "insertion": {},                     # training/patch_insertion.py keyword arguments
+    # losses.instance_balance_weights: small CMBs weigh up to max_weight x (0 mm = off)
+    "instance_balance": {"ref_diameter_mm": 0.0, "max_weight": 10.0},
     "min_diameter_mm": 1.5,              # validation's minimum candidate size
     "flip_average": False,               # validation with test-time flip averaging (as model.json)
 }
@@ -173,7 +175,7 @@ def train(cfg: dict, resume: bool = False, max_minutes=None, init_from=None) -> 
     from CMBLib.io import write_text_atomic
 
     from .datasets import CaseStore, case_groups, load_val_cases
-    from .losses import build_loss
+    from .losses import build_loss, instance_balance_weights
     from .validate import validate
 
     world, rank = _dist_info()
@@ -203,6 +205,13 @@ def train(cfg: dict, resume: bool = False, max_minutes=None, init_from=None) -> 
             print(f"initialised from {meta.get('name')} {meta.get('version')} ({missing})", flush=True)
     opt = torch.optim.AdamW(network.parameters(), lr=float(cfg["lr"]), weight_decay=float(cfg["weight_decay"]))
     loss_fn = build_loss(cfg["loss"]).to(device)
+    balance_cfg = cfg["instance_balance"]
+
+    def balance(y):
+        """Voxel weights for a batch of labels (None: instance balancing off)."""
+        if float(balance_cfg["ref_diameter_mm"]) <= 0:
+            return None
+        return torch.from_numpy(instance_balance_weights(y, cfg["spacing_mm"], **balance_cfg)).to(device)
     step = 0
     elapsed_before = 0.0
     best = {"f1": -1.0}
@@ -287,7 +296,7 @@ def train(cfg: dict, resume: bool = False, max_minutes=None, init_from=None) -> 
         xt = torch.from_numpy(x).to(device)
         yt = torch.from_numpy(y.astype(np.int64)).to(device)
         logits = model(xt)
-        loss = loss_fn(logits, yt)
+        loss = loss_fn(logits, yt, weight=balance(y))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
