@@ -323,6 +323,26 @@ def test_average_checkpoints_means_floats_keeps_last_integer_buffers(tmp_path):
         average([a, tmp_path / "c.pt"], tmp_path / "x.pt")
 
 
+def test_average_checkpoints_can_re_estimate_batch_norm_statistics(tmp_path):
+    from training.average_checkpoints import average
+    from training.train import main
+
+    main(["--config", str(_tiny_config(tmp_path, steps=4))])
+    run = tmp_path / "run"
+    cks = [run / "checkpoint_000002.pt", run / "checkpoint_000004.pt"]
+    plain = average(cks, tmp_path / "swa.pt")["model"]
+    bn = average(cks, tmp_path / "swa_bn.pt", bn_batches=3)["model"]
+    again = average(cks, tmp_path / "swa_bn2.pt", bn_batches=3)["model"]
+    stats = [k for k in bn if k.endswith("running_mean")]
+    weights = [k for k in bn if k.endswith(".weight") or k.endswith(".bias")]
+    assert stats and weights
+    assert all(torch.equal(bn[k], plain[k]) for k in weights)          # weights: the mean, untouched
+    assert any(not torch.allclose(bn[k], plain[k]) for k in stats)      # statistics: re-estimated
+    assert all(int(v) == 3 for k, v in bn.items() if k.endswith("num_batches_tracked"))
+    assert all(torch.equal(bn[k], again[k]) for k in bn)                # same batches, same result
+    assert torch.load(tmp_path / "swa_bn.pt", weights_only=False)["bn_batches"] == 3
+
+
 def test_insert_patches_carry_fresh_cmbs(tmp_path):
     import random
 
