@@ -9,6 +9,7 @@ checkpoint that `training.export_model` reads like any other.
 The mean of batch-norm running statistics is not the statistics of the averaged network;
 ``--bn-batches N`` re-estimates them (torch.optim.swa_utils.update_bn, the SWA paper's last
 step) on N training batches drawn as in training, from the run's own configuration and cache.
+On cmb-default 0.3.2's weights it did not help (docs/detector.md, "An instance-balanced loss").
 
     python -m training.average_checkpoints RUN/a.pt RUN/b.pt RUN/checkpoint.pt --out RUN/swa.pt [--bn-batches 200]
 """
