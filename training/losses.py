@@ -38,6 +38,8 @@ def instance_balance_weights(labels: np.ndarray, spacing_ijk, ref_diameter_mm: f
     `ref_diameter_mm`; background voxels get 1.  CMBs at least that large keep weight 1."""
     from scipy import ndimage
 
+    from CMBLib.metrics.components import structure
+
     lab = np.asarray(labels) > 0
     voxel_mm3 = float(np.prod(np.asarray(spacing_ijk, float)))
     ref_voxels = np.pi / 6.0 * float(ref_diameter_mm) ** 3 / voxel_mm3
@@ -45,7 +47,7 @@ def instance_balance_weights(labels: np.ndarray, spacing_ijk, ref_diameter_mm: f
     patches = lab.reshape((-1,) + lab.shape[-3:])
     weights = out.reshape(patches.shape)
     for n, patch in enumerate(patches):
-        comp, count = ndimage.label(patch, structure=np.ones((3, 3, 3), bool))
+        comp, count = ndimage.label(patch, structure=structure(26))
         if not count:
             continue
         sizes = np.bincount(comp.ravel())[1:]
