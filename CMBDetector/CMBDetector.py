@@ -129,6 +129,8 @@ class CMBDetectorWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     # --- parameter node and scene -------------------------------------------------------
     def onSceneStartClose(self, caller, event):
+        if caller is None:      # the scene is being destroyed (Slicer exits): cleanup() ran already
+            return
         self.setReviewMode(False)
         self.logic.cancel()
         self.logic.shutdown()

@@ -120,6 +120,8 @@ class CMBScribbleAnnotatorWidget(ScriptedLoadableModuleWidget, VTKObservationMix
         self.removeObservers()
 
     def onSceneStartClose(self, caller, event):
+        if caller is None:      # the scene is being destroyed (Slicer exits): cleanup() ran already
+            return
         self.flushAutosave()
         self.liveTimer.stop()
         self.setParameterNode(None)

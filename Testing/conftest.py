@@ -30,3 +30,15 @@ def dark_model(monkeypatch):
     from detection_fixtures import use_dark_spot_model
 
     return use_dark_spot_model(monkeypatch)
+
+
+@pytest.fixture(params=("fake", "real"))
+def slicer_backend(request, monkeypatch, tmp_path):
+    """The modules' `slicer`: the fake (any Python) and Slicer's real MRML libraries (slicer-core,
+    Python >= 3.10; skipped with the reason elsewhere).  See Testing/slicer_backends.py."""
+    from slicer_backends import install_backend
+
+    backend = install_backend(request.param, monkeypatch, tmp_path)
+    yield backend
+    if backend.real is not None:
+        backend.real.uninstall()

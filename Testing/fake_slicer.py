@@ -1,11 +1,15 @@
-"""A small fake of the Slicer API used by CMBScribbleAnnotatorLib (pytest and benchmarks).
+"""A small fake of the Slicer API used by the modules' logic (pytest on Python 3.9, benchmarks).
 
-Keeps the semantics the glue relies on (checked against Slicer's source, v5.8.1 and
-v5.10.0): arrays [k, j, i], IJK-to-RAS matrices, segment tags read through
-`vtk.mutable`, `ExportSegmentsToLabelmapNode` numbering the exported segments 1..N in
-the order of the given IDs, and one internal labelmap per segment (after
-`SeparateSegmentLabelmap`) whose extent covers only its voxels, with a VTK modified
-time that changes with every edit.
+The same tests run on Slicer's real MRML libraries (Testing/real_slicer.py, Python >= 3.10);
+this fake keeps the behaviour they showed: arrays [k, j, i], IJK-to-RAS matrices, segment
+tags read through `vtk.mutable` (`SetTag` changes the segment's MTime only when the value
+changes), `ImportLabelmapToSegmentationNode` putting label value v into the v-th given ID,
+`ExportSegmentsToLabelmapNode` numbering the exported segments 1..N in the order of the
+given IDs, one internal labelmap per segment (after `SeparateSegmentLabelmap`) whose extent
+covers only its voxels (an empty one has extent (0, -1, 0, -1, 0, -1)), a duplicate segment
+ID getting the suffix `_1`, a removed node no longer in a scene (`GetScene()` None),
+`AddNewNodeByClass` refusing class names Slicer does not have (None), a point list having
+a display node at once and new points selected.
 """
 import itertools
 import types
@@ -27,12 +31,13 @@ class Image:
     """vtkOrientedImageData: extent (i0, i1, j0, j1, k0, k1), uint8 scalars, MTime."""
 
     def __init__(self, array=None, origin_kji=(0, 0, 0), shape=None):
-        self.array = np.zeros((0, 0, 0), np.uint8) if array is None else np.asarray(array, np.uint8)
+        self.array = np.zeros((0, 0, 0), np.uint8) if array is None else np.asarray(array)
         self.origin_kji, self.shape = tuple(int(v) for v in origin_kji), shape
         self.mtime = next(_clock)
 
     # construction as in nodes.setSegmentFromBox
-    def SetExtent(self, i0, i1, j0, j1, k0, k1):
+    def SetExtent(self, *extent):
+        i0, i1, j0, j1, k0, k1 = extent[0] if len(extent) == 1 else extent
         self.origin_kji = (k0, j0, i0)
         self.array = np.zeros((k1 - k0 + 1, j1 - j0 + 1, i1 - i0 + 1), np.uint8)
 
@@ -47,7 +52,13 @@ class Image:
 
     def GetExtent(self):
         (k0, j0, i0), (nk, nj, ni) = self.origin_kji, self.array.shape
+        if self.array.size == 0:
+            return (0, -1, 0, -1, 0, -1)
         return (i0, i0 + ni - 1, j0, j0 + nj - 1, k0, k0 + nk - 1)
+
+    def GetDimensions(self):
+        nk, nj, ni = self.array.shape
+        return (ni, nj, nk)
 
     def GetMTime(self):
         return self.mtime
@@ -72,7 +83,7 @@ def cropped(array):
 
 class Segment:
     def __init__(self, name, color=None):
-        self.name, self.tags, self.image, self.shape = name, {}, None, None
+        self.name, self.tags, self.image, self.shape = name, {}, Image(), None
         self.color = tuple(color) if color is not None else (0.5, 0.5, 0.5)
         self.mtime = next(_clock)
 
@@ -98,8 +109,9 @@ class Segment:
         self.image = cropped(full)
 
     def SetTag(self, key, value):
-        self.tags[key] = str(value)
-        self.mtime = next(_clock)
+        if self.tags.get(key) != str(value):
+            self.tags[key] = str(value)
+            self.mtime = next(_clock)
 
     def GetTag(self, key, out):
         if key not in self.tags:
@@ -119,8 +131,10 @@ class Segmentation:
         self.segments = {}
 
     def AddEmptySegment(self, segment_id, name, color=None):
+        base, n = segment_id, 0
         while segment_id in self.segments:
-            segment_id += "_"
+            n += 1
+            segment_id = f"{base}_{n}"
         self.segments[segment_id] = Segment(name, color)
         return segment_id
 
@@ -164,7 +178,7 @@ class DisplayNode:
 
 class Node:
     def __init__(self, class_name, name):
-        self.class_name, self.name = class_name, name
+        self.class_name, self.name, self.scene = class_name, name, None
         self.segmentation = Segmentation()
         self.points = []
         self.array, self.ijk_to_ras = None, np.eye(4)
@@ -182,6 +196,15 @@ class Node:
     def IsA(self, class_name):
         return class_name == self.class_name
 
+    def GetClassName(self):
+        return self.class_name
+
+    def GetScene(self):
+        return self.scene
+
+    def GetImageData(self):
+        return Image(self.array)
+
     def GetName(self):
         return self.name
 
@@ -193,8 +216,25 @@ class Node:
             self.display = DisplayNode()
 
     def GetDisplayNode(self):
-        """None until CreateDefaultDisplayNodes (Slicer's markups logic may add one earlier)."""
+        """None until CreateDefaultDisplayNodes (a point list has one at once, as in Slicer)."""
         return self.display
+
+    def GetNumberOfDisplayNodes(self):
+        return int(self.display is not None)
+
+    def GetNthDisplayNode(self, n):
+        return self.display
+
+    def GenerateMergedLabelmapForAllSegments(self, merged, extent_mode, reference, ids, values):
+        """The segments `ids` on `reference`'s grid, segment n with value values[n] (later wins)."""
+        shape = reference.array.shape
+        out = np.zeros(shape, np.int16)
+        for segment_id, value in zip(ids.values, values.values):
+            segment = self.segmentation.GetSegment(segment_id)
+            if segment is not None and segment.image is not None:
+                out[segment.image.full(shape)] = value
+        merged.array, merged.origin_kji = out, (0, 0, 0)
+        return True
 
     def SetReferenceImageGeometryParameterFromVolumeNode(self, volume_node):
         self.reference = volume_node
@@ -223,8 +263,11 @@ class Node:
         self.points = []
 
     def AddControlPoint(self, position, label=""):
-        self.points.append([list(position), label, "", False])   # position, label, description, locked
+        self.points.append([list(position), label, "", False, True])   # position, label, description, locked, selected
         return len(self.points) - 1
+
+    def GetNthControlPointSelected(self, n):
+        return self.points[n][4]
 
     def SetNthControlPointLocked(self, n, locked):
         self.points[n][3] = bool(locked)
@@ -271,12 +314,24 @@ class Node:
         return len(self.rows)
 
 
+# Node classes the modules and tests create (AddNewNodeByClass gives None for any other name, as Slicer does)
+NODE_CLASSES = {"vtkMRMLScalarVolumeNode", "vtkMRMLLabelMapVolumeNode", "vtkMRMLSegmentationNode",
+                "vtkMRMLMarkupsFiducialNode", "vtkMRMLTableNode"}
+
+
 class Scene:
+    StartCloseEvent, EndCloseEvent = 66000, 66001
+
     def __init__(self):
         self.nodes = []
 
     def AddNewNodeByClass(self, class_name, name=""):
+        if class_name not in NODE_CLASSES:
+            return None
         node = Node(class_name, name)
+        node.scene = self
+        if class_name == "vtkMRMLMarkupsFiducialNode":
+            node.CreateDefaultDisplayNodes()
         self.nodes.append(node)
         return node
 
@@ -284,14 +339,26 @@ class Scene:
         return next((n for n in self.nodes if n.name == name), None)
 
     def RemoveNode(self, node):
-        self.nodes.remove(node)
+        if node in self.nodes:
+            self.nodes.remove(node)
+            node.scene = None
+
+    def Clear(self, remove_singletons=0):
+        for node in list(self.nodes):
+            self.RemoveNode(node)
 
 
 def make_fake_slicer():
     """(slicer, vtk) fake modules."""
     scene = Scene()
     util = types.SimpleNamespace()
+
+    def scene_of(given):
+        return scene if given is None else given
     util.arrayFromVolume = lambda node: node.array
+    util.arrayFromVolumeModified = lambda node: None
+    util.getNodesByClass = lambda class_name, scene=None: [n for n in scene_of(scene).nodes if n.IsA(class_name)]
+    util.getNode = lambda name, scene=None: scene_of(scene).GetFirstNodeByName(name)
     util.arrayFromVTKMatrix = lambda m: m.m.copy()
 
     def update_segment(array, seg_node, segment_id, volume_node):
@@ -324,6 +391,24 @@ def make_fake_slicer():
 
     util.loadLabelVolume = load_label_volume
 
+    def export_node(node, path, properties=None, world=False):
+        from CMBLib.geometry import Volume
+        from CMBLib.io import write_volume
+
+        m = node.ijk_to_ras
+        spacing = np.linalg.norm(m[:3, :3], axis=0)
+        write_volume(Volume(node.array, spacing, m[:3, 3], m[:3, :3] / spacing), path)
+        return True
+
+    def temp_directory(key="__SlicerTemp__", tempDir=None, includeDateTime=True):
+        import tempfile
+
+        return tempfile.mkdtemp(prefix=f"{key}-", dir=tempDir)
+
+    util.exportNode, util.tempDirectory = export_node, temp_directory
+    util.tryWithErrorDisplay = lambda *a, **k: __import__("contextlib").nullcontext()
+    util.confirmOkCancelDisplay = util.confirmYesNoDisplay = lambda *a, **k: True
+
     class SegmentationsLogic:
         MODE_REPLACE = 0
 
@@ -339,9 +424,8 @@ def make_fake_slicer():
 
         @staticmethod
         def ImportLabelmapToSegmentationNode(labelmap_node, seg_node, ids):
-            """The n-th smallest label value fills the n-th of `ids` (as Slicer does for given IDs)."""
-            values = [int(v) for v in np.unique(labelmap_node.array) if v != 0]
-            for value, segment_id in zip(values, ids.values):
+            """Label value v fills the v-th of `ids` (as Slicer does for given IDs); other values are lost."""
+            for value, segment_id in enumerate(ids.values, start=1):
                 seg_node.GetSegmentation().GetSegment(segment_id).array = labelmap_node.array == value
             return True
 
@@ -359,11 +443,13 @@ def make_fake_slicer():
             jumps.append((x, y, z, centered))
 
     modules = types.SimpleNamespace(segmentations=types.SimpleNamespace(logic=SegmentationsLogic),
+                                    volumes=types.SimpleNamespace(logic=lambda: None),
                                     markups=types.SimpleNamespace(logic=MarkupsLogic))
     slicer = types.ModuleType("slicer")
     slicer.mrmlScene, slicer.util, slicer.modules, slicer.jumps = scene, util, modules, jumps
     slicer.vtkSlicerSegmentationsModuleLogic = SegmentationsLogic
     slicer.vtkOrientedImageData = Image
+    slicer.vtkSegmentation = types.SimpleNamespace(EXTENT_REFERENCE_GEOMETRY=0)
 
     vtk = types.ModuleType("vtk")
 
@@ -377,7 +463,10 @@ def make_fake_slicer():
         def InsertNextValue(self, value):
             self.values.append(value)
 
-    vtk.vtkMatrix4x4, vtk.vtkStringArray, vtk.mutable = Matrix, StringArray, Mutable
+        def GetNumberOfValues(self):
+            return len(self.values)
+
+    vtk.vtkMatrix4x4, vtk.vtkStringArray, vtk.vtkIntArray, vtk.mutable = Matrix, StringArray, StringArray, Mutable
     vtk.vtkVector3d = lambda x, y, z: (x, y, z)
     vtk.VTK_UNSIGNED_CHAR = 3
     numpy_support = types.ModuleType("vtk.util.numpy_support")

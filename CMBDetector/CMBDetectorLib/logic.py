@@ -40,6 +40,7 @@ class DetectorLogic:
         self.processFactory = processFactory
         self.python = python
         self.worker = None
+        self._jobs = 0               # detection jobs sent (their ids are "slicer-1", "slicer-2", ...)
         self.onEvent = None          # callback(event) set by the widget
         self.run = None              # {"id", "outputDir", "name", "volume"} of the job in progress / last job
         self.resultPath = None
@@ -161,11 +162,12 @@ class DetectorLogic:
             raise RuntimeError(f"could not write {image}")
         job = detection_job("", image, outputDir, name, model=model, device=device, threshold=threshold,
                             sequence=sequence, location=location, overwrite=overwrite, second_stage=second_stage)
-        job.pop("id")
+        self._jobs += 1
+        job["id"] = f"slicer-{self._jobs}"     # known before submit: a worker may answer inside write()
         self.resultPath = None
-        self.run = {"outputDir": outputDir, "name": name, "volume": volumeNode, "image": image,
+        self.run = {"id": job["id"], "outputDir": outputDir, "name": name, "volume": volumeNode, "image": image,
                     "sequence": sequence}
-        self.run["id"] = self._workerClient().submit(job)
+        self._workerClient().submit(job)
         logging.info("CMBDetector job %s: %s", self.run["id"], json.dumps(job))
         return self.run["id"]
 
@@ -212,10 +214,7 @@ class DetectorLogic:
             segment.SetTag(STATUS_TAG, "unreviewed")
             ids.InsertNextValue(segId)
         if records:
-            labelmap = slicer.util.loadLabelVolume(maskPath, {"show": False})
-            labelmap.SetHideFromEditors(True)
-            slicer.modules.segmentations.logic().ImportLabelmapToSegmentationNode(labelmap, seg, ids)
-            slicer.mrmlScene.RemoveNode(labelmap)
+            self._importMask(maskPath, seg, ids, [int(rec["label"]) for rec in records])
         seg.SetAttribute(DETECTIONS_ATTRIBUTE, jsonPath)
         seg.SetAttribute(RECORDS_ATTRIBUTE, json.dumps(records))
         self.segmentationNode = seg
@@ -240,6 +239,30 @@ class DetectorLogic:
         self.tableNode = table
         self.asideNode = self._asideNode(base)
         return seg, points, table
+
+    @staticmethod
+    def _importMask(maskPath, segmentationNode, ids, labels):
+        """Label `labels[n]` of the mask file -> segment `ids[n]`.  Slicer puts label value v into
+        ids[v - 1], so a mask whose labels are not 1..N is renumbered first (other labels are
+        dropped); the temporary
+        labelmap node and its display nodes leave the scene."""
+        import numpy as np
+
+        labelmap = slicer.util.loadLabelVolume(maskPath, {"show": False})
+        try:
+            voxels = slicer.util.arrayFromVolume(labelmap)
+            if labels != list(range(1, len(labels) + 1)) or int(voxels.max()) > len(labels):
+                lookup = np.zeros(max(int(voxels.max()), max(labels)) + 1, voxels.dtype)
+                lookup[labels] = np.arange(1, len(labels) + 1)
+                voxels[:] = lookup[voxels]
+                slicer.util.arrayFromVolumeModified(labelmap)
+            if not slicer.modules.segmentations.logic().ImportLabelmapToSegmentationNode(
+                    labelmap, segmentationNode, ids):
+                raise RuntimeError(f"could not read the CMB masks of {maskPath}")
+        finally:
+            displayNodes = [labelmap.GetNthDisplayNode(n) for n in range(labelmap.GetNumberOfDisplayNodes())]
+            for node in [labelmap] + [d for d in displayNodes if d is not None]:
+                slicer.mrmlScene.RemoveNode(node)
 
     def _asideNode(self, base):
         """Locked grey points at the candidates set aside, each saying why; None when none."""

@@ -64,9 +64,9 @@ class AnnotatorLogic:
         self._resetTracking()
         self.document = new_document(rater=self.rater)
         self.document["study"]["image"] = volumeNode.GetName()
-        self.scribblesNode = self._freshNode("vtkMRMLSegmentationNode", SCRIBBLES_NAME)
-        self.masksNode = self._freshNode("vtkMRMLSegmentationNode", MASKS_NAME)
-        self.mimicsNode = self._freshNode("vtkMRMLMarkupsFiducialNode", MIMICS_NAME)
+        self.scribblesNode = self._freshNode("vtkMRMLSegmentationNode", SCRIBBLES_NAME, self.scribblesNode)
+        self.masksNode = self._freshNode("vtkMRMLSegmentationNode", MASKS_NAME, self.masksNode)
+        self.mimicsNode = self._freshNode("vtkMRMLMarkupsFiducialNode", MIMICS_NAME, self.mimicsNode)
         return self.key
 
     def _resetTracking(self):
@@ -76,10 +76,11 @@ class AnnotatorLogic:
         self._grownAt = {}         # label -> scribble modified time it was grown from
         self.tolerances = {}       # label -> tolerance shown
 
-    def _freshNode(self, className, name):
-        old = slicer.mrmlScene.GetFirstNodeByName(name)
-        if old is not None and old.IsA(className):
-            slicer.mrmlScene.RemoveNode(old)
+    def _freshNode(self, className, name, previous):
+        """A new node for the new study; `previous` (this logic's node of the last study) leaves
+        the scene.  Nodes of other logics (a second annotator, a restored copy) are left alone."""
+        if previous is not None and previous.GetScene() is not None:
+            previous.GetScene().RemoveNode(previous)
         if className == "vtkMRMLSegmentationNode":
             return nodes.newSegmentation(name, self.volumeNode)
         node = slicer.mrmlScene.AddNewNodeByClass(className, name)
@@ -140,8 +141,7 @@ class AnnotatorLogic:
         segmentId = nodes.segmentIdForLabel(self.scribblesNode, label)
         if segmentId is None:
             return None
-        array = slicer.util.arrayFromSegmentBinaryLabelmap(self.scribblesNode, segmentId, self.volumeNode)
-        voxels = np.argwhere(array > 0)
+        voxels = nodes.segmentVoxels(self.scribblesNode, segmentId)
         if len(voxels) == 0:
             return None
         return list(self.volume.kji_to_ras(voxels.mean(axis=0)))
@@ -234,8 +234,9 @@ class AnnotatorLogic:
             except ValueError:
                 continue
             if label is not None:
-                voxels = slicer.util.arrayFromSegmentBinaryLabelmap(segmentationNode, segmentId, volumeNode)
-                mask[(np.asarray(voxels) > 0) & (mask == 0)] = label
+                k, j, i = nodes.segmentVoxels(segmentationNode, segmentId).T
+                free = mask[k, j, i] == 0                      # the first finding keeps a shared voxel
+                mask[k[free], j[free], i[free]] = label
         self._placeDetections(mapping, mask)
         return mapping
 

@@ -125,43 +125,59 @@ def removeFindingSegment(segmentationNode, label):
         segmentationNode.GetSegmentation().RemoveSegment(segmentId)
 
 
+def referenceGeometry(volumeNode):
+    """Empty vtkOrientedImageData with the extent and IJK-to-RAS matrix of `volumeNode` (no voxels)."""
+    image = slicer.vtkOrientedImageData()
+    image.SetExtent(volumeNode.GetImageData().GetExtent())
+    matrix = vtk.vtkMatrix4x4()
+    volumeNode.GetIJKToRASMatrix(matrix)
+    image.SetImageToWorldMatrix(matrix)
+    return image
+
+
 def labelmapFromSegmentation(segmentationNode, volumeNode):
-    """Instance label map (uint16 array [k, j, i] on the volume grid) of the tagged segments."""
+    """Instance label map (uint16 array [k, j, i] on the volume grid) of the tagged segments.
+
+    Merged in memory by `GenerateMergedLabelmapForAllSegments` with each segment's finding
+    label as its value: no temporary node enters the scene."""
+    from vtk.util import numpy_support
+
     segmentation = segmentationNode.GetSegmentation()
-    ids, labels = vtk.vtkStringArray(), []
+    ids, values = vtk.vtkStringArray(), vtk.vtkIntArray()
     for segmentId in segmentation.GetSegmentIDs():
         label = segmentLabel(segmentation.GetSegment(segmentId))
         if label is not None:
             ids.InsertNextValue(segmentId)
-            labels.append(label)
-    shape = slicer.util.arrayFromVolume(volumeNode).shape
-    if not labels:
+            values.InsertNextValue(label)
+    reference = referenceGeometry(volumeNode)
+    shape = tuple(reversed(reference.GetDimensions()))
+    if ids.GetNumberOfValues() == 0:
         return np.zeros(shape, np.uint16)
-    labelmapNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "__cmb_temp__")
-    labelmapNode.SetHideFromEditors(True)          # never offered in a node selector
-    try:
-        # Exported label values are 1..N in the order of `ids` (no colour table given).
-        if not slicer.modules.segmentations.logic().ExportSegmentsToLabelmapNode(
-                segmentationNode, ids, labelmapNode, volumeNode):
-            raise RuntimeError("export of the scribble segments failed")
-        exported = slicer.util.arrayFromVolume(labelmapNode)
-    finally:
-        displayNode = labelmapNode.GetDisplayNode()
-        if displayNode and displayNode.GetColorNode():
-            slicer.mrmlScene.RemoveNode(displayNode.GetColorNode())
-        slicer.mrmlScene.RemoveNode(labelmapNode)
-    lookup = np.zeros(len(labels) + 1, np.uint16)
-    lookup[1:] = labels
-    return lookup[np.asarray(exported, dtype=np.int64)]
+    merged = slicer.vtkOrientedImageData()
+    if not segmentationNode.GenerateMergedLabelmapForAllSegments(
+            merged, slicer.vtkSegmentation.EXTENT_REFERENCE_GEOMETRY, reference, ids, values):
+        raise RuntimeError(f"could not read the segments of '{segmentationNode.GetName()}'")
+    array = numpy_support.vtk_to_numpy(merged.GetPointData().GetScalars()).reshape(shape)
+    return array.astype(np.uint16)
 
 
 def setSegmentsFromLabelmap(segmentationNode, volumeNode, array, labels=None):
-    """Write label `v` of `array` ([k, j, i] on the volume grid) into the segment of finding `v`."""
-    labels = sorted(int(v) for v in np.unique(array) if v) if labels is None else labels
+    """Write label `v` of `array` ([k, j, i] on the volume grid) into the segment of finding `v`.
+
+    Each finding's layer holds only its bounding box (not the whole volume), so 30 findings
+    on a 512 x 512 x 300 scan cost kilobytes, not gigabytes.  `labels`: the labels to write
+    (default: every label present); a listed label absent from `array` gets an empty segment."""
+    from scipy import ndimage
+
+    array = np.asarray(array)
+    boxes = ndimage.find_objects(array.astype(np.int32, copy=False)) if array.size and array.max() > 0 else []
+    present = [v + 1 for v, box in enumerate(boxes) if box is not None]
+    labels = present if labels is None else [int(v) for v in labels]
     for label in labels:
-        segmentId = addFindingSegment(segmentationNode, label)
-        slicer.util.updateSegmentBinaryLabelmapFromArray(
-            (np.asarray(array) == label).astype(np.uint8), segmentationNode, segmentId, volumeNode)
+        box = boxes[label - 1] if 0 < label <= len(boxes) else None
+        if box is None:
+            box = tuple(slice(0, 1) for _ in range(3))
+        setSegmentFromBox(segmentationNode, volumeNode, label, array[box] == label, box)
     return labels
 
 
