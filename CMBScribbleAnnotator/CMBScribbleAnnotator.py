@@ -1,8 +1,7 @@
 """CMBScribbleAnnotator: scribble CMBs, record BOMBS metadata, mark mimics, see each CMB's
 grown mask when the brush is lifted, export a training-ready dataset.  Glue only: GUI in
 Resources/UI/CMBScribbleAnnotator.ui (filled by `CMBScribbleAnnotatorLib.form`), state in a
-parameter node, node work in `CMBScribbleAnnotatorLib.logic`, algorithms in CMBLib.
-Shortcuts: docs/slicer.md."""
+parameter node, node work in `CMBScribbleAnnotatorLib.logic`, algorithms in CMBLib.  Shortcuts: docs/slicer.md."""
 import json
 import os
 from typing import Annotated

@@ -69,7 +69,8 @@ class RealSlicer:
         self._saved = {}
 
     def _slice_node(self, layout_name):
-        node = self.slicer.vtkMRMLSliceNode()
+        node = self.scene.CreateNodeByClass("vtkMRMLSliceNode")     # with the scene's orientation presets
+        node.UnRegister(None)
         node.SetName(layout_name)
         node.SetLayoutName(layout_name)
         node.SetSingletonTag(layout_name)

@@ -1,20 +1,14 @@
-"""The CMBScribbleAnnotator glue (CMBScribbleAnnotatorLib) against a small fake of the Slicer API.
-
-Slicer cannot be installed here, so `slicer` and `vtk` are replaced by fakes that keep
-the semantics the glue relies on (checked against Slicer's source): arrays [k, j, i],
-IJK-to-RAS matrices, segment tags read through `vtk.mutable`, and
-`ExportSegmentsToLabelmapNode` numbering the exported segments 1..N in the order of the
-given IDs.  The real module is exercised by its Slicer self-test
-(`CMBScribbleAnnotatorTest`).
+"""The CMBScribbleAnnotator glue (CMBScribbleAnnotatorLib) on both test backends: Slicer's real
+MRML libraries (slicer-core) and the fake kept for Python 3.9 (`slicer_backend` fixture,
+Testing/slicer_backends.py).  Tests use Slicer's public API only.  The module's own Slicer
+self-test runs in Testing/test_slicer_selftests.py.
 """
 import ast
 import re
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from fake_slicer import install, make_fake_slicer
 
 from CMBLib.annotation.document import validate_document
 from CMBLib.errors import CMBError
@@ -23,12 +17,10 @@ MODULE_DIR = Path(__file__).resolve().parents[1] / "CMBScribbleAnnotator"
 
 
 @pytest.fixture
-def glue(monkeypatch, tmp_path):
-    slicer, vtk = make_fake_slicer()
-    install(lambda name, module: monkeypatch.setitem(sys.modules, name, module), slicer, vtk)
+def glue(slicer_backend, monkeypatch, tmp_path):
+    """(backend, AnnotatorLogic, volume node, tmp_path): a 10 x 30 x 30 volume, one dark CMB."""
+    slicer = slicer_backend.slicer
     monkeypatch.syspath_prepend(str(MODULE_DIR))
-    for name in [m for m in sys.modules if m.startswith("CMBScribbleAnnotatorLib")]:
-        monkeypatch.delitem(sys.modules, name)
     from CMBScribbleAnnotatorLib.logic import AnnotatorLogic
 
     rng = np.random.default_rng(2)
@@ -38,17 +30,18 @@ def glue(monkeypatch, tmp_path):
     ijk_to_ras = np.diag([-0.9, -0.9, 1.5, 1.0])
     ijk_to_ras[:3, 3] = [40.0, 50.0, -7.0]
     volume_node = slicer.util.addVolumeFromArray(image, ijk_to_ras, name="T2S")
-    return slicer, AnnotatorLogic, volume_node, tmp_path
+    return slicer_backend, AnnotatorLogic, volume_node, tmp_path
 
 
 def test_annotate_grow_autosave_export_import_through_the_glue(glue):
-    slicer, AnnotatorLogic, volume_node, tmp_path = glue
+    backend, AnnotatorLogic, volume_node, tmp_path = glue
+    slicer = backend.slicer
     logic = AnnotatorLogic(sessionRoot=tmp_path / "sessions", rater="r1")
     logic.setVolume(volume_node)
     assert logic.addFinding() == 1 and logic.addFinding() == 2
     from CMBScribbleAnnotatorLib import nodes
 
-    scribble = np.zeros(volume_node.array.shape, np.uint8)
+    scribble = np.zeros(slicer.util.arrayFromVolume(volume_node).shape, np.uint8)
     scribble[5, 12, 14:17] = 1
     slicer.util.updateSegmentBinaryLabelmapFromArray(
         scribble, logic.scribblesNode, nodes.segmentIdForLabel(logic.scribblesNode, 1), volume_node)
@@ -62,17 +55,18 @@ def test_annotate_grow_autosave_export_import_through_the_glue(glue):
     assert f1["mask"]["voxel_count"] == int((mask == 1).sum()) > 10 and f1["size_class"] == "<5mm"
     assert f2["mask"] is None                                      # finding 2 has no scribble yet
     masks_segment = logic.masksNode.GetSegmentation().GetSegment(nodes.segmentIdForLabel(logic.masksNode, 1))
-    assert masks_segment.tags["cmb.size_class"] == "<5mm"
+    assert backend.tag(masks_segment, "cmb.size_class") == "<5mm"
 
     logic.setField(1, "certainty", "uncertain")
-    assert masks_segment.tags["cmb.certainty"] == "uncertain"    # tags follow the metadata
+    assert backend.tag(masks_segment, "cmb.certainty") == "uncertain"    # tags follow the metadata
     with pytest.raises(CMBError, match=r"findings\[0\]\.cause: 'x' is not one of caa"):
         logic.setField(1, "cause", "x")
     logic.deleteFinding(2)
     logic.mimicsNode.AddControlPoint((1.0, 2.0, 3.0), "cavernoma")
-    logic.findingCentre(1)
-    nodes.jumpTo(logic.findingCentre(1))
-    assert slicer.jumps and slicer.jumps[-1][3] is True
+    centre = logic.findingCentre(1)               # the mask's centre (RAS mm) once masks are grown
+    np.testing.assert_allclose(centre, logic.volume.kji_to_ras(np.argwhere(mask == 1).mean(axis=0)), atol=1e-6)
+    nodes.jumpTo(centre)
+    np.testing.assert_allclose(backend.slice_centre(), centre, atol=1e-6)
 
     logic.autosave()
     again = AnnotatorLogic(sessionRoot=tmp_path / "sessions")
@@ -96,12 +90,13 @@ def test_annotate_grow_autosave_export_import_through_the_glue(glue):
 
 
 def test_detector_hand_over_proposes_findings_with_a_seed(glue):
-    slicer, AnnotatorLogic, volume_node, tmp_path = glue
+    backend, AnnotatorLogic, volume_node, tmp_path = glue
+    slicer = backend.slicer
     logic = AnnotatorLogic(sessionRoot=tmp_path)
     logic.setVolume(volume_node)
     logic.addFinding()
     centre = logic.volume.kji_to_ras([5, 12, 15])
-    detector_mask = np.zeros(volume_node.array.shape, np.uint16)
+    detector_mask = np.zeros(slicer.util.arrayFromVolume(volume_node).shape, np.uint16)
     detector_mask[4:7, 11:14, 14:17] = 1
     mapping = logic.addDetections([{"label": 1, "centre_ras": list(centre), "size_class": "<5mm",
                                     "max_probability": 0.8}], detector_mask)
@@ -115,7 +110,8 @@ def test_detector_hand_over_proposes_findings_with_a_seed(glue):
 
 
 def test_cmb_detector_hand_over_through_its_segmentation(glue):
-    slicer, AnnotatorLogic, volume_node, tmp_path = glue
+    backend, AnnotatorLogic, volume_node, tmp_path = glue
+    slicer = backend.slicer
     logic = AnnotatorLogic(sessionRoot=tmp_path)
     logic.setVolume(volume_node)
     logic.addFinding()
@@ -124,10 +120,10 @@ def test_cmb_detector_hand_over_through_its_segmentation(glue):
         segment_id = detector.GetSegmentation().AddEmptySegment(f"cand_{det_label}", f"cand {det_label}")
         segment = detector.GetSegmentation().GetSegment(segment_id)
         segment.SetTag("CMBDetector.Label", str(det_label))
-        block = np.zeros(volume_node.array.shape, bool)
+        block = np.zeros(slicer.util.arrayFromVolume(volume_node).shape, bool)
         block[4:7, 11:14, 14:17] = det_label == 1
         block[2:4, 20:22, 5:7] = det_label == 5
-        segment.array = block
+        slicer.util.updateSegmentBinaryLabelmapFromArray(block.astype(np.uint8), detector, segment_id, volume_node)
     centre = list(logic.volume.kji_to_ras([5, 12, 15]))
     findings = [{"label": 1, "review_status": "confirmed", "source": "detector", "centre_ras": centre,
                  "location_suggested": "outside"},
@@ -193,7 +189,8 @@ def _paint(slicer, logic, label, voxels):
 
 
 def test_autosave_writes_only_the_findings_that_changed(glue, monkeypatch):
-    slicer, AnnotatorLogic, volume_node, tmp_path = glue
+    backend, AnnotatorLogic, volume_node, tmp_path = glue
+    slicer = backend.slicer
     logic = AnnotatorLogic(sessionRoot=tmp_path / "s", rater="r1")
     logic.setVolume(volume_node)
     for label, kji in ((1, [(5, 12, 14), (5, 12, 15)]), (2, [(3, 20, 5)]), (3, [(7, 4, 4)])):
@@ -267,7 +264,8 @@ class FakeGrower:
 
 
 def test_live_mask_grows_the_changed_scribble_and_rethresholds(glue):
-    slicer, AnnotatorLogic, volume_node, tmp_path = glue
+    backend, AnnotatorLogic, volume_node, tmp_path = glue
+    slicer = backend.slicer
     logic = AnnotatorLogic(sessionRoot=tmp_path, growerFactory=FakeGrower)
     logic.setVolume(volume_node)
     logic.addFinding()

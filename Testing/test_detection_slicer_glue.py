@@ -1,5 +1,6 @@
-"""CMBDetector's Slicer-free parts: the warm-worker client, process-tree kill, review state,
-model card, CMake listing, Python 3.9, module size, no threads."""
+"""CMBDetector's Slicer-free parts (the warm-worker client, process-tree kill, review state,
+model card, CMake listing, Python 3.9, module size, no threads) and its logic on both test
+backends (`slicer_backend`: Slicer's real MRML libraries and the fake), through Slicer's public API."""
 import ast
 import json
 import os
@@ -271,15 +272,9 @@ def test_aside_description_and_points_say_why_with_the_numbers():
 
 
 @pytest.fixture
-def fake_slicer(monkeypatch):
-    """The fake Slicer (Testing/fake_slicer.py) as `slicer` / `vtk`; CMBDetectorLib re-imported with it."""
-    from fake_slicer import install, make_fake_slicer
-
-    slicer, vtk = make_fake_slicer()
-    install(lambda name, module: monkeypatch.setitem(sys.modules, name, module), slicer, vtk)
-    for name in [m for m in sys.modules if m.split(".")[0] == "CMBDetectorLib"]:
-        monkeypatch.delitem(sys.modules, name)
-    return slicer
+def fake_slicer(slicer_backend):
+    """`slicer` of the backend (real MRML or the fake); CMBDetectorLib is re-imported with it."""
+    return slicer_backend.slicer
 
 
 # Three dark foci on a 0.9 x 0.9 x 3 mm grid with origin (-18, -18, -30), identity directions:
@@ -323,11 +318,15 @@ def test_load_results_shows_the_set_aside_candidates_as_locked_points(fake_slice
 
     jsonPath, kept, suppressed = _detections(tmp_path, aside={0, 2})
     assert len(kept) == 1 and len(suppressed) == 2
-    volume = fake_slicer.util.addVolumeFromArray(np.zeros((20, 40, 40), np.float32), name="T2S")
+    geometry = np.diag([0.9, 0.9, 3.0, 1.0])
+    geometry[:3, 3] = (-18.0, -18.0, -30.0)                    # the grid the detections were made on
+    volume = fake_slicer.util.addVolumeFromArray(np.zeros((20, 40, 40), np.float32), geometry, name="T2S")
     logic = DetectorLogic()
     seg, points, table = logic.loadResults(jsonPath, volume)
     assert points.GetNumberOfControlPoints() == 1 and table.GetNumberOfRows() == 1   # findings only
-    assert seg.GetSegmentation().GetSegmentIDs() == ["CMB_1"]
+    assert list(seg.GetSegmentation().GetSegmentIDs()) == ["CMB_1"]
+    voxels = fake_slicer.util.arrayFromSegmentBinaryLabelmap(seg, "CMB_1", volume)
+    assert int(voxels.sum()) == 36 and voxels[5:8, 25:28, 25:29].all()   # the kept blob, BLOBS[1]
     aside = logic.asideNode
     assert aside is not None and aside.GetName() == "T2S set aside (likely veins)"
     assert aside.GetNumberOfControlPoints() == 2
@@ -344,25 +343,26 @@ def test_load_results_shows_the_set_aside_candidates_as_locked_points(fake_slice
         assert text.startswith("set aside: deep_midline_veins zone, ") and text.endswith("; not a finding")
         assert f"p {suppressed[n]['max_probability']:.2f}" in text
     np.testing.assert_allclose(sorted(got), sorted(want), atol=0.01)       # hand-computed centres
-    assert aside.GetDisplayNode().selected_color == ASIDE_COLOR == aside.GetDisplayNode().color
+    np.testing.assert_allclose(aside.GetDisplayNode().GetSelectedColor(), ASIDE_COLOR)
+    np.testing.assert_allclose(aside.GetDisplayNode().GetColor(), ASIDE_COLOR)
 
     # the next result without set-aside candidates: no new node, and the logic forgets the old one
     again, _, none = _detections(tmp_path / "second", aside=set())
     assert none == []
-    before = [n.GetName() for n in fake_slicer.mrmlScene.nodes if n.class_name == "vtkMRMLMarkupsFiducialNode"]
+    before = [n.GetName() for n in fake_slicer.util.getNodesByClass("vtkMRMLMarkupsFiducialNode")]
     logic.loadResults(again, volume)
-    after = [n.GetName() for n in fake_slicer.mrmlScene.nodes if n.class_name == "vtkMRMLMarkupsFiducialNode"]
+    after = [n.GetName() for n in fake_slicer.util.getNodesByClass("vtkMRMLMarkupsFiducialNode")]
     assert logic.asideNode is None
     assert after == before + ["T2S CMB centres"]
     assert logic.markupsNode.GetNumberOfControlPoints() == 3
 
 
-def test_the_detector_self_test_load_step_runs_on_the_fake_slicer(fake_slicer, tmp_path, monkeypatch):
-    """The Slicer self-test's results -> nodes -> review step (set-aside points included), on the fake."""
+def test_the_detector_self_test_load_step_leaves_these_nodes(fake_slicer, tmp_path, monkeypatch):
+    """The Slicer self-test's results -> nodes -> review step (set-aside points included)."""
     from fake_slicer import run_detector_selftest
 
     run_detector_selftest(monkeypatch, "test_loadResultsAndReview", tmp_path)
-    assert [n.GetName() for n in fake_slicer.mrmlScene.nodes if n.class_name == "vtkMRMLMarkupsFiducialNode"] == [
+    assert [n.GetName() for n in fake_slicer.util.getNodesByClass("vtkMRMLMarkupsFiducialNode")] == [
         "selftest CMB centres", "selftest CMB centres", "selftest set aside (likely veins)"]
 
 
@@ -392,18 +392,13 @@ def test_starting_a_detection_sends_the_candidate_classifier_choice(fake_slicer,
     from CMBLib.io import read_volume
 
     monkeypatch.setattr(RecordingProcess, "lines", [])
-    monkeypatch.setattr(fake_slicer.util, "tempDirectory", lambda key: str(tmp_path / key), raising=False)
-    exported = []
+    exported, export = [], fake_slicer.util.exportNode
 
-    def export_node(node, path):
-        from CMBLib.geometry import Volume
-        from CMBLib.io import write_volume
-
-        write_volume(Volume(node.array, (1.0, 1.0, 1.0)), path)
+    def export_node(node, path, *args, **kwargs):
         exported.append(path)
-        return True
+        return export(node, path, *args, **kwargs)
 
-    monkeypatch.setattr(fake_slicer.util, "exportNode", export_node, raising=False)
+    monkeypatch.setattr(fake_slicer.util, "exportNode", export_node)
     volume = fake_slicer.util.addVolumeFromArray(np.arange(24, dtype=np.float32).reshape(2, 3, 4), name="T2S")
     logic = DetectorLogic(processFactory=RecordingProcess, python="py")
     sent = []
@@ -416,7 +411,8 @@ def test_starting_a_detection_sends_the_candidate_classifier_choice(fake_slicer,
     assert [job["second_stage"] for job in sent] == [True, None, None, False]
     assert '"second_stage": true' in RecordingProcess.lines[0] and '"second_stage": null' in RecordingProcess.lines[1]
     assert [_stage2(job["second_stage"]) for job in sent] == [True, None, None, False]   # the worker accepts them
-    assert all(job["image"] == exported[0] and job["name"] == "T2S" and job["threshold"] is None for job in sent)
+    assert [job["image"] for job in sent] == exported and len(exported) == 4     # each job sends its own export
+    assert all(job["name"] == "T2S" and job["threshold"] is None for job in sent)
     np.testing.assert_array_equal(read_volume(exported[0]).array, np.arange(24).reshape(2, 3, 4))
     assert logic.worker.starts == 1                     # one warm worker for all four jobs
 

@@ -14,7 +14,6 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "CMBDetector"))
 
 from CMBDetectorLib import jobs  # noqa: E402
-from fake_slicer import install, make_fake_slicer  # noqa: E402
 from test_annotation_slicer_glue import glue  # noqa: E402, F401 - the annotator on the fake Slicer (fixture)
 from test_detection_slicer_glue import SubprocessStandIn, _alive  # noqa: E402
 
@@ -252,17 +251,10 @@ class UI:
 
 
 @pytest.fixture
-def fake(monkeypatch):
-    slicer, vtk = make_fake_slicer()
-    install(lambda name, module: monkeypatch.setitem(sys.modules, name, module), slicer, vtk)
-    slicer.util.tryWithErrorDisplay = lambda *a, **k: __import__("contextlib").nullcontext()
-    slicer.util.confirmOkCancelDisplay = lambda *a, **k: True
-    slicer.util.confirmYesNoDisplay = lambda *a, **k: True
-    qt = types.ModuleType("qt")
-    monkeypatch.setitem(sys.modules, "qt", qt)
-    for name in [m for m in sys.modules if m.split(".")[0] == "CMBDetectorLib"]:
-        monkeypatch.delitem(sys.modules, name)          # re-imported with the fake slicer and qt
-    return slicer
+def fake(slicer_backend, monkeypatch):
+    """`slicer` of the backend (real MRML or the fake) and an empty `qt`; CMBDetectorLib re-imported."""
+    monkeypatch.setitem(sys.modules, "qt", types.ModuleType("qt"))
+    return slicer_backend.slicer
 
 
 def test_improve_panel_trains_then_selects_the_new_model(fake, tmp_path, monkeypatch):
@@ -538,20 +530,18 @@ def test_real_report_is_found_from_its_output(tmp_path):
     assert "exists" in events[-1]["message"]                    # the panel then asks before --overwrite
 
 
-def test_the_detector_self_test_step_runs_on_the_fake_slicer(fake, tmp_path, monkeypatch):
+def test_the_detector_self_test_training_step_runs(fake, tmp_path, monkeypatch):
     from fake_slicer import run_detector_selftest
 
     run_detector_selftest(monkeypatch, "test_trainingAndReportGlue", tmp_path)
 
 
-def test_export_accepted_writes_a_dataset_through_the_annotator(monkeypatch, tmp_path):
+def test_export_accepted_writes_a_dataset_through_the_annotator(glue, tmp_path):   # noqa: F811 - the fixture
     """Review in the detector -> one click -> a dataset subject with confirmed / proposed findings."""
     import numpy as np
-    from test_annotation_slicer_glue import glue as make_glue
 
-    slicer, annotator_logic, volume_node, _ = make_glue.__wrapped__(monkeypatch, tmp_path)
-    for name in [m for m in sys.modules if m.split(".")[0] == "CMBDetectorLib"]:
-        monkeypatch.delitem(sys.modules, name)
+    backend, annotator_logic, volume_node, _ = glue
+    slicer = backend.slicer
     from CMBDetectorLib.logic import DetectorLogic
     from CMBDetectorLib.review import ReviewSession
 
@@ -566,9 +556,9 @@ def test_export_accepted_writes_a_dataset_through_the_annotator(monkeypatch, tmp
     for label, block in blocks.items():
         segment_id = detector.GetSegmentation().AddEmptySegment(f"CMB_{label}", f"CMB {label}")
         detector.GetSegmentation().GetSegment(segment_id).SetTag("CMBDetector.Label", str(label))
-        mask = np.zeros(volume_node.array.shape, bool)
-        mask[block] = True
-        detector.GetSegmentation().GetSegment(segment_id).array = mask
+        mask = np.zeros(slicer.util.arrayFromVolume(volume_node).shape, np.uint8)
+        mask[block] = 1
+        slicer.util.updateSegmentBinaryLabelmapFromArray(mask, detector, segment_id, volume_node)
         centre = [(s.start + s.stop - 1) / 2 for s in block]
         records.append({"label": label, "centre_ras": list(annotator.volume.kji_to_ras(centre)), "diameter_mm": 3.0,
                         "size_class": "<5mm", "max_probability": 0.9})
