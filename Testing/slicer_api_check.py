@@ -129,6 +129,7 @@ class Api:
             out = set()
             for c in self.chain(cls):
                 out |= set(self.classes[c]["methods"]) | set(self.classes[c].get("enumerators", []))
+                out |= {s.split("(")[0] for s in self.classes[c].get("signals", [])}   # timer.timeout.connect(f)
             out |= VTK_BASE if cls.startswith("vtk") else PYTHONQT
             self._members[cls] = out
         return self._members[cls]
@@ -507,8 +508,10 @@ class Checker(Infer):
         elif called and attr[:1].isupper() and not attr.startswith(("Q", "Py")):
             root = d.split(".")[0] if d else None
             if root not in IGNORED_ROOTS and not (d or "").startswith(("slicer.vtk", "slicer.qMRML", "slicer.qSlicer")):
-                if attr not in a.union:
-                    return self.bad(n, f"method {attr}()")
+                if attr not in a.union and attr not in self.m.functions:
+                    hint = (f" ({t.cls} is not recorded: add it to CLASSES in scripts/slicer_api_snapshot.py)"
+                            if t and t.cls.startswith(("vtkMRML", "vtkSlicer", "vtkSegment")) else "")
+                    return self.bad(n, f"method {attr}(){hint}")
 
     def call(self, n):
         a, f = self.api, n.func
@@ -516,6 +519,15 @@ class Checker(Infer):
         name = d.rsplit(".", 1)[-1] if d.startswith("slicer.util.") else None
         if isinstance(f, ast.Name) and f.id == "getattr" and len(n.args) == 2:
             self.getattr_call(n)
+        params = a.snap["slicer_util_parameters"].get(name)
+        if params is not None:
+            for k in n.keywords:
+                if k.arg is not None and k.arg not in params and "**" not in params:
+                    self.bad(n, f"slicer.util.{name}() has no parameter '{k.arg}'")
+            positional = [p for p in params if p not in ("*", "**")]
+            if "*" not in params and len(n.args) > len(positional) and not any(
+                    isinstance(x, ast.Starred) for x in n.args):
+                self.bad(n, f"slicer.util.{name}() takes at most {len(positional)} arguments")
         if name in LOADERS:
             self.loader(n, name)
         if name in MODULE_NAME_CALLS and n.args:

@@ -9,7 +9,7 @@ its Resources/UI/*.ui):
     constructors, getters, node selectors of the .ui, parameter names, `self.x`, the parameter
     node; see slicer_api_check's docstring) must exist on that class, its Slicer / Qt bases and
     VTK's base classes; other CamelCase calls `obj.GetX(...)` on some recorded class;
-  * `slicer.util.f`, `from slicer.util import X`, `slicer.parameterNodeWrapper`,
+  * `slicer.util.f` and its keyword arguments, `from slicer.util import X`, `slicer.parameterNodeWrapper`,
     `slicer.vtkX` / `slicer.qX` and their attributes, `slicer.mrmlScene.X`, `slicer.app.X`;
   * `slicer.modules.<name>` (a module of that release, or of this or the PyTorch extension),
     its methods, and `slicer.modules.<name>.logic().X` on that module's logic class; module
@@ -103,6 +103,14 @@ MISSPELLINGS = {
                       "signal QTimer.timedOut()"),
     "signal QProcess": (DET + "process.py", '"finished(int,QProcess::ExitStatus)"',
                         '"finished(int,QProcess::ExitCode)"', "signal QProcess.finished(int,QProcess::ExitCode)"),
+    # keyword arguments of slicer.util functions
+    "keyword": ("CMBDetector/CMBDetector.py", '"Detection could not start.", waitCursor=True)',
+                '"Detection could not start.", waitcursor=True)',
+                "slicer.util.tryWithErrorDisplay() has no parameter 'waitcursor'"),
+    "keyword 2": ("CMBScribbleAnnotator/CMBScribbleAnnotator.py",
+                  "setSliceViewerLayers(background=volumeNode, fit=True)",
+                  "setSliceViewerLayers(background=volumeNode, fitView=True)",
+                  "slicer.util.setSliceViewerLayers() has no parameter 'fitView'"),
     # loader property keys
     "loader property": (DET + "logic.py", '{"show": False}', '{"shows": False}',
                         "loadLabelVolume property 'shows' (read by VolumeFile reader)"),
@@ -161,7 +169,7 @@ def test_a_misspelling_in_the_module_code_fails(name):
 
 def test_every_kind_of_misspelling_has_two_examples():
     kinds = [name.rstrip(" 0123456789").split(":")[0].split(" ")[0] for name in MISSPELLINGS]
-    for kind in ("wrong", "module", "class", "signal", "loader", "alias", "getattr", "ui"):
+    for kind in ("wrong", "module", "class", "signal", "keyword", "loader", "alias", "getattr", "ui"):
         assert kinds.count(kind) >= 2, kind
 
 

@@ -16,8 +16,8 @@ checks the module code against this snapshot of Slicer's own source.  For each t
     the class of `slicer.modules.<name>.logic()` (read from the module's createLogic());
   * io_properties: for each reader file type ("VolumeFile", "SegmentationFile"...), the keys
     of the properties dict its reader reads (what slicer.util.loadVolume(path, {...}) may pass);
-  * slicer_util: the functions of slicer.util; parameter_node_wrapper: the names of
-    slicer.parameterNodeWrapper;
+  * slicer_util: the functions and classes of slicer.util, slicer_util_parameters: each
+    function's parameter names; parameter_node_wrapper: the names of slicer.parameterNodeWrapper;
   * effects: segment editor effect names and their (common) parameter names;
   * shortcuts: built-in keys the modules must not take (main-window menu mnemonics and
     shortcuts, slice/3D view keys, segment editor keys);
@@ -26,7 +26,7 @@ checks the module code against this snapshot of Slicer's own source.  For each t
     the modules may rely on); dicom_attributes: the "DICOM.*" node attributes Slicer's
     DICOM plugins set (e.g. "DICOM.instanceUIDs" on a scalar volume).
 
-Besides, once for all releases, "qt": the methods, properties and signals of the Qt classes
+Besides, once for all releases, "qt": the methods, properties, enum values and signals of the Qt classes
 the modules use (QPushButton, QComboBox, QTimer, QProcess...), the names that both Qt 5.15
 (Slicer 5.8 - 5.12) and Qt 6 (Slicer 5.12 can be built with Qt 6.8) have, read from PyQt5
 and PyQt6 (`pip install PyQt5 PyQt6` in any Python; without them the "qt" part of the
@@ -217,6 +217,19 @@ def python_defs(text):
     return sorted(set(re.findall(r"^(?:def|class) ([A-Za-z_]\w*)\s*[(:]", text, flags=re.M)))
 
 
+def python_parameters(text):
+    """{function: [parameter names] + ["**"] when it takes **kwargs, ["*"] when *args} of a module."""
+    import ast
+
+    out = {}
+    for node in ast.parse(text).body:
+        if isinstance(node, ast.FunctionDef):
+            a = node.args
+            names = [x.arg for x in a.posonlyargs + a.args + a.kwonlyargs]
+            out[node.name] = names + (["*"] if a.vararg else []) + (["**"] if a.kwarg else [])
+    return dict(sorted(out.items()))
+
+
 def effect_parameters(tree):
     out = {}
     abstract = _strip_comments(tree.file("qSlicerSegmentEditorAbstractLabelEffect.cxx") or "")
@@ -327,7 +340,8 @@ def snapshot(git_dir, tag, ctk_git_dir):
     tree = Tree(git_dir, tag)
     ctk = ctk_commit(tree)
     classes = class_apis([tree, Tree(ctk_git_dir, ctk)], CLASSES + CTK_CLASSES)
-    util = python_defs(tree.read("Base/Python/slicer/util.py"))
+    util_text = tree.read("Base/Python/slicer/util.py")
+    util = python_defs(util_text)
     pnw_dir = "Base/Python/slicer/parameterNodeWrapper/"
     pnw = tree.read(pnw_dir + "__init__.py")
     pnw_names = set(re.findall(r"\b([A-Za-z_]\w*)\b", " ".join(re.findall(r"import\s*\(([^)]*)\)", pnw, re.S))))
@@ -340,14 +354,16 @@ def snapshot(git_dir, tag, ctk_git_dir):
                             capture_output=True, text=True).stdout.strip()
     return {"commit": commit, "ctk_commit": ctk, "classes": classes, "class_names": class_names(tree),
             "modules": modules(tree), "io_properties": io_properties(tree), "slicer_util": util,
+            "slicer_util_parameters": python_parameters(util_text),
             "parameter_node_wrapper": sorted(pnw_names), "effects": effect_parameters(tree),
             "shortcuts": shortcuts(tree), "dicom_database": dicom_methods, "dicom_attributes": dicom_attributes}
 
 
 def _qt_flat(module, name):
-    """(flattened public names (methods, properties), signals, direct base) of a PyQt class."""
+    """(flattened public names (methods, properties, enum values), signals, direct base) of a PyQt class."""
     cls = getattr(module, name)
     names = {n for n in dir(cls) if not n.startswith("_") and callable(getattr(cls, n, None))}
+    enums = {n for n in dir(cls) if not n.startswith("_") and not callable(getattr(cls, n, None))}
     signals, base = set(), None
     meta = getattr(cls, "staticMetaObject", None)
     if meta is not None:
@@ -362,7 +378,7 @@ def _qt_flat(module, name):
             base = meta.superClass().className()
     else:
         base = next((b.__name__ for b in cls.__mro__[1:] if b.__module__.startswith(("PyQt5", "PyQt6"))), None)
-    return names, signals, base
+    return names, enums, signals, base
 
 
 def qt_api():
@@ -379,15 +395,15 @@ def qt_api():
             mod = importlib.import_module(f"{binding}.{module}")
             for name in names:
                 if hasattr(mod, name):
-                    n, s, b = _qt_flat(mod, name)
-                    old = flat.setdefault(name, {})
-                    old[binding] = (n, s, b)
+                    flat.setdefault(name, {})[binding] = _qt_flat(mod, name)
     out = {}
     for name, per in flat.items():
         if len(per) != 2:
             continue
-        (n5, s5, b5), (n6, s6, b6) = per["PyQt5"], per["PyQt6"]
-        out[name] = {"methods": n5 & n6, "signals": s5 & s6, "base": b5 if b5 == b6 else None}
+        (n5, e5, s5, b5), (n6, _, s6, b6) = per["PyQt5"], per["PyQt6"]
+        # enum values: PythonQt gives them unscoped on the class (QAbstractItemView.SelectRows) with
+        # Qt 5 and 6, as PyQt5 does (PyQt6 scopes them: QAbstractItemView.SelectionBehavior.SelectRows)
+        out[name] = {"methods": (n5 & n6) | e5, "signals": s5 & s6, "base": b5 if b5 == b6 else None}
     for info in out.values():             # keep only what the base classes do not have
         info["methods"] -= _inherited(out, info["base"], "methods")
         info["signals"] -= _inherited(out, info["base"], "signals")
