@@ -107,6 +107,11 @@ class Api:
         self.class_names = set(self.snap["class_names"]) | set(self.classes)
         self.modules = self.snap["modules"]
         self.module_names = set(self.modules) | EXTRA_MODULES
+        # slicer.modules.<name lower-cased> (qSlicerLoadableModule.cxx, the module manager), and for a
+        # scripted module <Name>Instance and its widget <Name>Widget (qSlicerScriptedLoadableModule(Widget).cxx)
+        scripted = EXTRA_MODULES | {k for k, v in self.modules.items() if v["kind"] == "scripted"}
+        self.module_attributes = {m.lower() for m in self.module_names} | {
+            m + suffix for m in scripted for suffix in ("Instance", "Widget")}
         self._members, self._family = {}, {}
         slicer_classes = self.snap["classes"]
         self.union = set(VTK_BASE)
@@ -365,7 +370,7 @@ class Infer:
                 return T("vtkMRMLScene", True)
             if d == "slicer.app":
                 return T("qSlicerApplication", True)
-            if d and re.fullmatch(r"slicer\.modules\.\w+", d):
+            if d and re.fullmatch(r"slicer\.modules\.[a-z0-9_]+", d):
                 return T("qSlicerAbstractModule", False)
             if is_ui(node.value) and node.attr in m.ui:
                 return m.ui[node.attr]
@@ -491,7 +496,7 @@ class Checker(Infer):
             if head.startswith(("vtk", "qMRML", "qSlicer")) and len(parts) == 3 and head in a.classes:
                 if attr not in a.members(head):
                     return self.bad(n, f"slicer.{head}.{attr}")
-            if head == "modules" and len(parts) == 3 and attr.lower() not in {x.lower() for x in a.module_names}:
+            if head == "modules" and len(parts) == 3 and attr not in a.module_attributes:
                 return self.bad(n, f"slicer.modules.{attr}")
             if head == "dicomDatabase" and len(parts) == 3 and attr not in a.snap["dicom_database"]:
                 return self.bad(n, f"slicer.dicomDatabase.{attr}")

@@ -54,7 +54,7 @@ def test_module_code_uses_only_existing_slicer_api(module, version):
     assert not found, "\n".join(found)
 
 
-# (module, file, text that occurs in it, misspelt text, the violation reported).  Each kind of
+# name -> (file, text that occurs in it, misspelt text, the one violation reported).  Each kind of
 # misspelling at least twice; the text must occur, so a changed module breaks this test loudly.
 DET, ANN = "CMBDetector/CMBDetectorLib/", "CMBScribbleAnnotator/CMBScribbleAnnotatorLib/"
 MISSPELLINGS = {
