@@ -338,6 +338,9 @@ class Scene:
     def GetFirstNodeByName(self, name):
         return next((n for n in self.nodes if n.name == name), None)
 
+    def GetNumberOfNodes(self):
+        return len(self.nodes)
+
     def RemoveNode(self, node):
         if node in self.nodes:
             self.nodes.remove(node)
@@ -362,7 +365,11 @@ def make_fake_slicer():
     util.arrayFromVTKMatrix = lambda m: m.m.copy()
 
     def update_segment(array, seg_node, segment_id, volume_node):
-        seg_node.GetSegmentation().GetSegment(segment_id).array = np.asarray(array) > 0
+        """As Slicer: the segment's layer keeps the whole volume's extent (not cropped)."""
+        segment = seg_node.GetSegmentation().GetSegment(segment_id)
+        full = (np.asarray(array) > 0).astype(np.uint8)
+        segment.shape, segment.image = full.shape, (Image(full, (0, 0, 0), full.shape) if full.any() else Image())
+        segment.mtime = next(_clock)
 
     def array_from_segment(seg_node, segment_id, volume_node):
         a = seg_node.GetSegmentation().GetSegment(segment_id).array

@@ -106,3 +106,22 @@ def install_backend(name, monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "slicer.ScriptedLoadableModule", _scripted_loadable_module())
     monkeypatch.setitem(sys.modules, "SampleData", _sample_data_module(backend.slicer))
     return backend
+
+
+def standalone(name):
+    """(slicer, vtk, finish) for a script (benchmarks): backend `name` put into sys.modules for
+    the rest of the process; `finish()` empties the real scene.  Exits with the reason when the
+    real backend cannot be used here."""
+    if name == "fake":
+        from fake_slicer import install, make_fake_slicer
+
+        slicer, vtk = make_fake_slicer()
+        install(sys.modules.__setitem__, slicer, vtk)
+        return slicer, vtk, lambda: None
+    from real_slicer import RealSlicer, available
+
+    ok, why = available()
+    if not ok:
+        sys.exit(why)
+    real = RealSlicer().install()
+    return real.slicer, real.vtk, real.uninstall

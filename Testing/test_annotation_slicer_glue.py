@@ -287,3 +287,29 @@ def test_live_mask_grows_the_changed_scribble_and_rethresholds(glue):
     assert logic.liveGrow() == {}                       # only a later stroke re-grows live
     _paint(slicer, logic, 2, [(5, 12, 15), (5, 12, 16)])
     assert list(logic.liveGrow()) == [2]
+
+
+def test_findings_written_in_bulk_keep_only_their_box_and_leave_no_node_behind(glue):
+    """Restore, import, batch masks and hand-over write each finding's layer cropped to its
+    bounding box (real MRML keeps the full volume per layer otherwise), and reading the
+    label maps back leaves no temporary node in the scene."""
+    backend, AnnotatorLogic, volume_node, tmp_path = glue
+    from CMBScribbleAnnotatorLib import nodes
+
+    logic = AnnotatorLogic(sessionRoot=tmp_path)
+    logic.setVolume(volume_node)
+    labels = np.zeros(logic.volume.array.shape, np.uint16)
+    labels[2:4, 5:8, 9:10] = 3
+    labels[7, 20, 21:25] = 9
+    before = backend.slicer.mrmlScene.GetNumberOfNodes()
+    assert nodes.setSegmentsFromLabelmap(logic.masksNode, volume_node, labels) == [3, 9]
+    assert nodes.setSegmentsFromLabelmap(logic.masksNode, volume_node, labels, labels=[4]) == [4]  # absent: empty
+    extents = {}
+    for label in (3, 4, 9):
+        segment_id = nodes.segmentIdForLabel(logic.masksNode, label)
+        extents[label] = tuple(logic.masksNode.GetBinaryLabelmapInternalRepresentation(segment_id).GetExtent())
+    assert extents[3] == (9, 9, 5, 7, 2, 3) and extents[9] == (21, 24, 20, 20, 7, 7)   # (i0, i1, j0, j1, k0, k1)
+    assert extents[4][1] - extents[4][0] <= 0 and not len(nodes.segmentVoxels(logic.masksNode, "CMB_4"))
+    np.testing.assert_array_equal(nodes.labelmapFromSegmentation(logic.masksNode, volume_node), labels)
+    np.testing.assert_array_equal(logic.maskLabelmap().array, labels)
+    assert backend.slicer.mrmlScene.GetNumberOfNodes() == before           # nothing left in the scene

@@ -1,9 +1,9 @@
 """GUI-thread time of one autosave of CMBScribbleAnnotator, new (incremental) vs old (full).
 
-Drives the module's logic layer (CMBScribbleAnnotatorLib.logic.AnnotatorLogic) with the
-fake Slicer of Testing/fake_slicer.py on a 512 x 512 x 300 volume with 30 CMBs (scribble
-of a few voxels and a grown mask each, every segment in its own labelmap layer as the
-module makes them).  Measured, median of --repeats runs:
+Drives the module's logic layer (CMBScribbleAnnotatorLib.logic.AnnotatorLogic) on Slicer's
+real MRML libraries (slicer-core; `--backend fake`: Testing/fake_slicer.py) on a
+512 x 512 x 300 volume with 30 CMBs (scribble of a few voxels and a grown mask each, every
+segment in its own labelmap layer as the module makes them).  Measured, median of --repeats runs:
 
   * new, after one stroke: `logic.autosave()` when one finding's scribble changed
     (reads that segment's small internal labelmap, writes one uint16 voxel file, the
@@ -16,7 +16,7 @@ module makes them).  Measured, median of --repeats runs:
 
 Target: new <= 50 ms.  Prints the ratio old / new.
 
-    python benchmarks/bench_autosave.py [--shape 300 512 512] [--cmbs 30] [--repeats 7]
+    python benchmarks/bench_autosave.py [--shape 300 512 512] [--cmbs 30] [--repeats 7] [--backend real|fake]
 """
 import argparse
 import statistics
@@ -30,7 +30,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "Testing"), str(ROOT / "CMBScribbleAnnotator")]
 
-import fake_slicer  # noqa: E402
+from slicer_backends import standalone  # noqa: E402
 
 
 def median_ms(function, repeats):
@@ -47,10 +47,10 @@ def main(argv=None):
     parser.add_argument("--shape", type=int, nargs=3, default=[300, 512, 512], metavar=("K", "J", "I"))
     parser.add_argument("--cmbs", type=int, default=30)
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--backend", choices=("real", "fake"), default="real")
     args = parser.parse_args(argv)
 
-    slicer, vtk = fake_slicer.make_fake_slicer()
-    fake_slicer.install(sys.modules.__setitem__, slicer, vtk)
+    slicer, vtk, finish = standalone(args.backend)
     from CMBScribbleAnnotatorLib import nodes
     from CMBScribbleAnnotatorLib.logic import AnnotatorLogic
 
@@ -72,20 +72,20 @@ def main(argv=None):
         ball = (kk ** 2 + jj ** 2 + ii ** 2 <= r * r).astype(np.uint8)
         stroke = np.zeros((1, 1, 3), np.uint8) + 1
         for node, array, origin in ((logic.scribblesNode, stroke, c - [0, 0, 1]), (logic.masksNode, ball, c - r)):
-            segment_id = nodes.addFindingSegment(node, n)
-            segment = node.GetSegmentation().GetSegment(segment_id)
-            segment.shape, segment.image = shape, fake_slicer.Image(array, origin, shape)
+            box = tuple(slice(int(o), int(o) + n) for o, n in zip(origin, array.shape))
+            nodes.setSegmentFromBox(node, volume_node, n, array, box)
 
     t = time.perf_counter()
     logic.autosave()
     first_ms = 1000 * (time.perf_counter() - t)
     target = nodes.segmentIdForLabel(logic.scribblesNode, 7)
-    segment = logic.scribblesNode.GetSegmentation().GetSegment(target)
+    k, j, i = nodes.segmentVoxels(logic.scribblesNode, target).min(axis=0)
+    width = [3]
 
     def stroke_then_save():
-        old = segment.image
-        grown = np.ones((1, 2, old.array.shape[2] + 1), np.uint8)       # the rater paints a bit more
-        segment.image = fake_slicer.Image(grown, old.origin_kji, shape)
+        width[0] += 1                                                    # the rater paints a bit more
+        box = (slice(k, k + 1), slice(j, j + 2), slice(i, i + width[0]))
+        nodes.setSegmentFromBox(logic.scribblesNode, volume_node, 7, np.ones((1, 2, width[0]), np.uint8), box)
         logic.autosave()
 
     new_stroke_ms = median_ms(stroke_then_save, args.repeats)
@@ -113,7 +113,8 @@ def main(argv=None):
                        logic.volume.with_array(masks) if np.any(masks) else None)
 
     old_ms = median_ms(old_autosave, max(3, args.repeats // 2))
-    print(f"volume {shape[0]}x{shape[1]}x{shape[2]}, {args.cmbs} CMBs, median of {args.repeats} runs")
+    print(f"{args.backend} Slicer backend; volume {shape[0]}x{shape[1]}x{shape[2]}, {args.cmbs} CMBs, "
+          f"median of {args.repeats} runs")
     print(f"  new autosave, first (all {args.cmbs} findings written): {first_ms:8.1f} ms")
     print(f"  new autosave after one stroke:                   {new_stroke_ms:8.1f} ms  (target <= 50 ms)")
     print(f"  new autosave, metadata change only:              {new_meta_ms:8.1f} ms")
@@ -122,9 +123,11 @@ def main(argv=None):
     again = AnnotatorLogic(sessionRoot=root / "new")
     again.setVolume(volume_node)
     _, scribbles, masks = again.store.load(again.key)
-    assert int((scribbles.array == 7).sum()) == int(segment.image.array.sum()), "saved state differs"
+    assert int((scribbles.array == 7).sum()) == len(nodes.segmentVoxels(logic.scribblesNode, target)) == \
+        2 * width[0], "saved state differs"
     assert int((masks.array > 0).sum()) == int((exported["masks"] > 0).sum())
     print("  restored state checked: the stroke and all masks are in the session")
+    finish()
 
 
 if __name__ == "__main__":

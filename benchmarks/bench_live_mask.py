@@ -1,7 +1,8 @@
 """Stroke end -> live mask shown, through CMBScribbleAnnotator's logic layer.
 
 512 x 512 x 300 synthetic T2*-like volume (noise around 300, --cmbs dark spheres of
-1-2.5 mm radius at 0.45 x 0.45 x 0.5 mm), the fake Slicer of Testing/fake_slicer.py, the
+1-2.5 mm radius at 0.45 x 0.45 x 0.5 mm), Slicer's real MRML libraries (slicer-core;
+`--backend fake`: Testing/fake_slicer.py), the
 real interactive engine `CMBLib.growing.Grower`.  Measured, median of --repeats runs on
 different CMBs:
 
@@ -14,7 +15,7 @@ different CMBs:
 The Grower's one-off set-up on first use is reported separately.  Target: stroke end
 <= 50 ms.  Without `CMBLib.growing.Grower` (the interactive engine) it says so and stops.
 
-    python benchmarks/bench_live_mask.py [--shape 300 512 512] [--cmbs 30] [--repeats 9]
+    python benchmarks/bench_live_mask.py [--shape 300 512 512] [--cmbs 30] [--repeats 9] [--backend real|fake]
 """
 import argparse
 import statistics
@@ -28,7 +29,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "Testing"), str(ROOT / "CMBScribbleAnnotator")]
 
-import fake_slicer  # noqa: E402
+from slicer_backends import standalone  # noqa: E402
 
 
 def synthetic(shape, spacing_kji, n, rng):
@@ -53,6 +54,7 @@ def main(argv=None):
     parser.add_argument("--shape", type=int, nargs=3, default=[300, 512, 512], metavar=("K", "J", "I"))
     parser.add_argument("--cmbs", type=int, default=30)
     parser.add_argument("--repeats", type=int, default=9)
+    parser.add_argument("--backend", choices=("real", "fake"), default="real")
     args = parser.parse_args(argv)
     try:
         from CMBLib.growing import Grower  # noqa: F401
@@ -61,8 +63,7 @@ def main(argv=None):
               "nothing measured.")
         return 0
 
-    slicer, vtk = fake_slicer.make_fake_slicer()
-    fake_slicer.install(sys.modules.__setitem__, slicer, vtk)
+    slicer, vtk, finish = standalone(args.backend)
     from CMBScribbleAnnotatorLib import nodes
     from CMBScribbleAnnotatorLib.logic import AnnotatorLogic
 
@@ -78,11 +79,9 @@ def main(argv=None):
         logic.addFinding()
 
     def stroke(label):
-        c = centres[label - 1]
-        segment_id = nodes.segmentIdForLabel(logic.scribblesNode, label)
-        segment = logic.scribblesNode.GetSegmentation().GetSegment(segment_id)
-        segment.shape = shape
-        segment.image = fake_slicer.Image(np.ones((1, 1, 3), np.uint8), c - [0, 0, 1], shape)
+        k, j, i = centres[label - 1]
+        box = (slice(k, k + 1), slice(j, j + 1), slice(i - 1, i + 2))        # a 3-voxel stroke
+        nodes.setSegmentFromBox(logic.scribblesNode, volume_node, label, np.ones((1, 1, 3), np.uint8), box)
 
     t = time.perf_counter()
     grower = logic.grower()
@@ -119,7 +118,8 @@ def main(argv=None):
         logic.generateMasks([label])
         ref_ms.append(1000 * (time.perf_counter() - t))
     stroke_med, ref_med = statistics.median(grow_ms), statistics.median(ref_ms)
-    print(f"volume {shape[0]}x{shape[1]}x{shape[2]}, {args.cmbs} CMBs; live masks of {len(grow_ms)} CMBs "
+    print(f"{args.backend} Slicer backend; volume {shape[0]}x{shape[1]}x{shape[2]}, {args.cmbs} CMBs; "
+          f"live masks of {len(grow_ms)} CMBs "
           f"(median size {int(statistics.median(sizes))} voxels)")
     print(f"  Grower set-up on first use (once per volume): {setup_ms:8.1f} ms")
     print(f"  stroke end -> mask shown (median):            {stroke_med:8.1f} ms  (target <= 50 ms; "
@@ -130,6 +130,7 @@ def main(argv=None):
     print(f"  tolerance slider -> mask shown (median):      {statistics.median(slider_ms):8.1f} ms")
     print(f"  old way, Generate mask (selected) (median):   {ref_med:8.1f} ms")
     print(f"  ratio old / live: {ref_med / stroke_med:.0f}x")
+    finish()
     return 0
 
 

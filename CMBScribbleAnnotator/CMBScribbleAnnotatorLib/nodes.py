@@ -167,16 +167,13 @@ def setSegmentsFromLabelmap(segmentationNode, volumeNode, array, labels=None):
     Each finding's layer holds only its bounding box (not the whole volume), so 30 findings
     on a 512 x 512 x 300 scan cost kilobytes, not gigabytes.  `labels`: the labels to write
     (default: every label present); a listed label absent from `array` gets an empty segment."""
-    from scipy import ndimage
+    from CMBLib.validation import label_boxes
 
     array = np.asarray(array)
-    boxes = ndimage.find_objects(array.astype(np.int32, copy=False)) if array.size and array.max() > 0 else []
-    present = [v + 1 for v, box in enumerate(boxes) if box is not None]
-    labels = present if labels is None else [int(v) for v in labels]
+    boxes = label_boxes(array)
+    labels = sorted(boxes) if labels is None else [int(v) for v in labels]
     for label in labels:
-        box = boxes[label - 1] if 0 < label <= len(boxes) else None
-        if box is None:
-            box = tuple(slice(0, 1) for _ in range(3))
+        box = boxes.get(label, (slice(0, 1),) * 3)
         setSegmentFromBox(segmentationNode, volumeNode, label, array[box] == label, box)
     return labels
 
