@@ -15,6 +15,7 @@ real brains on clinical grids, pseudo-T2*, domain-randomised) -- choose on ``val
     python benchmarks/froc_default_path.py --split val --n 12 --out /tmp/froc_val.json
     python benchmarks/froc_default_path.py --split val --model training/runs/sensitivity/model
     python benchmarks/froc_default_path.py --split val --zooms "1,1,1;2,2,1"
+    python benchmarks/froc_default_path.py --split val --tta flips     # test-time flips (detect's tta)
 
 Sensitivity is also given per inserted CMB size (equivalent diameter of its half-maximum
 mask), at 0.7 / 3 mm and at the chosen pair.
@@ -40,7 +41,7 @@ def size_bin(diameter_mm: float) -> int:
     return int(np.searchsorted(SIZE_BINS_MM, diameter_mm, side="right"))
 
 
-def case_rows(case, model, zones, zooms=None) -> tuple[dict, dict]:
+def case_rows(case, model, zones, zooms=None, tta=None) -> tuple[dict, dict]:
     """({(threshold, min diameter): [tp, fp, fn, set aside]}, {same key: [found, inserted]
     per size bin}) for one case."""
     from CMBLib.detection.candidates import find_candidates
@@ -53,7 +54,7 @@ def case_rows(case, model, zones, zooms=None) -> tuple[dict, dict]:
 
     seq = "QSM" if case["polarity"] == "bright" else "T2S"
     res = detect(case["image"], model, device="cpu", sequence=seq, second_stage=False, location_filter=False,
-                 keep_model_grid=True, zooms=zooms)
+                 keep_model_grid=True, zooms=zooms, tta=tta)
     pre = res.model_grid["pre"]
     brain = pre.to_native(pre.brain_mask.astype(np.uint8), order=0) > 0
     ref = reference_centres(case["cmb_mask"])
@@ -95,6 +96,8 @@ def main(argv=None):
     ap.add_argument("--out", default=None)
     ap.add_argument("--model", default="default", help="a model folder (default: the bundled cmb-default)")
     ap.add_argument("--zooms", default=None, help="inference zooms, e.g. '1,1,1;2,2,1' (default: the model's)")
+    ap.add_argument("--tta", default=None, help="test-time augmentation: none, mirror, flips, d4 or transform "
+                                                 "names (default: the model's)")
     args = ap.parse_args(argv)
     import torch
 
@@ -110,20 +113,22 @@ def main(argv=None):
     labels, chi, msk, fsn = load_backgrounds(args.sources.split(","))
     per_source: dict = {}
     sizes: dict = {}
+    seconds: list = []
     for i in range(args.n):
         for source in args.sources.split(","):
             case = make_case(source, args.split, i, labels, chi, msk, fsn)
             if case is None or case["polarity"] != "dark":
                 continue
             t = time.time()
-            rows, by_size = case_rows(case, model, zones, zooms)
+            rows, by_size = case_rows(case, model, zones, zooms, args.tta)
             for k, v in by_size.items():
                 acc_s = sizes.setdefault(k, [[0, 0] for _ in v])
                 sizes[k] = [[a[0] + b[0], a[1] + b[1]] for a, b in zip(acc_s, v)]
             acc = per_source.setdefault(source, {k: [0, 0, 0, 0, 0] for k in rows})
             for k, v in rows.items():
                 acc[k] = [a + b for a, b in zip(acc[k], v + [1])]
-            print(f"{source} {i} {rows[(0.7, 3.0)]} {time.time() - t:.1f}s", flush=True)
+            seconds.append(time.time() - t)
+            print(f"{source} {i} {rows[(0.7, 3.0)]} {seconds[-1]:.1f}s", flush=True)
     total = {k: [sum(per_source[s][k][j] for s in per_source) for j in range(5)] for k in next(iter(
         per_source.values()))}
 
@@ -137,11 +142,14 @@ def main(argv=None):
     ok = {k: v for k, v in total.items() if v[1] / v[4] <= args.max_fp}
     best = max(ok, key=lambda k: (round(f1(ok[k]), 6), -k[0], -k[1])) if ok else None
     print(f"\nhighest F1 with <= {args.max_fp} FP/scan: {best} (0.7 / 3.0: F1 {f1(total[(0.7, 3.0)]):.3f})")
+    print(f"seconds per case (detect + candidates + registration): median {np.median(seconds):.1f}, "
+          f"total {np.sum(seconds):.0f}")
     for key in dict.fromkeys([(0.7, 3.0), best]):
         if key is not None:
             print(f"found by size at {key[0]:g} / {key[1]:g} mm: {size_line(sizes[key])}")
     if args.out:
-        Path(args.out).write_text(json.dumps({"split": args.split, "model": args.model, "zooms": zooms, "best": best,
+        Path(args.out).write_text(json.dumps({"split": args.split, "model": args.model, "zooms": zooms, "tta": args.tta,
+                                              "seconds": seconds, "best": best,
                                               "by_size": {f"{k[0]}/{k[1]}": v for k, v in sizes.items()},
                                               "total": {
             f"{k[0]}/{k[1]}": v for k, v in total.items()}, "per_source": {s: {f"{k[0]}/{k[1]}": v for k, v in

@@ -113,7 +113,8 @@ def _is_oom(exc: BaseException) -> bool:
 def predict_probability(network, array: np.ndarray, patch_size: Sequence[int], device: str = "cpu",
                         sw_batch_size: int = 2, overlap: float = 0.125, mode: str = "gaussian",
                         progress=None, cancel=None, warnings: Optional[list] = None,
-                        mask: Optional[np.ndarray] = None, flip_average: bool = False) -> tuple[np.ndarray, str]:
+                        mask: Optional[np.ndarray] = None, flip_average: bool = False,
+                        tta: Optional[Sequence[str]] = None) -> tuple[np.ndarray, str]:
     """Probability map (float32, same shape as `array` [k, j, i]) and the device actually used.
 
     `patch_size` is (i, j, k) voxels (as stored in model metadata).  Windows run in
@@ -123,10 +124,109 @@ def predict_probability(network, array: np.ndarray, patch_size: Sequence[int], d
     moves to the CPU; each fall-back is appended to `warnings` (a list of strings).
     `flip_average`: test-time augmentation, the mean of the probabilities of each window
     and of its mirror image along i (twice the computation).
+    `tta`: test-time augmentation of the whole array: names of `TTA_TRANSFORMS` (see
+    `tta_transforms`); the sliding window runs once on each transformed array (the head
+    turned or mirrored in-plane, windows laid out on the turned array as for a scan that
+    arrived turned) and the probability maps, mapped back, are averaged (len(tta) times the
+    computation).  The set is a group for the presets, so the average is the same for a head
+    turned by any of its members.
     """
+    warnings = warnings if warnings is not None else []
+    transforms = list(tta) if tta else ["identity"]
+    out = None
+    for n, name in enumerate(transforms):
+        def _sub(f, msg, n=n, name=name):
+            tag = "" if len(transforms) == 1 else f"{name} ({n + 1}/{len(transforms)}): "
+            report(progress, (n + f) / len(transforms), tag + msg)
+
+        inp = tta_apply(array, name)
+        m = None if mask is None else tta_apply(np.asarray(mask), name)
+        p, device = _predict_once(network, inp, patch_size, device, sw_batch_size, overlap, mode,
+                                  _sub if progress is not None else None, cancel, warnings, m, flip_average)
+        p = tta_invert(p, name)
+        out = p.astype(np.float32) if out is None else out + p
+    if len(transforms) > 1:
+        out /= np.float32(len(transforms))
+    return np.ascontiguousarray(out, dtype=np.float32), device
+
+
+# In-plane transforms of a [k, j, i] array (the D4 group of the square): 90-degree turns,
+# mirrors and transposes.  Each is its own inverse except rot90 / rot270.
+TTA_TRANSFORMS = ("identity", "mirror_i", "mirror_j", "rot180", "rot90", "rot270", "transpose", "antitranspose")
+TTA_PRESETS = {"none": ("identity",), "mirror": ("identity", "mirror_i"),
+               "flips": ("identity", "mirror_i", "mirror_j", "rot180"), "d4": TTA_TRANSFORMS}
+_SWAPS_IJ = frozenset({"rot90", "rot270", "transpose", "antitranspose"})
+
+
+def tta_transforms(spec) -> Optional[list]:
+    """Test-time augmentation as a list of `TTA_TRANSFORMS` names, or None (not given).
+
+    `spec`: None or "" -> None (the model's default); False, "off" or "none" -> ["identity"];
+    a preset ("mirror": identity + mirror along i; "flips": + mirror along j and the 180-degree
+    turn, the group of in-plane mirrors; "d4": + the 90-degree turns and transposes, all 8);
+    or transform names (a list, or one string separated by commas).  CMBError for anything else.
+    """
+    if spec is None or (isinstance(spec, str) and not spec.strip()):
+        return None
+    if spec is False:
+        return ["identity"]
+    names = [v.strip().lower() for v in spec.split(",")] if isinstance(spec, str) else \
+        [str(v).strip().lower() for v in spec] if isinstance(spec, (list, tuple)) else None
+    if names is None:
+        raise CMBError(f"test-time augmentation {spec!r}: give a preset ({', '.join(TTA_PRESETS)}) or "
+                       f"transform names ({', '.join(TTA_TRANSFORMS)})")
+    if len(names) == 1 and names[0] in ("off", "none"):
+        return ["identity"]
+    if len(names) == 1 and names[0] in TTA_PRESETS:
+        return list(TTA_PRESETS[names[0]])
+    bad = [v for v in names if v not in TTA_TRANSFORMS]
+    if bad or not names:
+        raise CMBError(f"unknown test-time augmentation '{', '.join(bad) or spec}': use a preset "
+                       f"({', '.join(TTA_PRESETS)}) or transform names ({', '.join(TTA_TRANSFORMS)})")
+    if len(set(names)) != len(names):
+        raise CMBError(f"test-time augmentation lists a transform twice: {', '.join(names)}")
+    return names
+
+
+def tta_swaps_axes(transforms) -> bool:
+    """Whether any of `transforms` swaps the in-plane axes (needs equal i and j spacing)."""
+    return any(t in _SWAPS_IJ for t in (transforms or ()))
+
+
+def tta_apply(array: np.ndarray, name: str) -> np.ndarray:
+    """`array` [k, j, i] (3D, or any array whose last two axes are j, i) turned by `name`."""
+    a = np.asarray(array)
+    j, i = a.ndim - 2, a.ndim - 1
+    if name == "identity":
+        return a
+    if name == "mirror_i":
+        return np.flip(a, i)
+    if name == "mirror_j":
+        return np.flip(a, j)
+    if name == "rot180":
+        return np.flip(a, (j, i))
+    if name == "rot90":
+        return np.rot90(a, 1, axes=(j, i))
+    if name == "rot270":
+        return np.rot90(a, -1, axes=(j, i))
+    if name == "transpose":
+        return np.swapaxes(a, j, i)
+    if name == "antitranspose":
+        return np.flip(np.swapaxes(a, j, i), (j, i))
+    raise CMBError(f"unknown test-time transform '{name}'")
+
+
+def tta_invert(array: np.ndarray, name: str) -> np.ndarray:
+    """Inverse of `tta_apply(., name)`."""
+    return tta_apply(array, {"rot90": "rot270", "rot270": "rot90"}.get(name, name))
+
+
+def _predict_once(network, array, patch_size, device, sw_batch_size, overlap, mode, progress, cancel,
+                  warnings, mask, flip_average) -> tuple[np.ndarray, str]:
     import torch
 
-    warnings = warnings if warnings is not None else []
+    array = np.ascontiguousarray(array)
+    mask = None if mask is None else np.ascontiguousarray(mask)
     roi = [int(p) for p in list(patch_size)[::-1]]  # (k, j, i) to match the array
     batch = max(int(sw_batch_size), 1)
     while True:

@@ -54,7 +54,7 @@ def detect(volume: Volume, model: Union[str, tuple[object, dict]] = "default", d
            max_diameter_mm: Optional[float] = None, sw_batch_size: int = 2, overlap: Optional[float] = None,
            progress=None, cancel=None, second_stage: Optional[bool] = None,
            keep_model_grid: bool = False, location_filter: Optional[bool] = None,
-           zooms=None) -> DetectionResult:
+           zooms=None, tta=None) -> DetectionResult:
     """Detect CMBs in `volume` (a 3D Volume; SWI / T2*-GRE magnitude or QSM).
 
     model: a bundled model name, "default", a model folder, or a loaded (network, metadata)
@@ -64,10 +64,14 @@ def detect(volume: Volume, model: Union[str, tuple[object, dict]] = "default", d
     location (needs CMBLib.location).  brain_mask: optional array/Volume on the input grid.
     zooms: the model grids to run on, each a zoom (i, j, k) of the model's spacing (default:
     model.json "inference_zooms", else [[1, 1, 1]]); the probability maps are combined by
-    their voxel-wise maximum on the input grid.  Sizes are in mm.  Raises CMBError for bad
-    input, `Cancelled` when `cancel` is set.
+    their voxel-wise maximum on the input grid.  tta: test-time augmentation on the canonical
+    model grid, a preset ("none", "mirror", "flips", "d4") or in-plane transform names
+    (`inference.tta_transforms`; default: model.json "tta", else the model's per-window
+    "flip_average"); the probability maps of the turned / mirrored inputs are averaged after
+    mapping back.  Sizes are in mm.  Raises CMBError for bad input, `Cancelled` when `cancel`
+    is set.
     """
-    from .inference import predict_probability, select_device
+    from .inference import predict_probability, select_device, tta_swaps_axes, tta_transforms
     from .model_io import load_model
     from .preprocess import preprocess
 
@@ -102,6 +106,12 @@ def detect(volume: Volume, model: Union[str, tuple[object, dict]] = "default", d
 
     check_cancel(cancel)
     zooms = inference_zooms(meta, zooms)
+    tta = tta_transforms(meta.get("tta") if tta is None else tta)   # None: the model's flip_average
+    flip_average = bool(meta.get("flip_average", False)) if tta is None else False
+    if tta_swaps_axes(tta) and any(abs(float(meta["spacing_mm"][0]) / z[0] - float(meta["spacing_mm"][1]) / z[1])
+                                   > 1e-6 for z in zooms):
+        raise CMBError("test-time 90-degree turns and transposes need a model grid with equal i and j "
+                       "spacing; use --tta flips")
     prob, pre, prob_model, brain_native, used = None, None, None, None, "cpu"
     for n, zoom in enumerate(zooms):
         lo, hi = 0.02 + 0.88 * n / len(zooms), 0.02 + 0.88 * (n + 1) / len(zooms)
@@ -122,7 +132,7 @@ def detect(volume: Volume, model: Union[str, tuple[object, dict]] = "default", d
         prob_z, used = predict_probability(network, pre_z.array, window, device=dev,
                                            sw_batch_size=sw_batch_size, overlap=overlap, progress=_inner,
                                            cancel=cancel, warnings=warnings, mask=pre_z.brain_mask,
-                                           flip_average=bool(meta.get("flip_average", False)))
+                                           flip_average=flip_average, tta=tta)
         prob_z[~pre_z.brain_mask] = 0.0
         timings["inference"] = timings.get("inference", 0.0) + time.perf_counter() - t
         check_cancel(cancel)
@@ -189,6 +199,8 @@ def detect(volume: Volume, model: Union[str, tuple[object, dict]] = "default", d
         "patch_size": [int(p) for p in window],
         "overlap": overlap,
         "zooms": [[float(z) for z in zoom] for zoom in zooms],
+        "tta": list(tta) if tta else None,
+        "flip_average": flip_average,
         "location": bool(location),
         "location_filter": list(zones),
         "second_stage": None if stage2 is None else {"threshold": float(stage2[1]["threshold"]),
