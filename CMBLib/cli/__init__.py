@@ -11,8 +11,8 @@ from ..errors import CMBError
 
 # Sub-commands, in the order `cmb --help` lists them.  A module that is not present
 # (a part not installed yet) is skipped.
-COMMANDS = ["demo", "grow", "detect", "worker", "models", "evaluate", "locate", "export", "import_study", "synth",
-            "report"]
+COMMANDS = ["demo", "grow", "detect", "worker", "models", "evaluate", "benchmark", "locate", "export", "import_study",
+            "synth", "report"]
 
 
 def build_parser() -> argparse.ArgumentParser:
