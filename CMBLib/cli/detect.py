@@ -41,6 +41,9 @@ def add_parser(subparsers):
                         help="keep every first-stage candidate (skip the model's candidate classifier)")
     p.add_argument("--no-location-filter", action="store_true",
                    help="keep candidates in the model's mimic zones (e.g. the deep midline veins) as findings")
+    p.add_argument("--tta", default=None, metavar="SET",
+                   help="test-time augmentation over in-plane turns and mirrors: none, mirror, flips (4 passes), "
+                        "d4 (8 passes) or transform names separated by commas (default: the model's)")
     p.add_argument("--progress-json", action="store_true",
                    help="print progress and results as JSON lines on stdout (for the Slicer module)")
     p.add_argument("--shard", default=None, metavar="K/N", help="process shard K of N (K = 1..N)")
@@ -174,6 +177,13 @@ def _run_studies(args, inputs, out_dir, emit, bar):
     sequence = normalise_sequence(args.sequence)
     if args.threshold is not None and not 0.0 < args.threshold < 1.0:
         raise CMBError(f"--threshold {args.threshold}: must lie between 0 and 1")
+    if getattr(args, "tta", None) is not None:
+        from ..detection.inference import tta_transforms
+
+        try:
+            tta_transforms(args.tta)
+        except CMBError as exc:
+            raise CMBError(f"--tta: {exc}") from None
     todo = []
     rows = []
     for path in inputs:
@@ -211,7 +221,7 @@ def _run_studies(args, inputs, out_dir, emit, bar):
         try:
             result = detect(volume, model, device=device, threshold=args.threshold, polarity=args.polarity,
                             sequence=sequence, location=args.location, progress=prog,
-                            second_stage=stage2_choice(args),
+                            second_stage=stage2_choice(args), tta=getattr(args, "tta", None),
                             location_filter=False if getattr(args, "no_location_filter", False) else None)
             paths = write_outputs(result, out_dir, name, image=str(path), overwrite=args.overwrite)
             paths.update(detect_extras(args, path, volume, result, out_dir, name))

@@ -9,7 +9,7 @@ Protocol (one JSON object per line, UTF-8):
 
     in:   {"id": "1", "image": PATH, "out": DIR, "name": NAME, "model": "default",
            "device": "auto", "threshold": null, "sequence": "T2S", "location": false,
-           "location_filter": true, "second_stage": null, "overwrite": false}
+           "location_filter": true, "second_stage": null, "tta": null, "overwrite": false}
           {"cmd": "quit"}                    (or end of stdin)
     out:  {"event": "ready", "pid": N}       once, when the worker listens
           {"event": "progress", "id": ID, "progress": 0.42, "message": "..."}
@@ -111,7 +111,7 @@ class Worker:
                         threshold=None if threshold is None else float(threshold),
                         sequence=sequence, location=bool(job.get("location", False)), progress=progress,
                         location_filter=None if job.get("location_filter", True) else False,
-                        second_stage=_stage2(job.get("second_stage")))
+                        second_stage=_stage2(job.get("second_stage")), tta=_tta(job.get("tta")))
         timings["detect"] = time.perf_counter() - t
         t = time.perf_counter()
         os.makedirs(job["out"], exist_ok=True)
@@ -132,6 +132,16 @@ def _stage2(value):
     if not isinstance(value, bool):
         raise CMBError(f"second_stage must be true, false or null, not {value!r}")
     return value
+
+
+def _tta(value):
+    """A job's "tta": null (the model's default), a preset name or a list of transform names
+    (`CMBLib.detection.inference.tta_transforms`)."""
+    if value is None:
+        return None
+    from ..detection.inference import tta_transforms
+
+    return tta_transforms(value)
 
 
 def _emit(obj: dict) -> None:
