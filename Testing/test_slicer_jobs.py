@@ -138,6 +138,9 @@ def test_training_run_events_curves_and_outcome(tmp_path):
     assert "current model on validation: F1 0.400, 3.000 FP/scan" in text
     assert "last 0.500, best 0.500" in text and "warning: only 1 validation study" in text
     assert "fine-tuned weights kept, threshold 0.6" in text
+    monitor.feed({"event": "done", "model_dir": str(out), "accepted": False, "threshold": 0.7,
+                  "reason": "not enough studies to judge"})        # the gate's reason, as finetune_run emits it
+    assert "(not enough studies to judge: the parent's weights were kept, threshold 0.7)" in monitor.text()
 
 
 def test_refused_dataset_gives_its_one_line_reason(tmp_path):

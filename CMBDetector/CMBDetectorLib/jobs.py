@@ -241,8 +241,9 @@ class TrainingMonitor:
             lines.append(f"val F1 {sparkline(v for _, v in self.val)}  last {self.val[-1][1]:.3f}, best {best:.3f}")
         lines += [f"warning: {w}" for w in self.warnings]
         if self.done:
-            kept = "fine-tuned weights kept" if self.done.get("accepted") else \
-                "not better than its parent on validation: the parent's weights were kept"
+            reason = self.done.get("reason") or "not better than its parent on validation"   # the gate's reason
+            kept = ("fine-tuned weights kept" if self.done.get("accepted") else
+                    f"{reason}: the parent's weights were kept")
             lines.append(f"done: {self.done.get('model_dir')} ({kept}, threshold {self.done.get('threshold')})")
         if self.error:
             lines.append(f"error: {self.error}")

@@ -219,11 +219,16 @@ def load_dataset(root, positives: str = "rater") -> tuple[str, list[LabelledStud
 
 
 def split_subjects(studies: list[LabelledStudy], val_fraction: float, seed: int = 0,
-                   fixed_val: Optional[list] = None) -> tuple[list[str], list[str]]:
-    """(training subjects, validation subjects): whole subjects, never patches.
+                   fixed: Optional[tuple] = None, test_fraction: float = 0.0) -> tuple[list, list, list]:
+    """(fine-tuning, validation, test subjects): whole subjects, never patches; no subject
+    is on two sides.
 
-    ``round(val_fraction * subjects)`` (at least 1) subjects go to validation, drawn with
-    `seed`; when possible both sides hold at least one CMB.  `fixed_val`: use these.
+    Validation (picks each model's threshold and the best fine-tuned state):
+    ``round(val_fraction * subjects)``, at least 1.  Test (confirms the decision; no model
+    was trained or tuned on it): ``round(test_fraction * subjects)``, at least 1 when
+    `test_fraction` > 0, and none when that would leave no subject to fine-tune on (fewer
+    than 3 subjects).  Drawn with `seed`; when possible every side holds a CMB.  `fixed`:
+    (validation, test) subject lists to use again (a resumed run).
     """
     subjects = sorted({s.subject for s in studies})
     cmbs = {s: sum(t.n_cmbs for t in studies if t.subject == s) for s in subjects}
@@ -232,17 +237,25 @@ def split_subjects(studies: list[LabelledStudy], val_fraction: float, seed: int 
                        "(one is kept aside to check the new model)")
     if not 0.0 < float(val_fraction) < 1.0:
         raise CMBError(f"--val-fraction {val_fraction}: must lie between 0 and 1")
-    if fixed_val:
-        val = [s for s in subjects if s in set(fixed_val)]
+    if not 0.0 <= float(test_fraction) < 1.0 or float(val_fraction) + float(test_fraction) >= 1.0:
+        raise CMBError(f"--test-fraction {test_fraction}: must lie between 0 and 1 and leave subjects to "
+                       f"fine-tune on beside --val-fraction {val_fraction}")
+    if fixed:
+        val = [s for s in subjects if s in set(fixed[0])]
+        test = [s for s in subjects if s in set(fixed[1] or ()) and s not in set(val)]
     else:
+        n = len(subjects)
         order = list(np.random.default_rng(seed).permutation(subjects))
-        n_val = min(len(subjects) - 1, max(1, int(math.floor(val_fraction * len(subjects) + 0.5))))
-        val, train = order[:n_val], order[n_val:]
-        if not any(cmbs[s] for s in val):
-            for i, s in enumerate(train):
-                rest = sum(cmbs[t] for t in train) - cmbs[s]
-                if cmbs[s] and rest > 0:
-                    val[0], train[i] = s, val[0]
-                    break
-    train = [s for s in subjects if s not in set(val)]
-    return train, sorted(val)
+        n_val = min(n - 1, max(1, int(math.floor(val_fraction * n + 0.5))))
+        n_test = max(1, int(math.floor(test_fraction * n + 0.5))) if test_fraction > 0 else 0
+        n_test = max(0, min(n_test, n - 1 - n_val))
+        val, test, train = order[:n_val], order[n_val:n_val + n_test], order[n_val + n_test:]
+        for side in (val, test):   # a side without CMBs takes one from the fine-tuning subjects
+            if side and not any(cmbs[s] for s in side):
+                for i, s in enumerate(train):
+                    if cmbs[s] and sum(cmbs[t] for t in train) - cmbs[s] > 0:
+                        side[0], train[i] = s, side[0]
+                        break
+    held = set(val) | set(test)
+    train = [s for s in subjects if s not in held]
+    return train, sorted(val), sorted(test)

@@ -12,12 +12,17 @@ A model is a folder ``CMBLib/models/<name>/`` (or any folder given by path) hold
 
 The SHA-256 of ``weights.npz`` is checked against ``model.json`` *before* the weights are
 read; a mismatch is refused with a one-line CMBError.
+
+Where models live: the bundled folder (`MODELS_DIR`, read-only) and the user's folder of
+fine-tuned models (`user_models_dir`: ``--models-dir``, else ``$CMB_MODELS_DIR``, else
+``~/.cmb/models``).  This module is the lower layer: it imports nothing of
+`CMBLib.detection.registry`, which builds the user-facing list and messages on top of it.
 """
 import hashlib
 import os
 import zipfile
 from pathlib import Path
-from typing import Union
+from typing import Optional, Union
 
 import numpy as np
 
@@ -27,6 +32,8 @@ from ..io import atomic_path, read_json, write_json_atomic
 MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
 WEIGHTS_FILE = "weights.npz"
 METADATA_FILE = "model.json"
+ENV_VAR = "CMB_MODELS_DIR"                 # the user models folder, when --models-dir is not given
+DEFAULT_USER_DIR = Path("~") / ".cmb" / "models"
 # Preferred bundled model when several are present (first found wins).
 DEFAULT_MODEL_NAMES = ("cmb-default",)
 
@@ -101,6 +108,20 @@ def list_models(models_dir: Union[str, os.PathLike, None] = None) -> list[dict]:
     return out
 
 
+def user_models_dir(models_dir: Union[str, os.PathLike, None] = None) -> Path:
+    """The user models folder: `models_dir`, else $CMB_MODELS_DIR, else ~/.cmb/models (not created)."""
+    text = str(models_dir) if models_dir else os.environ.get(ENV_VAR, "").strip()
+    return Path(text).expanduser() if text else DEFAULT_USER_DIR.expanduser()
+
+
+def find_user_model(name: str, models_dir: Union[str, os.PathLike, None] = None) -> Optional[Path]:
+    """Folder of the user model named `name` (model.json name or folder name), or None."""
+    for meta in list_models(user_models_dir(models_dir)):
+        if meta["name"] == name or Path(meta["path"]).name == name:
+            return Path(meta["path"])
+    return None
+
+
 def default_model_name(models_dir: Union[str, os.PathLike, None] = None) -> str:
     """Name of the default bundled model; CMBError when none is bundled."""
     models = list_models(models_dir)
@@ -116,7 +137,7 @@ def default_model_name(models_dir: Union[str, os.PathLike, None] = None) -> str:
 
 def resolve_model_folder(name_or_path: Union[str, os.PathLike], models_dir=None) -> Path:
     """A model folder from a bundled model name, "default", a path (folder or model.json), or
-    (when `models_dir` is None) the name of a user model (`CMBLib.detection.registry`)."""
+    (when `models_dir` is None) the name of a user model (`find_user_model`)."""
     root = Path(models_dir) if models_dir else MODELS_DIR
     text = str(name_or_path)
     if text in ("", "default"):
@@ -129,9 +150,7 @@ def resolve_model_folder(name_or_path: Union[str, os.PathLike], models_dir=None)
     for meta in list_models(root):
         if meta["name"] == text or Path(meta["path"]).name == text:
             return Path(meta["path"])
-    if models_dir is None:  # the user's fine-tuned models (CMBLib.detection.registry)
-        from .registry import find_user_model
-
+    if models_dir is None:  # the user's fine-tuned models
         found = find_user_model(text)
         if found is not None:
             return found

@@ -10,22 +10,20 @@
 
 `resolve` turns what a user types (a folder path, a bundled name, a user model's name or
 folder name, or "default") into a model folder; bundled names win over user names.
+
+Layers: this module builds on `model_io` (model folders, where they live, user-folder
+lookup), which never imports this one (Testing/test_detection_import_graph.py).
 """
 import os
 from pathlib import Path
-from typing import Optional, Union
+from typing import Union
 
 from ..errors import CMBError
+from . import model_io
+from .model_io import MODELS_DIR, find_user_model, list_models, resolve_model_folder, user_models_dir
 
-ENV_VAR = "CMB_MODELS_DIR"
-DEFAULT_USER_DIR = Path("~") / ".cmb" / "models"
+ENV_VAR, DEFAULT_USER_DIR = model_io.ENV_VAR, model_io.DEFAULT_USER_DIR   # where the user models folder comes from
 CARD_FILE = "README.md"
-
-
-def user_models_dir(models_dir: Union[str, os.PathLike, None] = None) -> Path:
-    """The user models folder: `models_dir`, else $CMB_MODELS_DIR, else ~/.cmb/models (not created)."""
-    text = str(models_dir) if models_dir else os.environ.get(ENV_VAR, "").strip()
-    return Path(text).expanduser() if text else DEFAULT_USER_DIR.expanduser()
 
 
 def _entry(meta: dict, source: str) -> dict:
@@ -38,8 +36,6 @@ def _entry(meta: dict, source: str) -> dict:
 
 def list_all_models(models_dir: Union[str, os.PathLike, None] = None) -> list[dict]:
     """Metadata of the bundled models, then the user's (key "source": "bundled" or "user")."""
-    from .model_io import MODELS_DIR, list_models
-
     out = [_entry(m, "bundled") for m in list_models(MODELS_DIR)]
     user = user_models_dir(models_dir)
     if user.resolve() != MODELS_DIR.resolve():
@@ -47,21 +43,9 @@ def list_all_models(models_dir: Union[str, os.PathLike, None] = None) -> list[di
     return out
 
 
-def find_user_model(name: str, models_dir: Union[str, os.PathLike, None] = None) -> Optional[Path]:
-    """Folder of the user model named `name` (model.json name or folder name), or None."""
-    from .model_io import list_models
-
-    for meta in list_models(user_models_dir(models_dir)):
-        if meta["name"] == name or Path(meta["path"]).name == name:
-            return Path(meta["path"])
-    return None
-
-
 def resolve(name_or_path: Union[str, os.PathLike] = "default",
             models_dir: Union[str, os.PathLike, None] = None) -> Path:
     """Model folder for a path, "default", a bundled name, or a user model's name."""
-    from .model_io import resolve_model_folder
-
     try:
         return resolve_model_folder(name_or_path)
     except CMBError as exc:
@@ -86,16 +70,22 @@ def card_summary(meta: dict) -> list[str]:
     if sets:
         lines.append("trained on " + "; ".join(f"{d.get('path')} ({d.get('n_train', '?')} train + "
                                                f"{d.get('n_val', '?')} validation studies)" for d in sets))
+    def fig(row):
+        if not row:
+            return "n/a"
+        f1 = row.get("f1")
+        return (f"F1 {f1:.2f}" if isinstance(f1, float) else "F1 n/a") + \
+            f", {row.get('fp_per_scan', 0):.2f} FP/scan at threshold {row.get('threshold')}"
+
     val = ft.get("validation") or {}
-    if val:
-        def fig(row):
-            if not row:
-                return "n/a"
-            f1 = row.get("f1")
-            return (f"F1 {f1:.2f}" if isinstance(f1, float) else "F1 n/a") + \
-                f", {row.get('fp_per_scan', 0):.2f} FP/scan at threshold {row.get('threshold')}"
+    if val:   # the parent as the gate compared it: re-chosen threshold ("gate" present), else as shipped (older runs)
+        parent_row = val.get("parent_best") if ft.get("gate") else val.get("parent_shipped")
         lines.append(f"validation ({val.get('n_studies')} studies, {val.get('n_cmbs')} CMBs): "
-                     f"this model {fig(val.get('model'))}; parent {fig(val.get('parent_shipped'))}")
+                     f"this model {fig(val.get('model'))}; parent {fig(parent_row)}")
+    test = ft.get("test") or {}
+    if test.get("parent"):
+        lines.append(f"held-out test ({test.get('n_studies')} studies, {test.get('n_cmbs')} CMBs): "
+                     f"fine-tuned {fig(test.get('finetuned'))}; parent {fig(test.get('parent'))}")
     if ft.get("outcome"):
         lines.append(f"outcome: {ft['outcome']}")
     for w in ft.get("warnings") or []:
