@@ -49,6 +49,7 @@ class CMBDetectorParameterNode:
     threshold: float = 0.0
     location: bool = False
     candidateClassifier: bool = False    # off: the model's default (second stage off since cmb-default 0.3.2)
+    locationFilter: bool = True          # on: the model's location filter; off: nothing set aside by location
     outputFolder: str = ""
     model: str = ""
     candidates: slicer.vtkMRMLSegmentationNode
@@ -237,7 +238,8 @@ class CMBDetectorWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         cold = self.logic.worker is None or not self.logic.worker.alive
         self.logic.start(volume, model=model, device=p.device, threshold=p.threshold or None, sequence=p.sequence,
                          location=p.location, outputDir=p.outputFolder or None, overwrite=overwrite,
-                         second_stage=second_stage_request(p.candidateClassifier, self.selectedModelInfo()))
+                         second_stage=second_stage_request(p.candidateClassifier, self.selectedModelInfo()),
+                         location_filter=None if p.locationFilter else False)
         self.ui.progressBar.setValue(0)
         self.ui.statusLabel.text = ("Starting the detection process (loads PyTorch and the model once)..."
                                     if cold else "Detecting...")

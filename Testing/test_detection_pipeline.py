@@ -98,26 +98,34 @@ def test_location_is_added_or_refused(monkeypatch):
     monkeypatch.setitem(sys.modules, "CMBLib.location", None)
     with pytest.raises(CMBError, match="location module not installed"):
         detect(vol, dark_spot_model(), location=True)
-    fake = types.ModuleType("CMBLib.location")
-    fake.locate_points = lambda image, pts, progress=None, cancel=None: [
-        "left " + ("deep" if p[0] > 0 else "lobar") for p in pts]
+    fake = types.ModuleType("CMBLib.location")     # the registration once per image, then a Locator
+
+    class Locator:
+        answer = None
+
+        def __init__(self, image, registration=None, **kwargs):
+            assert registration == "registered"
+
+        def locate(self, pts):
+            return Locator.answer(pts)
+
+    fake.Locator = Locator
+    fake.registration_for = lambda image, progress=None, cancel=None: "registered"
+    Locator.answer = lambda pts: ["left " + ("deep" if p[0] > 0 else "lobar") for p in pts]
     monkeypatch.setitem(sys.modules, "CMBLib.location", fake)
     res = detect(vol, dark_spot_model(), location=True)
     assert sorted(r["location"] for r in res.records) == sorted(
         "left " + ("deep" if r["centre_ras"][0] > 0 else "lobar") for r in res.records)
 
-    def located(image, pts, progress=None, cancel=None):
-        return [{"region": "thalamus", "category": "deep", "side": "left"} for _ in pts]
-
-    fake.locate_points = located
+    Locator.answer = lambda pts: [{"region": "thalamus", "category": "deep", "side": "left"} for _ in pts]
     res = detect(vol, dark_spot_model(), location=True)
     assert [(r["location"], r["location_category"], r["side"]) for r in res.records] == \
         [("thalamus", "deep", "left")] * 2
 
-    def failing(image, pts, progress=None, cancel=None):
+    def failing(image, progress=None, cancel=None):
         raise CMBError("atlas registration failed")
 
-    fake.locate_points = failing
+    fake.registration_for = failing
     res = detect(vol, dark_spot_model(), location=True)
     assert len(res.records) == 2 and "location" not in res.records[0]
     assert res.warnings == ["location not determined: atlas registration failed"]

@@ -94,7 +94,7 @@ def test_job_lines_command_and_parsing():
         assert on["second_stage"] is choice and f'"second_stage": {str(choice).lower()}' in json.dumps(on)
         assert {k: v for k, v in on.items() if k not in ("id", "second_stage")} == {
             "image": "a.nrrd", "out": "out", "name": "a", "model": "default", "device": "auto", "threshold": None,
-            "sequence": "T2S", "location": False, "overwrite": False}
+            "sequence": "T2S", "location": False, "overwrite": False, "location_filter": None}
     assert parse_line('{"progress": 0.5, "message": "x"}') == {"progress": 0.5, "message": "x", "event": "progress"}
     assert parse_line("plain text")["event"] == "log"
     assert error_message({"stderr": ["warn", "cmb worker: error: a.nii: truncated"]}) == "a.nii: truncated"
@@ -442,3 +442,34 @@ def test_the_classifier_box_follows_the_chosen_model():
     assert classifier_available(bundled) and not classifier_available(plain) and classifier_available(None)
     assert [second_stage_request(c, m) for c in (True, False) for m in (bundled, plain, None)] == \
         [True, None, True, None, None, None]
+
+
+def test_the_location_filter_box_is_on_and_sends_null_or_false(fake_slicer, tmp_path, monkeypatch):
+    """The .ui checkbox 'Set aside candidates in CSF / deep veins' is bound to the parameter node's
+    locationFilter (on by default); the widget sends the job key "location_filter": null (the
+    model's filter) when on and false when off, and the worker accepts both."""
+    import re
+
+    import numpy as np
+    from CMBDetectorLib.logic import DetectorLogic
+
+    from CMBLib.cli.worker import _location_filter
+
+    ui = (MODULE / "Resources" / "UI" / "CMBDetector.ui").read_text(encoding="utf-8")
+    box = re.search(r'<widget class="QCheckBox" name="locationFilterCheck">(.*?)</widget>', ui, re.S).group(1)
+    assert re.search(r'name="SlicerParameterName" stdset="0">\s*<string>locationFilter</string>', box)
+    assert re.search(r'name="checked">\s*<bool>true</bool>', box) and "Never parenchyma" in box
+    code = (MODULE / "CMBDetector.py").read_text(encoding="utf-8")
+    assert re.search(r"^    locationFilter: bool = True\b", code, re.M)
+    assert "location_filter=None if p.locationFilter else False" in code
+    monkeypatch.setattr(RecordingProcess, "lines", [])
+    volume = fake_slicer.util.addVolumeFromArray(np.zeros((2, 3, 4), np.float32), name="T2S")
+    logic = DetectorLogic(processFactory=RecordingProcess, python="py")
+    sent = []
+    for kwargs in ({}, {"location_filter": False}, {"location_filter": None}):
+        run = logic.start(volume, outputDir=str(tmp_path / "out"), **kwargs)
+        sent.append(json.loads(RecordingProcess.lines[-1]))
+        logic.worker.process.on_line("out", json.dumps({"event": "result", "id": run, "status": "ok"}))
+    assert [job["location_filter"] for job in sent] == [None, False, None]
+    assert '"location_filter": false' in RecordingProcess.lines[1]
+    assert [_location_filter(job["location_filter"]) for job in sent] == [None, False, None]

@@ -20,6 +20,12 @@ Sources (both installed from PyPI, nothing downloaded):
   MARS regions with ``CMBLib.location.freesurfer.mars_from_freesurfer`` (same rules as
   the native route) and resampled (nearest neighbour) onto the template's 1 mm grid;
   parietal voxels behind MNI y = -78 mm become occipital (``parietal_pole_to_occipital``).
+* CSF compartments (``compartment``, 1 mm, same grid; used by the detector's location
+  filter): the voxels inside the template brain that no MARS region holds, split by the
+  same aseg into third ventricle (1), cisterns and other CSF (2: aseg CSF 24 and the
+  unlabelled voxels, among them the velum interpositum and the quadrigeminal cistern),
+  lateral ventricles (3), choroid plexus (4), fourth ventricle (5) and the CSF above the
+  corpus callosum (6) (``csf_compartments``).
 
 ``--compare`` reports per-region voxel agreement against a MARS reference parcellation
 (e.g. ../shared/data/atlases/mars_regions_mni152_1mm.nii.gz); the reference is never an input
@@ -89,6 +95,43 @@ def trim_lateral_putamen(labels, trim_mm):
     return out
 
 
+COMPARTMENTS = {1: "third_ventricle", 2: "cistern", 3: "lateral_ventricle", 4: "choroid_plexus",
+                5: "fourth_ventricle", 6: "above_corpus_callosum"}
+
+
+# CSF above the underside of the corpus callosum is callosal sulcus / interhemispheric fissure,
+# also just behind the splenium: a vertical column takes the underside of the nearest column
+# holding corpus callosum within this reach (1 mm voxels).  Chosen on the cases of
+# benchmarks/check_location_compartments.py seeds 700 and 900: without it, CMBs in the back
+# of the splenium lay in the "cistern" (3 of 12); reported on seeds 1100.
+CALLOSAL_REACH_MM = 8.0
+
+
+def csf_compartments(region, labels, brain, corpus_callosum=7, reach_mm=CALLOSAL_REACH_MM):
+    """uint8 map of the non-parenchyma inside the brain (`region` 0, `brain` True): 1 third
+    ventricle (aseg 14), 3 lateral ventricles (4/43, 5/44), 4 choroid plexus (31/63), 5 fourth
+    ventricle (15), 6 the rest where it lies above the corpus callosum (over its lowest voxel in
+    the same vertical column, or in the nearest column with corpus callosum within `reach_mm`:
+    the callosal sulcus and the interhemispheric fissure), 2 the rest (aseg CSF 24 and
+    unlabelled voxels: the velum interpositum and the basal cisterns, the quadrigeminal cistern
+    among them).  Arrays in (i, j, k) order of a 1 mm RAS grid (k up)."""
+    from scipy import ndimage
+
+    out = np.zeros(region.shape, np.uint8)
+    csf = (region == 0) & brain
+    out[csf] = 2
+    cc = region == corpus_callosum
+    has = cc.any(axis=2)
+    lowest = np.where(has, np.argmax(cc, axis=2), region.shape[2])
+    dist, (ii, jj) = ndimage.distance_transform_edt(~has, return_indices=True)
+    lowest = np.where(dist <= reach_mm, lowest[ii, jj], lowest)
+    k = np.arange(region.shape[2])[None, None, :]
+    out[csf & (k > lowest[:, :, None])] = 6
+    for code, ids in ((1, (14,)), (3, (4, 43, 5, 44)), (4, (31, 63)), (5, (15,))):
+        out[csf & np.isin(labels, ids)] = code
+    return out
+
+
 def build(compare=None):
     import nibabel as nib
     from nibabel.processing import resample_from_to
@@ -112,6 +155,8 @@ def build(compare=None):
     # Template brain at 2 mm and its mask.
     data = np.asanyarray(t1.dataobj).astype(np.float32)
     mask = ndimage.binary_fill_holes(data > 0)
+    lab_t = np.asanyarray(resample_from_to(nib.Nifti1Image(labels, dk.affine), t1, order=0).dataobj)
+    compartment = csf_compartments(reg_t, lab_t, mask)
     zoom = 0.5
     small = ndimage.zoom(ndimage.gaussian_filter(data, 0.85), zoom, order=1)
     small_mask = ndimage.zoom(mask.astype(np.float32), zoom, order=1) > 0.5
@@ -130,6 +175,7 @@ def build(compare=None):
         "axis_order": "i,j,k (nibabel); affines map (i,j,k,1) to RAS mm",
         "region_ids": {str(k): v[0] for k, v in REGIONS.items()},
         "side_codes": {"0": "none", "1": "left", "2": "right"},
+        "compartment_codes": {str(k): v for k, v in COMPARTMENTS.items()},
         "template": "ICBM 2009a nonlinear symmetric T1 (brain), from the nilearn wheel; "
         "Copyright (C) 1993-2009 Louis Collins, McConnell Brain Imaging Centre, Montreal "
         "Neurological Institute, McGill University. Permission to use, copy, modify, and "
@@ -145,6 +191,7 @@ def build(compare=None):
         OUT,
         region=reg_t,
         side=side_t,
+        compartment=compartment,
         label_affine=t1.affine,
         template=small.astype(np.uint8),
         template_mask=small_mask.astype(np.uint8),

@@ -148,9 +148,10 @@ class DetectorLogic:
         return bool(outputDir) and output_paths(outputDir, safeName(volumeNode.GetName()))["json"].exists()
 
     def start(self, volumeNode, model="default", device="auto", threshold=None, sequence="T2S",
-              location=False, outputDir=None, overwrite=False, second_stage=None):
+              location=False, outputDir=None, overwrite=False, second_stage=None, location_filter=None):
         """Export `volumeNode` and send one job to the warm worker (started on first use).
-        `second_stage`: None = the model's default, True / False = candidate classifier on / off."""
+        `second_stage`: None = the model's default, True / False = candidate classifier on / off;
+        `location_filter` alike (False: nothing is set aside by location)."""
         if self.running:
             raise RuntimeError("a detection is already running")
         name = safeName(volumeNode.GetName())
@@ -161,7 +162,8 @@ class DetectorLogic:
         if not slicer.util.exportNode(volumeNode, image):
             raise RuntimeError(f"could not write {image}")
         job = detection_job("", image, outputDir, name, model=model, device=device, threshold=threshold,
-                            sequence=sequence, location=location, overwrite=overwrite, second_stage=second_stage)
+                            sequence=sequence, location=location, overwrite=overwrite, second_stage=second_stage,
+                            location_filter=location_filter)
         self._jobs += 1
         job["id"] = f"slicer-{self._jobs}"     # known before submit: a worker may answer inside write()
         self.resultPath = None

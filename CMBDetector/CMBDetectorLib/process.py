@@ -50,13 +50,16 @@ def worker_command(python: str, threads: Optional[int] = None) -> list:
 
 def detection_job(job_id: str, image: str, out_dir: str, name: str, model: str = "default", device: str = "auto",
                   threshold: Optional[float] = None, sequence: str = "T2S", location: bool = False,
-                  overwrite: bool = False, second_stage: Optional[bool] = None) -> dict:
+                  overwrite: bool = False, second_stage: Optional[bool] = None,
+                  location_filter: Optional[bool] = None) -> dict:
     """One job line for `cmb worker` (overwrite only when the user agreed).  `second_stage`:
-    None = the model's default (JSON null), True / False = run / skip the candidate classifier."""
+    None = the model's default (JSON null), True / False = run / skip the candidate classifier;
+    `location_filter` alike (False: candidates in CSF / venous anatomy stay findings)."""
     return {"id": str(job_id), "image": str(image), "out": str(out_dir), "name": str(name), "model": str(model),
             "device": str(device), "threshold": None if threshold is None else float(threshold),
             "sequence": str(sequence), "location": bool(location), "overwrite": bool(overwrite),
-            "second_stage": None if second_stage is None else bool(second_stage)}
+            "second_stage": None if second_stage is None else bool(second_stage),
+            "location_filter": None if location_filter is None else bool(location_filter)}
 
 
 def child_environment(base: Optional[dict] = None) -> dict:

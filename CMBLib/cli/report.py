@@ -51,7 +51,7 @@ def run(args) -> int:
         s = import_subject(args.dataset, args.subject)
         records, mask, source, name = s.document["findings"], s.mask, "annotation", args.name or f"sub-{s.subject}"
         study.setdefault("rater", s.document.get("rater", ""))
-        model, threshold, warnings = None, None, []
+        model, threshold, warnings, suppressed = None, None, [], []
         image = image or s.image
         out = Path(args.out or args.dataset)
     else:
@@ -69,6 +69,7 @@ def run(args) -> int:
 
         model["limits"] = model_limits(model.get("name") or "default")
         threshold, warnings = doc.get("threshold"), doc.get("warnings", [])
+        suppressed = doc.get("suppressed_candidates") or []
         if image is None:
             raise CMBError("--detections needs --image (the image the CMBs were found in)")
         out = Path(args.out or det.parent)
@@ -84,7 +85,7 @@ def run(args) -> int:
     paths = write_study_extras(out, name, image, mask, records, report=not args.no_report,
                                dicom_headers=headers if args.dicom_seg else None, study=study, model=model,
                                threshold=threshold, source=source, warnings=warnings, sr=args.dicom_sr,
-                               overwrite=args.overwrite)
+                               overwrite=args.overwrite, suppressed=suppressed)
     for key, path in paths.items():
         print(f"{name}: {key} -> {path}")
     if args.dicom_seg and "seg" not in paths:

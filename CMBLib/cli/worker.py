@@ -19,6 +19,8 @@ Protocol (one JSON object per line, UTF-8):
            "detect": s, "write": s, "total": s}}
           {"event": "error", "id": ID, "message": "one line"}
 
+"location_filter": null (or absent) applies the model's location filter, false switches it
+off (candidates in CSF / venous anatomy stay findings), true requires it; "second_stage" alike.
 A bad job is answered with an "error" event and the worker waits for the next one;
 existing outputs are not replaced unless the job says "overwrite": true.  Cancel =
 the caller kills the worker's process tree; the next job starts a new worker.
@@ -110,7 +112,7 @@ class Worker:
         result = detect(volume, (network, meta), device=device,
                         threshold=None if threshold is None else float(threshold),
                         sequence=sequence, location=bool(job.get("location", False)), progress=progress,
-                        location_filter=None if job.get("location_filter", True) else False,
+                        location_filter=_location_filter(job.get("location_filter")),
                         second_stage=_stage2(job.get("second_stage")), tta=_tta(job.get("tta")))
         timings["detect"] = time.perf_counter() - t
         t = time.perf_counter()
@@ -123,6 +125,16 @@ class Worker:
                 "outputs": {k: str(v) for k, v in paths.items()}, "cmb_count": len(result.records),
                 "warnings": list(result.warnings), "model_loads": self.model_loads, "model_cached": cached,
                 "jobs_done": self.jobs_done, "timings": {k: round(v, 4) for k, v in timings.items()}}
+
+
+def _location_filter(value):
+    """A job's "location_filter": null or absent (the model's default: its zones, when it names
+    any), true (the model's zones, an error for a model without) or false (nothing set aside)."""
+    if value is None:
+        return None
+    if not isinstance(value, bool):
+        raise CMBError(f"location_filter must be true, false or null, not {value!r}")
+    return value
 
 
 def _stage2(value):

@@ -3,8 +3,9 @@
     image (Volume, native grid) -> validate -> preprocess onto the model grid (brain mask,
     resample, polarity, robust normalisation) -> sliding-window inference -> probability
     map back on the native grid -> candidates (connected components, size limits in mm,
-    inside the brain) -> second-stage classifier -> location-based suppression (atlas
-    registration; `location_filter`) -> per-CMB records (+ location when asked).
+    inside the brain) -> second-stage classifier -> location-based suppression (one atlas
+    registration per image, shared with the location; candidates in the CSF / venous
+    compartments of `location_filter`) -> per-CMB records (+ location when asked).
 
 Every output is on the input's grid (arrays [k, j, i], RAS geometry of the input).
 """
@@ -170,16 +171,11 @@ def detect(volume: Volume, model: Union[str, tuple[object, dict]] = "default", d
     if records and (location or zones):
         check_cancel(cancel)
         t = time.perf_counter()
-        failure = " and ".join(m for m, on in (("location filter not applied", bool(zones)),
-                                               ("location not determined", location)) if on)
-        found = _locate(volume, records, warnings, failure,
-                        progress=lambda f, m: report(progress, 0.95 + 0.05 * f, f"locating: {m}"), cancel=cancel)
-        if found is not None:
-            if location:
-                _add_locations(records, found)
-            if zones:
-                labels, records, suppressed = suppress_in_zones(labels, records, found, zones)
-                dropped["location"] = len(suppressed)
+        labels, records, suppressed = _location_step(
+            volume, labels, records, zones, location, polarity, brain_native, warnings,
+            progress=lambda f, m: report(progress, 0.95 + 0.05 * f, f"locating: {m}"), cancel=cancel)
+        if zones:
+            dropped["location"] = len(suppressed)
         timings["location"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t_start
     timings = {k: round(v, 3) for k, v in timings.items()}
@@ -323,28 +319,66 @@ def suppress_in_zones(labels: np.ndarray, records: list[dict], found: list[dict]
     return labels, kept, suppressed
 
 
-def _locate(volume: Volume, records: list[dict], warnings: list[str], failure: str, progress=None,
-            cancel=None) -> Optional[list]:
-    """Atlas location (`CMBLib.location.locate_points`) of each record's centre, or None
-    with a warning "<failure>: <reason>" when the atlas registration fails (e.g. a slab
-    showing too little of the brain): a failed location never fails the study."""
+NEAR_ZONE_MM = 62.0  # farther than this from the brain's centroid no candidate can be in a zone
+
+
+def near_zones(volume: Volume, records: list[dict], brain=None) -> bool:
+    """Whether a candidate could lie in a location-filter zone: within NEAR_ZONE_MM of the centroid
+    of `brain` (bool [k, j, i] on `volume`'s grid; else of the non-zero voxels).  The zones lie
+    within 40.4 mm of the template brain's centroid; 1.3 x that for a large head plus 10 mm for a
+    centroid shifted by partial coverage.  When none can, the registration is skipped."""
+    mask = np.asarray(brain if brain is not None else np.asarray(volume.array) != 0, bool)
+    if not mask.any():
+        return True
+    centroid = volume.kji_to_ras(np.argwhere(mask[::2, ::2, ::2]).mean(axis=0)[None] * 2)[0]
+    centres = np.array([r["centre_ras"] for r in records], dtype=float).reshape(-1, 3)
+    return bool(np.any(np.linalg.norm(centres - centroid, axis=1) <= NEAR_ZONE_MM))
+
+
+def _location_step(volume: Volume, labels: np.ndarray, records: list[dict], zones, location: bool,
+                   polarity: str, brain, warnings: list[str], progress=None, cancel=None) -> tuple:
+    """Atlas location (`location`) and the location filter (`zones`) from one atlas registration
+    of `volume`, cached per image (`CMBLib.location.registration_for`; skipped when only the filter
+    asks and no candidate is near a zone).  A failed registration never fails the study: one
+    warning "<what was not done>: <reason>"; so does a registration the filter's gate refuses
+    (`registration.filter_problems`: not a brain, a slab, the zone out of view), then nothing is
+    set aside.  Returns (labels, records kept, records set aside)."""
+    from ..progress import Cancelled
+    from .location_filter import zones_box
+
+    if zones and not location and not near_zones(volume, records, brain):
+        return labels, records, []
+    failure = " and ".join(m for m, on in (("location filter not applied", bool(zones)),
+                                           ("location not determined", location)) if on)
     try:
-        from ..location import locate_points
+        from ..location import Locator, registration_for
     except ImportError:
         raise CMBError("location module not installed (CMBLib.location); run without --location") from None
-    from ..progress import Cancelled
-
     points = np.array([r["centre_ras"] for r in records], dtype=float)
     try:
-        return list(locate_points(volume, points, progress=progress, cancel=cancel))
+        reg = registration_for(volume, progress=progress, cancel=cancel)
+        found = Locator(volume, registration=reg).locate(points) if location else None
     except Cancelled:
         raise
     except CMBError as exc:
         warnings.append(f"{failure}: {exc}")
-        return None
+        return labels, records, []
     except ImportError as exc:  # SimpleITK (a core requirement) missing from a broken install
         warnings.append(f"{failure}: atlas registration needs {exc.name or 'SimpleITK'}, not installed")
-        return None
+        return labels, records, []
+    if location:
+        _add_locations(records, found)
+    if not zones:
+        return labels, records, []
+    from ..location.registration import filter_problems
+
+    problems = filter_problems(reg, volume, zones_box(zones), polarity)
+    if problems:
+        warnings.append("location filter not applied: " + problems[0])
+        return labels, records, []
+    mni = reg.subject_to_template_ras(points)
+    found = [{"mni_x": float(m[0]), "mni_y": float(m[1]), "mni_z": float(m[2])} for m in mni]
+    return suppress_in_zones(labels, records, found, zones)
 
 
 def _add_locations(records: list[dict], found: list) -> None:

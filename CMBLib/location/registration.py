@@ -48,6 +48,10 @@ MIN_BRAIN_COVERAGE = 0.3  # fraction of the (registered) brain inside the field 
 MIN_FIELD_OF_VIEW_MM = 60.0  # the image must extend at least this far along two axes
 MIN_MUTUAL_INFORMATION = 0.05  # below this the image shares no structure with a brain
 SAMPLING_FRACTION = 0.15
+ITERATIONS = (200, 200)  # rigid, affine: most stop earlier, at MIN_STEP
+MIN_STEP = 0.05  # 0.01 until issue 26: 1.5-2x the time, transforms within 0.1 mm on the FreeSurfer brain
+RIGID_LEVELS = ([4, 2], [4.0, 2.0])  # shrink factors, smoothing sigmas (mm) per pyramid level
+AFFINE_LEVELS = ([2, 1], [2.0, 0.0])
 TISSUE_FRACTION = 0.25  # rough brain extraction: tissue brighter than this x 98th percentile
 SKULL_GAP_MM = 5.0  # erosion that separates brain from scalp across the skull
 BRAIN_OF_HEAD_RANGE = (0.3, 0.85)  # brain / head foreground volume for the split to be used
@@ -69,6 +73,7 @@ class RegistrationResult:
     warnings: list = field(default_factory=list)
     deformation: object = None  # optional BSplineTransform in template space, applied before `transform`
     coverage: float = 1.0  # fraction of the template brain inside the subject's field of view
+    interior_mi: Optional[float] = None  # MI inside the template brain's interior (`filter_problems`)
 
     def subject_to_template_ras(self, points_ras) -> np.ndarray:
         """(N, 3) subject RAS mm -> template (MNI) RAS mm."""
@@ -233,7 +238,7 @@ def _mi_method(fixed_mask, bins=32, sampling=None):
 def _register(fixed, moving, fixed_mask, initial, shrink, sigmas, iterations):
     reg = _mi_method(fixed_mask)
     reg.SetOptimizerAsRegularStepGradientDescent(
-        learningRate=2.0, minStep=0.01, numberOfIterations=iterations, relaxationFactor=0.6,
+        learningRate=2.0, minStep=MIN_STEP, numberOfIterations=iterations, relaxationFactor=0.6,
         gradientMagnitudeTolerance=1e-6
     )
     reg.SetOptimizerScalesFromPhysicalShift()
@@ -245,7 +250,7 @@ def _register(fixed, moving, fixed_mask, initial, shrink, sigmas, iterations):
     return out, reg.GetMetricValue()
 
 
-def _coarse_search(fixed, moving, fixed_mask, c_fixed, c_moving):
+def _coarse_search(fixed, moving, fixed_mask, c_fixed, c_moving, shrink=4, sigma=4.0):
     """Best rigid start on a coarse grid (8 mm images): pitch (nodding) -0.3..0.3 rad and
     shifts of up to +-COARSE_SHIFT_MM along the superior and anterior axes around the
     centroid alignment.  Guards against a foreground centroid pulled away by the neck,
@@ -259,8 +264,8 @@ def _coarse_search(fixed, moving, fixed_mask, c_fixed, c_moving):
     # Euler3D parameters: rx, ry, rz (rad), tx, ty, tz (mm, LPS).  Steps: 0.15 rad, 10 mm.
     reg.SetOptimizerAsExhaustive(numberOfSteps=[2, 0, 0, 0, n, n], stepLength=1.0)
     reg.SetOptimizerScales([0.15, 1.0, 1.0, 1.0, COARSE_STEP_MM, COARSE_STEP_MM])
-    reg.SetShrinkFactorsPerLevel([4])
-    reg.SetSmoothingSigmasPerLevel([4.0])
+    reg.SetShrinkFactorsPerLevel([shrink])
+    reg.SetSmoothingSigmasPerLevel([sigma])
     reg.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
     reg.SetInitialTransform(rigid, inPlace=True)
     reg.Execute(fixed, moving)
@@ -337,10 +342,11 @@ def _affine_stages(template, template_mask, fixed_mask, moving, moving_fg, progr
     start = _coarse_search(template, moving, fixed_mask, c_fixed, c_moving)
     check_cancel(cancel)
     report(progress, at(0.3), "atlas registration: rigid")
-    rigid_out, _ = _register(template, moving, fixed_mask, start, [4, 2], [4.0, 2.0], 200)
+    rigid_out, _ = _register(template, moving, fixed_mask, start, RIGID_LEVELS[0], RIGID_LEVELS[1], ITERATIONS[0])
     check_cancel(cancel)
     report(progress, at(0.6), "atlas registration: affine")
-    affine_out, metric = _register(template, moving, fixed_mask, _as_affine(rigid_out), [2, 1], [2.0, 0.0], 200)
+    affine_out, metric = _register(template, moving, fixed_mask, _as_affine(rigid_out), AFFINE_LEVELS[0],
+                                   AFFINE_LEVELS[1], ITERATIONS[1])
     check_cancel(cancel)
     return _evaluate(_as_affine(affine_out), metric, template, template_mask, moving, moving_fg)
 
@@ -397,6 +403,7 @@ def _evaluate(transform, metric, template, template_mask, moving, moving_fg) -> 
     brain_mm3 = np.sum(sitk.GetArrayViewFromImage(template_mask) > 0) * np.prod(template.GetSpacing()) * abs(det)
     coverage = float(np.sum(w) * np.prod(moving.GetSpacing()) / max(brain_mm3, 1e-6))
     res = RegistrationResult(transform, float(metric), inside, scales, coverage=coverage)
+    res.interior_mi = interior_mutual_information(template, template_mask, moving, transform)
     if det < 0:
         res.warnings.append("reflection")
     return res
@@ -417,4 +424,56 @@ def _problems(res: Optional[RegistrationResult]):
         out.append(f"mutual information {-res.metric:.3f} is too low: the image does not match a brain")
     if res.inside_fraction < MIN_INSIDE_FRACTION:
         out.append(f"only {100 * res.inside_fraction:.0f}% of the template brain lies on the image foreground")
+    return out
+
+
+# --- the gate of the detector's location filter -------------------------------------------
+INTERIOR_EROSION_MM = 12.0      # the brain's interior: the template mask eroded by this
+INTERIOR_BINS = 16
+# Mattes MI inside it (16 bins), per polarity of the image: anatomy, not only a brain-shaped
+# outline.  Measured (benchmarks/check_location_compartments.py --gate): pseudo-T2* of the real
+# brains 0.06-0.30, the real QSM brain 0.021; the demo phantom 0.025, uniform noisy ellipsoids
+# 0.000-0.004.  QSM's grey / white contrast is weak, hence its lower bound.
+MIN_INTERIOR_MI = {"dark": 0.04, "bright": 0.015}
+MIN_FILTER_COVERAGE = 0.55      # fraction of the brain the field of view must show for the filter
+
+
+def interior_mutual_information(template, template_mask, moving, transform) -> float:
+    """Mattes MI (positive) of `transform`, sampled only in the template brain's interior (the
+    mask eroded by INTERIOR_EROSION_MM): ventricles, deep grey and white matter against the
+    subject.  A uniform ellipsoid or a phantom shares a brain's outline, not its inside."""
+    sitk = _sitk()
+    inner = _metric_mask(template_mask, -INTERIOR_EROSION_MM)
+    if not np.any(sitk.GetArrayViewFromImage(inner)):
+        return 0.0
+    reg = _mi_method(inner, bins=INTERIOR_BINS, sampling=1.0)
+    reg.SetInitialTransform(transform)
+    try:
+        return float(-reg.MetricEvaluate(template, moving))
+    except RuntimeError:          # too few samples landed inside the subject image
+        return 0.0
+
+
+def filter_problems(result: RegistrationResult, subject: Volume, box_mni_mm=None, polarity: str = "dark") -> list:
+    """Why the location filter must not use `result` ([] when it may): the checks of
+    `register_template` (scale, shear, reflection, mutual information, foreground overlap),
+    an interior MI under MIN_INTERIOR_MI[polarity] (not a brain: phantoms, uniform ellipsoids), under
+    MIN_FILTER_COVERAGE of the brain in view (slabs), or a zone box (MNI RAS mm, ((x0, x1),
+    (y0, y1), (z0, z1))) not wholly inside the field of view."""
+    out = _problems(result)
+    mi = getattr(result, "interior_mi", None)
+    if mi is not None and mi < MIN_INTERIOR_MI.get(polarity, MIN_INTERIOR_MI["dark"]):
+        out.append(f"the inside of the image does not look like a brain (interior mutual information {mi:.3f})")
+    if result.coverage < MIN_FILTER_COVERAGE:
+        out.append(f"the image shows {100 * result.coverage:.0f}% of the brain (a slab); "
+                   f"the filter needs {100 * MIN_FILTER_COVERAGE:.0f}%")
+    if box_mni_mm is not None and not out:
+        corners = np.array([[x, y, z] for x in box_mni_mm[0] for y in box_mni_mm[1] for z in box_mni_mm[2]], float)
+        pts = []
+        for p in corners:
+            q = result.transform.TransformPoint((-p[0], -p[1], float(p[2])))
+            pts.append((-q[0], -q[1], q[2]))
+        ijk = subject.ras_to_voxel(np.array(pts))
+        if not np.all((ijk > -0.5) & (ijk < np.array(subject.shape_ijk) - 0.5)):
+            out.append("the deep midline lies partly outside the field of view")
     return out

@@ -112,9 +112,37 @@ def _table(rows: list[dict], certainty: bool) -> str:
     return "<table>" + head + "".join(body) + "</table>"
 
 
+def _suppressed_section(image: Volume, suppressed: list) -> list:
+    """The candidates the location filter set aside: a table and one thumbnail each."""
+    out = [f"<h2>Set aside by the location filter ({len(suppressed)}, not counted)</h2>",
+           "<p class=note>Candidates whose centre lies in CSF or the deep veins between the thalami (third "
+           "ventricle, velum interpositum, quadrigeminal cistern: internal cerebral veins, vein of Galen, "
+           "pineal), at most 1 mm from them: likely veins or calcification, not findings and not in the mask. "
+           "Check each; a CMB there would be among them.</p>",
+           "<table><tr><th>#</th><th>zone</th><th>diam. mm</th><th>prob.</th><th>RAS mm</th></tr>"]
+    for n, r in enumerate(suppressed, start=1):
+        c = r.get("centre_ras")
+        d, p = r.get("diameter_mm"), r.get("max_probability")
+        cells = [f"aside {n}", str(r.get("suppressed_by") or "location").replace("_", " "),
+                 "" if d is None else f"{float(d):.1f}", "" if p is None else f"{float(p):.2f}",
+                 "" if c is None else "({:.1f}, {:.1f}, {:.1f})".format(*[float(v) for v in c])]
+        out.append("<tr>" + "".join(f"<td>{_e(v)}</td>" for v in cells) + "</tr>")
+    out.append("</table><div class=thumbs>")
+    for n, r in enumerate(suppressed, start=1):
+        if r.get("centre_ras") is None:
+            continue
+        d = r.get("diameter_mm")
+        png = thumbnail_png(image, [float(v) for v in r["centre_ras"]], None if d is None else float(d), caption="",
+                            marked=True, title=f"aside {n}")
+        out.append(f"<figure><img src='{data_uri(png)}' alt='set aside {n}'><figcaption class=warn>set aside "
+                   f"{n}: {_e(str(r.get('suppressed_by') or 'location').replace('_', ' '))}</figcaption></figure>")
+    out.append("</div>")
+    return out
+
+
 def study_report_html(image: Volume, records: list, study: Optional[dict] = None, model: Optional[dict] = None,
                       threshold: Optional[float] = None, source: str = "detection",
-                      warnings: Optional[list] = None) -> str:
+                      warnings: Optional[list] = None, suppressed: Optional[list] = None) -> str:
     """The HTML of one study's report.
 
     image: the Volume the CMBs were found in (for thumbnails).  records: detection records
@@ -122,6 +150,8 @@ def study_report_html(image: Volume, records: list, study: Optional[dict] = None
     {"name", "patient_id", "patient_name", "study_date", "study_description",
     "series_description", "series_number"}; with {"pseudonym": True} only "name" is shown.
     model: {"name", "version", "limits"} (detections).  source: "detection" or "annotation".
+    suppressed: candidates the location filter set aside (``suppressed_candidates`` of
+    NAME_cmb.json): their own table and thumbnails, not counted.
     """
     study = dict(study or {})
     items = report_items(records, threshold)
@@ -191,6 +221,8 @@ def study_report_html(image: Volume, records: list, study: Optional[dict] = None
                        f"{' class=warn' if marked else ''}>{_e(caption)}<br>RAS ({x:.1f}, {y:.1f}, {z:.1f}) mm"
                        "</figcaption></figure>")
         out.append("</div>")
+    if suppressed:
+        out += _suppressed_section(image, suppressed)
     out.append("<h2>References</h2><ol class=note>" + "".join(f"<li>{_e(r)}</li>" for r in REFERENCES) + "</ol>")
     out.append("<p class=note>Made with CMBLib; for research use, not a medical device.</p></body></html>")
     return "\n".join(out)

@@ -49,13 +49,15 @@ def write_study_extras(out_dir, name: str, image, mask, records: list, *, report
                        dicom_headers: Optional[list] = None, study: Optional[dict] = None,
                        model: Optional[dict] = None, threshold: Optional[float] = None,
                        source: str = "detection", warnings: Optional[list] = None,
-                       labels: Optional[list] = None, sr: bool = False, overwrite: bool = False) -> dict:
+                       labels: Optional[list] = None, sr: bool = False, overwrite: bool = False,
+                       suppressed: Optional[list] = None) -> dict:
     """Write the report (when `report`) and the DICOM SEG (when `dicom_headers` are given)
     for one study (and with `sr` a TID 1500 SR beside the SEG); returns {'report': path,
     'seg': path, 'sr': path} for what was written.
 
     image, mask: Volumes on one grid (mask: instance labels = record labels).  records:
-    detection records or annotation findings.  A SEG is skipped (no file, no error) when
+    detection records or annotation findings; suppressed: candidates the location filter set
+    aside (shown in the report, never in the SEG).  A SEG is skipped (no file, no error) when
     there is no CMB: a DICOM SEG needs at least one segment."""
     from .html import REPORT_SUFFIX, write_study_report
 
@@ -85,7 +87,7 @@ def write_study_extras(out_dir, name: str, image, mask, records: list, *, report
     if report:
         written["report"] = write_study_report(out_dir / f"{name}{REPORT_SUFFIX}", image, records, study=study,
                                                model=model, threshold=threshold, source=source,
-                                               warnings=warnings, overwrite=overwrite)
+                                               warnings=warnings, overwrite=overwrite, suppressed=suppressed)
     return written
 
 
@@ -106,7 +108,7 @@ def detect_extras(args, item, volume, result, out_dir, name: str) -> dict:
     return write_study_extras(out_dir, name, volume, result.mask, result.records, report=args.report,
                               dicom_headers=headers, study=study, model=model, threshold=s.get("threshold"),
                               warnings=result.warnings, sr=bool(getattr(args, "dicom_sr", False)),
-                              overwrite=args.overwrite)
+                              overwrite=args.overwrite, suppressed=list(getattr(result, "suppressed", []) or []))
 
 
 def write_cohort(args, rows: list, out_dir) -> Optional[Path]:

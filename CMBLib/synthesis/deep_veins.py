@@ -12,6 +12,7 @@ from ..geometry import Volume
 from .mimics import render_tube
 
 THIRD_VENTRICLE, THALAMI = 14, (10, 49)   # FreeSurfer colour-table ids
+MIDLINE_CSF = (14, 24)                     # third ventricle, CSF (aseg labels the velum interpositum 24)
 PAIR_SEPARATION_MM = 3.0
 
 
@@ -32,6 +33,55 @@ def deep_vein_path(labels: Volume, step_mm: float = 2.0) -> np.ndarray:
         if len(near):
             pts.append((x_mid, y, near[:, 2].max() + 1.5))
     return np.array(pts, dtype=float)
+
+
+def velum_vein_path(labels: Volume, step_mm: float = 2.0) -> np.ndarray:
+    """(N, 3) RAS mm midline between the internal cerebral veins where they run: in the velum
+    interpositum, 1 mm below the top of the midline CSF (labels 14 and 24 within 2 mm of the
+    third ventricle's median x), front to back over the extent of the thalami, the front and
+    back ends that dip more than 4 mm below the median height (down the foramen of Monro and
+    the third ventricle's posterior recess) left out.  `deep_vein_path` runs 1.5 mm above the
+    third ventricle's own label instead, which on a brain whose thalami meet above it (an
+    interthalamic adhesion) lies in thalamus."""
+    lab = np.asarray(labels.array)
+    v3 = labels.kji_to_ras(np.argwhere(lab == THIRD_VENTRICLE).astype(float))
+    mid = labels.kji_to_ras(np.argwhere(np.isin(lab, MIDLINE_CSF)).astype(float))
+    th = labels.kji_to_ras(np.argwhere(np.isin(lab, THALAMI)).astype(float))
+    if not len(v3) or not len(th):
+        raise ValueError("the label map has no third ventricle (14) or thalami (10, 49)")
+    x_mid = float(np.median(v3[:, 0]))
+    mid = mid[np.abs(mid[:, 0] - x_mid) <= 2.0]
+    y0, y1 = np.percentile(th[:, 1], 3), np.percentile(th[:, 1], 97)
+    pts = []
+    for y in np.arange(y1, y0, -step_mm):
+        near = mid[np.abs(mid[:, 1] - y) <= step_mm / 2]
+        if len(near):
+            pts.append((x_mid, y, near[:, 2].max() - 1.0))
+    pts = np.array(pts, dtype=float)
+    high = np.flatnonzero(pts[:, 2] >= np.median(pts[:, 2]) - 4.0)
+    return pts[high[0]:high[-1] + 1]
+
+
+def pineal_centre(labels: Volume) -> np.ndarray:
+    """RAS mm of the pineal gland: 3 mm behind and 1 mm below the posterior end of the third
+    ventricle (its voxels within 1.5 mm of its most posterior one), in the quadrigeminal cistern."""
+    lab = np.asarray(labels.array)
+    v3 = labels.kji_to_ras(np.argwhere(lab == THIRD_VENTRICLE).astype(float))
+    if not len(v3):
+        raise ValueError("the label map has no third ventricle (14)")
+    back = v3[v3[:, 1] <= v3[:, 1].min() + 1.5].mean(axis=0)
+    return back + (0.0, -3.0, -1.0)
+
+
+def draw_pineal(volume: Volume, centre_ras, radius_mm: float, contrast: float, rng=None):
+    """`volume` with a calcified pineal gland (a dark blob, signal x (1 - contrast x occupancy))."""
+    from .mimics import render_blob
+
+    arr = np.asarray(volume.array, np.float32).copy()
+    box, occ = render_blob(volume, centre_ras, radius_mm, rng)
+    if box is not None:
+        arr[box] *= 1.0 - contrast * occ
+    return volume.with_array(arr)
 
 
 def draw_deep_veins(volume: Volume, path: np.ndarray, radius_mm: float, contrast: float):
