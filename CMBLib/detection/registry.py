@@ -20,7 +20,7 @@ from typing import Union
 
 from ..errors import CMBError
 from . import model_io
-from .model_io import MODELS_DIR, find_user_model, list_models, resolve_model_folder, user_models_dir
+from .model_io import find_user_model, list_models, resolve_model_folder, user_models_dir
 
 ENV_VAR, DEFAULT_USER_DIR = model_io.ENV_VAR, model_io.DEFAULT_USER_DIR   # where the user models folder comes from
 CARD_FILE = "README.md"
@@ -36,9 +36,9 @@ def _entry(meta: dict, source: str) -> dict:
 
 def list_all_models(models_dir: Union[str, os.PathLike, None] = None) -> list[dict]:
     """Metadata of the bundled models, then the user's (key "source": "bundled" or "user")."""
-    out = [_entry(m, "bundled") for m in list_models(MODELS_DIR)]
+    out = [_entry(m, "bundled") for m in list_models(model_io.MODELS_DIR)]
     user = user_models_dir(models_dir)
-    if user.resolve() != MODELS_DIR.resolve():
+    if user.resolve() != model_io.MODELS_DIR.resolve():
         out += [_entry(m, "user") for m in list_models(user)]
     return out
 
