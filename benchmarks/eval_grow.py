@@ -29,6 +29,7 @@ HELD-OUT = fs_norm + gre_mag + qsm (backgrounds tuning never saw) and qsm_t2s + 
     python benchmarks/eval_grow.py --set heldout --seed 8100   # a fresh held-out draw (seed never used before)
 """
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -40,7 +41,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "Testing")]
 
 from CMBLib.growing import MODES, grow_from_scribbles  # noqa: E402
 
-SHARED = ROOT.parent / "shared" / "data"
+SHARED = Path(os.environ.get("CMB_SHARED_DATA", ROOT.parent / "shared" / "data"))   # as Testing/conftest.py
 GRIDS = [(0.86, 0.86, 4.0), (0.5, 0.5, 5.0), (1.0, 1.0, 1.0)]
 SETS = {
     "tuning": [("qsm_t2s", 1000), ("fs_synth", 1000)],
