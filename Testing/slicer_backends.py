@@ -10,7 +10,7 @@ inside (where the slice views were centred) are methods of `Backend`.
 import sys
 import types
 import unittest
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -24,7 +24,6 @@ class Backend:
     slicer: types.ModuleType
     vtk: types.ModuleType
     real: object = None                      # RealSlicer when name == "real"
-    extra: dict = field(default_factory=dict)
 
     def slice_centre(self):
         """RAS point (mm) the views were last centred on by JumpSlicesToLocation (None: never)."""
