@@ -29,6 +29,7 @@ def export(checkpoint, out, name="cmb-default", version="0.1.0", threshold=0.5, 
 
     from CMBLib.detection.model_io import save_model
     from CMBLib.detection.network import build_network, network_params
+    from CMBLib.detection.preprocess import OPTIONS, preprocess_options
 
     state = torch.load(checkpoint, map_location="cpu", weights_only=False)
     cfg = state["config"]
@@ -55,6 +56,9 @@ def export(checkpoint, out, name="cmb-default", version="0.1.0", threshold=0.5, 
         "metrics": metrics or {},
         "intended_input": "SWI or T2*-GRE magnitude (dark CMBs) or QSM (bright CMBs, sequence QSM), 1.5T/3T",
     }
+    pre = dict(cfg.get("preprocess") or {})
+    if any(v != OPTIONS[k][0] for k, v in pre.items()):      # not the classic preprocessing: say which
+        meta["preprocess"] = preprocess_options({"preprocess": pre})
     meta.update(extra or {})
     folder = save_model(net, meta, out)
     return folder

@@ -39,9 +39,10 @@ SPLIT_SEED = {"train": 0, "val": 1_000_000, "test": 2_000_000,
               "train_t2s": 3_000_000, "val_t2s": 4_000_000, "test_t2s": 5_000_000}
 
 
-def to_model_grid(image: Volume, polarity: str, specs, mimic_labels, spacing, brain_mask=None):
-    """Preprocess and render the CMB labels on the model grid; returns a dict of arrays."""
-    pre = preprocess(image, spacing, polarity, brain_mask=brain_mask)
+def to_model_grid(image: Volume, polarity: str, specs, mimic_labels, spacing, brain_mask=None, options=None):
+    """Preprocess (`options`: `preprocess`'s brain_extraction / outside) and render the CMB
+    labels on the model grid; returns a dict of arrays."""
+    pre = preprocess(image, spacing, polarity, brain_mask=brain_mask, **(options or {}))
     zero = pre.grid.with_array(np.zeros(pre.array.shape, np.float32))
     cmb = insert_cmbs(zero, specs=specs, polarity="dark").mask.array if specs else np.zeros(pre.array.shape, np.uint16)
     mim = np.zeros(pre.array.shape, np.uint8)
@@ -141,6 +142,30 @@ def qsm_t2s_native(chi: Volume, msk: np.ndarray, rng, split: str):
     return img.with_array(a), ins.mask, mask, ins.specs, info
 
 
+SKULL_ON_SEED = 30_000_000
+SKULL_ON_PREPROCESS = {"brain_extraction": "head", "outside": "background"}
+
+
+def skull_on_case(img: Volume, mask: np.ndarray, specs, rng, spacing, fine_mask=None, slab_prob: float = 0.3,
+                  options=None):
+    """A skull-stripped native case with a synthetic head around it
+    (`CMBLib.synthesis.head_shells.add_head`), in `slab_prob` of the cases cut to a slab of
+    7-20 slices, preprocessed as a skull-on scan at inference: the brain mask found in the
+    image (`options`, default `SKULL_ON_PREPROCESS`), not the true one.  Returns (pre, arrays,
+    head info)."""
+    from CMBLib.synthesis.head_shells import add_head, crop_slices, random_slab
+
+    h = add_head(img, mask, rng, fine_mask=fine_mask)
+    image = h.image
+    info = {"thickness": h.info["thickness"], "air": [a["kind"] for a in h.info["air"]], "slab": None}
+    if rng.random() < slab_prob:
+        k0, k1 = random_slab(h.brain_mask, rng, (7, 20))
+        image = crop_slices(image, k0, k1)
+        info["slab"] = [int(k0), int(k1)]
+    pre, arrays = to_model_grid(image, "dark", specs, None, spacing, options=options or SKULL_ON_PREPROCESS)
+    return pre, arrays, info
+
+
 def native_case(split: str, i: int, labels=None, chi=None, msk=None, qsm_every: int = 4):
     """Case `i` of `split` on its clinical grid, exactly as the cache generated it.
 
@@ -203,6 +228,10 @@ def main(argv=None):
                     help="make only cases whose index i has i %% N == K (run N processes in parallel)")
     ap.add_argument("--t2s", type=int, nargs=3, metavar=("TRAIN", "VAL", "TEST"),
                     help="instead: generate only pseudo-T2* cases of the real QSM brain (splits *_t2s)")
+    ap.add_argument("--skull-on", type=float, default=0.0, metavar="P",
+                    help="with --t2s: this fraction of the cases gets a synthetic head (skull, scalp, sinuses; "
+                         "30 %% of them cut to 7-20 slices) and is preprocessed as a skull-on scan "
+                         "(brain_extraction head, outside background); default 0 (off)")
     args = ap.parse_args(argv)
     out = Path(args.out)
     shard, n_shards = (int(v) for v in args.shard.split("/"))
@@ -225,7 +254,13 @@ def main(argv=None):
             t = time.time()
             rng = np.random.default_rng(SPLIT_SEED[split] + i)
             img, _, mask, specs, info = qsm_t2s_native(chi, msk, rng, split)
-            pre, arrays = to_model_grid(img, "dark", specs, None, args.spacing, brain_mask=mask)
+            head_rng = np.random.default_rng(SKULL_ON_SEED + SPLIT_SEED[split] + i)
+            if args.skull_on > 0 and head_rng.random() < args.skull_on:
+                pre, arrays, info["skull_on"] = skull_on_case(img, mask, specs, head_rng, args.spacing,
+                                                              fine_mask=chi.with_array(msk.astype(np.uint8)))
+                info["preprocess"] = SKULL_ON_PREPROCESS
+            else:
+                pre, arrays = to_model_grid(img, "dark", specs, None, args.spacing, brain_mask=mask)
             save_case(folder, name, pre, arrays, info, specs)
             print(f"{name} {info['source']} {info['spacing']} cmbs={info['n_cmbs']} {time.time() - t:.1f}s", flush=True)
         return

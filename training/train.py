@@ -138,6 +138,10 @@ DEFAULTS = {
     "instance_balance": {"ref_diameter_mm": 0.0, "max_weight": 10.0},
     "min_diameter_mm": 1.5,              # validation's minimum candidate size
     "flip_average": False,               # validation with test-time flip averaging (as model.json)
+    # the preprocessing the model is made for (model.json "preprocess", CMBLib.detection.preprocess
+    # OPTIONS), written by training.export_model; the cache must be made with it
+    # (training.generate_cache --skull-on: skull-on cases preprocessed with head / background)
+    "preprocess": {"brain_extraction": "classic", "outside": "keep"},
 }
 
 

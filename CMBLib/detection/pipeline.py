@@ -74,7 +74,7 @@ def detect(volume: Volume, model: Union[str, tuple[object, dict]] = "default", d
     """
     from .inference import predict_probability, select_device, tta_swaps_axes, tta_transforms
     from .model_io import load_model
-    from .preprocess import preprocess
+    from .preprocess import preprocess, preprocess_options
 
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
@@ -121,7 +121,8 @@ def detect(volume: Volume, model: Union[str, tuple[object, dict]] = "default", d
         t = time.perf_counter()
         spacing = tuple(float(s) / float(z) for s, z in zip(meta["spacing_mm"], zoom))
         pre_z = preprocess(volume, spacing, polarity=polarity,  # one brain mask for all zooms
-                           brain_mask=brain_mask if brain_mask is not None or pre is None else brain_native)
+                           brain_mask=brain_mask if brain_mask is not None or pre is None else brain_native,
+                           **preprocess_options(meta))
         timings["preprocess"] = timings.get("preprocess", 0.0) + time.perf_counter() - t
 
         check_cancel(cancel)
@@ -195,6 +196,7 @@ def detect(volume: Volume, model: Union[str, tuple[object, dict]] = "default", d
         "patch_size": [int(p) for p in window],
         "overlap": overlap,
         "zooms": [[float(z) for z in zoom] for zoom in zooms],
+        "preprocess": preprocess_options(meta),
         "tta": list(tta) if tta else None,
         "flip_average": flip_average,
         "location": bool(location),

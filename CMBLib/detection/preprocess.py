@@ -182,6 +182,207 @@ def brain_mask_from_image(volume: Volume, work_mm: float = 2.0) -> np.ndarray:
     return mask
 
 
+def has_constant_background(volume: Volume) -> tuple:
+    """(True, value) when more than 5 % of the voxels share one value (a skull-stripped or
+    masked image, QSM), else (False, None)."""
+    full = np.asarray(volume.array)
+    vals, counts = np.unique(full[:: max(1, full.shape[0] // 16)], return_counts=True)
+    frac = counts.max() / max(1, counts.sum())
+    return (bool(frac > 0.05), float(vals[np.argmax(counts)]) if frac > 0.05 else None)
+
+
+def head_brain_mask(volume: Volume, work_mm: float = 1.5, dark: float = 0.45, valley: float = 0.35,
+                    gap_mm: float = 1.0, erode_mm: float = 2.5, seed_mm: float = 4.0, trim: bool = True,
+                    _steps: Optional[dict] = None) -> np.ndarray:
+    """The brain of a whole-head (skull-on) T2* / SWI magnitude image, bool [k, j, i].
+
+    Images with a constant background (skull-stripped, masked, QSM) get
+    `brain_mask_from_image`'s mask.  Otherwise, on a copy block-averaged to about `work_mm`
+    in plane (slices kept; k taken as S-I, as `canonical_volume` makes it):
+
+    1. the head: above half the Otsu threshold, holes filled per slice, largest component;
+       its depth (3D distance to the air on a 3 mm copy, the first and last slices
+       continued: a slab of 7 slices is not all "border");
+    2. the brain's level: median of the head deeper than 20 mm (the deepest third when
+       the head is small);
+    3. dark: below `dark` x that level (skull, air; also veins, iron and CMBs) or a thin
+       valley `valley` x that level below its surroundings within 2 mm (a 1 mm skull table
+       between CSF and a bright diploe), on a block-minimum copy so thin dark lines survive;
+    4. per slice (the skull encloses the brain in every axial slice, while in 3D the neck
+       and the cord connect it to the outside): not dark = more than `gap_mm` from dark;
+       reached from the head's outline without crossing dark = scalp, fat, muscle, eyes,
+       neck; the rest, reconstructed from its parts deeper than `seed_mm` (the diploe, a
+       thin ring between the two tables, has none) = brain.  A slice whose brain leaves
+       most of its deep head uncovered (a gap in the skull let the outside in) is redone
+       with gaps of 2 and 3 x `gap_mm` closed, kept when what it adds lies mostly on its
+       neighbours' brain; one still open takes what its two neighbours share;
+    5. 3D: eroded by `erode_mm`, the largest component plus components of at least a fifth
+       of its size (brain pieces a slab cuts apart), grown back within the brain; holes
+       filled in 3D and per slice (the dark structures inside the brain), a 2 mm closing
+       (a 4 mm closing of the notches not as dark as bone, to keep CMBs at the cortex, added
+       false positives on veins at the brain's edge on the training split: not used);
+       with `trim`, voxels within 4 mm of its edge brighter than 99 % of its core (3 mm in)
+       removed: the CSF between brain and skull, which a skull-stripped image does not have.
+    """
+    from scipy import ndimage as ndi
+    from skimage.filters import threshold_otsu
+
+    const, _ = has_constant_background(volume)
+    if const:
+        return brain_mask_from_image(volume)
+    full = np.asarray(volume.array, dtype=np.float32)
+    sp_full = np.asarray(volume.spacing, dtype=float)[::-1]  # k, j, i
+    f = np.maximum(1, np.round(work_mm / sp_full)).astype(int)
+    f[0] = 1
+    fine = ndi.gaussian_filter(full, sigma=np.r_[0.0, np.maximum(0.0, 0.4 / sp_full[1:])])
+    a = _block_reduce(fine, f, np.mean)
+    dk = _block_reduce(fine, f, np.min) if np.any(f > 1) else a
+    sp = sp_full * f
+    lo, hi = np.percentile(a, [0.5, 99.5])
+    head = _fill_holes_2d(_largest_component(_fill_holes_2d(a > 0.5 * threshold_otsu(np.clip(a, lo, hi)))))
+    if head.sum() < 0.01 * head.size:
+        return brain_mask_from_image(volume)
+    depth = _depth(head, sp)
+    deep = depth > 20.0
+    if deep.sum() < 0.02 * head.sum():
+        deep = head & (depth >= np.percentile(depth[head], 67))
+    level = float(np.median(a[deep]))
+    closed = ndi.grey_closing(dk, footprint=_disk(2.0, sp))
+    dark_mask = (dk < dark * level) | (closed - dk > valley * level)
+    band = head & ~_morph2d(head, 3.0, sp, "erode")              # within 3 mm of the air
+    deep15 = head & (depth > 15.0)
+    tries = []
+    for g in (gap_mm, 2 * gap_mm, 3 * gap_mm):
+        open_ = head & ~_morph2d(dark_mask, g, sp, "dilate")
+        b = _enclosed_2d(open_, band, seed_mm, sp)
+        n_deep = deep15.sum(axis=(1, 2))
+        cover = (b & deep15).sum(axis=(1, 2)) / np.maximum(n_deep, 1)
+        tries.append((b, open_, (n_deep > 0) & (cover < 0.5)))
+    brain, open1, leaked = tries[0][0].copy(), tries[0][1], tries[0][2].copy()
+    for b, _, bad in tries[1:]:     # a slice that leaked: the first larger gap that holds, if what
+        for k in np.flatnonzero(leaked & ~bad):     # it adds lies mostly on its neighbours' brain
+            nb = brain[max(0, k - 1)] | brain[min(len(brain) - 1, k + 1)]
+            new = b[k] & ~brain[k]
+            if (new & nb).sum() >= 0.5 * new.sum():
+                brain[k] = b[k]
+                leaked[k] = False
+    for k in np.flatnonzero(leaked):       # still open: its neighbours' brain, where not dark
+        if 0 < k < len(brain) - 1 and not (leaked[k - 1] or leaked[k + 1]):
+            brain[k] |= brain[k - 1] & brain[k + 1] & open1[k]
+    lab, n = ndi.label(_morph3d(brain, erode_mm, sp, "erode"))
+    if n == 0:
+        return brain_mask_from_image(volume)
+    sizes = np.bincount(lab.ravel())
+    sizes[0] = 0
+    chosen = np.isin(lab, np.flatnonzero(sizes >= 0.2 * sizes.max()))
+    mask = (_morph3d(chosen, erode_mm + gap_mm, sp, "dilate") & brain) | chosen
+    mask = _fill_holes(ndi.binary_fill_holes(mask))
+    mask = _fill_holes(_morph3d(_morph3d(mask, 2.0, sp, "dilate"), 2.0, sp, "erode") | mask) & head
+    core = _morph3d(mask, 3.0, sp, "erode")
+    if core.any() and trim:  # the CSF between brain and skull: brighter than 99 % of the brain
+        rim = mask & ~_morph2d(mask, 4.0, sp, "erode")
+        mask = _fill_holes(ndi.binary_fill_holes(mask & ~(rim & (a > np.percentile(a[core], 99)))))
+    if _steps is not None:
+        _steps.update(sm=a, head=head, depth=depth, dark=dark_mask, inner=brain, chosen=chosen, mask=mask,
+                      level=level, f=f, leaked=leaked)
+    if np.any(f > 1):
+        mask = np.repeat(np.repeat(np.repeat(mask, f[0], 0), f[1], 1), f[2], 2)
+        pad = [(0, max(0, n - m)) for n, m in zip(full.shape, mask.shape)]
+        mask = np.pad(mask, pad, mode="edge")[: full.shape[0], : full.shape[1], : full.shape[2]]
+    if mask.sum() < 0.002 * mask.size:
+        return brain_mask_from_image(volume)
+    return mask
+
+
+def _depth(head: np.ndarray, sp_kji, work_mm: float = 3.0) -> np.ndarray:
+    """3D distance (mm) of each head voxel to the air, on a ~`work_mm` copy, the first and
+    last slices continued (a slab's cut faces are not air)."""
+    from scipy import ndimage as ndi
+
+    f = np.maximum(1, np.round(work_mm / np.asarray(sp_kji))).astype(int)
+    c = _block_reduce(head.astype(np.float32), f, np.mean) > 0.5
+    sp = np.asarray(sp_kji) * f
+    n = int(np.ceil(40.0 / sp[0]))
+    padded = np.pad(np.pad(c, ((n, n), (0, 0), (0, 0)), mode="edge"), ((0, 0), (1, 1), (1, 1)))
+    d = ndi.distance_transform_edt(padded, sampling=sp)[n:-n, 1:-1, 1:-1].astype(np.float32)
+    d = np.repeat(np.repeat(np.repeat(d, f[0], 0), f[1], 1), f[2], 2)
+    pad = [(0, max(0, a - b)) for a, b in zip(head.shape, d.shape)]
+    return np.pad(d, pad, mode="edge")[: head.shape[0], : head.shape[1], : head.shape[2]] * head
+
+
+def _disk(r_mm: float, sp_kji) -> np.ndarray:
+    """An in-plane elliptic disk footprint of radius `r_mm`, shape (1, 2rj+1, 2ri+1)."""
+    r = np.maximum(1, np.round(r_mm / np.asarray(sp_kji[1:]))).astype(int)
+    j, i = np.ogrid[-r[0]:r[0] + 1, -r[1]:r[1] + 1]
+    return ((j / r[0]) ** 2 + (i / r[1]) ** 2 <= 1.0)[None]
+
+
+_SQUARE_2D = np.zeros((3, 3, 3), bool)
+_SQUARE_2D[1] = True
+_CROSS_2D = np.zeros((3, 3, 3), bool)
+_CROSS_2D[1, 1, :] = _CROSS_2D[1, :, 1] = True
+_STRUCT_2D = _SQUARE_2D
+_LINE_K = np.zeros((3, 3, 3), bool)
+_LINE_K[:, 1, 1] = True
+
+
+def _morph2d(mask: np.ndarray, r_mm: float, sp_kji, op: str) -> np.ndarray:
+    """In-plane erosion / dilation by an octagon of about `r_mm` (alternating 3 x 3 square
+    and cross steps); the volume's edges count as outside for erosion."""
+    from scipy import ndimage as ndi
+
+    n = int(round(r_mm / float(min(sp_kji[1:]))))
+    fn = ndi.binary_erosion if op == "erode" else ndi.binary_dilation
+    out = mask
+    for step in range(n):
+        out = fn(out, structure=_SQUARE_2D if step % 2 == 0 else _CROSS_2D)
+    return out
+
+
+def _morph3d(mask: np.ndarray, r_mm: float, sp_kji, op: str) -> np.ndarray:
+    """3D erosion / dilation by an octagonal prism of about `r_mm` (in plane as `_morph2d`,
+    along k by whole slices); the first and last slices continued (slabs)."""
+    from scipy import ndimage as ndi
+
+    nk = int(round(r_mm / float(sp_kji[0])))
+    out = _morph2d(mask, r_mm, sp_kji, op)
+    if nk:
+        padded = np.pad(out, ((nk, nk), (0, 0), (0, 0)), mode="edge")
+        fn = ndi.binary_erosion if op == "erode" else ndi.binary_dilation
+        out = fn(padded, structure=_LINE_K, iterations=nk)[nk:-nk]
+    return out
+
+
+def _enclosed_2d(open_, band, seed_mm, sp_kji) -> np.ndarray:
+    """Per slice: what the skull encloses.  `open_`: not dark; reached from `band` (the
+    head's outline) without crossing dark = outside the skull; the rest, reconstructed
+    from its parts deeper than `seed_mm` (so the diploe, a thin ring between the two
+    tables, is left out)."""
+
+    inner = open_ & ~_reached_2d(open_, open_ & band)
+    return _reached_2d(inner, _morph2d(inner, seed_mm, sp_kji, "erode"))
+
+
+def _reached_2d(mask: np.ndarray, seeds: np.ndarray) -> np.ndarray:
+    """The in-plane components of `mask` (per slice) that hold a voxel of `seeds`."""
+    from scipy import ndimage as ndi
+
+    lab, n = ndi.label(mask, structure=_SQUARE_2D)
+    hit = np.zeros(n + 1, bool)
+    hit[np.unique(lab[seeds & mask])] = True
+    hit[0] = False
+    return hit[lab]
+
+
+def _fill_holes_2d(mask: np.ndarray) -> np.ndarray:
+    from scipy import ndimage as ndi
+
+    out = np.empty_like(mask, dtype=bool)
+    for k in range(mask.shape[0]):
+        out[k] = ndi.binary_fill_holes(mask[k])
+    return out
+
+
 def _block_reduce(a: np.ndarray, f, func) -> np.ndarray:
     """`func` over f[0] x f[1] x f[2] blocks (skimage.measure.block_reduce); the partial blocks at
     the far edges are dropped rather than padded, so no padding value leaks into a mean."""
@@ -230,15 +431,46 @@ def _fill_holes(mask: np.ndarray) -> np.ndarray:
     return mask
 
 
-def normalise(array: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """(x - p50) / (p95 - p5) inside `mask`, clipped to [-CLIP, CLIP], float32."""
+def normalise(array: np.ndarray, mask: np.ndarray, centre_mask: Optional[np.ndarray] = None,
+              spread_mask: Optional[np.ndarray] = None) -> np.ndarray:
+    """(x - p50) / (p95 - p5) inside `mask`, clipped to [-CLIP, CLIP], float32.
+
+    centre_mask / spread_mask: optionally other voxels for p50 / for p5 and p95 (see
+    `rim_free_masks`)."""
     vals = array[mask] if mask.any() else array.ravel()
     p5, p50, p95 = np.percentile(vals, [5, 50, 95])
+    if centre_mask is not None and centre_mask.any():
+        p50 = np.percentile(array[centre_mask], 50)
+    if spread_mask is not None and spread_mask.any():
+        p5, p95 = np.percentile(array[spread_mask], [5, 95])
     scale = float(p95 - p5)
     if not np.isfinite(scale) or scale <= 0:
         scale = float(np.std(vals)) or 1.0
     out = (array.astype(np.float32) - np.float32(p50)) / np.float32(scale)
     return np.clip(out, -CLIP, CLIP).astype(np.float32)
+
+
+RIM_MM = (0.0, 1.0)
+
+
+def rim_free_masks(mask: np.ndarray, spacing_kji, rim_mm=RIM_MM, min_fraction: float = 0.1) -> tuple:
+    """(centre mask, spread mask): `mask` eroded by rim_mm[0] and rim_mm[1] mm (each None when
+    it would keep less than `min_fraction` of the mask, or for 0 mm: the mask itself).
+
+    A brain mask found in a skull-on image (`head_brain_mask`) can keep a rim of CSF and
+    partial-volume skull that a skull-stripped image's does not; on synthetic skull-on heads
+    (benchmarks/check_skull_on.py, training split, 18 images) percentiles over the mask gave
+    p50 within 0.03 (p95 - p5) of the true brain's and (p95 - p5) 0.96-1.14 x the true brain's,
+    over the mask eroded by 1 mm 0.96-1.04 x (by 3 mm: 0.91-1.01 x, p50 up to 0.10 lower)."""
+    out = []
+    n = mask.sum()
+    for r in rim_mm:
+        if r <= 0:
+            out.append(None)
+            continue
+        e = _morph3d(mask, r, spacing_kji, "erode")
+        out.append(e if e.sum() >= min_fraction * n else None)
+    return tuple(out)
 
 
 def model_grid(volume: Volume, target_spacing_mm: Sequence[float], mask: Optional[np.ndarray] = None,
@@ -302,16 +534,45 @@ def _tie_break(image, order: int):
     return sitk.TranslationTransform(3, [float(v) for v in shift])
 
 
+OPTIONS = {"brain_extraction": ("classic", "head"), "outside": ("keep", "background")}
+
+
+def preprocess_options(meta: Optional[dict] = None, **override) -> dict:
+    """The preprocessing options of a model (model.json ``"preprocess"``), checked, with
+    `override` (None values ignored) on top; absent keys take the first value of `OPTIONS`
+    (the preprocessing every model before cmb-default 0.3.3 was trained and measured with)."""
+    given = dict((meta or {}).get("preprocess") or {})
+    given.update({k: v for k, v in override.items() if v is not None})
+    unknown = sorted(set(given) - set(OPTIONS))
+    if unknown:
+        raise CMBError(f"unknown preprocessing option(s) {', '.join(unknown)}; known: {', '.join(OPTIONS)}")
+    out = {}
+    for key, allowed in OPTIONS.items():
+        value = str(given.get(key, allowed[0]))
+        if value not in allowed:
+            raise CMBError(f"preprocessing option {key} must be one of {', '.join(allowed)}, not {value!r}")
+        out[key] = value
+    return out
+
+
 def preprocess(volume: Volume, target_spacing_mm: Sequence[float] = (1.0, 1.0, 2.0), polarity: str = "dark",
-               brain_mask=None, crop: bool = True) -> Preprocessed:
+               brain_mask=None, crop: bool = True, brain_extraction: str = "classic",
+               outside: str = "keep") -> Preprocessed:
     """Resample, mask, flip and normalise `volume` for the network (see module docstring).
 
     target_spacing_mm: model spacing (i, j, k) in mm.  polarity: "dark" (SWI, T2*: CMBs
     hypointense) or "bright" (QSM: CMBs hyperintense).  brain_mask: optional Volume or
-    array on the input grid (non-zero = brain).
+    array on the input grid (non-zero = brain).  brain_extraction: "classic"
+    (`brain_mask_from_image`) or "head" (`head_brain_mask`, for skull-on images; the same
+    mask where the background is constant).  outside: "keep" the voxels outside the brain
+    mask, or, for an image without a constant background (skull on), set them to the
+    "background" 0 first, so that it reaches the network as skull-stripped as the training
+    data (a skull-stripped or masked image is left as it is).  Both options are read from
+    model.json (`preprocess_options`).
     """
     if polarity not in ("dark", "bright"):
         raise CMBError(f"polarity must be 'dark' or 'bright', not {polarity!r}")
+    preprocess_options(brain_extraction=brain_extraction, outside=outside)   # checked
     validate_image(volume, "image")
     if brain_mask is not None:
         m = brain_mask.array if isinstance(brain_mask, Volume) else brain_mask
@@ -322,19 +583,26 @@ def preprocess(volume: Volume, target_spacing_mm: Sequence[float] = (1.0, 1.0, 2
             raise CMBError("brain mask is empty")
     volume, orientation = canonical_volume(volume)
     if brain_mask is None:
-        mask_in = brain_mask_from_image(volume)
+        mask_in = head_brain_mask(volume) if brain_extraction == "head" else brain_mask_from_image(volume)
     else:
         mask_in = to_canonical(m != 0, *orientation)
     grid = model_grid(volume, target_spacing_mm, mask_in if crop else None)
     shape_ijk = grid.shape_ijk
     src = volume
-    if np.asarray(volume.array).dtype != np.float32:
+    default = float(np.min(volume.array))
+    if outside == "background" and not has_constant_background(volume)[0]:
+        default = 0.0     # skull-on: 0 outside the brain, as skull-stripped magnitudes have it
+        src = volume.with_array(np.where(mask_in, np.asarray(volume.array, dtype=np.float32), np.float32(0.0)))
+    elif np.asarray(volume.array).dtype != np.float32:
         src = volume.with_array(np.asarray(volume.array, dtype=np.float32))
-    arr = resample_to(src, grid, shape_ijk, order=1, default=float(np.min(volume.array)))
+    arr = resample_to(src, grid, shape_ijk, order=1, default=default)
     mask = resample_to(volume.with_array(mask_in.astype(np.uint8)), grid, shape_ijk, order=0) > 0
     if polarity == "bright":
         arr = -arr
-    arr = normalise(arr, mask)
+    rim_free = (None, None)
+    if brain_extraction == "head" and brain_mask is None and not has_constant_background(volume)[0]:
+        rim_free = rim_free_masks(mask, np.asarray(grid.spacing, float)[::-1], RIM_MM)
+    arr = normalise(arr, mask, *rim_free)
     grid = Volume(arr, grid.spacing, grid.origin, grid.direction)
     stub = Volume(np.zeros((1, 1, 1), np.uint8), volume.spacing, volume.origin, volume.direction.copy())
     return Preprocessed(arr, mask, grid, stub, tuple(volume.array.shape), polarity, orientation)
