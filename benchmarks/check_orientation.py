@@ -124,6 +124,7 @@ def main(argv=None) -> int:
     ap.add_argument("--no-orders", action="store_true", help="skip the storage orders (turns only)")
     ap.add_argument("--cases", default="demo,clin", help="demo and/or clin")
     ap.add_argument("--time-runs", type=int, default=0, help="time detect on the clinical head N times per setting")
+    ap.add_argument("--time-only", action="store_true", help="only the timing (with --time-runs)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     model = load_model("default", device="cpu")
@@ -135,13 +136,13 @@ def main(argv=None) -> int:
     settings = [None] + [t for t in args.tta.split(",") if t]
     for name, (img, truth) in cases.items():
         ref = None
-        for order, axes, flips in [] if args.no_orders else ORDERS:
+        for order, axes, flips in [] if args.no_orders or args.time_only else ORDERS:
             res = detect(stored_as(img, axes, flips), model, device="cpu")
             c = np.array([r["centre_ras"] for r in res.records], float).reshape(-1, 3)
             ref = c if ref is None else ref
             print(f"{name:5s} {order:11s} n={len(res.records)} shift {max_shift(c, ref):.3f} mm  "
                   f"p={[r['max_probability'] for r in res.records]}", flush=True)
-        for tta in settings:
+        for tta in [] if args.time_only else settings:
             ref = None
             for turn, how in [("as stored", "identity")] + TURNS:
                 try:

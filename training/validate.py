@@ -17,16 +17,17 @@ INFERENCE_OVERLAP = 0.125   # as training/export_model.py writes into model.json
 
 
 def predict_case(network, image: np.ndarray, patch_kji: Sequence[int], mask=None, overlap: float = INFERENCE_OVERLAP,
-                 flip_average: bool = False, sw_batch_size: int = 2) -> np.ndarray:
+                 flip_average: bool = False, sw_batch_size: int = 2, tta=None) -> np.ndarray:
     """CMB probability map (float32, same shape as `image` [k, j, i]) through CMBLib's inference
-    (one or two output channels are both understood there)."""
+    (one or two output channels are both understood there).  tta: test-time transforms
+    (`CMBLib.detection.inference.model_tta` gives a model's flip_average and tta as detect runs it)."""
     from CMBLib.detection.inference import predict_probability
 
     was_training = network.training
     network.eval()
     prob, _ = predict_probability(network, np.ascontiguousarray(image, dtype=np.float32),
                                   [int(p) for p in patch_kji][::-1], device="cpu", sw_batch_size=sw_batch_size,
-                                  overlap=overlap, mask=mask, flip_average=flip_average)
+                                  overlap=overlap, mask=mask, flip_average=flip_average, tta=tta)
     network.train(was_training)
     return prob
 

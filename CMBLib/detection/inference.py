@@ -188,6 +188,15 @@ def tta_transforms(spec) -> Optional[list]:
     return names
 
 
+def model_tta(meta: dict, tta=None) -> tuple:
+    """(flip_average, tta transforms or None) with which `detect` runs a model: `tta` when given,
+    else model.json "tta"; with a TTA set the per-window "flip_average" is not applied (a model
+    folder keeps "flip_average" for older code that does not read "tta")."""
+    transforms = tta_transforms(meta.get("tta") if tta is None else tta)
+    flip_average = bool(meta.get("flip_average", False)) if transforms is None else False
+    return flip_average, transforms
+
+
 def tta_swaps_axes(transforms) -> bool:
     """Whether any of `transforms` swaps the in-plane axes (needs equal i and j spacing)."""
     return any(t in _SWAPS_IJ for t in (transforms or ()))

@@ -72,7 +72,7 @@ def detect(volume: Volume, model: Union[str, tuple[object, dict]] = "default", d
     mapping back.  Sizes are in mm.  Raises CMBError for bad input, `Cancelled` when `cancel`
     is set.
     """
-    from .inference import predict_probability, select_device, tta_swaps_axes, tta_transforms
+    from .inference import model_tta, predict_probability, select_device, tta_swaps_axes
     from .model_io import load_model
     from .preprocess import preprocess, preprocess_options
 
@@ -107,8 +107,7 @@ def detect(volume: Volume, model: Union[str, tuple[object, dict]] = "default", d
 
     check_cancel(cancel)
     zooms = inference_zooms(meta, zooms)
-    tta = tta_transforms(meta.get("tta") if tta is None else tta)   # None: the model's flip_average
-    flip_average = bool(meta.get("flip_average", False)) if tta is None else False
+    flip_average, tta = model_tta(meta, tta)   # tta None: the model's per-window flip_average
     if tta_swaps_axes(tta) and any(abs(float(meta["spacing_mm"][0]) / z[0] - float(meta["spacing_mm"][1]) / z[1])
                                    > 1e-6 for z in zooms):
         raise CMBError("test-time 90-degree turns and transposes need a model grid with equal i and j "
