@@ -61,7 +61,7 @@ def test_normalisation_does_not_depend_on_the_head(demo_brain):
         found = (ph.to_native(ph.brain_mask.astype(np.uint8), order=0) > 0)[box]
         core = ndi.binary_erosion(brain, iterations=2) & ndi.binary_erosion(found, iterations=1)   # both brains
         diffs[name] = np.abs(on_head - ps.to_native(ps.array))[core]
-    assert np.median(diffs["new"]) <= 0.05 and np.percentile(diffs["new"], 95) <= 0.2
+    assert np.median(diffs["new"]) <= 0.05 and np.percentile(diffs["new"], 95) <= 0.15
     assert np.median(diffs["old"]) > 0.1           # normalised over the whole head, it did depend on it
     # outside the brain the new input looks skull-stripped: the clipped background, as in training
     ph = preprocess(h.image, (1, 1, 2), **NEW)

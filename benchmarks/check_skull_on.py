@@ -226,6 +226,9 @@ def main(argv=None) -> int:
     net, meta = load_model(args.model, device="cpu")
     base = {k: v for k, v in meta.items() if k != "preprocess"}
     models = {"old": (net, dict(base, preprocess=OLD)), "new": (net, dict(base, preprocess=NEW))}
+    print(f"model {meta.get('name')} {meta.get('version')} (tta {meta.get('tta')}, flip_average "
+          f"{meta.get('flip_average')}), threshold {meta.get('threshold')}, "
+          f"min diameter {meta.get('min_diameter_mm')} mm", flush=True)
     sources = args.sources.split(",")
     backgrounds = None
     cache = Path(args.cache)

@@ -11,13 +11,22 @@
 1. **Brain mask** on the input grid (`brain_mask_from_image`, or the one given): images
    whose background is one constant value (skull-stripped, QSM) use "not background";
    others use Otsu, erosion to cut the scalp off, largest component, dilation back,
-   hole filling and closing.
+   hole filling and closing.  With ``brain_extraction="head"`` (model.json "preprocess",
+   `preprocess_options`) a skull-on image gets `head_brain_mask` instead (the tissue its
+   skull encloses, slice by slice; whole heads and slabs of 7-20 slices).
 2. **Resample** (SimpleITK, linear) to `target_spacing_mm` (i, j, k) along the image's own
    axes (direction kept), cropped to the brain's bounding box plus a margin.
 3. **Polarity**: CMBs are always **dark** for the network.  ``polarity="bright"`` (QSM,
    where CMBs are paramagnetic, bright) negates the image first.
 4. **Intensity**: robust normalisation inside the brain: ``(x - p50) / (p95 - p5)``,
-   clipped to [-4, 4] (dimensionless).  Outside the brain the values are kept (clipped).
+   clipped to [-4, 4] (dimensionless).  Outside the brain the values are kept (clipped);
+   with ``outside="background"`` a skull-on image is set to 0 outside the brain before
+   resampling, as skull-stripped training images are, so that the brain's edge and the
+   percentiles are as theirs (p5 included the dark partial-volume rim at the edge; p5 / p95
+   over the brain 1 mm in from its edge gave (p95 - p5) 0.81-1.02 x the skull-stripped
+   original's on the training split of benchmarks/check_skull_on.py, over the whole found
+   brain 0.88-1.03 x).  An image with a constant background gives the same network input
+   with either option.
 
 `Preprocessed.to_native(array)` maps anything computed on the model grid (a probability
 map, a label map with ``order=0``) back onto the input grid.
@@ -431,46 +440,15 @@ def _fill_holes(mask: np.ndarray) -> np.ndarray:
     return mask
 
 
-def normalise(array: np.ndarray, mask: np.ndarray, centre_mask: Optional[np.ndarray] = None,
-              spread_mask: Optional[np.ndarray] = None) -> np.ndarray:
-    """(x - p50) / (p95 - p5) inside `mask`, clipped to [-CLIP, CLIP], float32.
-
-    centre_mask / spread_mask: optionally other voxels for p50 / for p5 and p95 (see
-    `rim_free_masks`)."""
+def normalise(array: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """(x - p50) / (p95 - p5) inside `mask`, clipped to [-CLIP, CLIP], float32."""
     vals = array[mask] if mask.any() else array.ravel()
     p5, p50, p95 = np.percentile(vals, [5, 50, 95])
-    if centre_mask is not None and centre_mask.any():
-        p50 = np.percentile(array[centre_mask], 50)
-    if spread_mask is not None and spread_mask.any():
-        p5, p95 = np.percentile(array[spread_mask], [5, 95])
     scale = float(p95 - p5)
     if not np.isfinite(scale) or scale <= 0:
         scale = float(np.std(vals)) or 1.0
     out = (array.astype(np.float32) - np.float32(p50)) / np.float32(scale)
     return np.clip(out, -CLIP, CLIP).astype(np.float32)
-
-
-RIM_MM = (0.0, 1.0)
-
-
-def rim_free_masks(mask: np.ndarray, spacing_kji, rim_mm=RIM_MM, min_fraction: float = 0.1) -> tuple:
-    """(centre mask, spread mask): `mask` eroded by rim_mm[0] and rim_mm[1] mm (each None when
-    it would keep less than `min_fraction` of the mask, or for 0 mm: the mask itself).
-
-    A brain mask found in a skull-on image (`head_brain_mask`) can keep a rim of CSF and
-    partial-volume skull that a skull-stripped image's does not; on synthetic skull-on heads
-    (benchmarks/check_skull_on.py, training split, 18 images) percentiles over the mask gave
-    p50 within 0.03 (p95 - p5) of the true brain's and (p95 - p5) 0.96-1.14 x the true brain's,
-    over the mask eroded by 1 mm 0.96-1.04 x (by 3 mm: 0.91-1.01 x, p50 up to 0.10 lower)."""
-    out = []
-    n = mask.sum()
-    for r in rim_mm:
-        if r <= 0:
-            out.append(None)
-            continue
-        e = _morph3d(mask, r, spacing_kji, "erode")
-        out.append(e if e.sum() >= min_fraction * n else None)
-    return tuple(out)
 
 
 def model_grid(volume: Volume, target_spacing_mm: Sequence[float], mask: Optional[np.ndarray] = None,
@@ -599,10 +577,7 @@ def preprocess(volume: Volume, target_spacing_mm: Sequence[float] = (1.0, 1.0, 2
     mask = resample_to(volume.with_array(mask_in.astype(np.uint8)), grid, shape_ijk, order=0) > 0
     if polarity == "bright":
         arr = -arr
-    rim_free = (None, None)
-    if brain_extraction == "head" and brain_mask is None and not has_constant_background(volume)[0]:
-        rim_free = rim_free_masks(mask, np.asarray(grid.spacing, float)[::-1], RIM_MM)
-    arr = normalise(arr, mask, *rim_free)
+    arr = normalise(arr, mask)
     grid = Volume(arr, grid.spacing, grid.origin, grid.direction)
     stub = Volume(np.zeros((1, 1, 1), np.uint8), volume.spacing, volume.origin, volume.direction.copy())
     return Preprocessed(arr, mask, grid, stub, tuple(volume.array.shape), polarity, orientation)
