@@ -184,8 +184,9 @@ def rough_brain_mask(image, foreground):
     return brain
 
 
-def prepare_subject(volume: Volume):
-    """Subject image as a float32 sitk image smoothed/resampled to ~WORK_SPACING_MM."""
+def prepare_subject(volume: Volume, spacing_mm: float = WORK_SPACING_MM):
+    """Subject image as a float32 sitk image smoothed/resampled to ~`spacing_mm` (axes with
+    coarser voxels keep theirs)."""
     sitk = _sitk()
     img = sitk.Cast(volume_to_sitk(volume), sitk.sitkFloat32)
     arr = sitk.GetArrayViewFromImage(img)
@@ -194,7 +195,7 @@ def prepare_subject(volume: Volume):
         raise CMBError("the image is (nearly) constant; cannot register the atlas to it")
     img = sitk.Clamp(img, sitk.sitkFloat32, float(lo), float(hi))
     spacing = np.array(img.GetSpacing())
-    target = np.maximum(spacing, WORK_SPACING_MM)
+    target = np.maximum(spacing, spacing_mm)
     sigma = np.sqrt(np.maximum(target ** 2 - spacing ** 2, 0.0)) / 2.355
     if np.any(sigma > 0):
         img = sitk.SmoothingRecursiveGaussian(img, [float(max(s, 1e-3)) for s in sigma])
