@@ -43,7 +43,7 @@ def assess(registration, images) -> dict:
                             sitk.sitkFloat32)
     fb = sitk.GetArrayViewFromImage(fixed_brain) > 0
     mb = sitk.GetArrayViewFromImage(in_view) > 0.5
-    a = sitk.GetArrayViewFromImage(sitk.SmoothingRecursiveGaussian(fixed, SMOOTH_MM))
+    a = sitk.GetArrayFromImage(sitk.SmoothingRecursiveGaussian(fixed, SMOOTH_MM))
     b = sitk.GetArrayViewFromImage(moved)
     both = fb & mb
     corr = 0.0

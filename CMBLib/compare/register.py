@@ -74,13 +74,16 @@ def working_image(volume: Volume, spacing_mm: float = WORK_SPACING_MM):
 
 
 def brain_mask(image):
-    """Binary sitk mask of the brain of a working image: the head (Otsu threshold, largest
+    """Binary sitk mask of the brain of a working image: the head (above 10% of the bright
+    tissue's 99th percentile, largest
     part, closed and hole-filled), cut down to its brain by the atlas registration's rough
     extraction across the dark skull when the image is a whole head."""
     from ..location.registration import rough_brain_mask
 
     sitk = _sitk()
-    head = sitk.OtsuThreshold(image, 0, 1, 128)
+    arr = sitk.GetArrayViewFromImage(image)
+    level = 0.1 * float(np.percentile(arr[arr > arr.min()], 99))
+    head = sitk.BinaryThreshold(image, lowerThreshold=level, upperThreshold=1e30)
     head = sitk.RelabelComponent(sitk.ConnectedComponent(head), sortByObjectSize=True) == 1
     head = sitk.BinaryFillhole(sitk.BinaryMorphologicalClosing(sitk.Cast(head, sitk.sitkUInt8), [2, 2, 2]))
     brain = rough_brain_mask(image, head)

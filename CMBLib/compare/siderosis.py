@@ -50,9 +50,10 @@ def dark_regions(images, registration) -> list:
     fixed, fixed_brain, moving, moving_brain = images
     t = registration.sitk_transform
     moved = sitk.Resample(moving, fixed, t, sitk.sitkLinear, 0.0, sitk.sitkFloat32)
-    moved_brain = sitk.Resample(moving_brain, fixed, t, sitk.sitkNearestNeighbor, 0)
+    ones = sitk.Cast(moving * 0 + 1, sitk.sitkUInt8)            # the follow-up's field of view
+    in_view = sitk.Resample(ones, fixed, t, sitk.sitkNearestNeighbor, 0)
     fb = sitk.GetArrayFromImage(fixed_brain) > 0
-    brain = fb & (sitk.GetArrayFromImage(moved_brain) > 0)
+    brain = fb & (sitk.GetArrayFromImage(in_view) > 0)   # the baseline's brain: a dark band may leave the other
     if brain.sum() < 100:
         return []
     inner = ndi.binary_erosion(brain, iterations=1)
