@@ -316,6 +316,33 @@ def test_the_worker_honours_location_filter_false(monkeypatch, tmp_path):
         answers["bad"]["message"]
 
 
+def test_the_worker_null_is_the_models_default_and_true_needs_a_filter(monkeypatch, tmp_path):
+    """"location_filter": null means the model's default, not "on": a model without a filter sets
+    nothing aside (both candidates are findings, no registration asked for) and true is refused
+    for it in one line; false and null differ only for a model with a filter (test above)."""
+    from CMBLib.cli.worker import serve
+    from CMBLib.detection import model_io
+    from CMBLib.io import write_volume
+
+    vol, _ = study()
+    write_volume(vol, tmp_path / "img.nrrd")
+    monkeypatch.setattr(model_io, "load_model", lambda name, device="cpu", models_dir=None: dark_spot_model())
+    calls = _fake_atlas(monkeypatch, fake_registration(_small_spot(vol), (0.0, -20.0, 12.0)))
+    jobs = [{"id": "default"}, {"id": "null", "location_filter": None}, {"id": "off", "location_filter": False},
+            {"id": "on", "location_filter": True}]
+    lines = [json.dumps(dict(job, image=str(tmp_path / "img.nrrd"), out=str(tmp_path / job["id"]), device="cpu"))
+             for job in jobs]
+    events = []
+    serve(io.StringIO("\n".join(lines) + "\n"), events.append)
+    answers = {e["id"]: e for e in events if e["event"] in ("result", "error")}
+    for key in ("default", "null", "off"):
+        doc = json.loads(open(answers[key]["outputs"]["json"], encoding="utf-8").read())
+        assert answers[key]["cmb_count"] == 2 and doc["suppressed_candidates"] == [], key
+    assert calls == []
+    assert answers["on"]["event"] == "error" and "has no location filter" in answers["on"]["message"]
+    assert not (tmp_path / "on").exists() or not any((tmp_path / "on").iterdir())
+
+
 def test_set_aside_candidates_have_their_own_table_and_thumbnails_in_the_report(monkeypatch, tmp_path):
     """`cmb detect --report` and `cmb report --detections` show the candidates set aside, apart from
     the counted findings, each with a thumbnail; the count of CMBs leaves them out."""

@@ -143,6 +143,86 @@ def test_training_run_events_curves_and_outcome(tmp_path):
     assert "(not enough studies to judge: the parent's weights were kept, threshold 0.7)" in monitor.text()
 
 
+class InProcessFinetune:
+    """Stands in for QtProcess: runs the fine-tuning command's own `main` (CMBLib.detection.finetune)
+    in this process and hands its stdout lines to the job one by one, as the process would."""
+
+    def __init__(self, on_line, on_finished):
+        self.on_line, self.on_finished, self.lines, self.returncode = on_line, on_finished, [], None
+
+    def start(self, command, env=None):
+        import contextlib
+        import io
+
+        from CMBLib.detection import finetune
+
+        assert command[1:3] == ["-m", "CMBLib.detection.finetune"]
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            self.returncode = finetune.main(command[3:])
+        self.lines = out.getvalue().splitlines()
+
+    @property
+    def running(self):
+        return bool(self.lines)
+
+    def pump(self):
+        if self.lines:
+            self.on_line("out", self.lines.pop(0))
+            return True
+        self.on_finished(self.returncode)
+        return False
+
+
+def test_a_real_finetuning_run_feeds_the_curves(tmp_path):
+    """The events of a real (tiny: 20 steps of a small network on 3 demo studies) fine-tuning run,
+    through the panel's job and monitor: the loss curve has the run's training steps, the parent's
+    and the fine-tuned model's validation figures are the run's, and the outcome is the gate's."""
+    pytest.importorskip("torch")
+    import numpy as np
+    from detection_fixtures import tiny_model_folder
+
+    from CMBLib.synthesis.annotated_study import export_annotated_study
+    from CMBLib.synthesis.demo_study import make_demo_study
+
+    dataset = tmp_path / "dataset"
+    for seed in range(3):
+        img, mask, _ = make_demo_study(seed, 4)
+        export_annotated_study(dataset, f"{seed:02d}", img, mask, statuses=["confirmed"] * 4)
+    parent = tiny_model_folder(tmp_path / "parent", name="tiny")
+    out = tmp_path / "models" / "new"
+    command = jobs.finetune_command(PY, [dataset], out, 5, init=str(parent), threads=1) + [
+        "--max-steps", "20", "--val-rounds", "1", "--device", "cpu", "--val-fraction", "0.34",
+        "--test-fraction", "0.34"]
+    events = []
+    job = jobs.CommandJob(command, events.append, process_factory=InProcessFinetune).start()
+    monitor = jobs.TrainingMonitor()
+    while job.process.pump():
+        monitor.feed(events[-1])
+    monitor.feed(events[-1])
+    assert events[-1]["event"] == "exit" and events[-1]["returncode"] == 0
+    kinds = [e["event"] for e in events]
+    train = [e for e in events if e["event"] == "train"]
+    assert [e["step"] for e in train] == [10, 20]                  # one point per 10 steps
+    assert monitor.loss == [(e["step"], e["loss"]) for e in train]
+    assert all(np.isfinite(loss) and loss > 0 for _, loss in monitor.loss)
+    start = next(e for e in events if e["event"] == "start")
+    assert monitor.start == start and len(start["train"]) == len(start["val"]) == 1
+    parent_val = next(e for e in events if e["event"] == "val" and e["model"] == "parent")
+    tuned_val = [e for e in events if e["event"] == "val" and e["model"] == "finetuned"]
+    assert monitor.parent == parent_val and 0.0 <= parent_val["f1"] <= 1.0
+    assert monitor.val == [(e["step"], e["f1"]) for e in tuned_val] and monitor.val[-1][0] == 20
+    done = next(e for e in events if e["event"] == "done")
+    assert kinds.index("start") < kinds.index("train") < kinds.index("done")
+    assert monitor.done == done and done["model_dir"] == str(out) and monitor.progress == 1.0
+    assert (out / "model.json").is_file()
+    text = monitor.text()
+    assert f"step 20: {monitor.loss[-1][1]:.4f}" in text
+    assert f"current model on validation: F1 {parent_val['f1']:.3f}" in text
+    assert ("fine-tuned weights kept" if done["accepted"] else "the parent's weights were kept") in text
+    assert f"1 fine-tuning studies ({start['n_cmbs_train']} CMBs)" in text
+
+
 def test_refused_dataset_gives_its_one_line_reason(tmp_path):
     events = []
     job = jobs.CommandJob(["py", "x"], events.append, process_factory=replacing(FAKE_REFUSAL, [])).start()

@@ -1,0 +1,333 @@
+#!/usr/bin/env python
+"""Mutation testing of the modules where a silent bug costs most (issue 27).
+
+Runs mutmut (the `mutation` extra: ``pip install -e ".[mutation]"``, Python >= 3.10) on one
+module at a time, each against only the test files that exercise it, and prints a table:
+mutants, killed, survived, timeout, % killed, and every survivor as file:line and mutation.
+
+    python scripts/mutation_test.py --module metrics            # one module
+    python scripts/mutation_test.py --changed origin/main        # modules a change touches
+    python scripts/mutation_test.py --all --jobs 1 --report build/mutation.md
+
+Every run works in a fresh copy of the work tree (tracked and untracked, not ignored files)
+under ``--workdir``; the source files are never mutated in place, so people and tools that
+share the work tree are not disturbed.  mutmut keeps its own state in that copy
+(``WORKDIR/MODULE/mutants``), e.g. ``cd WORKDIR/metrics && mutmut show NAME`` shows a diff.
+
+Mutation testing is CPU-heavy and not part of CI: run it niced (the script nices itself to
+15 unless ``--nice 0``) and with ``--jobs 1`` on a shared machine.
+
+Counting: "killed" includes mutants whose tests failed or crashed; "timeout" mutants made the
+tests run past mutmut's per-mutant limit (``--timeout-multiplier`` x the tests' clean time
+plus a constant) and count as detected; "% killed" is (killed + timeout) / mutants.
+"Equivalent" survivors are the ones listed in EQUIVALENT below with the reason no test can
+tell them from the original; the last column, "score", leaves them out of the denominator.
+
+Not mutated: the text of raised exceptions (lines matching ``raise X(``), whose wording no
+test should pin letter by letter (the exception type and the condition that raises it are
+mutated like everything else).
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import datetime
+import difflib
+import fnmatch
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+# What the copy needs for the tests to run: the library, the tests and what they import.
+COPY = ("CMBLib", "Testing", "training", "benchmarks", "scripts", "CMBDetector", "CMBScribbleAnnotator",
+        "pyproject.toml")
+
+# Module name -> files to mutate, the test files that exercise them, and (optionally) fnmatch
+# patterns of mutmut's mutant names to keep (a part of a file: e.g. slice geometry only).
+MODULES = {
+    "metrics": {
+        # matching rules (VALDO, one-to-one, touch) and prediction / reference pairing; components.py
+        # (connected elements) is left for a later run (1027 mutants with it: about an hour here)
+        "files": ["CMBLib/metrics/matching.py", "CMBLib/metrics/pairing.py"],
+        "tests": ["Testing/test_metrics_rules.py", "Testing/test_metrics_properties.py",
+                  "Testing/test_metrics_valdo_reference.py", "Testing/test_metrics_aggregate.py",
+                  "Testing/test_metrics_cli.py", "Testing/test_metrics_exact.py"],
+    },
+    "gate": {
+        "files": ["CMBLib/detection/finetune_gate.py"],
+        # the fast tests of the rule (the end-to-end runs of test_finetune.py take minutes each)
+        "tests": ["Testing/test_finetune.py::test_threshold_rule_and_comparison",
+                  "Testing/test_finetune.py::test_gate_decisions",
+                  "Testing/test_finetune.py::test_same_weights_compares_every_tensor",
+                  "Testing/test_finetune_gate_rules.py"],
+        # the gate: pooled scoring and the decision (not case_labels / _location_filter / _locate, which
+        # run the detection pipeline: test_finetune.py::test_validation_runs_the_steps_of_cmb_detect)
+        "functions": ["CMBLib.detection.finetune_gate.x_" + f + "__mutmut_*" for f in
+                      ("score", "choose_threshold", "row_at", "beats", "same_weights", "decide", "fmt", "figures",
+                       "outcome_text")],
+    },
+    "location_filter": {
+        "files": ["CMBLib/detection/location_filter.py"],
+        "tests": ["Testing/test_detection_location_filter.py", "Testing/test_location_filter_exact.py"],
+    },
+    "growing": {
+        "files": ["CMBLib/growing/engine.py"],
+        "tests": ["Testing/test_growing_engine.py", "Testing/test_growing_internals.py",
+                  "Testing/test_growing_engine_exact.py"],
+    },
+    "annotation_export": {
+        "files": ["CMBLib/annotation/dataset.py"],
+        "tests": ["Testing/test_annotation_dataset.py", "Testing/test_annotation_dataset_exact.py"],
+    },
+    "dicom_geometry": {
+        "files": ["CMBLib/dicom/series.py"],
+        "tests": ["Testing/test_dicom_io.py", "Testing/test_dicom_geometry_exact.py"],
+        # slice geometry: stacking, ordering, spacing and direction of a series
+        "functions": ["CMBLib.dicom.series.x_read_series__mutmut_*",
+                      "CMBLib.dicom.series.x__runs_against_normal__mutmut_*",
+                      "CMBLib.dicom.series.x__natural_key__mutmut_*"],
+    },
+}
+
+# Survivors no test can kill, by mutant name, with the line the mutation must show (so an
+# explanation never silently moves to another mutant when the source changes) and the reason.
+EQUIVALENT: dict[str, tuple[str, str]] = {}
+
+DO_NOT_MUTATE_PATTERNS = [r"^\s*raise \w+\("]
+
+# mutmut's exit codes (mutmut/stats.py): -9 is its SIGKILL after the CPU-time limit, -11 a crash
+STATUS = {1: "killed", 3: "killed", -11: "killed", 0: "survived", 5: "no tests", 33: "no tests",
+          36: "timeout", -24: "timeout", 24: "timeout", 152: "timeout", 255: "timeout", -9: "timeout"}
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--module", action="append", choices=sorted(MODULES),
+                       help="module to mutate (repeatable)")
+    which.add_argument("--changed", nargs="?", const="HEAD", metavar="REF",
+                       help="modules whose files or tests differ from REF in `git diff` (default HEAD: "
+                            "uncommitted changes)")
+    which.add_argument("--all", action="store_true", help="every module in the table")
+    which.add_argument("--list", action="store_true", help="print the modules, their files and tests")
+    p.add_argument("--jobs", type=int, default=1, help="mutants tested in parallel (default 1)")
+    p.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "cmb-mutation",
+                   help="folder for the copies of the work tree, one per module (default %(default)s)")
+    p.add_argument("--report", type=Path, help="also write the table and survivors (Markdown) here, and "
+                                                "the same as JSON beside it (.json)")
+    p.add_argument("--nice", type=int, default=15, help="niceness of the run (default 15)")
+    p.add_argument("--timeout-multiplier", type=float, default=15.0,
+                   help="a mutant times out after this many times its tests' clean duration (default 15)")
+    p.add_argument("--reuse", action="store_true",
+                   help="keep the module's copy and mutmut's results from an earlier run (only mutants "
+                        "not yet tested are run); default: a fresh copy")
+    return p.parse_args(argv)
+
+
+def changed_modules(ref: str) -> list[str]:
+    out = subprocess.run(["git", "diff", "--name-only", ref], cwd=REPO, capture_output=True, text=True,
+                         check=True).stdout.split()
+    out += subprocess.run(["git", "ls-files", "--others", "--exclude-standard"], cwd=REPO, capture_output=True,
+                          text=True, check=True).stdout.split()
+    touched = set(out)
+    return [name for name, m in MODULES.items() if touched & set(m["files"] + m["tests"])]
+
+
+def copy_tree(dest: Path) -> None:
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "--", *COPY], cwd=REPO,
+                           capture_output=True, text=True, check=True).stdout.splitlines()
+    for rel in files:
+        src = REPO / rel
+        if not src.is_file():
+            continue
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src, target)
+
+
+def toml_list(values) -> str:
+    return "[" + ", ".join(json.dumps(str(v)) for v in values) + "]"
+
+
+def write_config(dest: Path, module: dict, timeout_multiplier: float) -> None:
+    """pyproject.toml of the copy: the project's, less any [tool.mutmut], plus this module's."""
+    text = (dest / "pyproject.toml").read_text()
+    kept, skip = [], False
+    for line in text.splitlines():
+        if line.startswith("["):
+            skip = line.strip() == "[tool.mutmut]"
+        if not skip:
+            kept.append(line)
+    tests = [t for t in module["tests"] if (dest / t.split("::")[0]).is_file()]
+    kept += ["", "[tool.mutmut]",
+             'source_paths = ["CMBLib"]',
+             f"only_mutate = {toml_list(module['files'])}",
+             'also_copy = ["Testing", "training", "benchmarks", "scripts", "CMBDetector", "CMBScribbleAnnotator"]',
+             f"pytest_add_cli_args_test_selection = {toml_list(tests)}",
+             'pytest_add_cli_args = ["-x", "-q", "-p", "no:cacheprovider"]',
+             f"do_not_mutate_patterns = {toml_list(DO_NOT_MUTATE_PATTERNS)}",
+             f"timeout_multiplier = {timeout_multiplier}",
+             "use_git_change_detection = false", ""]
+    (dest / "pyproject.toml").write_text("\n".join(kept))
+
+
+def run_module(name: str, args) -> dict:
+    module = MODULES[name]
+    dest = args.workdir / name
+    if dest.exists() and not args.reuse:
+        shutil.rmtree(dest)
+    if not dest.exists():
+        dest.mkdir(parents=True)
+        copy_tree(dest)
+        write_config(dest, module, args.timeout_multiplier)
+    env = dict(os.environ)
+    # conftest finds ../shared/data beside the repository; the copy lives elsewhere
+    env.setdefault("CMB_SHARED_DATA", str(REPO.parent / "shared" / "data"))
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    cmd = [sys.executable, "-m", "mutmut", "run", "--max-children", str(args.jobs), *module.get("functions", [])]
+    print(f"== {name}: mutmut on {', '.join(module['files'])} ({dest})", flush=True)
+    log = dest / "mutmut-run.log"
+    with open(log, "w") as fh:
+        rc = subprocess.run(cmd, cwd=dest, env=env, stdout=fh, stderr=subprocess.STDOUT).returncode
+    if rc != 0:
+        tail = log.read_text(errors="replace")[-3000:]
+        raise SystemExit(f"mutmut failed on {name} (exit {rc}); the end of {log}:\n{tail}")
+    return collect(name, module, dest)
+
+
+def _function_def_line(source: str, mangled: str) -> int:
+    """Line of the `def` of mutmut's mangled function name (x_NAME or xǁCLASSǁNAME)."""
+    parts = mangled[1:].split("ǁ") if mangled.startswith("xǁ") else [None, mangled[2:]]
+    cls, func = (parts[1], parts[2]) if len(parts) == 3 else (None, parts[-1])
+    tree = ast.parse(source)
+    body = tree.body
+    if cls:
+        body = next(n.body for n in tree.body if isinstance(n, ast.ClassDef) and n.name == cls)
+    for n in body:
+        if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name == func:
+            return n.lineno
+    raise KeyError(mangled)
+
+
+def describe(dest: Path, rel: str, key: str) -> tuple[int, str]:
+    """(line in the original file, "old -> new") of one mutant."""
+    mutated = (dest / "mutants" / rel).read_text().splitlines()
+    spans = json.loads((dest / "mutants" / (rel + ".spans")).read_text())["spans"]
+    short = key.rsplit(".", 1)[1]
+    mangled = short.rsplit("__mutmut_", 1)[0]
+    a0, a1 = spans[mangled + "__mutmut_orig"]
+    b0, b1 = spans[short]
+    orig, mut = mutated[a0 - 1:a1], mutated[b0 - 1:b1]
+    def_line = _function_def_line((dest / rel).read_text(), mangled)
+    for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(None, orig, mut, autojunk=False).get_opcodes():
+        if tag != "equal":
+            old = " / ".join(s.strip() for s in orig[i1:i2]) or "(nothing)"
+            new = " / ".join(s.strip() for s in mut[j1:j2]) or "(removed)"
+            return def_line + i1, f"{old}  ->  {new}"
+    return def_line, "(no textual change)"
+
+
+def collect(name: str, module: dict, dest: Path) -> dict:
+    counts = {"mutants": 0, "killed": 0, "survived": 0, "timeout": 0, "other": 0, "equivalent": 0}
+    survivors, equivalent = [], []
+    patterns = module.get("functions")
+    for rel in module["files"]:
+        meta = json.loads((dest / "mutants" / (rel + ".meta")).read_text())["exit_code_by_key"]
+        for key, code in sorted(meta.items(), key=lambda kv: _natural(kv[0])):
+            if patterns and not any(fnmatch.fnmatch(key, p) for p in patterns):
+                continue
+            counts["mutants"] += 1
+            status = STATUS.get(code, "other")
+            if status == "survived":
+                line, what = describe(dest, rel, key)
+                entry = {"mutant": key, "where": f"{rel}:{line}", "mutation": what}
+                known = EQUIVALENT.get(key)
+                if known and known[0] in what:
+                    entry["reason"] = known[1]
+                    equivalent.append(entry)
+                    counts["equivalent"] += 1
+                else:
+                    survivors.append(entry)
+            elif status == "no tests":
+                line, what = describe(dest, rel, key)
+                survivors.append({"mutant": key, "where": f"{rel}:{line}", "mutation": what + "  [no test runs it]"})
+                status = "survived"
+            elif status == "other":
+                survivors.append({"mutant": key, "where": rel, "mutation": f"mutmut status exit code {code}"})
+            counts[status] += 1
+    n = counts["mutants"]
+    detected = counts["killed"] + counts["timeout"]
+    counts["percent_killed"] = round(100.0 * detected / n, 1) if n else None
+    denom = n - counts["equivalent"]
+    counts["score"] = round(100.0 * detected / denom, 1) if denom else None
+    return {"module": name, "files": module["files"], "tests": module["tests"], **counts,
+            "survivors": survivors, "equivalent_mutants": equivalent}
+
+
+def _natural(key: str):
+    head, _, num = key.rpartition("_")
+    return (head, int(num) if num.isdigit() else 0)
+
+
+def table(results: list[dict], command: str) -> str:
+    today = datetime.date.today().isoformat()
+    lines = [f"`{command}` ({today}, mutmut {_mutmut_version()})", "",
+             "| module | mutants | killed | survived | timeout | equivalent (explained) | % killed | score |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        lines.append(f"| {r['module']} | {r['mutants']} | {r['killed']} | {r['survived'] - r['equivalent']} | "
+                     f"{r['timeout']} | {r['equivalent']} | {r['percent_killed']} | {r['score']} |")
+    for r in results:
+        if r["survivors"] or r["equivalent_mutants"]:
+            lines += ["", f"Survivors of {r['module']}:"]
+            lines += [f"- {s['where']}  {s['mutation']}  ({s['mutant']})" for s in r["survivors"]]
+            lines += [f"- equivalent: {s['where']}  {s['mutation']}: {s['reason']}" for s in r["equivalent_mutants"]]
+    return "\n".join(lines) + "\n"
+
+
+def _mutmut_version() -> str:
+    try:
+        from importlib.metadata import version
+        return version("mutmut")
+    except Exception:
+        return "?"
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.list:
+        for name, m in MODULES.items():
+            print(f"{name}: {' '.join(m['files'])}\n    tests: {' '.join(m['tests'])}")
+        return 0
+    try:
+        import mutmut  # noqa: F401
+    except ImportError:
+        print('mutmut is not installed: pip install -e ".[mutation]" (Python >= 3.10)', file=sys.stderr)
+        return 2
+    if args.nice:
+        os.nice(args.nice)
+    names = sorted(MODULES) if args.all else args.module or changed_modules(args.changed)
+    if not names:
+        print(f"no module of the table is touched by `git diff {args.changed}`")
+        return 0
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    results = [run_module(name, args) for name in names]
+    command = "python scripts/mutation_test.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    text = table(results, command.strip())
+    print(text)
+    if args.report:
+        args.report.parent.mkdir(parents=True, exist_ok=True)
+        args.report.write_text(text)
+        args.report.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
