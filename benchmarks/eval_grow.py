@@ -128,14 +128,16 @@ def rater_scribble(truth_mask, att, rng):
     return out
 
 
-def make_cases(name, seed, grid_index, per_grid=1, keep_background=False):
+def make_cases(name, seed, grid_index, per_grid=1, keep_background=False, radius_mm=(1.0, 3.0)):
     """List of (group, image Volume, truth Volume, scribbles Volume) for one background on one grid;
     `keep_background`: each tuple also ends with the background array the CMBs were inserted
-    into (no noise, float64) and its polarity."""
+    into (no noise, float64) and its polarity.  radius_mm: the CMBs' core radius range (the
+    default draw; `--radius 0.5,1.5` makes a set of CMBs of a few voxels, see --tiny)."""
     from CMBLib.synthesis.cmb_insertion import insert_cmbs
 
     spacing = GRIDS[grid_index]
-    rng = np.random.default_rng([seed, grid_index, sum(map(ord, name))])
+    rng = np.random.default_rng([seed, grid_index, sum(map(ord, name))] + ([] if tuple(radius_mm) == (1.0, 3.0)
+                                else [int(round(1000 * r)) for r in radius_mm]))
     bg = background(name, spacing, rng)
     if bg is None:
         return []
@@ -146,7 +148,7 @@ def make_cases(name, seed, grid_index, per_grid=1, keep_background=False):
     out = []
     for _rep in range(per_grid):
         n = 4 if name == "gre_mag" else 8
-        ins = insert_cmbs(base, n=n, rng=rng, brain_mask=inner, polarity=polarity, radius_mm=(1.0, 3.0),
+        ins = insert_cmbs(base, n=n, rng=rng, brain_mask=inner, polarity=polarity, radius_mm=tuple(radius_mm),
                           contrast=(0.35, 0.9), min_distance_mm=8.0 if name != "gre_mag" else 5.0)
         clean = np.asarray(ins.image.array, np.float64)
         ref = np.asarray(base.array, np.float64)
@@ -175,20 +177,22 @@ def make_cases(name, seed, grid_index, per_grid=1, keep_background=False):
     return out
 
 
-def cases_for(set_name, per_grid=1, only=None, cache=None):
-    """Cases of a set; `cache`: a folder to keep generated cases in between runs (pickles)."""
+def cases_for(set_name, per_grid=1, only=None, cache=None, radius_mm=(1.0, 3.0), grids=None):
+    """Cases of a set; `cache`: a folder to keep generated cases in between runs (pickles);
+    `grids`: indices into GRIDS (default all)."""
     import pickle
 
     for name, seed in SETS[set_name]:
         if only and name not in only:
             continue
-        for g in range(len(GRIDS)):
-            path = Path(cache) / f"{name}_{seed}_{g}_{per_grid}.pkl" if cache else None
+        for g in range(len(GRIDS)) if grids is None else grids:
+            tag = "" if tuple(radius_mm) == (1.0, 3.0) else "_r" + "-".join(f"{r:g}" for r in radius_mm)
+            path = Path(cache) / f"{name}_{seed}_{g}_{per_grid}{tag}.pkl" if cache else None
             if path is not None and path.is_file():
                 with open(path, "rb") as f:
                     cases = pickle.load(f)
             else:
-                cases = make_cases(name, seed, g, per_grid)
+                cases = make_cases(name, seed, g, per_grid, radius_mm=radius_mm)
                 if path is not None:
                     path.parent.mkdir(parents=True, exist_ok=True)
                     with open(path, "wb") as f:
@@ -235,6 +239,24 @@ def print_table(title, rows, by_grid=False):
         s = summary(sel)
         print(f"  {g:<16} {s['n']:>4} {s['mean']:6.3f} {s['median']:6.3f} {s['p10']:6.3f} {s['min']:6.3f} "
               f"{s['below_0.5']:>4} {s['vol_ratio_median']:7.2f}")
+    print_sizes(rows)
+
+
+SIZES = [("<=10 vox", 0, 10), ("11-20 vox", 11, 20), ("21-50 vox", 21, 50), (">50 vox", 51, 10 ** 9)]
+
+
+def print_sizes(rows):
+    """One line per true-size class (voxels on the CMB's own grid): the tiny ones are where
+    partial volume decides the mask (issue 28: median grown / true <= 1.3 for <= 10 voxels)."""
+    print(f"  {'true size':<16} {'n':>4} {'mean':>6} {'median':>6} {'p10':>6} {'vol p/t':>7} {'p/t p90':>7}")
+    for name, lo, hi in SIZES:
+        sel = [r for r in rows if lo <= r[4] <= hi]
+        if not sel:
+            continue
+        s = summary(sel)
+        ratio = np.array([r[3] / max(r[4], 1) for r in sel])
+        print(f"  {name:<16} {s['n']:>4} {s['mean']:6.3f} {s['median']:6.3f} {s['p10']:6.3f} "
+              f"{s['vol_ratio_median']:7.2f} {np.percentile(ratio, 90):7.2f}")
 
 
 def main():
@@ -249,10 +271,16 @@ def main():
     ap.add_argument("--cache", default=None, help="folder to keep generated cases in (speeds up sweeps)")
     ap.add_argument("--by-grid", action="store_true", help="one line per background and grid")
     ap.add_argument("--worst", type=int, default=0, help="list the N worst CMBs")
+    ap.add_argument("--radius", default="1,3", help="CMB core radius range mm (default 1,3; tiny CMBs: 0.5,1.5)")
+    ap.add_argument("--grids", default=None, help="comma-separated indices into GRIDS "
+                                                  "(0: 0.86 x 0.86 x 4, 1: 0.5 x 0.5 x 5, 2: 1 mm); default all")
     args = ap.parse_args()
     if args.seed is not None:
         SETS[args.set] = [(name, args.seed) for name, _ in SETS[args.set]]
-    cases = list(cases_for(args.set, args.per_grid, args.only.split(",") if args.only else None, args.cache))
+    radius = tuple(float(v) for v in args.radius.split(","))
+    grids = [int(v) for v in args.grids.split(",")] if args.grids else None
+    cases = list(cases_for(args.set, args.per_grid, args.only.split(",") if args.only else None, args.cache,
+                           radius, grids))
     print(f"{args.set}: {len(cases)} images, {sum(len(np.unique(c[3].array)) - 1 for c in cases)} CMBs")
     sweep = [(None, None)]
     if args.option:

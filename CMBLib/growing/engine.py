@@ -64,6 +64,11 @@ class GrowSettings:
     box_mm: Optional[float] = None  # box margin (mm) around a scribble; None: 5 (half_dip), 0.75 x max diameter
     iterations: int = 3           # half_dip: re-estimations of background, threshold and zone
     background_slope: bool = True   # half_dip: the background level varies linearly (slope fitted to the shell)
+    # half_dip: size-aware level: undo the smoothing's widening of dips near the voxel scale
+    # (interactive.unsmoothed_fraction; tiny CMBs grew 1.5-4x without it), for dips whose
+    # smoothed half-level radius is at most smooth_correction_px in-plane voxels
+    smooth_correction: bool = True
+    smooth_correction_px: float = 3.0
     basin_h: float = 0.0          # half_dip: keep the seeds' watershed basin (minima deeper than h sigmas); 0 off
     snap_points_mm: float = 1.5             # grow_from_points: look this far for the lesion's extreme voxel
 

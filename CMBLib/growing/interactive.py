@@ -394,8 +394,8 @@ def _half_dip(intensity, seeds, blocked, dark, s: GrowSettings, spacing_kji):
         tol = fraction * max(b - m, 0.0)
         zbox = tuple(slice(None) for _ in v.shape)
         if guard:
-            zone, dip_centre, zbox = _dip_zone(v, free, rings, centre, m + tol, spacing_kji, s.zone_margin_mm,
-                                               s.ray_quantile, slice_rays=False, memo=memo)
+            zone, dip_centre, zbox, _ = _dip_zone(v, free, rings, centre, m + tol, spacing_kji, s.zone_margin_mm,
+                                                  s.ray_quantile, slice_rays=False, memo=memo)
             zone |= seeds
             zbox = _union_box(zbox, seed_box)
         # the region at this tolerance: voxels no brighter than m + tol, in the zone, holding a seed
@@ -413,9 +413,19 @@ def _half_dip(intensity, seeds, blocked, dark, s: GrowSettings, spacing_kji):
         b = _quantile(_sample(v[sub][shell]), s.shell_percentile)
         last_shell = (sub, shell)
     tol = fraction * max(b - m, 0.0)
+    if s.smooth_correction and s.smooth_mm > 0 and b > m:
+        # size-aware level: the denoising Gaussian widens a dip near the voxel scale (a CMB of a
+        # few voxels) far more than a large one; its half-depth on `v` is then wider than the
+        # half-depth of the image itself.  Measure the smoothed dip's radius at the level and
+        # take the level on `v` that lies where the unsmoothed dip has it (Gaussian dip model).
+        radius = _dip_zone(v, free, rings, centre, m + tol, spacing_kji, s.zone_margin_mm, s.ray_quantile,
+                           slice_rays=False, memo=memo)[3]
+        if radius <= s.smooth_correction_px * float(np.mean(spacing_kji[1:])):
+            fraction = unsmoothed_fraction(fraction, radius, s.smooth_mm)
+        tol = fraction * (b - m)
     if guard:
-        zone, dip_centre, _ = _dip_zone(v, free, rings, centre, m + tol, spacing_kji, s.zone_margin_mm,
-                                        s.ray_quantile, memo=memo)
+        zone, dip_centre, _, _ = _dip_zone(v, free, rings, centre, m + tol, spacing_kji, s.zone_margin_mm,
+                                           s.ray_quantile, memo=memo)
         zone |= seeds
     else:
         dip_centre = tuple(float(c) for c in centre)
@@ -435,7 +445,27 @@ def _half_dip(intensity, seeds, blocked, dark, s: GrowSettings, spacing_kji):
     cost[~zz] = big
     join = minimax_vertex(cost, sz, s.connectivity)
     join[(~zz) | (join >= big / 2)] = np.inf
-    return join, crop, tol, {"background": b, "minimum": m, "noise": sigma}, dip_centre
+    return join, crop, tol, {"background": b, "minimum": m, "noise": sigma, "fraction": fraction}, dip_centre
+
+
+def unsmoothed_fraction(fraction: float, radius_mm: float, sigma_mm: float) -> float:
+    """The fraction of the smoothed dip's depth (from its minimum) whose contour lies where the
+    unsmoothed dip's `fraction` contour lies, for a Gaussian dip after an in-plane Gaussian of
+    `sigma_mm`; `radius_mm`: the smoothed dip's in-plane radius at `fraction`.
+
+    A dip exp(-r^2 / 2 s0^2) becomes, after smoothing, (s0^2 / s1^2) exp(-r^2 / 2 s1^2) with
+    s1^2 = s0^2 + sigma^2.  The smoothed dip's attenuation at level a = 1 - fraction of its
+    peak lies at r1^2 = -2 s1^2 ln a (so s1 is measured); the unsmoothed one's at
+    r0^2 = -2 s0^2 ln a, where the smoothed dip is at a ** (s0^2 / s1^2) of its peak, with
+    s0^2 / s1^2 = 1 + 2 sigma^2 ln a / r1^2.  Large dips (r1 >> sigma): fraction unchanged;
+    fraction 0.5, sigma 0.5 mm: r1 = 3 mm gives 0.48, 1 mm 0.36, 0.7 mm 0.18; a dip no wider
+    than the smoothing itself (s0 -> 0) gives 0 (its minimum alone).  Units: mm.
+    """
+    a = 1.0 - float(fraction)
+    if not (0.0 < a < 1.0) or not (radius_mm > 0) or not np.isfinite(radius_mm) or sigma_mm <= 0:
+        return float(fraction)
+    ratio = min(max(1.0 + 2.0 * sigma_mm ** 2 * np.log(a) / radius_mm ** 2, 0.0), 1.0)
+    return float(1.0 - a ** ratio)
 
 
 def _smoothed(v, blocked, sigma_mm, spacing_kji):
@@ -534,6 +564,7 @@ def _ring_index(shape, centre, spacing_kji):
 
 
 _ANGLES = np.linspace(0, 2 * np.pi, 16, endpoint=False)
+SIZE_QUANTILE = 30.0
 
 
 def _crossings(sl, centre_ji, threshold, spacing_ji, reach_mm):
@@ -555,7 +586,8 @@ def _dip_zone(v, free, r, centre, threshold, spacing_kji, margin_mm, quantile, s
     centre rise above `threshold` (the `quantile`-th percentile over 16 in-plane rays: a
     vein, sulcus or dark grey matter beside the CMB spoils only some rays), plus margin;
     on the contiguous slices around the centre whose centre is below the threshold and
-    whose rays still rise above it within that radius."""
+    whose rays still rise above it within that radius.  Returns (zone, centre (k, j, i)
+    float, the zone's box, the radius in mm without the margin)."""
     k0 = centre[0]
     sp = spacing_kji[1:]
     reach = float(min(v.shape[1] * sp[0], v.shape[2] * sp[1])) / 2
@@ -613,7 +645,7 @@ def _dip_zone(v, free, r, centre, threshold, spacing_kji, margin_mm, quantile, s
         box = (slice(k_lo, k_hi), slice(int(rows[0]), int(rows[-1]) + 1), slice(int(columns[0]), int(columns[-1]) + 1))
     else:
         box = (slice(k0, k0 + 1), slice(j0, j0 + 1), slice(i0, i0 + 1))
-    return zone, (float(k0), cj, ci), box
+    return zone, (float(k0), cj, ci), box, float(radius)
 
 
 def _own_basin(v, join, seeds, free, h, connectivity):
