@@ -242,14 +242,18 @@ def test_no_bundled_model_says_so(tmp_path, monkeypatch, capsys):
 
 def test_models_lists_version_input_and_metrics(tmp_path, monkeypatch, capsys):
     tiny_model_folder(tmp_path / "m1", name="m1", version="2.1", intended_input="SWI 3T",
-                      metrics={"sensitivity": 0.875, "fp_per_scan": 1.5,
-                               "test": {"all": {"n_cases": 3, "f1": 0.5, "tp": 4}}})
+                      metrics={"rule": "valdo, 5 mm", "sensitivity": 0.875, "fp_per_scan": 1.5,
+                               "test": {"all": {"n_cases": 3, "f1": 0.5, "tp": 4, "data": "3 test brains",
+                                                "settings": "0.7 / 3 mm"},
+                                        "old": {"n_cases": 9, "f1": 0.861}}})
     monkeypatch.setattr(model_io, "MODELS_DIR", tmp_path)
     assert main(["models"]) == 0
     out = capsys.readouterr().out
-    assert "m1 2.1 (default)" in out and "SWI 3T" in out and "sensitivity 0.875; fp_per_scan 1.5" in out
-    # one line per measured group, key figures only
-    assert "\n    test all: n_cases 3, f1 0.5\n" in out
+    assert "m1 2.1 (default)" in out and "SWI 3T" in out and "performance    : rule valdo, 5 mm\n" in out
+    # one line per measured group that names its data, key figures only, then its data and settings
+    assert "\n    test all: n_cases 3, tp 4, f1 0.5\n      data: 3 test brains\n      settings: 0.7 / 3 mm\n" in out
+    # figures without their data named are not printed
+    assert "0.875" not in out and "0.861" not in out and "not shown: test old" in out
 
 
 def test_overview_is_radiological():

@@ -43,7 +43,7 @@ def run(args) -> int:
               f"patch {' x '.join(str(s) for s in m['patch_size'])} voxels, threshold {m.get('threshold')}")
         if m.get("training_data") and m["source"] == "bundled":
             print(f"  training data  : {_text(m['training_data'])}")
-        lines = _metrics(m.get("metrics"))
+        lines = _metrics(m.get("metrics"), m)
         print(f"  performance    : {lines[0]}")
         for line in lines[1:]:
             print(f"    {line}")
@@ -57,32 +57,59 @@ def _text(v) -> str:
     return v if isinstance(v, str) else json.dumps(v)
 
 
-SHOWN = ("n_cases", "sensitivity", "precision", "f1", "fp_per_scan")
+SHOWN = ("n_cases", "tp", "fp", "fn", "sensitivity", "precision", "f1", "fp_per_scan", "mean_detect_s")
+NOTES = ("rule", "brains")               # strings printed before the figures
+DESCRIBED = ("data", "settings", "measured")   # strings printed under a group's figures
 
 
-def _metrics(metrics) -> list:
-    """Lines describing a metrics dict: scalars on the first line, then one line per measured
-    group (nested dicts such as test -> all -> {sensitivity, ...}), key figures only."""
+def _metrics(metrics, meta=None) -> list:
+    """Lines describing a metrics dict: its notes (rule, brains) on the first line, then each
+    measured group that names its data (key "data"; a fine-tuned model's validation and test
+    groups name their studies through its "finetune" record), key figures only, with its data
+    and settings.  Figures without their data named are not printed (`cmb models --json` has
+    everything)."""
     if not metrics:
         return ["not measured"]
     if not isinstance(metrics, dict):
-        return [str(metrics)]
-    head, groups = [], []
+        return ["not measured (no figures with their data named)"]
+    head = [f"{k} {metrics[k]}" for k in NOTES if isinstance(metrics.get(k), str)]
+    groups, hidden = [], []
 
     def walk(prefix, d):
         leaves = {k: v for k, v in d.items() if not isinstance(v, dict)}
-        if prefix and leaves:
-            shown = [f"{k} {_num(leaves[k])}" for k in SHOWN if k in leaves] or \
-                [f"{k} {_num(v)}" for k, v in leaves.items()]
-            groups.append(f"{prefix}: " + ", ".join(shown))
-        elif not prefix:
-            head.extend(f"{k} {_num(v)}" for k, v in leaves.items())
+        figures = {k: v for k, v in leaves.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        data = leaves.get("data") or _finetune_data(meta, prefix)
+        if prefix and figures:
+            if data:
+                shown = [f"{k} {_num(figures[k])}" for k in SHOWN if k in figures] or \
+                    [f"{k} {_num(v)}" for k, v in figures.items()]
+                groups.append(f"{prefix}: " + ", ".join(shown))
+                groups.append(f"  data: {data}")
+                groups.extend(f"  {k}: {leaves[k]}" for k in DESCRIBED[1:] if isinstance(leaves.get(k), str))
+            else:
+                hidden.append(prefix)
         for k, v in d.items():
             if isinstance(v, dict):
                 walk(f"{prefix} {k}".strip(), v)
 
     walk("", metrics)
-    return ["; ".join(head) or "see below"] + groups
+    if hidden:
+        groups.append(f"({len(hidden)} group(s) without their data named not shown: {', '.join(hidden)})")
+    if not head and not [g for g in groups if not g.startswith("(")]:
+        return ["not measured (no figures with their data named)"] + groups
+    return ["; ".join(head) or "figures below"] + groups
+
+
+def _finetune_data(meta, group) -> str:
+    """The studies a fine-tuned model's validation / test figures were measured on."""
+    ft = (meta or {}).get("finetune") or {}
+    subjects = {"validation": ft.get("val_subjects"), "parent_validation": ft.get("val_subjects"),
+                "test": ft.get("test_subjects")}.get(group)
+    if not subjects:
+        return ""
+    sets = ", ".join(str(d.get("path")) for d in (meta.get("training_datasets") or []))
+    kind = "held-out test" if group == "test" else "validation"
+    return f"{len(subjects)} {kind} studies of {sets or 'the fine-tuning data'} ({', '.join(map(str, subjects))})"
 
 
 def _num(v) -> str:

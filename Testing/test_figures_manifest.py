@@ -1,0 +1,146 @@
+"""Every measured number printed in README.md, docs/*.md and the model cards / model.json is
+listed in docs/figures.json with its command, data, date and device (scripts/regenerate_figures.py;
+docs/developer.md, "Published figures")."""
+import importlib.util
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load():
+    spec = importlib.util.spec_from_file_location("regenerate_figures", ROOT / "scripts" / "regenerate_figures.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+figs = _load()
+
+
+@pytest.fixture(scope="module")
+def manifest():
+    return figs.load_manifest()
+
+
+@pytest.fixture(scope="module")
+def texts():
+    return figs.read_texts()
+
+
+def test_every_printed_figure_matches_the_manifest(manifest, texts):
+    problems = figs.check(manifest, texts)
+    assert not problems, f"{len(problems)} problem(s); run `python scripts/regenerate_figures.py --check`:\n" + \
+        "\n".join(problems[:40])
+
+
+def test_published_files_include_the_readme_docs_and_model_cards(texts):
+    assert {"README.md", "docs/detector.md", "CMBLib/models/cmb-default/README.md",
+            "CMBLib/models/cmb-default/model.json"} <= set(texts)
+
+
+def test_each_entry_names_its_command_data_date_and_device(manifest):
+    ids = [e["id"] for e in manifest["figures"]]
+    assert len(ids) == len(set(ids)), "duplicate ids"
+    for e in manifest["figures"]:
+        for key in ("what", "value", "command", "data", "date", "device", "printed"):
+            assert e.get(key), f"{e['id']}: no {key}"
+        assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", e["date"]), f"{e['id']}: date {e['date']!r}"
+        spec = e.get("regenerate")
+        if spec:
+            values = e["value"] if isinstance(e["value"], list) else [e["value"]]
+            assert spec["parser"] in set(figs.PARSERS) | {"stdout"} and len(spec["fields"]) <= len(values), e["id"]
+    for nf in manifest.get("not_figures", []):
+        assert nf.get("file") and nf.get("text") and nf.get("why")
+
+
+def test_model_json_figures_name_their_data(texts):
+    """Each measured group of a bundled model.json says which cases and brains it was measured on
+    (what `cmb models` prints)."""
+    for path, text in texts.items():
+        if not path.endswith("model.json"):
+            continue
+        metrics = json.loads(text).get("metrics") or {}
+
+        def walk(prefix, d, path=path):
+            leaves = [k for k, v in d.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+            if leaves:
+                assert isinstance(d.get("data"), str) and "brain" in d["data"], f"{path} {prefix}: no data named"
+            for k, v in d.items():
+                if isinstance(v, dict):
+                    walk(f"{prefix}.{k}", v)
+        walk("metrics", metrics)
+
+
+def _replace(text, snippet, new):
+    """`text` with the (whitespace-normalised) `snippet` replaced once by `new`."""
+    rx = r"\s+".join(map(re.escape, figs.norm(snippet).split(" ")))
+    out, n = re.subn(rx, lambda _: new, text, count=1)
+    assert n == 1, snippet
+    return out
+
+
+def _first_covered_figure(manifest, texts, path):
+    for e in manifest["figures"]:
+        for f, t in figs.printed_items(e):
+            if f == path and not f.endswith(".json"):
+                m = re.search(r"\d+\.\d+", t)
+                if m and m.group() in texts[path]:
+                    return e, m.group()
+    pytest.skip(f"no decimal figure listed for {path}")
+
+
+@pytest.mark.parametrize("path", ["README.md", "CMBLib/models/cmb-default/README.md", "docs/detector.md"])
+def test_a_hand_edited_number_is_caught(manifest, texts, path):
+    e, number = _first_covered_figure(manifest, texts, path)
+    snippet = next(t for f, t in figs.printed_items(e) if f == path)
+    edited = dict(texts, **{path: _replace(texts[path], snippet, figs.norm(snippet).replace(number, number + "9", 1))})
+    problems = figs.check(manifest, edited)
+    assert any(p.startswith(f"{e['id']}: {path} no longer prints") for p in problems), problems[:5]
+    assert any("is not in the manifest" in p and path in p for p in problems), problems[:5]
+
+
+def test_a_new_unlisted_figure_is_caught(manifest, texts):
+    edited = dict(texts, **{"docs/detector.md": texts["docs/detector.md"] +
+                            "\n\nOn 12 new cases the detector reached F1 0.713 at 0.25 FP/scan.\n"})
+    problems = figs.check(manifest, edited)
+    assert any("'F1 0.713'" in p for p in problems) and any("0.25 FP/scan" in p for p in problems)
+    drafts = figs.draft_entries(manifest, edited)
+    assert [d["value"] for d in drafts] == [["F1 0.713", "0.25 FP/scan"]]
+
+
+def test_a_file_that_stops_printing_a_figure_is_caught(manifest, texts):
+    e, _ = _first_covered_figure(manifest, texts, "README.md")
+    snippet = next(t for f, t in figs.printed_items(e) if f == "README.md")
+    edited = dict(texts, **{"README.md": _replace(texts["README.md"], snippet, "")})
+    assert any(p.startswith(f"{e['id']}: README.md no longer prints") for p in figs.check(manifest, edited))
+
+
+def test_model_json_edited_by_hand_is_caught(manifest, texts):
+    path = "CMBLib/models/cmb-default/model.json"
+    doc = json.loads(texts[path])
+    doc["metrics"]["validation"]["f1"] = 0.9
+    problems = figs.check(manifest, dict(texts, **{path: json.dumps(doc)}))
+    assert any("metrics.validation.f1 is 0.9" in p for p in problems), problems[:5]
+
+
+def test_scanner_finds_the_usual_figures():
+    found = [p for b in figs.blocks("Mean Dice **0.747**, 2.2 s and 0.8 GB; TP 35, FP 9, FN 9; 62 / 18 / 73; "
+                                     "3 of the 6 found, 1.5 x the time, 96 % set aside, 0.30 per scan.\n\n"
+                                     "| setting | F1 | FP/scan |\n|---|---|---|\n| 0.7 / 3 mm | 0.604 | 0.30 |\n")
+             for _, _, _, p in figs.figures_in(b)]
+    assert found == ["Dice **0.747", "2.2 s", "0.8 GB", "TP 35", "FP 9", "FN 9", "62 / 18 / 73", "3 of the 6",
+                     "1.5 x the", "96 %", "0.30 per scan", "| 0.7 / 3 mm | 0.604 | 0.30 |"]
+    # settings, grids and code are not figures
+    assert not [f for b in figs.blocks("grid 0.86 x 0.86 x 4 mm at 0.7 / 3 mm, `--minutes 8`, aseg.a2009s\n\n"
+                                       "```\ncmb detect --threshold 0.7 # F1 0.5\n```\n")
+                for f in figs.figures_in(b)]
+
+
+def test_reprint_keeps_the_printed_precision():
+    assert figs.reprint("F1 0.604", "f1", {"f1": 0.61234}) == "F1 0.612"
+    assert figs.reprint("64 / 13 / 71", ["tp", "fp", "fn"], {"tp": 65, "fp": 12, "fn": 70}) == "65 / 12 / 70"
+    assert figs.reprint("0.30 FP/scan", None, {}) == "0.30 FP/scan"
