@@ -233,9 +233,7 @@ def test_module_folder_rules():
         assert "sys.executable" not in text or path.name == "process.py" and "Never sys.executable" in text, path
     main = (MODULE / "CMBDetector.py").read_text(encoding="utf-8")
     assert len(main.splitlines()) <= 400
-    assert 'slicer.util.loadUI(self.resourcePath("UI/CMBDetector.ui"))' in main
-    assert (MODULE / "Resources" / "UI" / "CMBDetector.ui").is_file()
-    assert "def onReload" in main and "StartCloseEvent" in main and "EndCloseEvent" in main
+    # loadUI, onReload and the scene-close events: test_the_widget_* below run them
 
 
 def test_every_widget_the_code_names_is_in_the_ui():
@@ -426,10 +424,8 @@ def test_the_candidate_classifier_checkbox_is_off_and_sends_true_or_null():
     box = re.search(r'<widget class="QCheckBox" name="candidateClassifierCheck">(.*?)</widget>', ui, re.S).group(1)
     assert re.search(r'name="SlicerParameterName" stdset="0">\s*<string>candidateClassifier</string>', box)
     assert "trained on one brain" in box and "0.3" in box and "1 mm" in box and "Off by default" in box
-    code = (MODULE / "CMBDetector.py").read_text(encoding="utf-8")
-    assert re.search(r"^    candidateClassifier: bool = False\b", code, re.M)
-    assert "second_stage=second_stage_request(p.candidateClassifier, self.selectedModelInfo())" in code
-    assert "candidateClassifierCheck.enabled = classifier_available(self.selectedModelInfo())" in code
+    # the parameter-node default, the job the widget sends and the greyed-out box:
+    # test_the_widget_sends_the_two_checkboxes_as_the_worker_reads_them (both backends)
 
 
 def test_the_classifier_box_follows_the_chosen_model():
@@ -459,9 +455,7 @@ def test_the_location_filter_box_is_on_and_sends_null_or_false(fake_slicer, tmp_
     box = re.search(r'<widget class="QCheckBox" name="locationFilterCheck">(.*?)</widget>', ui, re.S).group(1)
     assert re.search(r'name="SlicerParameterName" stdset="0">\s*<string>locationFilter</string>', box)
     assert re.search(r'name="checked">\s*<bool>true</bool>', box) and "Never parenchyma" in box
-    code = (MODULE / "CMBDetector.py").read_text(encoding="utf-8")
-    assert re.search(r"^    locationFilter: bool = True\b", code, re.M)
-    assert "location_filter=None if p.locationFilter else False" in code
+    # the widget's own mapping (on -> null, off -> false): test_the_widget_sends_the_two_checkboxes_...
     monkeypatch.setattr(RecordingProcess, "lines", [])
     volume = fake_slicer.util.addVolumeFromArray(np.zeros((2, 3, 4), np.float32), name="T2S")
     logic = DetectorLogic(processFactory=RecordingProcess, python="py")
@@ -473,3 +467,259 @@ def test_the_location_filter_box_is_on_and_sends_null_or_false(fake_slicer, tmp_
     assert [job["location_filter"] for job in sent] == [None, False, None]
     assert '"location_filter": false' in RecordingProcess.lines[1]
     assert [_location_filter(job["location_filter"]) for job in sent] == [None, False, None]
+
+
+# --- the module widget itself (CMBDetector.py), on both backends -----------------------------------
+# Qt and Slicer's parameterNodeWrapper are not in slicer-core: small stand-ins below give the widget
+# what it calls (a combo box, check boxes, a table) and a parameter node whose unset fields read the
+# class defaults, as Slicer's wrapper does.  Everything else is the module's own code.
+class Combo:
+    def __init__(self):
+        self.items, self.currentIndex = [], -1
+
+    def blockSignals(self, block):
+        return False
+
+    def clear(self):
+        self.items, self.currentIndex = [], -1
+
+    def addItem(self, text, data):
+        self.items.append((text, data))
+
+    def setCurrentIndex(self, i):
+        self.currentIndex = i
+
+    def findData(self, data):
+        return next((i for i, (_, d) in enumerate(self.items) if d == data), -1)
+
+    @property
+    def currentData(self):
+        return self.items[self.currentIndex][1] if 0 <= self.currentIndex < len(self.items) else None
+
+    def connect(self, signal, fn):
+        pass
+
+
+class AnyWidget:
+    """Any Qt widget: attributes can be set; unknown methods accept anything and return a widget."""
+
+    def __init__(self):
+        self.enabled, self.checked, self.text = True, False, ""
+
+    def __getattr__(self, name):
+        return lambda *a, **k: AnyWidget()
+
+
+class ModuleUI:
+    def __init__(self):
+        self.modelCombo = Combo()
+
+    def __getattr__(self, name):
+        widget = AnyWidget()
+        setattr(self, name, widget)
+        return widget
+
+
+def _parameter_node_wrapper(cls):
+    fields = dict(cls.__annotations__)
+    defaults = {name: getattr(cls, name, None) for name in fields}
+
+    class Wrapped:
+        def __init__(self, node):
+            object.__setattr__(self, "parameterNode", node)
+            object.__setattr__(self, "values", dict(defaults))
+
+        def __getattr__(self, name):
+            values = object.__getattribute__(self, "values")
+            if name not in values:
+                raise AttributeError(name)
+            return values[name]
+
+        def __setattr__(self, name, value):
+            if name not in fields:
+                raise AttributeError(f"{cls.__name__} has no parameter {name}")
+            self.values[name] = value
+
+        def connectGui(self, ui):
+            return object()
+
+        def disconnectGui(self, tag):
+            pass
+
+    return Wrapped
+
+
+@pytest.fixture
+def detector_module(slicer_backend, monkeypatch, tmp_path):
+    """(CMBDetector module, backend, jobs sent): CMBDetector.py imported against the backend with
+    the stand-ins above; the logic's worker records job lines instead of starting a process."""
+    import importlib.util
+    import types
+
+    slicer = slicer_backend.slicer
+    qt = types.ModuleType("qt")
+    qt.QTableWidgetItem = lambda text: text
+    qt.QColor = types.SimpleNamespace(fromRgbF=lambda *c: c)
+    monkeypatch.setitem(sys.modules, "qt", qt)
+    pnw = types.ModuleType("slicer.parameterNodeWrapper")
+    pnw.Choice = lambda values: tuple(values)
+    pnw.parameterNodeWrapper = _parameter_node_wrapper
+    monkeypatch.setitem(sys.modules, "slicer.parameterNodeWrapper", pnw)
+    for name in ("vtkMRMLScalarVolumeNode", "vtkMRMLSegmentationNode"):
+        if not hasattr(slicer, name):
+            monkeypatch.setattr(slicer, name, type(name, (), {}), raising=False)
+    if slicer_backend.real is None:          # the fake scene has no VTK observers: record them
+        class Mixin:
+            def __init__(self):
+                self.observers = []
+
+            def addObserver(self, obj, event, method):
+                self.observers.append((obj, event, method))
+
+            def removeObservers(self):
+                self.observers = []
+
+        for util in {id(m): m for m in (slicer.util, sys.modules.get("slicer.util")) if m is not None}.values():
+            monkeypatch.setattr(util, "VTKObservationMixin", Mixin, raising=False)
+    slm = sys.modules["slicer.ScriptedLoadableModule"]
+    parameter_nodes = []
+
+    class Logic:
+        def __init__(self):
+            pass
+
+        def getParameterNode(self):                    # one scripted module node, as Slicer keeps
+            if not parameter_nodes:
+                real = hasattr(slicer, "vtkMRMLScriptedModuleNode") and slicer_backend.real is not None
+                node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScriptedModuleNode") if real else object()
+                parameter_nodes.append(node)
+            return parameter_nodes[0]
+
+    class Widget:
+        def __init__(self, parent=None):
+            self.parent = parent or types.SimpleNamespace(isEntered=True)
+            self.reloaded = False
+
+        def setup(self):
+            self.layout = types.SimpleNamespace(widgets=[], addWidget=lambda w: self.layout.widgets.append(w))
+
+        def resourcePath(self, name):
+            return str(MODULE / "Resources" / name)
+
+        def onReload(self):
+            self.reloaded = True
+
+        def cleanup(self):
+            pass
+
+    monkeypatch.setattr(slm, "ScriptedLoadableModule", type("ScriptedLoadableModule", (), {}), raising=False)
+    monkeypatch.setattr(slm, "ScriptedLoadableModuleLogic", Logic, raising=False)
+    monkeypatch.setattr(slm, "ScriptedLoadableModuleWidget", Widget, raising=False)
+    loaded = []
+
+    def load_ui(path):
+        loaded.append(path)
+        assert Path(path).is_file(), path
+        return types.SimpleNamespace(setMRMLScene=lambda scene: None)
+
+    monkeypatch.setattr(slicer.util, "loadUI", load_ui, raising=False)
+    monkeypatch.setattr(slicer.util, "childWidgetVariables", lambda widget: ModuleUI(), raising=False)
+    spec = importlib.util.spec_from_file_location("CMBDetector_under_test", MODULE / "CMBDetector.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.setattr(RecordingProcess, "lines", [])
+    real_init = module.CMBDetectorLogic.__init__
+    monkeypatch.setattr(module.CMBDetectorLogic, "__init__",
+                        lambda self, processFactory=None, python=None: real_init(self, RecordingProcess, "py"))
+    monkeypatch.setattr(module.CMBDetectorLogic, "ensureDependencies", staticmethod(lambda ask: True))
+    module.loaded_ui, module.widgets = loaded, []
+    yield module, slicer_backend
+    for widget in module.widgets:
+        widget.removeObservers()                        # the scene outlives the test's widgets
+
+
+def _widget(module):
+    widget = module.CMBDetectorWidget()
+    widget.setup()
+    module.widgets.append(widget)
+    return widget
+
+
+def test_the_widget_loads_its_ui_file_and_starts_from_the_parameter_node_defaults(detector_module):
+    module, backend = detector_module
+    widget = _widget(module)
+    assert module.loaded_ui == [str(MODULE / "Resources" / "UI" / "CMBDetector.ui")]
+    p = widget._parameterNode
+    assert p is not None and p.candidateClassifier is False and p.locationFilter is True
+    assert (p.sequence, p.device, p.threshold, p.location) == ("T2S", "auto", 0.0, False)
+    names = [text for text, _ in widget.ui.modelCombo.items]
+    assert names[-1] == "Other model folder..." and any("cmb-default" in n for n in names)
+
+
+def test_the_widget_sends_the_two_checkboxes_as_the_worker_reads_them(detector_module, tmp_path):
+    """Classifier box unchecked -> "second_stage": null (the model's default), checked -> true (false
+    is never sent); greyed out and null for a model without a second stage.  Location box on ->
+    "location_filter": null (the model's filter), off -> false."""
+    import numpy as np
+
+    from CMBLib.cli.worker import _location_filter, _stage2
+
+    module, backend = detector_module
+    widget = _widget(module)
+    bundled = next(m for m in widget.models if m["name"] == "cmb-default")
+    plain = dict({k: v for k, v in bundled.items() if k != "second_stage"}, path=str(tmp_path / "plain"))
+    widget.models = [bundled, plain]
+    widget.ui.modelCombo.items = [("bundled", bundled["path"]), ("plain", plain["path"])]
+    p = widget._parameterNode
+    p.inputVolume = backend.slicer.util.addVolumeFromArray(np.zeros((2, 3, 4), np.float32), name="T2S")
+    p.outputFolder = str(tmp_path / "out")
+    widget.logic.onEvent = lambda event: None          # the jobs end unseen (no results to load)
+    sent, enabled = [], []
+    for index, classifier, location in [(0, False, True), (0, True, True), (0, True, False), (1, True, True),
+                                        (1, False, False)]:
+        widget.ui.modelCombo.setCurrentIndex(index)
+        widget.updateModelCard()
+        enabled.append(widget.ui.candidateClassifierCheck.enabled)
+        p.candidateClassifier, p.locationFilter = classifier, location
+        widget.onApply()
+        job = json.loads(RecordingProcess.lines[-1])
+        sent.append((job["second_stage"], job["location_filter"]))
+        assert job["model"] == widget.models[index]["path"] and job["name"] == "T2S"
+        widget.logic.worker.process.on_line("out", json.dumps({"event": "result", "id": job["id"],
+                                                                "status": "ok"}))
+        assert not widget.logic.running
+    assert enabled == [True, True, True, False, False]
+    assert sent == [(None, None), (True, None), (True, False), (None, None), (None, False)]
+    assert [(_stage2(a), _location_filter(b)) for a, b in sent] == sent     # the worker accepts each
+
+
+def test_the_widget_lets_go_on_scene_close_and_reloads_its_packages(detector_module, monkeypatch):
+    module, backend = detector_module
+    widget = _widget(module)
+    events = {event for obj, event, method in getattr(widget, "observers", [])} if backend.real is None else None
+    calls = []
+    monkeypatch.setattr(widget.logic, "cancel", lambda: calls.append("cancel"))
+    monkeypatch.setattr(widget.logic, "shutdown", lambda: calls.append("shutdown"))
+    if backend.real is None:       # the fake scene sends no events: call what the widget registered
+        scene = backend.slicer.mrmlScene
+        assert events == {scene.StartCloseEvent, scene.EndCloseEvent}
+        for _obj, event, method in widget.observers:
+            if event == scene.StartCloseEvent:
+                method(scene, event)
+    else:
+        widget.parent.isEntered = False
+        backend.slicer.mrmlScene.Clear(0)              # Slicer's File > Close scene: the real events
+    assert calls == ["cancel", "shutdown"] and widget._parameterNode is None
+    assert widget.logic.session is None and widget.logic.asideNode is None
+    if backend.real is not None:
+        widget.parent.isEntered = True
+        backend.slicer.mrmlScene.Clear(0)
+        assert widget._parameterNode is not None    # a new scene: the module takes its parameter node again
+    modules = dict(sys.modules)
+    modules["CMBDetectorLib.stale"] = modules["CMBLib.stale"] = object()
+    monkeypatch.setattr(sys, "modules", modules)        # onReload edits this copy, not the real table
+    calls.clear()
+    widget.onReload()
+    assert calls == ["shutdown"] and widget.reloaded
+    assert not [n for n in modules if n.split(".")[0] in ("CMBDetectorLib", "CMBLib")]
+    assert "numpy" in modules
