@@ -83,6 +83,8 @@ def test_choose_threshold_counts_an_undefined_f1_as_zero_and_breaks_ties():
     rows = [{"threshold": 0.3, "f1": 0.4, "fp": 2}, {"threshold": 0.5, "f1": 0.4, "fp": 1},
             {"threshold": 0.7, "f1": 0.3, "fp": 0}]
     assert gate.choose_threshold(rows)["threshold"] == 0.5
+    assert gate.choose_threshold([{"threshold": 0.9, "f1": None, "fp": 0},
+                                  {"threshold": 0.3, "f1": 0.5, "fp": 0}])["threshold"] == 0.3
     assert gate.choose_threshold([{"threshold": 0.9, "f1": 0.2, "fp": 0},
                                   {"threshold": 0.4, "f1": 0.6, "fp": 9}])["threshold"] == 0.4
 

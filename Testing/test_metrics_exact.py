@@ -54,6 +54,15 @@ def test_one_to_one_prefers_more_pairs_over_a_shorter_total():
     one = match_one_to_one(np.array([[3.0, 40.0]]))       # one prediction: its allowed reference
     assert one.pairs == [(0, 0)] and one.ref_status == ["TP", "FN"] and one.pred_status == ["TP"]
     assert match_one_to_one(np.array([[3.0], [40.0]])).pred_status == ["TP", "FP"]
+    assert match_one_to_one(np.array([[5.5]])).pred_status == ["FP"]                # 5 mm by default
+    # five pairs of 4.99 mm (24.95 in all) against four of 0.01 mm plus one forbidden pair: a forbidden
+    # pair must cost more than any sum of allowed ones, or the optimum drops a pair
+    d = np.full((5, 5), 50.0)
+    for i in range(5):
+        d[i, i] = 4.99
+    for i in range(4):
+        d[i + 1, i] = 0.01
+    assert match_one_to_one(d).pairs == [(i, i) for i in range(5)]
 
 
 def test_touch_goes_on_after_a_prediction_that_touches_nothing():
@@ -131,16 +140,27 @@ def _sidecar(tmp_path, data):
 
 def test_sidecar_records_scores_and_locations(tmp_path):
     records = [
-        {"label": 1, "probability": 0.4, "max_probability": 0.9, "location": "Lobar"},
+        "not a record", {"score": 0.7}, {"label": "x", "score": 0.5},      # skipped, and the rest still read
+        {"label": 1, "probability": 0.4, "max_probability": 0.9, "location": {"name": "Lobar", "region": "x"}},
         {"label": "2", "score": "high", "confidence": 0.3, "location": {"name": "", "region": "Deep"}},
         {"label": 3, "prob_max": 1, "location": {"label": "Infratentorial"}},
         {"label": 4, "location": "Unknown"}, {"label": 5, "location": "unreviewed"}, {"label": 6, "location": ""},
-        {"label": "x", "score": 0.5}, {"score": 0.7}, "not a record", {"label": None, "score": 0.1},
+        {"label": None, "score": 0.1},
     ]
     scores, locations = _sidecar(tmp_path, {"cmbs": "none", "findings": records})
     assert scores == {1: 0.9, 2: 0.3, 3: 1.0} and isinstance(scores[3], float)
     assert locations == {1: "Lobar", 2: "Deep", 3: "Infratentorial"}
-    assert _sidecar(tmp_path, records[:1]) == ({1: 0.9}, {1: "Lobar"})            # a bare list of records
+    assert _sidecar(tmp_path, records[3:4]) == ({1: 0.9}, {1: "Lobar"})           # a bare list of records
     assert _sidecar(tmp_path, {"records": {"label": 1}}) == ({}, {})
     assert _sidecar(tmp_path, {"detections": [{"label": 2, "probability_max": 0.25}]}) == ({2: 0.25}, {})
     assert _sidecar(tmp_path, "text") == ({}, {})
+    assert _sidecar(tmp_path, 5) == ({}, {})                                      # JSON, but no records
+    (tmp_path / "x_cmb.json").write_text("{not json", encoding="utf-8")
+    with pytest.raises(CMBError, match="cannot be read as a CMB sidecar JSON"):
+        _parse_sidecar(tmp_path / "x_cmb.json")
+
+
+def test_match_points_reads_coordinates_as_numbers():
+    """Centres as read from a CSV (text) are converted, not compared as strings."""
+    m = match_points([["0", "0", "3"]], [["0", "0", "0"], ["9", "9", "9"]])
+    assert m.pred_status == ["TP"] and m.ref_status == ["TP", "FN"]
