@@ -11,7 +11,8 @@ from ..errors import CMBError
 
 # Sub-commands, in the order `cmb --help` lists them.  A module that is not present
 # (a part not installed yet) is skipped.
-COMMANDS = ["demo", "grow", "detect", "worker", "models", "evaluate", "benchmark", "locate", "export", "import_study",
+COMMANDS = ["demo", "grow", "detect", "compare", "worker", "models", "evaluate", "benchmark", "locate", "export",
+            "import_study",
             "synth", "report"]
 
 
