@@ -108,7 +108,7 @@ def test_a_new_unlisted_figure_is_caught(manifest, texts):
                             "\n\nOn 12 new cases the detector reached F1 0.713 at 0.25 FP/scan.\n"})
     problems = figs.check(manifest, edited)
     assert any("'F1 0.713'" in p for p in problems) and any("0.25 FP/scan" in p for p in problems)
-    drafts = figs.draft_entries(manifest, edited)
+    drafts = figs.draft_entries(manifest, {"docs/detector.md": edited["docs/detector.md"]})
     assert [d["value"] for d in drafts] == [["F1 0.713", "0.25 FP/scan"]]
 
 
@@ -144,3 +144,20 @@ def test_reprint_keeps_the_printed_precision():
     assert figs.reprint("F1 0.604", "f1", {"f1": 0.61234}) == "F1 0.612"
     assert figs.reprint("64 / 13 / 71", ["tp", "fp", "fn"], {"tp": 65, "fp": 12, "fn": 70}) == "65 / 12 / 70"
     assert figs.reprint("0.30 FP/scan", None, {}) == "0.30 FP/scan"
+
+
+def test_regenerated_figures_are_written_and_the_docs_then_fail(manifest, texts, tmp_path, monkeypatch, capsys):
+    import copy
+
+    m = copy.deepcopy(manifest)
+    entry = next(e for e in m["figures"] if e["id"] == "default-test-pseudo-t2s")
+    monkeypatch.setattr(figs, "regenerate", lambda e, timeout=0: {
+        "qsm_t2s@0.7:tp": 34, "qsm_t2s@0.7:fp": 8, "qsm_t2s@0.7:fn": 10, "qsm_t2s@0.7:f1": 0.7912,
+        "qsm_t2s@0.7:fp_per_scan": 1.0, "mean_detect_s": 44.9})
+    assert figs.run_entries(m, [entry], write=True, path=tmp_path / "figures.json") == 1
+    out = capsys.readouterr().out
+    assert "'33 / 8 / 11' -> '34 / 8 / 10'" in out and "'0.78' -> '0.79'" in out and "'1.00'" not in out
+    written = figs.load_manifest(tmp_path / "figures.json")
+    assert next(e for e in written["figures"] if e["id"] == entry["id"])["value"][:3] == ["34 / 8 / 10", "0.79", "1.00"]
+    problems = figs.check(written, texts)
+    assert any(p.startswith("default-test-pseudo-t2s: docs/detector.md no longer prints") for p in problems)

@@ -464,7 +464,10 @@ def this_device() -> str:
         "this dev machine" if hasattr(os, "getloadavg") else f"{os.cpu_count()} CPU cores"
 
 
-def run_entries(manifest: dict, entries: list, write: bool) -> int:
+def run_entries(manifest: dict, entries: list, write: bool, path: Path = MANIFEST) -> int:
+    """Regenerate `entries`, print each changed figure; with `write`, put the new figures (and
+    today's date, this device) into `manifest` and save it at `path`.  Returns how many changed
+    or failed."""
     changed = 0
     for e in entries:
         spec = e["regenerate"]
@@ -496,7 +499,7 @@ def run_entries(manifest: dict, entries: list, write: bool) -> int:
             e["device"] = this_device()
             print("  manifest updated; now print the new figures in: " + ", ".join(e["printed"]))
     if write:
-        save_manifest(manifest)
+        save_manifest(manifest, path)
     return changed
 
 
