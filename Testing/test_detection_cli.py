@@ -256,6 +256,20 @@ def test_models_lists_version_input_and_metrics(tmp_path, monkeypatch, capsys):
     assert "0.875" not in out and "0.861" not in out and "not shown: test old" in out
 
 
+def test_models_names_a_fine_tuned_models_studies():
+    from CMBLib.cli.models import _metrics
+
+    meta = {"training_datasets": [{"path": "/data/site-a"}],
+            "finetune": {"val_subjects": ["sub-03", "sub-07"], "test_subjects": ["sub-09"]}}
+    lines = _metrics({"rule": "valdo, 5 mm", "threshold": 0.5, "validation": {"n_cases": 2, "f1": 0.667},
+                      "test": {"n_cases": 1, "f1": 0.6}}, meta)
+    assert lines == ["rule valdo, 5 mm", "validation: n_cases 2, f1 0.667",
+                     "  data: 2 validation studies of /data/site-a (sub-03, sub-07)", "test: n_cases 1, f1 0.6",
+                     "  data: 1 held-out test studies of /data/site-a (sub-09)"]
+    assert _metrics({"threshold": 0.7, "all": {"f1": 0.9}}) == [
+        "not measured (no figures with their data named)", "(1 group(s) without their data named not shown: all)"]
+
+
 def test_overview_is_radiological():
     """Patient right on the viewer's left, anterior at the top, for the common grids."""
     from CMBLib.cli.demo import radiological_view
