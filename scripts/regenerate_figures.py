@@ -480,13 +480,14 @@ def run_entries(manifest: dict, entries: list, write: bool, path: Path = MANIFES
             continue
         values = e["value"] if isinstance(e["value"], list) else [e["value"]]
         new = [reprint(v, f, results) for v, f in zip(values, spec["fields"])] + values[len(spec["fields"]):]
+        volatile = {values[i] for i in spec.get("volatile", [])}   # timings: reported, not counted
         diffs = [(a, b) for a, b in zip(values, new) if a != b]
-        if not diffs:
-            print("  unchanged")
+        for a, b in diffs:
+            print(f"  {a!r} -> {b!r}{' (follows the machine)' if a in volatile else ''}")
+        if not [d for d in diffs if d[0] not in volatile]:
+            print("  unchanged" if not diffs else "  figures unchanged")
             continue
         changed += 1
-        for a, b in diffs:
-            print(f"  {a!r} -> {b!r}")
         if write:
             e["value"] = new
             for f, t in printed_items(e):
