@@ -161,3 +161,33 @@ def test_regenerated_figures_are_written_and_the_docs_then_fail(manifest, texts,
     assert next(e for e in written["figures"] if e["id"] == entry["id"])["value"][:3] == ["34 / 8 / 10", "0.79", "1.00"]
     problems = figs.check(written, texts)
     assert any(p.startswith("default-test-pseudo-t2s: docs/detector.md no longer prints") for p in problems)
+
+
+def test_parsers_read_the_benchmarks_outputs():
+    froc = figs.parse_froc_json({"total": {"0.7/3.0": [80, 30, 89, 0, 51]}, "by_size": {"0.7/3.0": [[0, 10], [12, 48]]},
+                                 "seconds": [3.0, 1.0, 2.0, 9.0]})
+    assert froc["0.7/3.0:f1"] == pytest.approx(160 / 279) and froc["0.7/3.0:fp_per_scan"] == pytest.approx(30 / 51)
+    assert froc["0.7/3.0:size1"] == "12/48" and froc["median_s"] == 2.5
+    ev = figs.parse_evaluate_json({"mean_detect_s": 44.9, "qsm_t2s": {"n_cases": 8, "rows": [
+        {"threshold": 0.5, "tp": 35, "fp": 20, "fn": 9, "f1": 0.7}, {"threshold": 0.7, "tp": 33, "fp": 8, "fn": 11,
+                                                                       "f1": 0.776, "fp_per_scan": 1.0}]}})
+    assert ev["qsm_t2s@0.7:fp"] == 8 and ev["qsm_t2s@0.5:tp"] == 35 and ev["mean_detect_s"] == 44.9
+    assert figs.parse_stdout("found 3 of 6 inserted CMBs", {"found": r"found (\d+) of"}) == {"found": "3"}
+
+
+COUNTS = r"(tp|fp|fn|n_cases|sensitivity|precision|f1|fp_per_scan)"
+KEY_FORMS = {"froc_json": rf"median_s|[\d.]+/[\d.]+:({COUNTS[1:-1]}|set_aside|size\d)",
+             "evaluate_json": rf"mean_detect_s|\w+@[\d.]+:{COUNTS}"}
+
+
+def test_regenerated_fields_name_what_their_parser_gives(manifest):
+    for e in manifest["figures"]:
+        spec = e.get("regenerate")
+        if not spec:
+            continue
+        keys = [k for f in spec["fields"] if f for k in (f if isinstance(f, list) else [f]) if k]
+        for k in keys:
+            if spec["parser"] == "stdout":
+                assert k in spec["regex"], (e["id"], k)
+            else:
+                assert re.fullmatch(KEY_FORMS[spec["parser"]], k), (e["id"], k)
