@@ -58,3 +58,23 @@ def findings_document(volume: Volume, centres_ras) -> dict:
     return {"format": "cmb-detections", "format_version": "1.0", "image": "",
             "image_geometry": {"size_ijk": list(volume.shape_ijk)}, "model": {"name": "hand", "version": "0"},
             "threshold": 0.5, "cmb_count": len(cmbs), "cmbs": cmbs}
+
+
+OLD_CMBS = CENTRE + np.array([[-25.0, 10, 5], [20, -20, -10], [5, 30, 15]])     # baseline RAS mm
+NEW_CMBS = CENTRE + np.array([[25.0, 15, 0], [-15, -30, 10]])                    # only on the follow-up
+
+
+def write_pair(folder):
+    """base.nii.gz / follow.nii.gz and their findings base_cmb.json / follow_cmb.json in `folder`
+    (OLD_CMBS on both, NEW_CMBS on the follow-up); returns the head motion 4x4."""
+    import json
+
+    from CMBLib.io import write_volume
+
+    b, f, m = make_pair(seed=0, baseline_cmbs=OLD_CMBS, followup_cmbs=np.vstack([OLD_CMBS, NEW_CMBS]))
+    write_volume(b, folder / "base.nii.gz")
+    write_volume(f, folder / "follow.nii.gz")
+    (folder / "base_cmb.json").write_text(json.dumps(findings_document(b, OLD_CMBS)))
+    (folder / "follow_cmb.json").write_text(json.dumps(findings_document(f, apply(m, np.vstack([OLD_CMBS,
+                                                                                              NEW_CMBS])))))
+    return m

@@ -3,25 +3,19 @@ import json
 
 import numpy as np
 import pytest
-from compare_fixtures import CENTRE, findings_document, make_pair
+from compare_fixtures import NEW_CMBS as NEW
+from compare_fixtures import OLD_CMBS as OLD
+from compare_fixtures import findings_document, make_pair, write_pair
 
 from CMBLib.cli import main
 from CMBLib.io import read_volume, write_volume
 from CMBLib.synthesis.followup_pair import apply
 
-OLD = CENTRE + np.array([[-25.0, 10, 5], [20, -20, -10], [5, 30, 15]])     # baseline RAS mm
-NEW = CENTRE + np.array([[25.0, 15, 0], [-15, -30, 10]])
-
 
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory):
     d = tmp_path_factory.mktemp("pair")
-    b, f, m = make_pair(seed=0, baseline_cmbs=OLD, followup_cmbs=np.vstack([OLD, NEW]))
-    write_volume(b, d / "base.nii.gz")
-    write_volume(f, d / "follow.nii.gz")
-    (d / "base_cmb.json").write_text(json.dumps(findings_document(b, OLD)))
-    (d / "follow_cmb.json").write_text(json.dumps(findings_document(f, apply(m, np.vstack([OLD, NEW])))))
-    return d, m
+    return d, write_pair(d)
 
 
 def _run(d, out, *extra):

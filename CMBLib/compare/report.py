@@ -23,8 +23,11 @@ def _xyz(p) -> str:
     return "-" if p is None else ", ".join(f"{float(v):.1f}" for v in p)
 
 
-def compare_report_html(result, baseline_volume, followup_volume, study: Optional[dict] = None) -> str:
-    """The HTML of the comparison report of a `pipeline.CompareResult`."""
+def compare_report_html(result, baseline_volume, followup_volume, study: Optional[dict] = None,
+                        review: Optional[dict] = None) -> str:
+    """The HTML of the comparison report of a `pipeline.CompareResult`.  `review`: the
+    ``review`` block of a reviewed comparison (`review.reviewed_document`); its count and
+    category are shown first, and each new CMB says the reader's decision."""
     study = dict(study or {})
     c = result.classes
     q = result.quality
@@ -35,6 +38,11 @@ def compare_report_html(result, baseline_volume, followup_volume, study: Optiona
             ("Created", datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))]
     out.append("<table>" + "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in rows) + "</table>")
     out.append("<h2>ARIA-H microhaemorrhage</h2>")
+    if review:
+        out.append(f"<p><b>After the reader's review: {int(review['new_count'])} new CMB(s); ARIA-H category: "
+                   f"{_e(review['aria_h_category'])}</b> (accepted {int(review['accepted'])}, rejected "
+                   f"{int(review['rejected'])}, not reviewed {int(review['unreviewed'])}; rejected findings are "
+                   "not counted). The automatic figures follow.</p>")
     out.append(f"<p><b>New CMBs since the baseline: {len(c['new'])}; ARIA-H category: "
                f"{_e(result.aria_h_category)}</b> (none 0, mild 1-4, moderate 5-9, severe 10 or more new "
                f"microhaemorrhages). Persisting {len(c['persisting'])}, no longer seen {len(c['no_longer_seen'])}"
@@ -57,6 +65,8 @@ def compare_report_html(result, baseline_volume, followup_volume, study: Optiona
             caption = f"new {n}: {size:.1f} mm, p {prob:.2f}; follow-up RAS ({_xyz(e['centre_ras'])}) mm"
             if e.get("flag"):
                 caption += f"; {e['flag']}"
+            if e.get("review_status"):
+                caption += f"; reader: {e['review_status']}"
             out.append(f"<figure><img src='{data_uri(left)}' alt='baseline {n}'><img src='{data_uri(right)}' "
                        f"alt='follow-up {n}'><figcaption{' class=warn' if e.get('flag') else ''}>{_e(caption)}"
                        "</figcaption></figure>")
@@ -81,7 +91,8 @@ def compare_report_html(result, baseline_volume, followup_volume, study: Optiona
     return "\n".join(out)
 
 
-def write_compare_report(path, result, baseline_volume, followup_volume, study: Optional[dict] = None) -> Path:
+def write_compare_report(path, result, baseline_volume, followup_volume, study: Optional[dict] = None,
+                         review: Optional[dict] = None) -> Path:
     from ..io import write_text_atomic
 
-    return write_text_atomic(path, compare_report_html(result, baseline_volume, followup_volume, study))
+    return write_text_atomic(path, compare_report_html(result, baseline_volume, followup_volume, study, review))
