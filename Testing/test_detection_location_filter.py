@@ -66,7 +66,7 @@ def test_model_zones_come_from_the_model_and_can_be_turned_off():
         model_zones({"name": "m"}, enabled=True)
     with pytest.raises(CMBError, match="unknown location-filter zone 'choroid'"):
         model_zones({"location_filter": {"zones": ["choroid"]}})
-    assert set(ZONES) == {"deep_midline_veins"}
+    assert set(ZONES) == {"deep_midline_veins", "symmetric_pairs"}
 
 
 def fake_registration(subject_ras, mni_ras, **quality):

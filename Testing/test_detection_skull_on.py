@@ -104,3 +104,60 @@ def test_detect_uses_the_models_preprocessing(head):
         d = dice(pre.to_native(pre.brain_mask.astype(np.uint8), order=0) > 0, head.brain_mask)
         assert r.settings["preprocess"]["brain_extraction"] == want
         assert dice_range[0] <= d <= dice_range[1]
+
+
+def test_skull_on_overrides_the_models_preprocessing(head):
+    """detect(skull_on=True / False) overrides model.json "preprocess" both ways; None keeps it."""
+    from detection_fixtures import dark_spot_model
+
+    from CMBLib.detection.pipeline import detect
+
+    for meta, skull_on, want in (({}, True, "head"), ({"preprocess": NEW}, False, "classic"),
+                                 ({"preprocess": NEW}, None, "head"), ({}, None, "classic")):
+        r = detect(head.image, dark_spot_model(**meta), device="cpu", second_stage=False, location_filter=False,
+                   keep_model_grid=True, skull_on=skull_on)
+        pre = r.model_grid["pre"]
+        d = dice(pre.to_native(pre.brain_mask.astype(np.uint8), order=0) > 0, head.brain_mask)
+        assert r.settings["preprocess"]["brain_extraction"] == want
+        assert (d >= MIN_DICE_HEAD) == (want == "head")
+
+
+def test_skull_on_reaches_detect_from_the_cli_and_the_worker(monkeypatch, tmp_path):
+    """`cmb detect --skull-on` and the worker's "skull_on" key pass True to detect; absent / null
+    pass None (the model's choice); a worker value other than true / false / null is refused."""
+    import io
+    import json
+
+    from CMBLib.cli import worker
+    from CMBLib.detection import model_io, pipeline
+    from CMBLib.io import write_volume
+
+    img, _, _ = make_demo_study(0)
+    write_volume(img, tmp_path / "img.nii.gz")
+    seen = []
+    real = pipeline.detect
+
+    def spy(*a, **k):
+        seen.append(k.get("skull_on"))
+        return real(*a, **dict(k, location_filter=False, second_stage=False))
+
+    from detection_fixtures import dark_spot_model
+
+    monkeypatch.setattr(pipeline, "detect", spy)
+    monkeypatch.setattr(model_io, "load_model", lambda name, device="cpu", models_dir=None: dark_spot_model())
+    from CMBLib.cli import main
+    for flags, want in ((["--skull-on"], True), ([], None)):
+        seen.clear()
+        assert main(["detect", str(tmp_path / "img.nii.gz"), "--out", str(tmp_path / f"o{len(flags)}"),
+                     "--device", "cpu", *flags]) == 0
+        assert seen == [want]
+    seen.clear()
+    jobs = [{"id": "on", "skull_on": True}, {"id": "off", "skull_on": False}, {"id": "null", "skull_on": None},
+            {"id": "bad", "skull_on": "yes"}]
+    lines = [json.dumps(dict(j, image=str(tmp_path / "img.nii.gz"), out=str(tmp_path / j["id"]), device="cpu"))
+             for j in jobs]
+    events = []
+    worker.serve(io.StringIO("\n".join(lines) + "\n"), events.append)
+    answers = {e["id"]: e for e in events if e["event"] in ("result", "error")}
+    assert seen == [True, False, None]
+    assert answers["bad"]["event"] == "error" and "skull_on must be true, false or null" in answers["bad"]["message"]

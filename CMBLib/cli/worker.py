@@ -9,7 +9,8 @@ Protocol (one JSON object per line, UTF-8):
 
     in:   {"id": "1", "image": PATH, "out": DIR, "name": NAME, "model": "default",
            "device": "auto", "threshold": null, "sequence": "T2S", "location": false,
-           "location_filter": true, "second_stage": null, "tta": null, "overwrite": false}
+           "location_filter": true, "second_stage": null, "tta": null, "skull_on": null,
+           "overwrite": false}
           {"cmd": "quit"}                    (or end of stdin)
     out:  {"event": "ready", "pid": N}       once, when the worker listens
           {"event": "progress", "id": ID, "progress": 0.42, "message": "..."}
@@ -222,7 +223,8 @@ class Worker:
                         threshold=None if threshold is None else float(threshold),
                         sequence=sequence, location=bool(job.get("location", False)), progress=progress,
                         location_filter=_location_filter(job.get("location_filter")),
-                        second_stage=_stage2(job.get("second_stage")), tta=_tta(job.get("tta")))
+                        second_stage=_stage2(job.get("second_stage")), tta=_tta(job.get("tta")),
+                        skull_on=_flag(job.get("skull_on"), "skull_on"))
         timings["detect"] = time.perf_counter() - t
         t = time.perf_counter()
         os.makedirs(job["out"], exist_ok=True)
@@ -277,6 +279,13 @@ def _stage2(value):
     if not isinstance(value, bool):
         raise CMBError(f"second_stage must be true, false or null, not {value!r}")
     return value
+
+
+def _flag(value, key: str):
+    """A job's true / false / null key (null or absent: the model's default)."""
+    if value is None or isinstance(value, bool):
+        return value
+    raise CMBError(f"{key} must be true, false or null, not {value!r}")
 
 
 def _tta(value):

@@ -22,6 +22,16 @@ so a rater can still look at it.
   (8.6 % of the thalamus and corpus callosum of the atlas); synthetic CMBs 1.5-4 mm from the
   third ventricle were set aside (issue 26).  Measured: `benchmarks/check_location_compartments.py`.
 
+* ``symmetric_pairs``: two candidates that are mirror images of each other about the
+  mid-sagittal plane (MNI x = 0; ``|x_a + x_b|``, ``|y_a - y_b|`` and ``|z_a - z_b|`` each at
+  most ``tolerance_mm``, 4 mm) inside the boxes of the deep structures where bilateral,
+  symmetric dark foci are physiological on T2*-GRE / SWI (`PAIR_BOXES`): iron in the red
+  nucleus and substantia nigra, the globus pallidus (and basal ganglia mineralisation), the
+  dentate nucleus, calcified choroid plexus in the atria.  Both are set aside together; a
+  candidate without its mirror partner stays a finding, and the thalami (a common site of
+  bilateral hypertensive CMBs) hold no pair box.  Measured on cmb-default: the issue-26
+  midbrain pair, docs/detector.md ("Symmetric pairs").
+
 The registration behind the filter must pass `registration.filter_problems` (a brain inside,
 not only a brain-shaped outline; enough of the brain in view; the zone in the field of view):
 otherwise nothing is set aside and the outputs carry one warning.
@@ -67,6 +77,50 @@ class Zone:
         return inside
 
 
+@dataclass(frozen=True)
+class PairZone:
+    """Boxes of the right hemisphere in MNI152 RAS mm (name, ((x0, x1), (y0, y1), (z0, z1)),
+    x0 > 0), mirrored for the left: a candidate in a box is set aside when another candidate
+    lies within `tolerance_mm` (per axis) of its mirror image about x = 0, in the same box."""
+
+    boxes: tuple
+    what: str
+    tolerance_mm: float = 4.0
+
+    @property
+    def box_mni_mm(self) -> tuple:
+        """One box holding every pair box and its mirror."""
+        b = np.array([box for _, box in self.boxes], float)                    # (n, 3, 2)
+        x = float(b[:, 0, 1].max())
+        return ((-x, x), (float(b[:, 1, 0].min()), float(b[:, 1, 1].max())),
+                (float(b[:, 2, 0].min()), float(b[:, 2, 1].max())))
+
+    def contains(self, mni_ras) -> np.ndarray:
+        p = np.atleast_2d(np.asarray(mni_ras, dtype=float))
+        mirror = p * [-1.0, 1.0, 1.0]
+        out = np.zeros(len(p), bool)
+        for _, box in self.boxes:
+            lo, hi = np.array([b[0] for b in box]), np.array([b[1] for b in box])
+            right = np.flatnonzero(np.all((p >= lo) & (p <= hi), axis=1))
+            left = np.flatnonzero(np.all((mirror >= lo) & (mirror <= hi), axis=1))
+            for a in right:
+                near = np.all(np.abs(mirror[left] - p[a]) <= self.tolerance_mm, axis=1)
+                if near.any():
+                    out[a] = True
+                    out[left[near]] = True
+        return out
+
+
+# bilateral deep structures, right side, MNI152 RAS mm (centres: red nucleus (5, -19, -8),
+# substantia nigra (11, -16, -11), globus pallidus (19, -4, -1), dentate (15, -57, -35),
+# atrium / glomus of the choroid plexus (28, -42, 14))
+PAIR_BOXES = (
+    ("midbrain_nuclei", ((2.0, 16.0), (-30.0, -8.0), (-22.0, -2.0))),
+    ("globus_pallidus", ((10.0, 28.0), (-16.0, 10.0), (-10.0, 10.0))),
+    ("dentate_nucleus", ((6.0, 26.0), (-70.0, -42.0), (-46.0, -22.0))),
+    ("choroid_plexus_atrium", ((16.0, 38.0), (-54.0, -26.0), (2.0, 28.0))),
+)
+
 # Atlas compartment codes (`scripts/build_location_atlas.py`, meta "compartment_codes").
 COMPARTMENTS = {"third_ventricle": 1, "cistern": 2, "lateral_ventricle": 3, "choroid_plexus": 4,
                 "fourth_ventricle": 5, "above_corpus_callosum": 6}
@@ -77,6 +131,10 @@ ZONES = {
         "CSF between the thalami: third ventricle, velum interpositum (internal cerebral veins), "
         "quadrigeminal cistern (vein of Galen, pineal)",
         compartments=("third_ventricle", "cistern")),
+    "symmetric_pairs": PairZone(
+        PAIR_BOXES,
+        "bilateral mirror-image pairs in the red nucleus / substantia nigra, globus pallidus, dentate "
+        "nucleus and choroid plexus of the atria (iron, mineralisation, calcification)"),
 }
 
 
@@ -110,7 +168,10 @@ def zone_of(mni_ras, zones) -> list:
 
 
 def zones_box(zones) -> Optional[tuple]:
-    """The box ((x0, x1), (y0, y1), (z0, z1)) holding every zone of `zones` (None: no zone)."""
+    """The box ((x0, x1), (y0, y1), (z0, z1)) holding every box zone of `zones`, the part of MNI
+    space the field of view must hold for the filter to apply (None: no such zone).  Pair zones
+    need no view: a pair cut by the field of view has no partner and nothing is set aside."""
+    zones = [z for z in zones if isinstance(ZONES[z], Zone)]
     if not zones:
         return None
     boxes = np.array([ZONES[z].box_mni_mm for z in zones], dtype=float)       # (n, 3, 2)

@@ -55,7 +55,7 @@ def detect(volume: Volume, model: Union[str, tuple[object, dict]] = "default", d
            max_diameter_mm: Optional[float] = None, sw_batch_size: int = 2, overlap: Optional[float] = None,
            progress=None, cancel=None, second_stage: Optional[bool] = None,
            keep_model_grid: bool = False, location_filter: Optional[bool] = None,
-           zooms=None, tta=None) -> DetectionResult:
+           zooms=None, tta=None, skull_on: Optional[bool] = None) -> DetectionResult:
     """Detect CMBs in `volume` (a 3D Volume; SWI / T2*-GRE magnitude or QSM).
 
     model: a bundled model name, "default", a model folder, or a loaded (network, metadata)
@@ -69,12 +69,15 @@ def detect(volume: Volume, model: Union[str, tuple[object, dict]] = "default", d
     model grid, a preset ("none", "mirror", "flips", "d4") or in-plane transform names
     (`inference.tta_transforms`; default: model.json "tta", else the model's per-window
     "flip_average"); the probability maps of the turned / mirrored inputs are averaged after
-    mapping back.  Sizes are in mm.  Raises CMBError for bad input, `Cancelled` when `cancel`
+    mapping back.  skull_on: True finds the brain inside the skull of a skull-on scan and sets
+    the rest to background (`preprocess.SKULL_ON`), False the classic brain mask with the
+    head kept, None the model's "preprocess" (docs/detector.md, "Skull-on heads").  Sizes
+    are in mm.  Raises CMBError for bad input, `Cancelled` when `cancel`
     is set.
     """
     from .inference import model_tta, predict_probability, select_device, tta_swaps_axes
     from .model_io import load_model
-    from .preprocess import preprocess, preprocess_options
+    from .preprocess import SKULL_ON, preprocess, preprocess_options
 
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
@@ -97,6 +100,7 @@ def detect(volume: Volume, model: Union[str, tuple[object, dict]] = "default", d
     timings["load_model"] = time.perf_counter() - t
     stage2, meta = stages(meta, polarity, second_stage)
     zones = model_zones(meta, location_filter)
+    pre_options = preprocess_options(meta, **SKULL_ON.get(skull_on, {}))
     thr = float(meta.get("threshold", 0.5) if threshold is None else threshold)
     if not 0.0 < thr < 1.0:
         raise CMBError(f"threshold {thr} must lie between 0 and 1")
@@ -121,7 +125,7 @@ def detect(volume: Volume, model: Union[str, tuple[object, dict]] = "default", d
         spacing = tuple(float(s) / float(z) for s, z in zip(meta["spacing_mm"], zoom))
         pre_z = preprocess(volume, spacing, polarity=polarity,  # one brain mask for all zooms
                            brain_mask=brain_mask if brain_mask is not None or pre is None else brain_native,
-                           **preprocess_options(meta))
+                           **pre_options)
         timings["preprocess"] = timings.get("preprocess", 0.0) + time.perf_counter() - t
 
         check_cancel(cancel)
@@ -195,7 +199,7 @@ def detect(volume: Volume, model: Union[str, tuple[object, dict]] = "default", d
         "patch_size": [int(p) for p in window],
         "overlap": overlap,
         "zooms": [[float(z) for z in zoom] for zoom in zooms],
-        "preprocess": preprocess_options(meta),
+        "preprocess": pre_options,
         "tta": list(tta) if tta else None,
         "flip_average": flip_average,
         "location": bool(location),
@@ -321,19 +325,26 @@ def suppress_in_zones(labels: np.ndarray, records: list[dict], found: list[dict]
 
 
 NEAR_ZONE_MM = 62.0  # farther than this from the brain's centroid no candidate can be in a zone
+NEAR_PAIR_MM = 118.0  # the same for the pair zones' boxes (82.5 mm from the template's centroid)
 
 
-def near_zones(volume: Volume, records: list[dict], brain=None) -> bool:
-    """Whether a candidate could lie in a location-filter zone: within NEAR_ZONE_MM of the centroid
-    of `brain` (bool [k, j, i] on `volume`'s grid; else of the non-zero voxels).  The zones lie
-    within 40.4 mm of the template brain's centroid; 1.3 x that for a large head plus 10 mm for a
-    centroid shifted by partial coverage.  When none can, the registration is skipped."""
+def near_zones(volume: Volume, records: list[dict], brain=None, zones=("deep_midline_veins",)) -> bool:
+    """Whether a candidate could lie in a location-filter zone of `zones`: a box zone needs one
+    within NEAR_ZONE_MM of the centroid of `brain` (bool [k, j, i] on `volume`'s grid; else of
+    the non-zero voxels), a pair zone two within NEAR_PAIR_MM.  The box zone lies within 40.4 mm
+    of the template brain's centroid, the pair boxes within 82.5 mm; 1.3 x that for a large head
+    plus 10 mm for a centroid shifted by partial coverage.  When none can, the registration is
+    skipped."""
+    from .location_filter import ZONES, PairZone
+
     mask = np.asarray(brain if brain is not None else np.asarray(volume.array) != 0, bool)
     if not mask.any():
         return True
     centroid = volume.kji_to_ras(np.argwhere(mask[::2, ::2, ::2]).mean(axis=0)[None] * 2)[0]
     centres = np.array([r["centre_ras"] for r in records], dtype=float).reshape(-1, 3)
-    return bool(np.any(np.linalg.norm(centres - centroid, axis=1) <= NEAR_ZONE_MM))
+    dist = np.linalg.norm(centres - centroid, axis=1)
+    pairs = any(isinstance(ZONES[z], PairZone) for z in zones)
+    return bool(np.any(dist <= NEAR_ZONE_MM) or (pairs and np.count_nonzero(dist <= NEAR_PAIR_MM) >= 2))
 
 
 def _location_step(volume: Volume, labels: np.ndarray, records: list[dict], zones, location: bool,
@@ -347,7 +358,7 @@ def _location_step(volume: Volume, labels: np.ndarray, records: list[dict], zone
     from ..progress import Cancelled
     from .location_filter import zones_box
 
-    if zones and not location and not near_zones(volume, records, brain):
+    if zones and not location and not near_zones(volume, records, brain, zones):
         return labels, records, []
     failure = " and ".join(m for m, on in (("location filter not applied", bool(zones)),
                                            ("location not determined", location)) if on)

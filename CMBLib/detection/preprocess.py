@@ -513,6 +513,9 @@ def _tie_break(image, order: int):
 
 
 OPTIONS = {"brain_extraction": ("classic", "head"), "outside": ("keep", "background")}
+# detect(skull_on=...): True / False override the model's options; None keeps them
+SKULL_ON = {True: {"brain_extraction": "head", "outside": "background"},
+            False: {"brain_extraction": "classic", "outside": "keep"}}
 
 
 def preprocess_options(meta: Optional[dict] = None, **override) -> dict:
