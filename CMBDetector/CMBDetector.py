@@ -54,6 +54,10 @@ class CMBDetectorParameterNode:
     model: str = ""
     candidates: slicer.vtkMRMLSegmentationNode
     reviewState: str = ""
+    priorVolume: slicer.vtkMRMLScalarVolumeNode     # "Compare with prior": the baseline; inputVolume = follow-up
+    compareTolerance: float = 5.0
+    compareResult: str = ""              # compare.json of the last comparison
+    compareReview: str = ""              # decisions on its new CMBs (CMBLib.compare.review.CompareReview)
 
 
 class CMBDetectorWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
@@ -90,12 +94,14 @@ class CMBDetectorWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.nextButton.connect("clicked(bool)", lambda: self.onReview("next"))
         self.ui.previousButton.connect("clicked(bool)", lambda: self.onReview("previous"))
         self.ui.handOverButton.connect("clicked(bool)", self.onHandOver)
+        from CMBDetectorLib.compare_panel import ComparePanel
         from CMBDetectorLib.panels import ImprovePanel, ReportPanel
 
         self.improve = ImprovePanel(self)
         self.report = ReportPanel(self.ui, self.logic.reportSource, lambda: self.logic.reportVolume,
                                   self.ui.reportStatusLabel)
         self.fillModels()
+        self.compare = ComparePanel(self)
         self.initializeParameterNode()
 
     def onReload(self):
@@ -139,6 +145,7 @@ class CMBDetectorWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.logic.session = self.logic.segmentationNode = self.logic.markupsNode = self.logic.tableNode = None
         self.logic.asideNode = None
         self.fillTable()
+        self.compare.sceneClosed()
 
     def onSceneEndClose(self, caller, event):
         if self.parent.isEntered:
@@ -150,6 +157,7 @@ class CMBDetectorWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if p.candidates is not None and self.logic.session is None:
             self.logic.restoreReview(p.candidates, p.reviewState)
             self.fillTable()
+        self.compare.restore()
 
     def setParameterNode(self, parameterNode):
         if self._parameterNode is not None and self._guiTag is not None:
@@ -285,6 +293,8 @@ class CMBDetectorWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         running = self.logic.running
         self.ui.applyButton.enabled = not running and self._parameterNode is not None
         self.ui.cancelButton.enabled = running
+        if getattr(self, "compare", None) is not None:
+            self.compare.update()
         has = self.logic.session is not None and bool(self.logic.session.records)
         for w in (self.ui.reviewCheck, self.ui.acceptButton, self.ui.rejectButton, self.ui.nextButton,
                   self.ui.previousButton, self.ui.handOverButton):

@@ -189,6 +189,15 @@ class Node:
     def SetAttribute(self, key, value):
         self.attributes[key] = value
 
+    def GetID(self):
+        return f"{self.class_name}{id(self)}"
+
+    def SetAndObserveTransformNodeID(self, node_id):
+        self.transform_id = node_id
+
+    def GetTransformNodeID(self):
+        return getattr(self, "transform_id", None)
+
     def GetAttribute(self, key):
         """vtkMRMLNode::GetAttribute: None when the attribute is not set."""
         return self.attributes.get(key)
@@ -316,7 +325,7 @@ class Node:
 
 # Node classes the modules and tests create (AddNewNodeByClass gives None for any other name, as Slicer does)
 NODE_CLASSES = {"vtkMRMLScalarVolumeNode", "vtkMRMLLabelMapVolumeNode", "vtkMRMLSegmentationNode",
-                "vtkMRMLMarkupsFiducialNode", "vtkMRMLTableNode"}
+                "vtkMRMLMarkupsFiducialNode", "vtkMRMLTableNode", "vtkMRMLLinearTransformNode"}
 
 
 class Scene:
@@ -413,6 +422,16 @@ def make_fake_slicer():
         return tempfile.mkdtemp(prefix=f"{key}-", dir=tempDir)
 
     util.exportNode, util.tempDirectory = export_node, temp_directory
+
+    def update_transform(node, narray, toWorld=False):
+        node.matrix = np.array(narray, float)
+
+    def set_layers(background="keep-current", foreground="keep-current", label="keep-current",
+                   foregroundOpacity=None, labelOpacity=None, fit=False, rotateToVolumePlane=False):
+        util.layers = {"background": background, "foreground": foreground, "foregroundOpacity": foregroundOpacity}
+
+    util.updateTransformMatrixFromArray, util.setSliceViewerLayers = update_transform, set_layers
+    util.arrayFromTransformMatrix = lambda node, toWorld=False: node.matrix.copy()
     util.tryWithErrorDisplay = lambda *a, **k: __import__("contextlib").nullcontext()
     util.confirmOkCancelDisplay = util.confirmYesNoDisplay = lambda *a, **k: True
 

@@ -241,10 +241,12 @@ def test_every_widget_the_code_names_is_in_the_ui():
 
     ui = (MODULE / "Resources" / "UI" / "CMBDetector.ui").read_text(encoding="utf-8")
     code = (MODULE / "CMBDetector.py").read_text(encoding="utf-8")
-    glue = code + (MODULE / "CMBDetectorLib" / "panels.py").read_text(encoding="utf-8")
+    glue = code + "".join((MODULE / "CMBDetectorLib" / name).read_text(encoding="utf-8")
+                          for name in ("panels.py", "compare_panel.py"))
     names = set(re.findall(r"\bui\.([A-Za-z_]\w*)", glue))
     assert {"applyButton", "table", "modelCard", "outputPath", "trainButton", "trainCurves", "saveReportButton",
-            "exportSegButton", "exportAcceptedButton", "reportStatusLabel"} <= names
+            "exportSegButton", "exportAcceptedButton", "reportStatusLabel", "compareTable",
+            "compareSaveButton"} <= names
     for name in sorted(names):
         assert f'name="{name}"' in ui, f"{name} is not in CMBDetector.ui"
     params = set(re.findall(r'<property name="SlicerParameterName" stdset="0">\s*<string>(\w+)</string>', ui))

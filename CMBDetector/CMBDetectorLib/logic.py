@@ -54,6 +54,7 @@ class DetectorLogic:
         self.monitor = None          # its TrainingMonitor
         self.trainingOut = None
         self.unfinished = None       # (datasets, init) and model folder of a cancelled / failed run
+        self.jobHandlers = {}        # job id -> callback(event) of jobs other than detection (comparison)
 
     @staticmethod
     def models():
@@ -173,7 +174,26 @@ class DetectorLogic:
         logging.info("CMBDetector job %s: %s", self.run["id"], json.dumps(job))
         return self.run["id"]
 
+    def submitJob(self, job, handler):
+        """Send another kind of job (a comparison) to the same warm worker; its events go to
+        `handler` instead of `onEvent` until it ends.  Returns the job id."""
+        if self.running:
+            raise RuntimeError("the worker is busy (a detection or comparison is running)")
+        self._jobs += 1
+        job = dict(job, id=f"slicer-{self._jobs}")
+        self.jobHandlers[job["id"]] = handler
+        self._workerClient().submit(job)
+        logging.info("CMBDetector job %s: %s", job["id"], json.dumps(job))
+        return job["id"]
+
     def _onWorkerEvent(self, event):
+        jobId = event.get("job") if event.get("event") == "exit" else event.get("id")
+        handler = self.jobHandlers.get(jobId)
+        if handler is not None:
+            if event.get("event") in ("result", "error", "exit"):
+                del self.jobHandlers[jobId]
+            handler(event)
+            return
         if event.get("event") == "result" and self.run and event.get("id") == self.run["id"]:
             self.resultPath = event.get("outputs", {}).get("json")
         if self.onEvent is not None:
@@ -185,6 +205,7 @@ class DetectorLogic:
 
     def shutdown(self):
         """Stop the worker (module cleanup / scene close)."""
+        self.jobHandlers.clear()
         if self.worker is not None:
             self.worker.shutdown()
             self.worker = None

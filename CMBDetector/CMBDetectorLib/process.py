@@ -62,6 +62,24 @@ def detection_job(job_id: str, image: str, out_dir: str, name: str, model: str =
             "location_filter": None if location_filter is None else bool(location_filter)}
 
 
+def compare_job(job_id: str, baseline: str, followup: str, out_dir: str, model: str = "default",
+                device: str = "auto", sequence: str = "T2S", tolerance_mm: float = 5.0,
+                overwrite: bool = False) -> dict:
+    """One "compare" job line for `cmb worker`: the follow-up against the prior (baseline)."""
+    return {"kind": "compare", "id": str(job_id), "baseline": str(baseline), "followup": str(followup),
+            "out": str(out_dir), "model": str(model), "device": str(device), "sequence": str(sequence),
+            "tolerance_mm": float(tolerance_mm), "overwrite": bool(overwrite)}
+
+
+def compare_review_job(job_id: str, compare_json: str, decisions: dict, baseline: Optional[str] = None,
+                       followup: Optional[str] = None, overwrite: bool = False) -> dict:
+    """One "compare_review" job line: the reviewed comparison files from the reader's decisions."""
+    return {"kind": "compare_review", "id": str(job_id), "compare": str(compare_json),
+            "decisions": {str(k): str(v) for k, v in decisions.items()},
+            "baseline": None if baseline is None else str(baseline),
+            "followup": None if followup is None else str(followup), "overwrite": bool(overwrite)}
+
+
 def child_environment(base: Optional[dict] = None) -> dict:
     """Environment of a child process: CMBLib importable, unbuffered output."""
     env = dict(os.environ if base is None else base)
@@ -298,5 +316,6 @@ def default_threads() -> Optional[int]:
     return max(1, n - 1) if n > 2 else None
 
 
-__all__ = ["LineBuffer", "QtProcess", "WorkerClient", "child_environment", "cmblib_parent", "detection_job",
+__all__ = ["LineBuffer", "QtProcess", "WorkerClient", "child_environment", "cmblib_parent", "compare_job",
+           "compare_review_job", "detection_job",
            "error_message", "kill_process_tree", "parse_line", "python_slicer", "worker_command"]
