@@ -156,3 +156,20 @@ def test_a_compare_job_is_cancelled_by_killing_the_worker_and_nothing_is_written
             proc.kill()
     time.sleep(0.1)
     assert not (tmp_path / "cmp" / "compare.json").exists()
+
+
+def test_compare_job_detects_with_the_workers_model_and_keeps_it_warm(pair, tmp_path, dark_model):
+    """A scan without findings is detected with the worker's cached model (loaded once for two
+    jobs), as CMBDetector's comparison does (it detects on both; one scan each here, for time)."""
+    d, _ = pair
+    jobs = [{"kind": "compare", "id": str(n), "baseline": str(d / "base.nii.gz"),
+             "followup": str(d / "follow.nii.gz"), "out": str(tmp_path / f"o{n}"), "model": dark_model,
+             "device": "cpu", given: str(d / f"{name}_cmb.json")}
+            for n, given, name in ((1, "followup_findings", "follow"), (2, "baseline_findings", "base"))]
+    results = [e for e in _serve(jobs) if e["event"] in ("result", "error")]
+    assert [e["event"] for e in results] == ["result", "result"], results
+    first, second = results
+    assert first["model_loads"] == 1 and not first["model_cached"] and second["model_cached"]
+    assert second["model_loads"] == 1 and second["timings"]["load_model"] < 0.01
+    assert json.loads(Path(first["outputs"]["json"]).read_text())["baseline"]["findings"] == "detection"
+    assert json.loads(Path(second["outputs"]["json"]).read_text())["followup"]["findings"] == "detection"
