@@ -180,13 +180,20 @@ def test_every_json_reader_gives_one_line(tmp_path, content, words):
 
 
 def test_demo_says_what_the_bundled_model_really_finds(tmp_path, capsys):
-    """The demo, README and docs say: 3 of the 6 inserted CMBs found, no other finding (seed 0, cmb-default 0.3.2).
-    If the bundled model changes, this fails: update the sentence in cli/demo.py and the docs."""
+    """The demo, README and docs say what cmb-default 0.3.4 finds on the default study (seed 0, the
+    skull-on head): 5 of its 8 CMBs, the red-nucleus and choroid pairs set aside, no other finding;
+    on the phantom 3 of 6 and no other spot.  If the bundled model changes, this fails: update the
+    sentences in cli/demo.py and the docs."""
     pytest.importorskip("torch")
-    from CMBLib.cli.demo import EXPECT
+    from CMBLib.cli.demo import EXPECT, INTRO, KNOWN
 
     assert main(["demo", "--out", str(tmp_path / "d"), "--device", "cpu"]) == 0
     out = capsys.readouterr().out
-    assert "finds 3 of the 6 inserted CMBs" in EXPECT and out.startswith(EXPECT)
-    assert "found 3 of 6 inserted CMBs; 0 candidate(s) match no inserted CMB" in out
+    assert "finds 5 of the 8 CMBs" in EXPECT and out.startswith(EXPECT)
+    assert "found 5 of 8 inserted CMBs; 0 candidate(s) match no inserted CMB" in out
+    assert "4 candidate(s) set aside by the location filter (symmetric_pairs" in out
     assert "marks no other spot" in EXPECT
+    assert main(["demo", "--out", str(tmp_path / "p"), "--device", "cpu", "--study", "phantom"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(INTRO + KNOWN["phantom"]) and "finds 3 of the 6 inserted CMBs" in KNOWN["phantom"]
+    assert "found 3 of 6 inserted CMBs; 0 candidate(s) match no inserted CMB" in out

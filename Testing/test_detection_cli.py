@@ -285,7 +285,7 @@ def test_overview_is_radiological():
 
 def test_demo_writes_outputs_and_png(tmp_path, dark_model, capsys):
     out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out), "--model", dark_model, "--n-cmbs", "3"]) == 0
+    assert main(["demo", "--out", str(out), "--model", dark_model, "--n-cmbs", "3", "--study", "phantom"]) == 0
     text = capsys.readouterr().out
     assert "3 CMBs inserted" in text and "found " in text
     for name in ("demo_T2S.nii.gz", "demo_T2S_truth_mask.nii.gz", "demo_T2S_cmb.json", "demo_T2S_cmb.csv",
@@ -298,7 +298,7 @@ def test_demo_writes_outputs_and_png(tmp_path, dark_model, capsys):
     assert all(name in listed for name in written), (written, listed)  # the printed list is complete
     assert "synthetic data only" in text.splitlines()[0]  # says up front what to expect
     # a second run replaces its own earlier outputs ...
-    assert main(["demo", "--out", str(out), "--model", dark_model, "--n-cmbs", "2"]) == 0
+    assert main(["demo", "--out", str(out), "--model", dark_model, "--n-cmbs", "2", "--study", "phantom"]) == 0
     assert "replacing the outputs of an earlier demo" in capsys.readouterr().out
     assert np.unique(read_volume(out / "demo_T2S_truth_mask.nii.gz").array).tolist() == [0, 1, 2]
     # ... but never a file it did not write
@@ -308,7 +308,7 @@ def test_demo_writes_outputs_and_png(tmp_path, dark_model, capsys):
     assert main(["demo", "--out", str(other), "--model", dark_model]) == 2
     assert "not written by cmb demo" in capsys.readouterr().err
     assert (other / "demo_T2S.nii.gz").read_bytes() == b"the user's own file"
-    assert main(["demo", "--out", str(other), "--model", dark_model, "--overwrite"]) == 0
+    assert main(["demo", "--out", str(other), "--model", dark_model, "--overwrite", "--study", "phantom"]) == 0
 
 
 

@@ -2,8 +2,8 @@
 
 Per case, `detect` runs once with the model's defaults (its test-time flips, first stage, the
 model's cut-offs) and the location filter off; the candidates are then carried to MNI space by
-one atlas registration and set aside by the model's zones alone ("model") and by the model's
-zones plus ``symmetric_pairs`` ("+pairs"), through the registration gate as `detect` applies it
+one atlas registration and set aside by the model's zones without ``symmetric_pairs``
+("model") and with it ("+pairs"), through the registration gate as `detect` applies it
 (`registration.filter_problems`).  Counted per case (VALDO rule, 5 mm): TP / FP / FN of what
 stays, and the true CMBs the pair zone set aside.
 
@@ -59,7 +59,8 @@ def score_case(image, cmb_mask, model, zones) -> dict:
     ref = reference_centres(cmb_mask)
     pts = np.array([r["centre_ras"] for r in res.records], float).reshape(-1, 3)
     out = {"seconds": secs, "candidates": len(pts)}
-    for name, zs in (("model", tuple(zones)), ("+pairs", tuple(dict.fromkeys(tuple(zones) + (PAIRS,))))):
+    without = tuple(z for z in zones if z != PAIRS)
+    for name, zs in (("model", without), ("+pairs", without + (PAIRS,))):
         aside, mni, problem = set_aside(image, pts, zs)
         m = match_points(pts[~aside], ref, rule="valdo", distance_mm=5.0)
         full = match_points(pts, ref, rule="valdo", distance_mm=5.0)
@@ -103,7 +104,8 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     model = load_model(args.model, device="cpu")
     zones = model_zones(model[1])
-    print(f"model {model[1].get('name')} {model[1].get('version')}, zones {list(zones)} vs + {PAIRS}", flush=True)
+    print(f"model {model[1].get('name')} {model[1].get('version')}, zones {[z for z in zones if z != PAIRS]} "
+          f"without and with {PAIRS}", flush=True)
     rows, heads = [], []
     for seed in [int(s) for s in args.heads.split(",") if s.strip()]:
         study = make_head_study(seed)
