@@ -9,7 +9,8 @@ stays, and the true CMBs the pair zone set aside.
 
 Cases: the validation cases of `benchmarks/froc_default_path.py` (`training.mine_candidates`
 sources clin, t2s, fsn, fs; dark polarity) and the demo heads (`make_head_study(seed)`, skull on;
-their drawn iron, veins and calcifications listed with what became of each).
+their drawn iron, veins and calcifications listed with what became of each: marked by the
+network within 5 mm, set aside, or left as a finding).
 
     python benchmarks/check_symmetric_pairs.py --split val --n 12 --heads 0,1,2 --out /tmp/pairs_val.json
 """
@@ -72,7 +73,27 @@ def score_case(image, cmb_mask, model, zones) -> dict:
             out["mni"] = None if mni is None else np.round(mni, 1).tolist()
             out["aside"] = aside.tolist()
             out["true"] = sorted(true_pts)
+            out["points"] = pts.tolist()
     return out
+
+
+def mimic_survival(heads: list, within_mm: float = 5.0) -> dict:
+    """{structure: [drawn, marked by the network, set aside, left as findings]} over the demo
+    heads: a drawn structure (its centre, RAS mm) counts as marked when a candidate lies within
+    `within_mm`; left and right of a pair count as two."""
+    table: dict = {}
+    for h in heads:
+        pts = np.asarray(h["points"], float).reshape(-1, 3)
+        aside = np.asarray(h["aside"], bool)
+        for name, centre in h["drawn"].items():
+            kind = name.rsplit("_", 1)[0] if name.endswith(("_left", "_right")) else name
+            row = table.setdefault(kind, [0, 0, 0, 0])
+            row[0] += 1
+            near = np.linalg.norm(pts - np.asarray(centre, float), axis=1) <= within_mm if len(pts) else []
+            if np.any(near):
+                row[1] += 1
+                row[2 if np.all(aside[near]) else 3] += 1
+    return table
 
 
 def totals(rows: list, key: str) -> dict:
@@ -145,6 +166,13 @@ def main(argv=None) -> int:
             print(f"| {label} | {key} | {t['scans']} | {t['tp']} / {t['fp']} / {t['fn']} | {t['sensitivity']:.3f} | "
                   f"{t['fp_per_scan']:.2f} | {t['f1']:.3f} | {t['set_aside']} | {t['true_set_aside']} | "
                   f"{t['gate_refused']} |")
+    if heads:
+        print("\n| drawn structure (demo heads) | drawn | marked by the network | set aside | left as findings |")
+        print("|---|---|---|---|---|")
+        survival = mimic_survival(heads)
+        for kind, (n, marked, set_aside, kept) in survival.items():
+            print(f"| {kind.replace('_', ' ')} | {n} | {marked} | {set_aside} | {kept} |")
+        summary["mimic_survival"] = survival
     if args.out:
         Path(args.out).write_text(json.dumps({"split": args.split, "model": args.model, "summary": summary,
                                               "cases": rows, "heads": heads}, indent=1, default=str))
