@@ -52,12 +52,13 @@ COPY = ("CMBLib", "Testing", "training", "benchmarks", "scripts", "CMBDetector",
 # patterns of mutmut's mutant names to keep (a part of a file: e.g. slice geometry only).
 MODULES = {
     "metrics": {
-        # matching rules (VALDO, one-to-one, touch) and prediction / reference pairing; components.py
-        # (connected elements) is left for a later run (1027 mutants with it: about an hour here)
-        "files": ["CMBLib/metrics/matching.py", "CMBLib/metrics/pairing.py"],
+        # matching rules (VALDO, one-to-one, touch), prediction / reference pairing and the elements
+        # of a mask (VALDO binarisation, 26-connected components, centres); not yet the per-case and
+        # aggregate figures (case_metrics.py, aggregate.py, froc.py), the report or the CLI's folder walk
+        "files": ["CMBLib/metrics/matching.py", "CMBLib/metrics/pairing.py", "CMBLib/metrics/components.py"],
         "tests": ["Testing/test_metrics_rules.py", "Testing/test_metrics_properties.py",
                   "Testing/test_metrics_valdo_reference.py", "Testing/test_metrics_aggregate.py",
-                  "Testing/test_metrics_cli.py", "Testing/test_metrics_exact.py"],
+                  "Testing/test_metrics_cli.py", "Testing/test_metrics_exact.py", "Testing/test_metrics_mutants.py"],
     },
     "gate": {
         "files": ["CMBLib/detection/finetune_gate.py"],
@@ -65,7 +66,7 @@ MODULES = {
         "tests": ["Testing/test_finetune.py::test_threshold_rule_and_comparison",
                   "Testing/test_finetune.py::test_gate_decisions",
                   "Testing/test_finetune.py::test_same_weights_compares_every_tensor",
-                  "Testing/test_finetune_gate_rules.py"],
+                  "Testing/test_finetune_gate_rules.py", "Testing/test_finetune_gate_mutants.py"],
         # the gate: pooled scoring and the decision (not case_labels / _location_filter / _locate, which
         # run the detection pipeline: test_finetune.py::test_validation_runs_the_steps_of_cmb_detect)
         "functions": ["CMBLib.detection.finetune_gate.x_" + f + "__mutmut_*" for f in
@@ -74,20 +75,22 @@ MODULES = {
     },
     "location_filter": {
         "files": ["CMBLib/detection/location_filter.py"],
-        "tests": ["Testing/test_detection_location_filter.py", "Testing/test_location_filter_exact.py"],
+        # the deep-midline-veins zone and the symmetric-pairs zone (PairZone)
+        "tests": ["Testing/test_detection_location_filter.py", "Testing/test_location_pairs.py",
+                  "Testing/test_location_filter_mutants.py"],
     },
     "growing": {
         "files": ["CMBLib/growing/engine.py"],
         "tests": ["Testing/test_growing_engine.py", "Testing/test_growing_internals.py",
-                  "Testing/test_growing_engine_exact.py"],
+                  "Testing/test_growing_engine_mutants.py"],
     },
     "annotation_export": {
         "files": ["CMBLib/annotation/dataset.py"],
-        "tests": ["Testing/test_annotation_dataset.py", "Testing/test_annotation_dataset_exact.py"],
+        "tests": ["Testing/test_annotation_dataset.py", "Testing/test_annotation_dataset_mutants.py"],
     },
     "dicom_geometry": {
         "files": ["CMBLib/dicom/series.py"],
-        "tests": ["Testing/test_dicom_io.py", "Testing/test_dicom_geometry_exact.py"],
+        "tests": ["Testing/test_dicom_io.py", "Testing/test_dicom_geometry_mutants.py"],
         # slice geometry: stacking, ordering, spacing and direction of a series
         "functions": ["CMBLib.dicom.series.x_read_series__mutmut_*",
                       "CMBLib.dicom.series.x__runs_against_normal__mutmut_*",
@@ -95,9 +98,159 @@ MODULES = {
     },
 }
 
+# (components.py) label_elements numbers the elements 1..n, so every number up to n has voxels
+SAME_ELEMENTS = ("the labelled map holds every element 1..n (label_elements numbers them so): bincount is n + 1 "
+                 "long anyway")
+
+# (location_filter.py) Zone / PairZone methods get float arrays from zone_of
+FLOAT_POINTS = ("integer points give the same numbers in every comparison and product with the float bounds, "
+                "mirror and matrices; zone_of passes floats")
+
 # Survivors no test can kill, by mutant name, with the line the mutation must show (so an
 # explanation never silently moves to another mutant when the source changes) and the reason.
 EQUIVALENT: dict[str, tuple[str, str]] = {
+    "CMBLib.detection.location_filter.x_compartment_distance__mutmut_1": (
+        "margin_mm: float = 7.0",
+        "every point of the deep-midline box has its nearest compartment voxel within 6 mm of the box "
+        "(measured: 20 000 random points, the same distances with margins 6 and 7), so the larger crop "
+        "changes no distance"),
+    "CMBLib.detection.location_filter.x_compartment_distance__mutmut_16": (
+        "np.asarray(mni_ras, dtype=None)",
+        FLOAT_POINTS),
+    "CMBLib.detection.location_filter.x_compartment_distance__mutmut_18": (
+        "np.asarray(mni_ras, ))",
+        FLOAT_POINTS),
+    "CMBLib.detection.location_filter.x_compartment_distance__mutmut_32": (
+        "order=1, )",
+        "points inside the box lie at least the margin inside the distance map's crop: the "
+        "interpolation never reads beyond the grid, where the mode would apply"),
+    "CMBLib.detection.location_filter.x_zone_of__mutmut_18": (
+        "inside = np.zeros(len(p), None)",
+        "a float array of 0 / 1 marks the same positions for flatnonzero"),
+    "CMBLib.detection.location_filter.x_zone_of__mutmut_20": (
+        "inside = np.zeros(len(p), )",
+        "a float array of 0 / 1 marks the same positions for flatnonzero"),
+    "CMBLib.detection.location_filter.x_zones_box__mutmut_5": (
+        "for z in zones], dtype=None)",
+        "the boxes are tuples of floats already"),
+    "CMBLib.detection.location_filter.x_zones_box__mutmut_7": (
+        "for z in zones], )",
+        "the boxes are tuples of floats already"),
+    "CMBLib.detection.location_filter.xǁPairZoneǁcontains__mutmut_4": (
+        "np.asarray(mni_ras, dtype=None)",
+        FLOAT_POINTS),
+    "CMBLib.detection.location_filter.xǁPairZoneǁcontains__mutmut_6": (
+        "np.asarray(mni_ras, ))",
+        FLOAT_POINTS),
+    "CMBLib.detection.location_filter.xǁPairZoneǁcontains__mutmut_8": (
+        "mirror = p / [-1.0, 1.0, 1.0]",
+        "dividing by -1 or 1 is multiplying by it"),
+    "CMBLib.detection.location_filter.xǁZoneǁcontains__mutmut_13": (
+        "np.asarray(mni_ras, dtype=None))[inside]",
+        "compartment_distance converts the points to floats itself"),
+    "CMBLib.detection.location_filter.xǁZoneǁcontains__mutmut_15": (
+        "np.asarray(mni_ras, ))[inside]",
+        "compartment_distance converts the points to floats itself"),
+    "CMBLib.detection.location_filter.xǁZoneǁin_box__mutmut_4": (
+        "np.asarray(mni_ras, dtype=None)",
+        FLOAT_POINTS),
+    "CMBLib.detection.location_filter.xǁZoneǁin_box__mutmut_6": (
+        "np.asarray(mni_ras, ))",
+        FLOAT_POINTS),
+    "CMBLib.metrics.components.x__majority_labels__mutmut_9": (
+        "vals = np.round(values).astype(None)",
+        "the rounded values kept as floats are the same integers: np.unique and int() give the same labels"),
+    "CMBLib.metrics.components.x__majority_labels__mutmut_46": (
+        "best.get(e, (1, 1))[1]",
+        "only the default's second item (the label 1) is read, never its count"),
+    "CMBLib.metrics.components.x__renumber_ijk_order__mutmut_1": (
+        "if n < 1:",
+        "one element goes through the general renumbering, which maps 1 to 1: the same int32 labels"),
+    "CMBLib.metrics.components.x__renumber_ijk_order__mutmut_4": (
+        "return labelled.astype(np.int32, copy=None)",
+        "copy=None copies only when needed, as copy=False does: the same array"),
+    "CMBLib.metrics.components.x__renumber_ijk_order__mutmut_6": (
+        "return labelled.astype(np.int32, )",
+        "a copy instead of the array itself, which the caller only reads: the same labels"),
+    "CMBLib.metrics.components.x__renumber_ijk_order__mutmut_7": (
+        "return labelled.astype(np.int32, copy=True)",
+        "a copy instead of the array itself, which the caller only reads: the same labels"),
+    "CMBLib.metrics.components.x__renumber_ijk_order__mutmut_17": (
+        "key = (i.astype(None) * nj + j) * nk + k",
+        "float64 keys are exact integers below 2**53 voxels: the same order"),
+    "CMBLib.metrics.components.x__renumber_ijk_order__mutmut_34": (
+        "mapping = np.zeros(n + 1, None)",
+        "a float mapping stored into the int32 copy gives the same integers"),
+    "CMBLib.metrics.components.x__renumber_ijk_order__mutmut_36": (
+        "mapping = np.zeros(n + 1, )",
+        "a float mapping stored into the int32 copy gives the same integers"),
+    "CMBLib.metrics.components.x__renumber_ijk_order__mutmut_38": (
+        "mapping = np.zeros(n + 2, np.int32)",
+        "one more mapping entry, which no label reads"),
+    "CMBLib.metrics.components.x__renumber_ijk_order__mutmut_43": (
+        "np.argsort(first[1:], kind=None)",
+        "the elements' first-voxel keys all differ (a voxel belongs to one element): every sort gives one order"),
+    "CMBLib.metrics.components.x__renumber_ijk_order__mutmut_45": (
+        "np.argsort(first[1:], )",
+        "the elements' first-voxel keys all differ (a voxel belongs to one element): every sort gives one order"),
+    "CMBLib.metrics.components.x__renumber_ijk_order__mutmut_48": (
+        'kind="STABLE"',
+        "numpy reads the sort kind case-insensitively, and the keys all differ anyway"),
+    "CMBLib.metrics.components.x__renumber_ijk_order__mutmut_51": (
+        "np.arange(1, n + 1, dtype=None)",
+        "int64 numbers stored into the int32 mapping: the same values"),
+    "CMBLib.metrics.components.x__renumber_ijk_order__mutmut_54": (
+        "np.arange(1, n + 1, )",
+        "int64 numbers stored into the int32 mapping: the same values"),
+    "CMBLib.metrics.components.x__renumber_ijk_order__mutmut_62": (
+        "out = labelled.astype(np.int32, )",
+        "numpy's default is copy=True, as written"),
+    "CMBLib.metrics.components.x_describe_elements__mutmut_7": (
+        "[1:].astype(None)",
+        "integer counts: the centres are true divisions and float() makes the volumes: the same values"),
+    "CMBLib.metrics.components.x_describe_elements__mutmut_11": (
+        "counts = np.bincount(lab, )[1:]",
+        SAME_ELEMENTS),
+    "CMBLib.metrics.components.x_describe_elements__mutmut_12": (
+        "counts = np.bincount(lab, minlength=n - 1)",
+        SAME_ELEMENTS),
+    "CMBLib.metrics.components.x_describe_elements__mutmut_25": (
+        "np.bincount(lab, weights=w, )[1:]",
+        SAME_ELEMENTS),
+    "CMBLib.metrics.components.x_describe_elements__mutmut_26": (
+        "np.bincount(lab, weights=w, minlength=n - 1)",
+        SAME_ELEMENTS),
+    "CMBLib.metrics.components.x_describe_elements__mutmut_65": (
+        "maxima = np.full(n + 2, -np.inf)",
+        "one more maximum, which no element reads"),
+    "CMBLib.metrics.components.x_describe_elements__mutmut_74": (
+        "np.asarray(score_map, dtype=None)",
+        "the maxima array is float: integer or boolean scores land in it as the same floats"),
+    "CMBLib.metrics.components.x_describe_elements__mutmut_76": (
+        "np.asarray(score_map, )[where]",
+        "the maxima array is float: integer or boolean scores land in it as the same floats"),
+    "CMBLib.metrics.components.x_foreground__mutmut_10": (
+        "if np.issubdtype(None, np.floating):",
+        "np.dtype(None) is float64: an integer map then takes the float branch, whose checks give it the same "
+        "answer (finite; no probability map; rounding to one decimal changes no integer)"),
+    "CMBLib.metrics.components.x_is_probability_map__mutmut_4": (
+        "if not np.issubdtype(None, np.floating):",
+        "np.dtype(None) is float64: a non-float map is then compared with its rounding, which it equals"),
+    "CMBLib.metrics.components.x_label_elements__mutmut_56": (
+        "if (a.dtype == np.bool_) and False else",
+        "the mask voxels of a boolean map are all True, which rounds to 1: the same one element"),
+    "CMBLib.metrics.components.x_label_elements__mutmut_59": (
+        "values = np.ones(int(mask.sum()), None)",
+        "float ones: one value, the same one element"),
+    "CMBLib.metrics.components.x_label_elements__mutmut_61": (
+        "values = np.ones(int(mask.sum()), )",
+        "float ones: one value, the same one element"),
+    "CMBLib.metrics.components.x_label_elements__mutmut_64": (
+        "np.round(a[mask]).astype(None)",
+        "the rounded values kept as floats: np.unique gives the same values and numbering"),
+    "CMBLib.metrics.components.x_structure__mutmut_16": (
+        "generate_binary_structure(3, 4)",
+        "a connectivity beyond the rank (3) adds nothing: the full 3x3x3 cube, as (3, 3)"),
     "CMBLib.metrics.matching.x_match_points__mutmut_2": (
         'rule: str = "VALDO"', "the rule name goes through normalise_rule, which lower-cases it"),
     "CMBLib.metrics.matching.x_match_points__mutmut_18": (
@@ -112,6 +265,11 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
     "CMBLib.detection.finetune_gate.x_outcome_text__mutmut_7": (
         'val = "XXXX" if best is None',
         "best is None only when no training step ran (decide: no_steps), whose sentence does not use it"),
+    "CMBLib.detection.finetune_gate.x_score__mutmut_121": (
+        "if 3 * tp + fp + fn else None",
+        "counts are never negative: 3 tp + fp + fn is zero exactly when 2 tp + fp + fn is"),
+    "CMBLib.metrics.pairing.x_case_key__mutmut_5": (
+        "changed = None", "None and False are both false: the loop ends when no tag was removed either way"),
     "CMBLib.metrics.pairing.x__parse_sidecar__mutmut_12": (
         "RECORD_KEYS if isinstance(data.get(k), list)), None)",
         "a None default is turned into [] by the isinstance(records, list) guard on the next line"),
@@ -203,12 +361,20 @@ def run_module(name: str, args) -> dict:
     module = MODULES[name]
     dest = args.workdir / name
     names = list(module.get("functions", []))
+    previous = {}
     if args.rerun_survivors:
         if not (dest / "mutants").is_dir():
             raise SystemExit(f"{dest}: no earlier run of {name} to take the survivors from")
         names = [s["mutant"] for s in collect(name, module, dest)["survivors"]]
         if not names:
             return collect(name, module, dest)
+        changed = [rel for rel in module["files"] if (dest / rel).read_bytes() != (REPO / rel).read_bytes()]
+        if changed:
+            raise SystemExit(f"{', '.join(changed)} changed since the earlier run of {name}: its mutants are not "
+                             "the same; run the module afresh (without --rerun-survivors)")
+        # mutmut forgets every verdict when the test selection changes (a new test file in MODULES):
+        # keep the earlier ones of the mutants not rerun (tests were only added: killed stays killed)
+        previous = {rel: _exit_codes(dest, rel) for rel in module["files"]}
         copy_tree(dest)
         write_config(dest, module, args.timeout_multiplier)
     elif dest.exists() and not args.reuse:
@@ -221,6 +387,10 @@ def run_module(name: str, args) -> dict:
     # conftest finds ../shared/data beside the repository; the copy lives elsewhere
     env.setdefault("CMB_SHARED_DATA", str(REPO.parent / "shared" / "data"))
     env["PYTHONDONTWRITEBYTECODE"] = "1"
+    # one thread per math library: mutmut forks each mutant from a warmed-up process, and a fork taken
+    # after torch's OpenMP team started hangs in its barrier (seen on the location filter's tests)
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"):
+        env[var] = "1"
     cmd = [sys.executable, "-m", "mutmut", "run", "--max-children", str(args.jobs), *names]
     print(f"== {name}: mutmut on {', '.join(module['files'])} ({dest})", flush=True)
     log = dest / "mutmut-run.log"
@@ -229,7 +399,19 @@ def run_module(name: str, args) -> dict:
     if rc != 0:
         tail = log.read_text(errors="replace")[-3000:]
         raise SystemExit(f"mutmut failed on {name} (exit {rc}); the end of {log}:\n{tail}")
+    for rel, codes in previous.items():
+        meta_path = dest / "mutants" / (rel + ".meta")
+        meta = json.loads(meta_path.read_text())
+        now = meta["exit_code_by_key"]
+        for key, code in codes.items():
+            if key not in names and key in now and now[key] is None and code is not None:
+                now[key] = code
+        meta_path.write_text(json.dumps(meta, indent=4))
     return collect(name, module, dest)
+
+
+def _exit_codes(dest: Path, rel: str) -> dict:
+    return json.loads((dest / "mutants" / (rel + ".meta")).read_text())["exit_code_by_key"]
 
 
 def _function_def_line(source: str, mangled: str) -> int:
@@ -257,11 +439,14 @@ def describe(dest: Path, rel: str, key: str) -> tuple[int, str]:
     orig = mutated[a0 - 1:a1]
     mut = [line.replace(short, mangled + "__mutmut_orig") for line in mutated[b0 - 1:b1]]
     def_line = _function_def_line((dest / rel).read_text(), mangled)
+    # the span may start with blank lines before the `def`: count lines from the `def` itself
+    head = next((i for i, s in enumerate(orig) if s.lstrip().startswith(("def ", "async def "))), 0)
     for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(None, orig, mut, autojunk=False).get_opcodes():
         if tag != "equal":
             old = " / ".join(s.strip() for s in orig[i1:i2]) or "(nothing)"
             new = " / ".join(s.strip() for s in mut[j1:j2]) or "(removed)"
-            return def_line + i1, f"{old}  ->  {new}"
+            text = f"{old}  ->  {new}".replace(mangled + "__mutmut_orig", mangled.split("ǁ")[-1].removeprefix("x_"))
+            return def_line + i1 - head, text
     return def_line, "(no textual change)"
 
 
