@@ -109,6 +109,109 @@ FLOAT_POINTS = ("integer points give the same numbers in every comparison and pr
 # Survivors no test can kill, by mutant name, with the line the mutation must show (so an
 # explanation never silently moves to another mutant when the source changes) and the reason.
 EQUIVALENT: dict[str, tuple[str, str]] = {
+    "CMBLib.dicom.series.x_read_series__mutmut_292": (
+        '"RescaleSlope", None) or 1)',
+        "an absent slope gives None or 1, that is 1"),
+    "CMBLib.dicom.series.x_read_series__mutmut_306": (
+        '"RescaleIntercept", None) or 0)',
+        "an absent intercept gives None or 0, that is 0"),
+    "CMBLib.dicom.series.x_read_series__mutmut_13": (
+        '"SOPClassUID", None))',
+        'str(None), "None", is no enhanced SOP class, as "" is not'),
+    "CMBLib.dicom.series.x_read_series__mutmut_20": (
+        '"SOPClassUID", "XXXX"))',
+        '"XXXX" is no enhanced SOP class, as "" is not'),
+    "CMBLib.dicom.series.x_read_series__mutmut_26": (
+        '"NumberOfFrames", None) or 1)',
+        "an absent NumberOfFrames gives None or 1, that is 1"),
+    "CMBLib.dicom.series.x_read_series__mutmut_55": (
+        '"XX XX".join',
+        "the joiner only separates the ImageType values; LOCALIZER is one value"),
+    "CMBLib.dicom.series.x_read_series__mutmut_146": (
+        "np.argsort(along, kind=None)",
+        "slice positions closer than 1e-3 mm are refused right after the sort: no tie the sort order "
+        "could decide"),
+    "CMBLib.dicom.series.x_read_series__mutmut_148": (
+        "np.argsort(along, )",
+        "slice positions closer than 1e-3 mm are refused right after the sort: no tie the sort order "
+        "could decide"),
+    "CMBLib.dicom.series.x_read_series__mutmut_150": (
+        'kind="STABLE"',
+        "slice positions closer than 1e-3 mm are refused right after the sort: no tie the sort order "
+        "could decide"),
+    "CMBLib.dicom.series.x_read_series__mutmut_221": (
+        "pos[::-2]",
+        "only pos[0] is read afterwards: the last slice's position either way"),
+    "CMBLib.growing.engine.x__grow_all__mutmut_31": (
+        'report(progress, 2.0, "resolving contacts between CMBs")',
+        "report clamps the fraction to [0, 1]: 2.0 is reported as 1.0"),
+    "CMBLib.growing.engine.x__grow_all__mutmut_53": (
+        'report(progress, 2.0, f"grew',
+        "report clamps the fraction to [0, 1]: 2.0 is reported as 1.0"),
+    "CMBLib.growing.engine.x__snap_seed__mutmut_26": (
+        "lo[2]:hi[2]].astype(None)",
+        "astype(None) is float64, as astype(float)"),
+    "CMBLib.growing.engine.x_intensity_scale__mutmut_21": (
+        "sub = np.asarray(sub, dtype=None)",
+        "np.percentile returns floats for integer samples too, and max - min of one sample cannot wrap around"),
+    "CMBLib.growing.engine.x_intensity_scale__mutmut_23": (
+        "sub = np.asarray(sub, ).ravel()",
+        "np.percentile returns floats for integer samples too, and max - min of one sample cannot wrap around"),
+    "CMBLib.growing.engine.x__snap_seed__mutmut_1": (
+        "if radius_mm < 0:",
+        "a radius of 0 gives a one-voxel box around the point, which returns the point"),
+    "CMBLib.growing.engine.x__snap_seed__mutmut_24": (
+        "kji + np.array(r) + 2",
+        "the extra row lies beyond the radius ((r + 1) x spacing > radius): it scores inf"),
+    "CMBLib.growing.engine.x__snap_seed__mutmut_62": (
+        "inside = d2 < radius_mm ** 2 + 1e-9",
+        "with the 1e-9 slack, < and <= differ only at exactly radius squared + 1e-9"),
+    "CMBLib.growing.engine.x__seed_lists__mutmut_4": (
+        "if values.size or not",
+        "converting an integer (or empty) array to int64 too changes no label and no position"),
+    "CMBLib.growing.engine.x__seed_lists__mutmut_5": (
+        "if values.size and np.issubdtype(values.dtype, np.integer):",
+        "validate_labelmap admits whole-number floats only: float labels group, sort and convert "
+        "(int()) as the integers"),
+    "CMBLib.growing.engine.x__seed_lists__mutmut_6": (
+        "np.issubdtype(None, np.integer)",
+        "np.dtype(None) is float64: every array is then converted to int64, which changes no whole-number label"),
+    "CMBLib.growing.engine.x__seed_lists__mutmut_7": (
+        "np.issubdtype(values.dtype, None)",
+        "np.dtype(None) is float64: every array is then converted to int64, which changes no whole-number label"),
+    "CMBLib.growing.engine.x__seed_lists__mutmut_11": (
+        "values = values.astype(None)",
+        "float64 whole numbers group, sort and convert (int()) as the integers"),
+    "CMBLib.growing.engine.x__seed_lists__mutmut_18": (
+        'kind="STABLE"',
+        "numpy reads the sort kind case-insensitively"),
+    "CMBLib.growing.engine.x_grow_from_points__mutmut_5": (
+        "validate_image(image, )",
+        "validate_image's default name is \"image\""),
+    "CMBLib.growing.engine.x_grow_from_scribbles__mutmut_5": (
+        "validate_image(image, )",
+        "validate_image's default name is \"image\""),
+    "CMBLib.growing.engine.x_grow_from_scribbles__mutmut_13": (
+        "validate_labelmap(scribbles, image, )",
+        "validate_labelmap's default name is \"scribbles\""),
+    "CMBLib.growing.engine.x_grow_from_points__mutmut_18": (
+        "reshape(-2, 3)",
+        "numpy (>= 2.x here) takes any negative size as the one unknown dimension"),
+    "CMBLib.growing.engine.x__metadata__mutmut_17": (
+        "g.lo.astype(None)",
+        "astype(None) is float64, as astype(float)"),
+    "CMBLib.growing.engine.x__grow_all__mutmut_4": (
+        "validate=None)",
+        "grow_from_scribbles / grow_from_points validated the image already: a second check changes nothing"),
+    "CMBLib.growing.engine.x__grow_all__mutmut_7": (
+        "Grower(image, settings, )",
+        "grow_from_scribbles / grow_from_points validated the image already: a second check changes nothing"),
+    "CMBLib.growing.engine.x__grow_all__mutmut_8": (
+        "validate=True)",
+        "grow_from_scribbles / grow_from_points validated the image already: a second check changes nothing"),
+    "CMBLib.growing.engine.x__contrast_to_noise__mutmut_19": (
+        "np.diff(intensity, ))",
+        "np.diff's default axis, -1, is axis 2 of a 3D box"),
     "CMBLib.detection.location_filter.x_compartment_distance__mutmut_1": (
         "margin_mm: float = 7.0",
         "every point of the deep-midline box has its nearest compartment voxel within 6 mm of the box "
