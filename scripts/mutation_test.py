@@ -23,6 +23,14 @@ plus a constant) and count as detected; "% killed" is (killed + timeout) / mutan
 "Equivalent" survivors are the ones listed in EQUIVALENT below with the reason no test can
 tell them from the original; the last column, "score", leaves them out of the denominator.
 
+`--rerun-survivors` reruns only the survivors of the earlier run, after tests were added: the verdicts
+of the other mutants are kept (mutmut itself forgets them when the module's test files change).  mutmut
+maps tests to the functions they call when it first sees them: a test *function* added later is mapped,
+but an existing test that was only extended keeps its old mapping, so write new cases as new test
+functions (or run the module afresh).  The tests run with one thread per math library
+(OMP_NUM_THREADS=1 ...): a mutant forked after torch's OpenMP team started hangs in its barrier without
+using CPU time, so mutmut's CPU-time limit never ends it.
+
 Not mutated: the text of raised exceptions (lines matching ``raise X(``), whose wording no
 test should pin letter by letter (the exception type and the condition that raises it are
 mutated like everything else).
@@ -106,9 +114,134 @@ SAME_ELEMENTS = ("the labelled map holds every element 1..n (label_elements numb
 FLOAT_POINTS = ("integer points give the same numbers in every comparison and product with the float bounds, "
                 "mirror and matrices; zone_of passes floats")
 
+# (annotation/dataset.py)
+HEADER = "only the header line is read here, which holds no quoted line break: the same column names"
+BACKUP = "the backup folder's parent is the staging folder, which export_subject has made"
+
+STAGING = "a name inside the staging folder, which is deleted afterwards: any distinct name does"
+
+RSTRIP = "rstrip takes a set of characters; X never ends a formatted number"
+
 # Survivors no test can kill, by mutant name, with the line the mutation must show (so an
 # explanation never silently moves to another mutant when the source changes) and the reason.
 EQUIVALENT: dict[str, tuple[str, str]] = {
+    "CMBLib.annotation.dataset.x__stage__mutmut_176": (
+        '_stage_text(tmp, "PARTICIPANTS.TSV"',
+        STAGING),
+    "CMBLib.annotation.dataset.x__stage__mutmut_188": (
+        '_stage_text(tmp, "XXcmb_table.tsvXX"',
+        STAGING),
+    "CMBLib.annotation.dataset.x__stage__mutmut_189": (
+        '_stage_text(tmp, "CMB_TABLE.TSV"',
+        STAGING),
+    "CMBLib.annotation.dataset.x_export_subject__mutmut_114": (
+        "shutil.rmtree(tmp, ignore_errors=None)",
+        "removing the staging folder succeeds: there is no error to ignore or raise"),
+    "CMBLib.annotation.dataset.x_export_subject__mutmut_116": (
+        "shutil.rmtree(tmp, )",
+        "removing the staging folder succeeds: there is no error to ignore or raise"),
+    "CMBLib.annotation.dataset.x_export_subject__mutmut_117": (
+        "shutil.rmtree(tmp, ignore_errors=False)",
+        "removing the staging folder succeeds: there is no error to ignore or raise"),
+    "CMBLib.annotation.dataset.x_export_subject__mutmut_124": (
+        'report(progress, 2.0, f"exported',
+        "report clamps the fraction to [0, 1]: 2.0 is reported as 1.0"),
+    "CMBLib.annotation.dataset.x__cell__mutmut_16": (
+        'rstrip("XX0XX")',
+        RSTRIP),
+    "CMBLib.annotation.dataset.x__cell__mutmut_17": (
+        'rstrip("XX.XX")',
+        RSTRIP),
+    "CMBLib.annotation.dataset.x__tag_text__mutmut_21": (
+        'encode("ASCII"',
+        "codec names are case-insensitive"),
+    "CMBLib.annotation.dataset.x__tag_text__mutmut_25": (
+        'decode("ASCII")',
+        "codec names are case-insensitive"),
+    "CMBLib.annotation.dataset.x_export_subject__mutmut_19": (
+        'or "t2starw")',
+        "sequence_name lower-cases the name"),
+    "CMBLib.annotation.dataset.x_export_subject__mutmut_20": (
+        'or "T2STARW")',
+        "sequence_name lower-cases the name"),
+    "CMBLib.annotation.dataset.x_export_subject__mutmut_70": (
+        "make_temp_dir(root, None)",
+        "the staging folder's name: it is removed whether the export succeeds or fails"),
+    "CMBLib.annotation.dataset.x_export_subject__mutmut_108": (
+        "shutil.rmtree(tmp, ignore_errors=None)",
+        "removing the staging folder succeeds: there is no error to ignore or raise"),
+    "CMBLib.annotation.dataset.x_export_subject__mutmut_110": (
+        "shutil.rmtree(tmp, )",
+        "removing the staging folder succeeds: there is no error to ignore or raise"),
+    "CMBLib.annotation.dataset.x_export_subject__mutmut_111": (
+        "shutil.rmtree(tmp, ignore_errors=False)",
+        "removing the staging folder succeeds: there is no error to ignore or raise"),
+    "CMBLib.annotation.dataset.x__stage__mutmut_5": (
+        'raw_tmp = tmp / "XXrawXX"',
+        STAGING),
+    "CMBLib.annotation.dataset.x__stage__mutmut_6": (
+        'raw_tmp = tmp / "RAW"',
+        STAGING),
+    "CMBLib.annotation.dataset.x__stage__mutmut_10": (
+        'deriv_tmp = tmp / "XXderivXX"',
+        STAGING),
+    "CMBLib.annotation.dataset.x__stage__mutmut_11": (
+        'deriv_tmp = tmp / "DERIV"',
+        STAGING),
+    "CMBLib.annotation.dataset.x__stage__mutmut_119": (
+        'path.name + "XX.XX"',
+        STAGING),
+    "CMBLib.annotation.dataset.x__stage__mutmut_175": (
+        '"XXparticipants.tsvXX"',
+        STAGING),
+    "CMBLib.annotation.dataset.x__stage__mutmut_121": (
+        "text), path, True))",
+        "a description is staged only when it does not exist, so replacing never meets one (short of a race)"),
+    "CMBLib.annotation.dataset.x__commit__mutmut_12": (
+        'tmp / "XXoldXX"',
+        "the backups' folder lies inside the staging folder, which is deleted afterwards: any name does"),
+    "CMBLib.annotation.dataset.x__commit__mutmut_13": (
+        'tmp / "OLD"',
+        "the backups' folder lies inside the staging folder, which is deleted afterwards: any name does"),
+    "CMBLib.annotation.dataset.x__stage_text__mutmut_17": (
+        'encoding="UTF-8"',
+        "codec names are case-insensitive"),
+    "CMBLib.annotation.dataset.x__merge_rows__mutmut_19": (
+        'encoding="UTF-8"',
+        "codec names are case-insensitive"),
+    "CMBLib.annotation.dataset.x_read_tsv__mutmut_12": (
+        'encoding="UTF-8"',
+        "codec names are case-insensitive"),
+    "CMBLib.annotation.dataset.x__merge_rows__mutmut_12": (
+        "with open(path, newline=None,",
+        HEADER),
+    "CMBLib.annotation.dataset.x__merge_rows__mutmut_15": (
+        'with open(path, encoding="utf-8")',
+        HEADER),
+    "CMBLib.annotation.dataset.x__merge_rows__mutmut_52": (
+        'extrasaction="IGNORE"',
+        'csv checks the value case-insensitively and raises only for "raise": the same as "ignore"'),
+    "CMBLib.annotation.dataset.x_cmb_table_rows__mutmut_19": (
+        "TABLE_COLUMNS[1:13]",
+        "the extra column, x_ras, is set again from centre_ras just after"),
+    "CMBLib.annotation.dataset.x__commit__mutmut_15": (
+        "backup.parent.mkdir(parents=None",
+        BACKUP),
+    "CMBLib.annotation.dataset.x__commit__mutmut_17": (
+        "backup.parent.mkdir(exist_ok=True)",
+        BACKUP),
+    "CMBLib.annotation.dataset.x__commit__mutmut_19": (
+        "backup.parent.mkdir(parents=False",
+        BACKUP),
+    "CMBLib.annotation.dataset.x_list_subjects__mutmut_17": (
+        'not p.name.startswith("XX.XX")',
+        'a name that starts with "sub-" never starts with ".": the check is redundant, either way'),
+    "CMBLib.annotation.dataset.x_import_subject__mutmut_39": (
+        'or "t2starw"',
+        "sequence_name lower-cases the name"),
+    "CMBLib.annotation.dataset.x_import_subject__mutmut_40": (
+        'or "T2STARW"',
+        "sequence_name lower-cases the name"),
     "CMBLib.dicom.series.x_read_series__mutmut_245": (
         '"TransferSyntaxUID", None) or "")',
         'an absent transfer syntax gives None or "", that is "", as "" or ""'),
