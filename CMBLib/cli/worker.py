@@ -265,20 +265,12 @@ def _number(value, key: str) -> float:
 def _location_filter(value):
     """A job's "location_filter": null or absent (the model's default: its zones, when it names
     any), true (the model's zones, an error for a model without) or false (nothing set aside)."""
-    if value is None:
-        return None
-    if not isinstance(value, bool):
-        raise CMBError(f"location_filter must be true, false or null, not {value!r}")
-    return value
+    return _flag(value, "location_filter")
 
 
 def _stage2(value):
     """A job's "second_stage": null (the model's default), true (run the classifier) or false."""
-    if value is None:
-        return None
-    if not isinstance(value, bool):
-        raise CMBError(f"second_stage must be true, false or null, not {value!r}")
-    return value
+    return _flag(value, "second_stage")
 
 
 def _flag(value, key: str):

@@ -71,32 +71,32 @@ class HeadStudy:
 
 
 def _mni_grid():
-    """The atlas's 1 mm label grid cropped to the template brain plus 12 mm (Volume, slices)."""
+    """(Atlas, the atlas's 1 mm label grid as an empty Volume, MNI RAS)."""
     from ..location.atlas import Atlas
 
     atlas = Atlas()
     aff = atlas.label_affine
-    geo = Volume(np.zeros((1, 1, 1), np.float32), spacing=tuple(np.abs(np.diag(aff)[:3])),
-                 origin=tuple(aff[:3, 3]), direction=np.diag(np.sign(np.diag(aff)[:3])))
-    return atlas, geo
+    shape_kji = atlas.compartment.shape[::-1]                      # nibabel (i, j, k) -> [k, j, i]
+    grid = Volume(np.zeros(shape_kji, np.float32), spacing=tuple(np.abs(np.diag(aff)[:3])),
+                  origin=tuple(aff[:3, 3]), direction=np.diag(np.sign(np.diag(aff)[:3])))
+    return atlas, grid
 
 
-def t2s_brain(atlas, geo: Volume):
-    """(image Volume, brain bool [k, j, i]) on the cropped 1 mm MNI grid: T2*-like contrast."""
+def t2s_brain(atlas, full: Volume):
+    """(image Volume, brain bool [k, j, i]) on the 1 mm MNI grid `full`, cut 12 mm below the brain's
+    lowest index on each axis (the far sides are kept): T2*-like contrast."""
     from scipy import ndimage as ndi
 
     from ..detection.preprocess import resample_to
 
-    comp = np.asarray(atlas.compartment).transpose(2, 1, 0)       # nibabel (i, j, k) -> [k, j, i]
+    comp = np.asarray(atlas.compartment).transpose(2, 1, 0)
     region = np.asarray(atlas.region).transpose(2, 1, 0)
-    full = Volume(np.zeros(comp.shape, np.float32), geo.spacing, geo.origin, geo.direction)
     t1 = resample_to(atlas.template, full, full.shape_ijk, order=1)
     inside = resample_to(atlas.template_mask.with_array(atlas.template_mask.array.astype(np.float32)), full,
                          full.shape_ijk, order=1) > 0.5
     brain = ndi.binary_fill_holes(inside | (region > 0) | (comp > 0))
-    box = tuple(slice(max(0, a.start - 12), b.stop + 12) for a, b in
-                zip(ndi.find_objects(brain.astype(np.uint8))[0], (slice(0, n) for n in brain.shape)))
-    box = tuple(slice(s.start, min(s.stop, n)) for s, n in zip(box, brain.shape))
+    box = tuple(slice(max(0, s.start - 12), n) for s, n in zip(ndi.find_objects(brain.astype(np.uint8))[0],
+                                                               brain.shape))
     t1, brain, comp = t1[box], brain[box], comp[box]
     origin = full.kji_to_ras([s.start for s in box])
     grid = Volume(np.zeros(t1.shape, np.float32), full.spacing, tuple(origin), full.direction)
@@ -163,8 +163,8 @@ def make_head_study(seed: int = 0, n_cmbs: int = len(CMB_SITES), spacing=SPACING
     from .mimics import add_mimics
 
     rng = np.random.default_rng(seed + 7000)
-    atlas, geo = _mni_grid()
-    brain_img, brain = t2s_brain(atlas, geo)
+    atlas, mni_grid = _mni_grid()
+    brain_img, brain = t2s_brain(atlas, mni_grid)
     sp_kji = np.asarray(brain_img.spacing)[::-1]
     texture = smooth_field(brain.shape, sp_kji, rng, scale_mm=6.0, amplitude=0.04)
     brain_img = brain_img.with_array(brain_img.array * (1.0 + texture) * brain)
