@@ -16,6 +16,7 @@ real brains on clinical grids, pseudo-T2*, domain-randomised) -- choose on ``val
     python benchmarks/froc_default_path.py --split val --model training/runs/sensitivity/model
     python benchmarks/froc_default_path.py --split val --zooms "1,1,1;2,2,1"
     python benchmarks/froc_default_path.py --split val --tta flips     # test-time flips (detect's tta)
+    python benchmarks/froc_default_path.py --split val --window brain  # one window on the brain's box
 
 Sensitivity is also given per inserted CMB size (equivalent diameter of its half-maximum
 mask), at 0.7 / 3 mm and at the chosen pair.
@@ -41,7 +42,7 @@ def size_bin(diameter_mm: float) -> int:
     return int(np.searchsorted(SIZE_BINS_MM, diameter_mm, side="right"))
 
 
-def case_rows(case, model, zones, zooms=None, tta=None) -> tuple[dict, dict]:
+def case_rows(case, model, zones, zooms=None, tta=None, window=None) -> tuple[dict, dict]:
     """({(threshold, min diameter): [tp, fp, fn, set aside]}, {same key: [found, inserted]
     per size bin}) for one case."""
     from CMBLib.detection.candidates import find_candidates
@@ -54,7 +55,7 @@ def case_rows(case, model, zones, zooms=None, tta=None) -> tuple[dict, dict]:
 
     seq = "QSM" if case["polarity"] == "bright" else "T2S"
     res = detect(case["image"], model, device="cpu", sequence=seq, second_stage=False, location_filter=False,
-                 keep_model_grid=True, zooms=zooms, tta=tta)
+                 keep_model_grid=True, zooms=zooms, tta=tta, window=window)
     pre = res.model_grid["pre"]
     brain = pre.to_native(pre.brain_mask.astype(np.uint8), order=0) > 0
     ref = reference_centres(case["cmb_mask"])
@@ -98,6 +99,8 @@ def main(argv=None):
     ap.add_argument("--zooms", default=None, help="inference zooms, e.g. '1,1,1;2,2,1' (default: the model's)")
     ap.add_argument("--tta", default=None, help="test-time augmentation: none, mirror, flips, d4 or transform "
                                                  "names (default: the model's)")
+    ap.add_argument("--window", default=None, choices=("tiles", "brain"),
+                    help="inference window (detect's window; default: the model's)")
     args = ap.parse_args(argv)
     import torch
 
@@ -120,7 +123,7 @@ def main(argv=None):
             if case is None or case["polarity"] != "dark":
                 continue
             t = time.time()
-            rows, by_size = case_rows(case, model, zones, zooms, args.tta)
+            rows, by_size = case_rows(case, model, zones, zooms, args.tta, args.window)
             for k, v in by_size.items():
                 acc_s = sizes.setdefault(k, [[0, 0] for _ in v])
                 sizes[k] = [[a[0] + b[0], a[1] + b[1]] for a, b in zip(acc_s, v)]
@@ -149,6 +152,7 @@ def main(argv=None):
             print(f"found by size at {key[0]:g} / {key[1]:g} mm: {size_line(sizes[key])}")
     if args.out:
         Path(args.out).write_text(json.dumps({"split": args.split, "model": args.model, "zooms": zooms, "tta": args.tta,
+                                              "window": args.window,
                                               "seconds": seconds, "best": best,
                                               "by_size": {f"{k[0]}/{k[1]}": v for k, v in sizes.items()},
                                               "total": {

@@ -110,11 +110,42 @@ def _is_oom(exc: BaseException) -> bool:
     return isinstance(exc, oom_type) or "out of memory" in str(exc).lower()
 
 
+WINDOWS = ("tiles", "brain")
+BRAIN_MARGIN = (8, 16, 16)          # voxels (k, j, i) of real context around the brain's box
+MAX_WINDOW_VOXELS = 8_000_000       # a larger brain box is tiled with the model's windows (memory)
+_WINDOW_MULTIPLE = 8                # the U-Net halves the grid three times
+
+
+def brain_box(mask: np.ndarray, margin: Sequence[int] = BRAIN_MARGIN) -> tuple:
+    """Slices (k, j, i) of the box around the True voxels of `mask`, grown by `margin` voxels
+    on each side and then to a multiple of 8 voxels along each axis (both sides alike), clipped
+    to the array (an axis shorter than that keeps its full length).  An empty mask gives the
+    whole array."""
+    mask = np.asarray(mask, bool)
+    if not mask.any():
+        return tuple(slice(0, n) for n in mask.shape)
+    out = []
+    for axis, n in enumerate(mask.shape):
+        other = tuple(a for a in range(mask.ndim) if a != axis)
+        hit = np.flatnonzero(mask.any(axis=other))
+        lo, hi = int(hit[0]) - int(margin[axis]), int(hit[-1]) + 1 + int(margin[axis])
+        grow = (-(hi - lo)) % _WINDOW_MULTIPLE
+        lo, hi = lo - grow // 2, hi + grow - grow // 2
+        if lo < 0:
+            lo, hi = 0, hi - lo
+        if hi > n:
+            lo, hi = max(lo - (hi - n), 0), n
+        out.append(slice(lo, hi))
+    return tuple(out)
+
+
 def predict_probability(network, array: np.ndarray, patch_size: Sequence[int], device: str = "cpu",
                         sw_batch_size: int = 2, overlap: float = 0.125, mode: str = "gaussian",
                         progress=None, cancel=None, warnings: Optional[list] = None,
                         mask: Optional[np.ndarray] = None, flip_average: bool = False,
-                        tta: Optional[Sequence[str]] = None) -> tuple[np.ndarray, str]:
+                        tta: Optional[Sequence[str]] = None, window: str = "tiles",
+                        margin: Sequence[int] = BRAIN_MARGIN,
+                        max_window_voxels: int = MAX_WINDOW_VOXELS) -> tuple[np.ndarray, str]:
     """Probability map (float32, same shape as `array` [k, j, i]) and the device actually used.
 
     `patch_size` is (i, j, k) voxels (as stored in model metadata).  Windows run in
@@ -130,7 +161,13 @@ def predict_probability(network, array: np.ndarray, patch_size: Sequence[int], d
     arrived turned) and the probability maps, mapped back, are averaged (len(tta) times the
     computation).  The set is a group for the presets, so the average is the same for a head
     turned by any of its members.
+    `window`: "tiles" -- windows of `patch_size` laid over the whole array; "brain" -- the
+    array is cropped to the box of `mask` grown by `margin` voxels (k, j, i) and sizes of 8,
+    and that box runs as one window when it holds at most `max_window_voxels` voxels (else
+    windows of `patch_size` tile the box); zero outside the box (`brain_box`).
     """
+    if window not in WINDOWS:
+        raise CMBError(f"unknown inference window '{window}'; use {' or '.join(WINDOWS)}")
     warnings = warnings if warnings is not None else []
     transforms = list(tta) if tta else ["identity"]
     out = None
@@ -141,8 +178,19 @@ def predict_probability(network, array: np.ndarray, patch_size: Sequence[int], d
 
         inp = tta_apply(array, name)
         m = None if mask is None else tta_apply(np.asarray(mask), name)
-        p, device = _predict_once(network, inp, patch_size, device, sw_batch_size, overlap, mode,
+        box, roi, shape = None, patch_size, inp.shape
+        if window == "brain" and m is not None:
+            box = brain_box(m, margin)
+            size = [-(-(s.stop - s.start) // _WINDOW_MULTIPLE) * _WINDOW_MULTIPLE for s in box]
+            if int(np.prod(size)) <= int(max_window_voxels):
+                roi = size[::-1]  # one window (zero-padded where the array is shorter), (i, j, k)
+            inp, m = inp[box], m[box]
+        p, device = _predict_once(network, inp, roi, device, sw_batch_size, overlap, mode,
                                   _sub if progress is not None else None, cancel, warnings, m, flip_average)
+        if box is not None:
+            full = np.zeros(shape, np.float32)
+            full[box] = p
+            p = full
         p = tta_invert(p, name)
         out = p.astype(np.float32) if out is None else out + p
     if len(transforms) > 1:

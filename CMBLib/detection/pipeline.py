@@ -55,7 +55,7 @@ def detect(volume: Volume, model: Union[str, tuple[object, dict]] = "default", d
            max_diameter_mm: Optional[float] = None, sw_batch_size: int = 2, overlap: Optional[float] = None,
            progress=None, cancel=None, second_stage: Optional[bool] = None,
            keep_model_grid: bool = False, location_filter: Optional[bool] = None,
-           zooms=None, tta=None, skull_on: Optional[bool] = None) -> DetectionResult:
+           zooms=None, tta=None, skull_on: Optional[bool] = None, window: Optional[str] = None) -> DetectionResult:
     """Detect CMBs in `volume` (a 3D Volume; SWI / T2*-GRE magnitude or QSM).
 
     model: a bundled model name, "default", a model folder, or a loaded (network, metadata)
@@ -71,7 +71,10 @@ def detect(volume: Volume, model: Union[str, tuple[object, dict]] = "default", d
     "flip_average"); the probability maps of the turned / mirrored inputs are averaged after
     mapping back.  skull_on: True finds the brain inside the skull of a skull-on scan and sets
     the rest to background (`preprocess.SKULL_ON`), False the classic brain mask with the
-    head kept, None the model's "preprocess" (docs/detector.md, "Skull-on heads").  Sizes
+    head kept, None the model's "preprocess" (docs/detector.md, "Skull-on heads").  window:
+    "brain" runs the network once on the brain's box, "tiles" on the model's windows over the
+    whole grid (`inference.predict_probability`; default model.json "inference_window", else
+    "tiles").  Sizes
     are in mm.  Raises CMBError for bad input, `Cancelled` when `cancel`
     is set.
     """
@@ -106,7 +109,8 @@ def detect(volume: Volume, model: Union[str, tuple[object, dict]] = "default", d
         raise CMBError(f"threshold {thr} must lie between 0 and 1")
     min_d = float(meta.get("min_diameter_mm", 2.0) if min_diameter_mm is None else min_diameter_mm)
     overlap = float(meta.get("inference_overlap", 0.125) if overlap is None else overlap)
-    window = meta.get("inference_patch_size") or meta["patch_size"]
+    patch = meta.get("inference_patch_size") or meta["patch_size"]
+    window = str(meta.get("inference_window", "tiles") if window is None else window)
     max_d = float(meta.get("max_diameter_mm", 10.0) if max_diameter_mm is None else max_diameter_mm)
 
     check_cancel(cancel)
@@ -134,10 +138,10 @@ def detect(volume: Volume, model: Union[str, tuple[object, dict]] = "default", d
         def _inner(f, msg, lo=lo, hi=hi, tag=tag):
             report(progress, lo + 0.08 * (hi - lo) + 0.92 * (hi - lo) * f, f"detecting{tag}: {msg}")
 
-        prob_z, used = predict_probability(network, pre_z.array, window, device=dev,
+        prob_z, used = predict_probability(network, pre_z.array, patch, device=dev,
                                            sw_batch_size=sw_batch_size, overlap=overlap, progress=_inner,
                                            cancel=cancel, warnings=warnings, mask=pre_z.brain_mask,
-                                           flip_average=flip_average, tta=tta)
+                                           flip_average=flip_average, tta=tta, window=window)
         prob_z[~pre_z.brain_mask] = 0.0
         timings["inference"] = timings.get("inference", 0.0) + time.perf_counter() - t
         check_cancel(cancel)
@@ -196,7 +200,8 @@ def detect(volume: Volume, model: Union[str, tuple[object, dict]] = "default", d
         "min_diameter_mm": min_d,
         "max_diameter_mm": max_d,
         "model_spacing_mm": [float(s) for s in meta["spacing_mm"]],
-        "patch_size": [int(p) for p in window],
+        "patch_size": [int(p) for p in patch],
+        "window": window,
         "overlap": overlap,
         "zooms": [[float(z) for z in zoom] for zoom in zooms],
         "preprocess": pre_options,
