@@ -10,7 +10,7 @@ Protocol (one JSON object per line, UTF-8):
     in:   {"id": "1", "image": PATH, "out": DIR, "name": NAME, "model": "default",
            "device": "auto", "threshold": null, "sequence": "T2S", "location": false,
            "location_filter": true, "second_stage": null, "tta": null, "skull_on": null,
-           "overwrite": false}
+           "window": null, "overwrite": false}
           {"cmd": "quit"}                    (or end of stdin)
     out:  {"event": "ready", "pid": N}       once, when the worker listens
           {"event": "progress", "id": ID, "progress": 0.42, "message": "..."}
@@ -224,7 +224,7 @@ class Worker:
                         sequence=sequence, location=bool(job.get("location", False)), progress=progress,
                         location_filter=_location_filter(job.get("location_filter")),
                         second_stage=_stage2(job.get("second_stage")), tta=_tta(job.get("tta")),
-                        skull_on=_flag(job.get("skull_on"), "skull_on"))
+                        skull_on=_flag(job.get("skull_on"), "skull_on"), window=_window(job.get("window")))
         timings["detect"] = time.perf_counter() - t
         t = time.perf_counter()
         os.makedirs(job["out"], exist_ok=True)
@@ -288,6 +288,16 @@ def _tta(value):
     from ..detection.inference import tta_transforms
 
     return tta_transforms(value)
+
+
+def _window(value):
+    """A job's "window": null (the model's default), "brain" or "tiles"
+    (`CMBLib.detection.inference.WINDOWS`)."""
+    from ..detection.inference import WINDOWS
+
+    if value is None or value in WINDOWS:
+        return value
+    raise CMBError(f"window must be {', '.join(WINDOWS)} or null, not {value!r}")
 
 
 def _emit(obj: dict) -> None:

@@ -151,8 +151,9 @@ def predict_probability(network, array: np.ndarray, patch_size: Sequence[int], d
     `patch_size` is (i, j, k) voxels (as stored in model metadata).  Windows run in
     batches of `sw_batch_size`; progress is reported and `cancel` checked after each
     batch.  `mask` (bool, same shape): windows holding no mask voxel are not computed
-    (probability 0 there).  On CUDA out-of-memory the batch is halved, then the job
-    moves to the CPU; each fall-back is appended to `warnings` (a list of strings).
+    (probability 0 there).  On out-of-memory the batch is halved, then one large window
+    (window "brain") gives way to the model's windows, then a GPU job moves to the CPU; each
+    fall-back is appended to `warnings` (a list of strings).
     `flip_average`: test-time augmentation, the mean of the probabilities of each window
     and of its mirror image along i (twice the computation).
     `tta`: test-time augmentation of the whole array: names of `TTA_TRANSFORMS` (see
@@ -162,7 +163,8 @@ def predict_probability(network, array: np.ndarray, patch_size: Sequence[int], d
     computation).  The set is a group for the presets, so the average is the same for a head
     turned by any of its members.
     `window`: "tiles" -- windows of `patch_size` laid over the whole array; "brain" -- the
-    array is cropped to the box of `mask` grown by `margin` voxels (k, j, i) and sizes of 8,
+    array is cropped to the box of `mask` (no mask: the whole array) grown by `margin` voxels
+    (k, j, i) and to sizes of multiples of 8,
     and that box runs as one window when it holds at most `max_window_voxels` voxels (else
     windows of `patch_size` tile the box); zero outside the box (`brain_box`).
     """
@@ -179,14 +181,15 @@ def predict_probability(network, array: np.ndarray, patch_size: Sequence[int], d
         inp = tta_apply(array, name)
         m = None if mask is None else tta_apply(np.asarray(mask), name)
         box, roi, shape = None, patch_size, inp.shape
-        if window == "brain" and m is not None:
-            box = brain_box(m, margin)
+        if window == "brain":
+            box = brain_box(np.ones(inp.shape, bool) if m is None else m, margin)
             size = [-(-(s.stop - s.start) // _WINDOW_MULTIPLE) * _WINDOW_MULTIPLE for s in box]
             if int(np.prod(size)) <= int(max_window_voxels):
                 roi = size[::-1]  # one window (zero-padded where the array is shorter), (i, j, k)
-            inp, m = inp[box], m[box]
+            inp, m = inp[box], None if m is None else m[box]
         p, device = _predict_once(network, inp, roi, device, sw_batch_size, overlap, mode,
-                                  _sub if progress is not None else None, cancel, warnings, m, flip_average)
+                                  _sub if progress is not None else None, cancel, warnings, m, flip_average,
+                                  tiles=patch_size)
         if box is not None:
             full = np.zeros(shape, np.float32)
             full[box] = p
@@ -279,12 +282,15 @@ def tta_invert(array: np.ndarray, name: str) -> np.ndarray:
 
 
 def _predict_once(network, array, patch_size, device, sw_batch_size, overlap, mode, progress, cancel,
-                  warnings, mask, flip_average) -> tuple[np.ndarray, str]:
+                  warnings, mask, flip_average, tiles=None) -> tuple[np.ndarray, str]:
+    """One sliding-window pass; on out-of-memory fewer windows at a time, then the model's
+    windows `tiles` (i, j, k) instead of one large window, then the CPU."""
     import torch
 
     array = np.ascontiguousarray(array)
     mask = None if mask is None else np.ascontiguousarray(mask)
     roi = [int(p) for p in list(patch_size)[::-1]]  # (k, j, i) to match the array
+    tiles = None if tiles is None else [int(p) for p in list(tiles)[::-1]]
     batch = max(int(sw_batch_size), 1)
     while True:
         try:
@@ -298,6 +304,11 @@ def _predict_once(network, array, patch_size, device, sw_batch_size, overlap, mo
             if batch > 1:
                 batch //= 2
                 warnings.append(f"{device} ran out of memory; retrying with {batch} window(s) at a time")
+            elif tiles is not None and roi != tiles:
+                roi = tiles
+                batch = max(int(sw_batch_size), 1)
+                warnings.append(f"{device} ran out of memory with one window on the brain; "
+                                "retrying with the model's windows")
             elif device != "cpu":
                 warnings.append(f"{device} ran out of memory even with one window; running on the CPU instead")
                 device = "cpu"
