@@ -49,6 +49,16 @@ def make_pair(seed=0, motion=((6.0, -4.0, 8.0), (5.0, -7.0, 4.0)), baseline_cmbs
     return b, f, m
 
 
+def darken(followup: Volume, motion, centre_ras, radius_mm: float, factor: float) -> Volume:
+    """`followup` with a ball (centre: RAS mm of the baseline head, seen through `motion`)
+    multiplied by `factor`."""
+    pts = followup.kji_to_ras(np.argwhere(np.ones(followup.array.shape, bool)))
+    ball = np.linalg.norm(apply(np.linalg.inv(motion), pts) - np.asarray(centre_ras, float), axis=1) <= radius_mm
+    dark = followup.array.copy().reshape(-1)
+    dark[ball] *= factor
+    return followup.with_array(dark.reshape(followup.array.shape))
+
+
 def findings_document(volume: Volume, centres_ras) -> dict:
     """A minimal cmb-detections 1.0 document for `volume` with CMBs at `centres_ras`."""
     cmbs = []

@@ -86,3 +86,23 @@ def test_compare_bad_input_one_line(pair, tmp_path, capsys):
                  "--baseline-findings", str(d / "follow_cmb.json")]) == 2      # findings of the other image
     assert "belong to an image of size" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_compare_difference_adds_a_missed_new_cmb_once(pair, tmp_path):
+    d, m = pair
+    follow = read_volume(d / "follow.nii.gz")
+    # the follow-up's findings miss the second new CMB; the difference image finds it
+    (tmp_path / "f_cmb.json").write_text(json.dumps(findings_document(follow, apply(m, np.vstack([OLD, NEW[:1]])))))
+    counts = {}
+    for flag in ("--difference", "--no-difference"):
+        out = tmp_path / flag
+        assert main(["compare", str(d / "base.nii.gz"), str(d / "follow.nii.gz"), "--out", str(out),
+                     "--baseline-findings", str(d / "base_cmb.json"), "--followup-findings",
+                     str(tmp_path / "f_cmb.json"), "--threads", "1", flag]) == 0
+        doc = json.loads((out / "compare.json").read_text())
+        assert doc["settings"]["difference"] is (flag == "--difference")
+        counts[flag] = [e.get("how", "") for e in doc["new"]]
+    assert counts["--no-difference"] == [""] and counts["--difference"] == ["", "difference"]
+    doc = json.loads((tmp_path / "--difference" / "compare.json").read_text())
+    assert np.linalg.norm(np.array(doc["new"][1]["centre_ras"]) - apply(m, NEW[1:])[0]) < 2.0
+    assert "found on the difference image" in (tmp_path / "--difference" / "compare_report.html").read_text()

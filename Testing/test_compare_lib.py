@@ -2,7 +2,7 @@
 the quality gate and the flag near regions that turned dark (hand-built cases)."""
 import numpy as np
 import pytest
-from compare_fixtures import CENTRE, make_pair
+from compare_fixtures import CENTRE, darken, make_pair
 
 from CMBLib.compare import quality
 from CMBLib.compare.aria import aria_h_category
@@ -129,11 +129,7 @@ def test_dark_regions_flag_a_new_superficial_dark_band(moved_pair):
     b, f, m, images, reg = moved_pair
     assert siderosis.dark_regions(images, reg) == []          # the same head: nothing turned dark
     edge = CENTRE + np.array([0.0, 0.0, 44.0])               # 4 mm under the top of the phantom
-    pts = f.kji_to_ras(np.argwhere(np.ones(f.array.shape, bool)))
-    band = np.linalg.norm(apply(np.linalg.inv(m), pts) - edge, axis=1) <= 9.0
-    dark = f.array.copy().reshape(-1)
-    dark[band] *= 0.25
-    darker = f.with_array(dark.reshape(f.array.shape))
+    darker = darken(f, m, edge, 9.0, 0.25)
     images2 = prepare(b, darker)
     reg2 = register_followup(b, darker, images=images2)
     regions = siderosis.dark_regions(images2, reg2)

@@ -90,6 +90,7 @@ def test_compare_jobs_refuse_bad_keys_in_one_line(pair, tmp_path):
             _job(d, tmp_path / "d", followup=str(tmp_path / "missing.nii.gz")),
             {k: v for k, v in _job(d, tmp_path / "e").items() if k != "out"},
             _job(d, tmp_path / "f", affine="yes"),
+            _job(d, tmp_path / "g", difference="yes"),
             {"kind": "compare_review", "id": "r", "compare": str(tmp_path / "none.json"), "decisions": {"new 1": "ok"}},
             {"kind": "bogus", "id": "k"}]
     events = _serve(jobs)
@@ -101,7 +102,8 @@ def test_compare_jobs_refuse_bad_keys_in_one_line(pair, tmp_path):
     assert "must be above 0" in messages[1] and "must be a number" in messages[2]
     assert "follow-up" in messages[3] and "not found" in messages[3]
     assert "'out' is missing" in messages[4] and "affine must be true" in messages[5]
-    assert "decisions must map" in messages[6] and "unknown kind 'bogus'" in messages[7]
+    assert "difference must be true" in messages[6]
+    assert "decisions must map" in messages[7] and "unknown kind 'bogus'" in messages[8]
     assert not [p for p in tmp_path.iterdir()]                          # nothing written
 
 

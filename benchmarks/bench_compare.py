@@ -14,7 +14,10 @@ detections inside it.  Scores: new-CMB sensitivity (a truth new CMB found as "ne
 one to one), false new CMBs per pair, ARIA-H category agreement, registration error (mm, over
 the baseline brain, against the known motion).  The matching's `support` (probability under the
 threshold in the other scan that makes an unpaired CMB persisting) is scored at several values
-without re-running detection: choose on the tuning seeds, report on the others.
+without re-running detection: choose on the tuning seeds, report on the others.  The same for
+the difference image's new spots (`CMBLib.compare.new_spots`, found once per pair): every
+threshold of ``DARKENINGS`` on their peak darkening is scored with the detector's new CMBs
+(support 0.3) plus the spots away from every detection.
 
     nice -n 10 python benchmarks/bench_compare.py --seeds 0-7 --threads 1            # tuning set
     nice -n 10 python benchmarks/bench_compare.py --seeds 100-107 --threads 1        # report set
@@ -31,6 +34,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 SUPPORTS = (0.2, 0.3, 0.4, 0.5, 1.01)       # 1.01: no support check
+DARKENINGS = (0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5)
 GRIDS = ((0.86, 0.86, 4.0), (0.5, 0.5, 5.0), (0.9, 0.9, 3.0))
 NEW_COUNTS = ((0, 0), (1, 4), (5, 9), (10, 12))
 
@@ -77,11 +81,14 @@ def make_pair(seed: int, bgs) -> dict:
                           contrast=(0.5, 0.95))
         scans.append(img.with_array(magnitude_image(ins.image.array, mask, grid, rng, noise_sd=(0.01, 0.04))))
     return {"baseline": scans[0], "followup": scans[1], "motion": motion, "new_followup": apply(motion, new),
+            "old_followup": apply(motion, both),
             "n_new": n_new, "brain_points": base.kji_to_ras(np.argwhere(brain)[::997]), "grids": grids.tolist()}
 
 
-def score(result, pair, support: float) -> dict:
-    """TP / FN / false new and the category for one support value (matching re-run, no detection)."""
+def score(result, pair, support: float, darkening=None) -> dict:
+    """TP / FN / false new and the category for one support value (matching re-run, no detection);
+    with `darkening`, the difference spots of at least that peak darkening away from every
+    detection are new CMBs too."""
     from CMBLib.compare.aria import aria_h_category
     from CMBLib.compare.matching import field_of_view, match_findings, probability_support
     from CMBLib.metrics.matching import match_points
@@ -93,7 +100,13 @@ def score(result, pair, support: float) -> dict:
                              followup_support=probability_support(result.followup.probability),
                              in_baseline_view=field_of_view(pair["baseline"]),
                              in_followup_view=field_of_view(pair["followup"]), support=support)
-    found = np.array([e["centre_ras"] for e in classes["new"]], float).reshape(-1, 3)
+    new = list(classes["new"])
+    if darkening is not None:
+        from CMBLib.compare.new_spots import unexplained
+
+        new += unexplained(result.difference_spots, result.baseline.records, result.followup.records, reg,
+                           result.settings["tolerance_mm"], darkening)
+    found = np.array([e["centre_ras"] for e in new], float).reshape(-1, 3)
     m = match_points(found, pair["new_followup"], rule="one_to_one", distance_mm=5.0)
     return {"tp": m.tp, "fn": m.fn, "false_new": m.fp, "category": aria_h_category(len(found)),
             "truth_category": aria_h_category(pair["n_new"])}
@@ -120,7 +133,7 @@ def run_pairs(seeds, threads, rows_file=None):
     for seed in seeds:
         pair = make_pair(seed, bgs)
         t = time.perf_counter()
-        result = compare_studies(pair["baseline"], pair["followup"], model=model, device="cpu")
+        result = compare_studies(pair["baseline"], pair["followup"], model=model, device="cpu", difference=True)
         with tempfile.TemporaryDirectory() as d:
             write_compare_outputs(result, Path(d) / "out", pair["baseline"], pair["followup"])
         total = time.perf_counter() - t
@@ -130,7 +143,9 @@ def run_pairs(seeds, threads, rows_file=None):
         row = {"seed": seed, "n_new": pair["n_new"], "reg_err_mean_mm": float(err.mean()),
                "reg_err_max_mm": float(err.max()), "correlation": result.quality["correlation"],
                "seconds": total, "detect_seconds": detect_s, "ratio": total / detect_s,
-               "by_support": {str(s): score(result, pair, s) for s in SUPPORTS}}
+               "by_support": {str(s): score(result, pair, s) for s in SUPPORTS},
+               "difference_seconds": result.timings.get("difference", 0.0), "spots": len(result.difference_spots),
+               "by_darkening": {str(t): score(result, pair, 0.3, t) for t in DARKENINGS}}
         rows.append(row)
         if rows_file:
             with open(rows_file, "a", encoding="utf-8") as fh:
@@ -139,6 +154,10 @@ def run_pairs(seeds, threads, rows_file=None):
         print(f"seed {seed}: new {pair['n_new']} found {d['tp']} false {d['false_new']} category "
               f"{d['category']}/{d['truth_category']}  reg err {err.mean():.2f} (max {err.max():.2f}) mm  "
               f"{total:.0f} s = {row['ratio']:.2f} x the two detections", flush=True)
+        d = row["by_darkening"][str(DARKENINGS[2])]
+        print(f"  with difference spots >= {DARKENINGS[2]}: found {d['tp']} false {d['false_new']} category "
+              f"{d['category']}/{d['truth_category']}  ({row['spots']} spots, {row['difference_seconds']:.1f} s)",
+              flush=True)
     return rows
 
 
@@ -152,6 +171,16 @@ def summary(rows) -> None:
         d = [r["by_support"][str(s)] for r in rows]
         tp, fn = sum(x["tp"] for x in d), sum(x["fn"] for x in d)
         print(f"{s:7.2f}  {tp / max(tp + fn, 1):11.3f}  {sum(x['false_new'] for x in d) / n:14.2f}  "
+              f"{sum(x['category'] == x['truth_category'] for x in d) / n:14.2f}   ({tp}/{tp + fn} new found)")
+    if not all("by_darkening" in r for r in rows):
+        return
+    print("support 0.30 with difference spots (darkening >= threshold; '-': detection alone)")
+    print("darkening  sensitivity  false new/pair  category right")
+    for t in (None, *DARKENINGS):
+        d = [r["by_support"]["0.3"] if t is None else r["by_darkening"][str(t)] for r in rows]
+        tp, fn = sum(x["tp"] for x in d), sum(x["fn"] for x in d)
+        print(f"{'-' if t is None else f'{t:.2f}':>9}  {tp / max(tp + fn, 1):11.3f}  "
+              f"{sum(x['false_new'] for x in d) / n:14.2f}  "
               f"{sum(x['category'] == x['truth_category'] for x in d) / n:14.2f}   ({tp}/{tp + fn} new found)")
 
 

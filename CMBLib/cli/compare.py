@@ -7,6 +7,7 @@ persisting or no longer seen.  When the two scans cannot be compared (another pa
 failed registration, too little shared brain) the command says why in one line, exits 2
 and writes nothing.  Outputs: see `CMBLib.compare.outputs`.
 """
+import argparse
 import json
 import sys
 import time
@@ -28,6 +29,9 @@ def add_parser(subparsers):
     p.add_argument("--tolerance-mm", type=float, default=5.0,
                    help="largest distance between one CMB's centres at the two time points (default 5 mm)")
     p.add_argument("--affine", action="store_true", help="add an affine stage after the rigid registration")
+    p.add_argument("--difference", action=argparse.BooleanOptionalAction, default=None,
+                   help="also count focal spots that turned dark on the registered difference image and lie away "
+                        "from every detection as new CMBs (default: see docs/compare.md)")
     p.add_argument("--model", default="default", metavar="NAME|PATH", help="detection model (as cmb detect)")
     p.add_argument("--models-dir", default=None, metavar="DIR", help="user models folder (as cmb detect)")
     p.add_argument("--device", default="auto", help="auto (GPU when one works), cuda, mps or cpu")
@@ -108,7 +112,8 @@ def run(args) -> int:
 
     try:
         result = compare_studies(baseline, followup, given[0], given[1], model=model, device=device,
-                                 sequence=sequence, tolerance_mm=args.tolerance_mm, affine=args.affine, progress=bar)
+                                 sequence=sequence, tolerance_mm=args.tolerance_mm, affine=args.affine, progress=bar,
+                                 difference=args.difference)
     except Cancelled:
         raise KeyboardInterrupt from None
     paths = write_compare_outputs(result, out, baseline, followup, args.baseline, args.followup,

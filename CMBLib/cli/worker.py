@@ -26,7 +26,9 @@ A job without "kind" (or "kind": "detect") is a detection as above.  Two more ki
     in:   {"kind": "compare", "id": ID, "baseline": PATH, "followup": PATH, "out": DIR,
            "model": "default", "device": "auto", "sequence": "T2S", "tolerance_mm": 5.0,
            "affine": false, "threshold": null, "baseline_findings": null,
-           "followup_findings": null, "series": null, "overwrite": false}
+           "followup_findings": null, "series": null, "overwrite": false, "difference": null}
+           ("difference": true / false adds or leaves out the difference image's new spots;
+           null: the default of `CMBLib.compare.pipeline.DIFFERENCE`)
     out:  {"event": "result", "id": ID, "kind": "compare", "status": "ok", "outputs": {"json":
            compare.json, "csv": ..., "mask": new_cmb_mask.nii.gz, "report": ...html}, "counts":
            {"new": N, "persisting": N, "no_longer_seen": N, "outside_common_view": N},
@@ -129,6 +131,7 @@ class Worker:
         if threshold is not None and not 0.0 < _number(threshold, "threshold") < 1.0:
             raise CMBError(f"threshold {threshold}: must lie between 0 and 1")
         affine = _flag(job.get("affine", False), "affine")
+        difference = _flag(job.get("difference"), "difference")
         overwrite = _flag(job.get("overwrite", False), "overwrite")
         sequence = normalise_sequence(job.get("sequence") or "T2S")
         out = prepare_out_dir(job["out"], bool(overwrite))
@@ -154,7 +157,7 @@ class Worker:
         result = compare_studies(baseline, followup, given[0], given[1], model=model, device=device,
                                  sequence=sequence, tolerance_mm=tolerance, affine=bool(affine),
                                  threshold=None if threshold is None else float(threshold),
-                                 progress=self._progress(job_id))
+                                 progress=self._progress(job_id), difference=difference)
         timings["compare"] = time.perf_counter() - t
         t = time.perf_counter()
         paths = write_compare_outputs(result, out, baseline, followup, str(job["baseline"]), str(job["followup"]),
@@ -239,7 +242,7 @@ class Worker:
 
 
 COMPARE_KEYS = ("kind", "id", "baseline", "followup", "out", "model", "device", "sequence", "tolerance_mm",
-                "affine", "threshold", "baseline_findings", "followup_findings", "series", "overwrite")
+                "affine", "threshold", "baseline_findings", "followup_findings", "series", "overwrite", "difference")
 REVIEW_KEYS = ("kind", "id", "compare", "decisions", "baseline", "followup", "reviewer", "overwrite")
 
 

@@ -3,7 +3,9 @@
 Order: register the follow-up to the baseline and check that the comparison can be trusted
 (`quality.check`; refused before any detection runs), detect CMBs on both scans (or take
 findings given), match them (`matching.match_findings`), find regions that turned dark
-(`siderosis`), count the new CMBs into an ARIA-H category (`aria`).
+(`siderosis`), count the new CMBs into an ARIA-H category (`aria`).  With ``difference``
+the registered difference image adds new CMBs the detector missed (`new_spots`: focal spots
+that turned dark, away from every detection; ``"how": "difference"``).
 """
 import time
 from dataclasses import dataclass, field
@@ -17,6 +19,8 @@ from ..geometry import Volume
 from ..progress import check_cancel, report
 from .aria import aria_h_category
 from .matching import SUPPORT, TOLERANCE_MM, field_of_view, match_findings, probability_support
+
+DIFFERENCE = False       # difference-image spots by default (docs/compare.md, shipping rule)
 
 
 @dataclass
@@ -46,6 +50,7 @@ class CompareResult:
     settings: dict
     timings: dict
     warnings: list = field(default_factory=list)
+    difference_spots: list = field(default_factory=list)   # every `new_spots.find_spots` candidate
 
 
 def read_findings(path, image: Volume, what: str) -> Findings:
@@ -118,13 +123,16 @@ def compare_studies(baseline: Volume, followup: Volume, baseline_findings: Optio
                     followup_findings: Optional[Findings] = None, model="default", device: str = "cpu",
                     sequence: str = "T2S", tolerance_mm: float = TOLERANCE_MM, affine: bool = False,
                     support: float = SUPPORT, threshold: Optional[float] = None, progress=None,
-                    cancel=None) -> CompareResult:
+                    cancel=None, difference: Optional[bool] = None,
+                    difference_darkening: Optional[float] = None) -> CompareResult:
     """Compare `followup` with `baseline` (module docstring).  Findings not given are
     detected here with `model` (a name / folder or a loaded (network, metadata) pair).
     tolerance_mm: largest distance (mm, baseline RAS) between the centres of one CMB at the
-    two time points.  Raises CMBError when the comparison cannot be trusted."""
+    two time points.  difference: add the difference image's new spots (None: ``DIFFERENCE``);
+    difference_darkening: their threshold on the peak darkening (None: `new_spots.DARKENING`).
+    Raises CMBError when the comparison cannot be trusted."""
     from ..validation import validate_image
-    from . import quality, siderosis
+    from . import new_spots, quality, siderosis
     from .register import prepare, register_followup
 
     if not tolerance_mm > 0:
@@ -165,6 +173,17 @@ def compare_studies(baseline: Volume, followup: Volume, baseline_findings: Optio
         baseline_support=probability_support(base.probability) if base.probability is not None else None,
         followup_support=probability_support(follow.probability) if follow.probability is not None else None,
         in_baseline_view=field_of_view(baseline), in_followup_view=field_of_view(followup), support=support)
+    difference = DIFFERENCE if difference is None else bool(difference)
+    darkening = new_spots.DARKENING if difference_darkening is None else float(difference_darkening)
+    spots = []
+    if difference:
+        t = time.perf_counter()
+        report(progress, 0.95, "new spots on the difference image")
+        spots = new_spots.find_spots(baseline, followup, images, reg)
+        classes["new"].extend(new_spots.unexplained(
+            spots, base.records, follow.records, reg, tolerance_mm, darkening,
+            probability_support(follow.probability) if follow.probability is not None else None))
+        timings["difference"] = round(time.perf_counter() - t, 2)
     regions = siderosis.dark_regions(images, reg)
     new = classes["new"]
     flags = siderosis.flag_near(reg.to_baseline([e["centre_ras"] for e in new]), regions) if new else []
@@ -193,7 +212,9 @@ def compare_studies(baseline: Volume, followup: Volume, baseline_findings: Optio
     timings["total"] = round(time.perf_counter() - t0, 2)
     report(progress, 1.0, "comparison done")
     settings = {"tolerance_mm": float(tolerance_mm), "support": float(support), "affine": bool(affine),
-                "sequence": sequence, "device": device}
+                "sequence": sequence, "device": device, "difference": difference}
+    if difference:
+        settings["difference_darkening"] = darkening
     return CompareResult(classes, aria_h_category(len(new)), reg, figures,
                          [{k: v for k, v in r.items() if not k.startswith("_")} for r in regions],
-                         new_cmb_mask(followup, follow, new), base, follow, settings, timings, warnings)
+                         new_cmb_mask(followup, follow, new), base, follow, settings, timings, warnings, spots)

@@ -63,6 +63,9 @@ def compare_report_html(result, baseline_volume, followup_volume, study: Optiona
                                   marked=bool(e.get("near_dark_region")))
             size, prob = float(e.get("diameter_mm") or 0), float(e.get("max_probability") or 0)
             caption = f"new {n}: {size:.1f} mm, p {prob:.2f}; follow-up RAS ({_xyz(e['centre_ras'])}) mm"
+            if e.get("how") == "difference":
+                caption += (f"; found on the difference image (darkening {float(e.get('peak_darkening') or 0):.2f}), "
+                            "not by the detector")
             if e.get("flag"):
                 caption += f"; {e['flag']}"
             if e.get("review_status"):

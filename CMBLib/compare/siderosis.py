@@ -29,14 +29,21 @@ def _sitk():
 
 def _relative(image, brain):
     """Image / its smooth brain signal (numpy [k, j, i]); 0 outside `brain`."""
-    from scipy import ndimage as ndi
-
     sitk = _sitk()
     a = sitk.GetArrayFromImage(sitk.SmoothingRecursiveGaussian(image, SMOOTH_MM)).astype(np.float32)
-    sp = np.asarray(image.GetSpacing(), float)[::-1]
+    return relative_to_level(a, brain, np.asarray(image.GetSpacing(), float)[::-1])
+
+
+def relative_to_level(a, brain, spacing_kji, bias_mm: float = BIAS_MM):
+    """Array `a` [k, j, i] / its ``bias_mm`` Gaussian brain signal (normalised inside the
+    bool `brain`; voxel sizes `spacing_kji` mm); 0 outside `brain`."""
+    from scipy import ndimage as ndi
+
+    sp = np.asarray(spacing_kji, float)
     w = brain.astype(np.float32)
-    num = ndi.gaussian_filter(a * w, BIAS_MM / sp)
-    den = ndi.gaussian_filter(w, BIAS_MM / sp)
+    a = np.asarray(a, np.float32)
+    num = ndi.gaussian_filter(a * w, bias_mm / sp)
+    den = ndi.gaussian_filter(w, bias_mm / sp)
     level = np.where(den > 1e-3, num / np.maximum(den, 1e-3), 0.0)
     return np.where(brain & (level > 0), a / np.maximum(level, 1e-6), 0.0)
 
