@@ -115,6 +115,7 @@ def score(result, pair, support: float, darkening=None) -> dict:
 def run_pairs(seeds, threads, rows_file=None):
     import torch
 
+    from CMBLib.compare.new_spots import DARKENING
     from CMBLib.compare.outputs import write_compare_outputs
     from CMBLib.compare.pipeline import compare_studies
     from CMBLib.detection.model_io import load_model
@@ -154,8 +155,8 @@ def run_pairs(seeds, threads, rows_file=None):
         print(f"seed {seed}: new {pair['n_new']} found {d['tp']} false {d['false_new']} category "
               f"{d['category']}/{d['truth_category']}  reg err {err.mean():.2f} (max {err.max():.2f}) mm  "
               f"{total:.0f} s = {row['ratio']:.2f} x the two detections", flush=True)
-        d = row["by_darkening"][str(DARKENINGS[2])]
-        print(f"  with difference spots >= {DARKENINGS[2]}: found {d['tp']} false {d['false_new']} category "
+        d = row["by_darkening"][str(DARKENING)]
+        print(f"  with difference spots >= {DARKENING}: found {d['tp']} false {d['false_new']} category "
               f"{d['category']}/{d['truth_category']}  ({row['spots']} spots, {row['difference_seconds']:.1f} s)",
               flush=True)
     return rows

@@ -32,7 +32,8 @@ PEAK_WINDOW_MM = 5.0          # a local maximum is the largest value within this
 NEIGHBOUR_MM = 1.5            # the baseline's darkest value within this distance is compared (mm)
 BOX_MM = 8.0                  # half side of the box searched for a spot's half-peak part (mm)
 MAX_CANDIDATES = 500
-DARKENING = 0.2               # default threshold on the peak darkening (chosen on tuning seeds)
+DARKENING = 0.25              # default threshold on the peak darkening (chosen on the tuning seeds 0-9 of
+#                               benchmarks/bench_compare.py by the rule of docs/compare.md)
 
 
 def _sitk():
@@ -95,9 +96,10 @@ def working_pair(baseline: Volume, followup: Volume, registration):
     return sitk.GetArrayFromImage(f), sitk.GetArrayFromImage(b), grid
 
 
-def common_brain(images, registration, grid, baseline: Volume):
+def common_brain(images, registration, grid, baseline: Volume, followup: Volume):
     """Bool [k, j, i] on `grid`: inside both brain masks of the registration's working
-    images (`register.prepare`) and inside the baseline's image."""
+    images (`register.prepare`), inside the baseline's image and where neither scan is 0
+    (a skull-stripped scan's own edge)."""
     from ..io import volume_to_sitk
 
     sitk = _sitk()
@@ -105,9 +107,14 @@ def common_brain(images, registration, grid, baseline: Volume):
     t = _lps_followup_to_baseline(registration)
     fb = sitk.Resample(sitk.Cast(fixed_brain, sitk.sitkUInt8), grid, t, sitk.sitkNearestNeighbor, 0)
     mb = sitk.Resample(sitk.Cast(moving_brain, sitk.sitkUInt8), grid, sitk.Transform(), sitk.sitkNearestNeighbor, 0)
-    ones = volume_to_sitk(baseline.with_array(np.ones(baseline.array.shape, np.uint8)))
-    view = sitk.Resample(ones, grid, t, sitk.sitkNearestNeighbor, 0)
-    return (sitk.GetArrayFromImage(fb) > 0) & (sitk.GetArrayFromImage(mb) > 0) & (sitk.GetArrayFromImage(view) > 0)
+    b_fg = volume_to_sitk(baseline.with_array((np.asarray(baseline.array) != 0).astype(np.uint8)))
+    f_fg = volume_to_sitk(followup.with_array((np.asarray(followup.array) != 0).astype(np.uint8)))
+    b_in = sitk.Resample(b_fg, grid, t, sitk.sitkNearestNeighbor, 0)
+    f_in = sitk.Resample(f_fg, grid, sitk.Transform(), sitk.sitkNearestNeighbor, 0)
+    out = sitk.GetArrayFromImage(fb) > 0
+    for part in (mb, b_in, f_in):
+        out &= sitk.GetArrayFromImage(part) > 0
+    return out
 
 
 def find_spots(baseline: Volume, followup: Volume, images, registration, min_peak: float = MIN_PEAK) -> list:
@@ -121,7 +128,7 @@ def find_spots(baseline: Volume, followup: Volume, images, registration, min_pea
     from .siderosis import relative_to_level
 
     f, b, grid = working_pair(baseline, followup, registration)
-    brain = common_brain(images, registration, grid, baseline)
+    brain = common_brain(images, registration, grid, baseline, followup)
     if brain.sum() < 100:
         return []
     sp = np.asarray(grid.GetSpacing(), float)[::-1]                   # k, j, i
