@@ -13,7 +13,10 @@ Printed per scan: medians (wall s) of N runs of a bare `python -c "import torch"
 `python -m CMBLib detect` (with its own step timings from NAME_cmb.json), warm clicks; the ratios
 fresh / torch and warm click / 2 s.
 
-    python benchmarks/bench_click.py [--runs 3] [--threads 2] [--out DIR]
+    python benchmarks/bench_click.py [--runs 3] [--threads 2] [--out DIR] [--windows tiles,brain]
+
+`--windows`: the inference windows to time one after the other in the same run (detect's
+`window`; `cmb detect --window`, the worker's "window" key); default: the model's.
 """
 import argparse
 import json
@@ -76,7 +79,9 @@ def main(argv=None):
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default=None)
+    ap.add_argument("--windows", default="", help="comma-separated: tiles, brain (default: the model's)")
     args = ap.parse_args(argv)
+    windows = [w.strip() for w in args.windows.split(",") if w.strip()] or [None]
     work = Path(args.out or tempfile.mkdtemp(prefix="bench_click_"))
     work.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS=str(args.threads))
@@ -84,50 +89,54 @@ def main(argv=None):
     torch_s = [timed([sys.executable, "-c", "import torch"], env) for _ in range(args.runs)]
     print(f"bare import torch: median {statistics.median(torch_s):.2f} s ({', '.join(f'{t:.2f}' for t in torch_s)})")
     for kind, files in paths.items():
-        fresh, steps = [], []
-        for n in range(args.runs):
-            out = work / f"fresh_{kind}_{n}"
-            fresh.append(timed([sys.executable, "-m", "CMBLib", "detect", str(files[n]), "--out", str(out),
-                                "--device", "cpu", "--threads", str(args.threads)], env))
-            doc = json.loads(next(out.glob("*_cmb.json")).read_text(encoding="utf-8"))
-            steps.append(doc.get("timings_s", {}))
-            aside = len(doc.get("suppressed_candidates") or [])
-        proc = subprocess.Popen([sys.executable, "-m", "CMBLib", "worker", "--threads", str(args.threads)],
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
-        clicks, again = [], None
-        try:
-            json.loads(proc.stdout.readline())
-            order = [files[-1]] + list(files[:args.runs]) + [files[0]]     # warm-up, new images, the same again
-            for n, f in enumerate(order):
-                job = {"id": str(n), "image": str(f), "out": str(work / f"warm_{kind}_{n}"), "device": "cpu"}
-                t = time.perf_counter()
-                proc.stdin.write(json.dumps(job) + "\n")
+        for window in windows:
+            fresh, steps = [], []
+            for n in range(args.runs):
+                out = work / f"fresh_{kind}_{window}_{n}"
+                fresh.append(timed([sys.executable, "-m", "CMBLib", "detect", str(files[n]), "--out", str(out),
+                                    "--device", "cpu", "--threads", str(args.threads)]
+                                    + (["--window", window] if window else []), env))
+                doc = json.loads(next(out.glob("*_cmb.json")).read_text(encoding="utf-8"))
+                steps.append(doc.get("timings_s", {}))
+                aside = len(doc.get("suppressed_candidates") or [])
+            proc = subprocess.Popen([sys.executable, "-m", "CMBLib", "worker", "--threads", str(args.threads)],
+                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+            clicks, again = [], None
+            try:
+                json.loads(proc.stdout.readline())
+                order = [files[-1]] + list(files[:args.runs]) + [files[0]]     # warm-up, new images, the same again
+                for n, f in enumerate(order):
+                    job = {"id": str(n), "image": str(f), "out": str(work / f"warm_{kind}_{window}_{n}"),
+                           "device": "cpu", "window": window}
+                    t = time.perf_counter()
+                    proc.stdin.write(json.dumps(job) + "\n")
+                    proc.stdin.flush()
+                    while True:
+                        event = json.loads(proc.stdout.readline())
+                        if event.get("id") == str(n) and event["event"] in ("result", "error"):
+                            break
+                    if event["event"] == "error":
+                        raise SystemExit(event["message"])
+                    wall = time.perf_counter() - t
+                    if 1 <= n <= args.runs:
+                        clicks.append((wall, event["timings"]))
+                    elif n == args.runs + 1:
+                        again = wall
+                proc.stdin.write('{"cmd": "quit"}\n')
                 proc.stdin.flush()
-                while True:
-                    event = json.loads(proc.stdout.readline())
-                    if event.get("id") == str(n) and event["event"] in ("result", "error"):
-                        break
-                if event["event"] == "error":
-                    raise SystemExit(event["message"])
-                wall = time.perf_counter() - t
-                if 1 <= n <= args.runs:
-                    clicks.append((wall, event["timings"]))
-                elif n == args.runs + 1:
-                    again = wall
-            proc.stdin.write('{"cmd": "quit"}\n')
-            proc.stdin.flush()
-            proc.wait(timeout=60)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-        med = {k: statistics.median(s.get(k, 0.0) for s in steps) for k in steps[0]}
-        click = statistics.median(w for w, _ in clicks)
-        print(f"\n{kind} ({aside} set aside): fresh cmb detect median {statistics.median(fresh):.2f} s "
-              f"= {statistics.median(fresh) / statistics.median(torch_s):.2f} x import torch (target <= 2)")
-        print("  its steps (median s): " + ", ".join(f"{k} {v:.2f}" for k, v in med.items()))
-        print(f"  warm click (new image) median {click:.2f} s = {click / 2.0:.2f} x the 2 s target; worker steps: "
-              + ", ".join(f"{k} {statistics.median(t[k] for _, t in clicks):.2f}" for k in clicks[0][1]))
-        print(f"  warm re-click of the same image (cached registration): {again:.2f} s")
+                proc.wait(timeout=60)
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+            med = {k: statistics.median(s.get(k, 0.0) for s in steps) for k in steps[0]}
+            click = statistics.median(w for w, _ in clicks)
+            print(f"\n{kind}, window {window or 'of the model'} ({aside} set aside): fresh cmb detect median "
+                  f"{statistics.median(fresh):.2f} s "
+                  f"= {statistics.median(fresh) / statistics.median(torch_s):.2f} x import torch (target <= 2)")
+            print("  its steps (median s): " + ", ".join(f"{k} {v:.2f}" for k, v in med.items()))
+            print(f"  warm click (new image) median {click:.2f} s = {click / 2.0:.2f} x the 2 s target; worker steps: "
+                  + ", ".join(f"{k} {statistics.median(t[k] for _, t in clicks):.2f}" for k in clicks[0][1]))
+            print(f"  warm re-click of the same image (cached registration): {again:.2f} s")
 
 
 if __name__ == "__main__":
