@@ -31,6 +31,7 @@ def test_compare_end_to_end(pair, tmp_path, capsys):
     assert "new CMBs: 2 (ARIA-H mild)" in capsys.readouterr().out
     doc = json.loads((out / "compare.json").read_text())
     assert doc["format"] == "cmb-compare" and doc["aria_h_category"] == "mild"
+    assert doc["settings"]["difference"] is True          # on by default; the spots lie at the detections
     assert doc["counts"] == {"new": 2, "persisting": 3, "no_longer_seen": 0, "outside_common_view": 0}
     np.testing.assert_allclose([e["centre_ras"] for e in doc["new"]], apply(m, NEW), atol=0.01)
     persisting = sorted(doc["persisting"], key=lambda e: e["baseline_label"])

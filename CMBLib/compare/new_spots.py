@@ -32,6 +32,7 @@ PEAK_WINDOW_MM = 5.0          # a local maximum is the largest value within this
 NEIGHBOUR_MM = 1.5            # the baseline's darkest value within this distance is compared (mm)
 BOX_MM = 8.0                  # half side of the box searched for a spot's half-peak part (mm)
 MAX_CANDIDATES = 500
+SAME_SPOT_MM = 3.0            # a spot this close to a detection is that detection, whatever the tolerance
 DARKENING = 0.25              # default threshold on the peak darkening (chosen on the tuning seeds 0-9 of
 #                               benchmarks/bench_compare.py by the rule of docs/compare.md)
 
@@ -177,10 +178,10 @@ def find_spots(baseline: Volume, followup: Volume, images, registration, min_pea
 def unexplained(spots, baseline_records, followup_records, registration, tolerance_mm: float,
                 threshold: float = DARKENING, followup_support=None) -> list:
     """``new`` entries (``"how": "difference"``) for the spots whose peak darkening reaches
-    `threshold` and that lie farther than `tolerance_mm` from every follow-up record and
-    from every baseline record carried onto the follow-up (``centre_ras``: each scan's RAS
-    mm).  followup_support: `matching.probability_support` of the follow-up's probability,
-    for the follow-up's ``max_probability`` within its radius of the spot (or None)."""
+    `threshold` and that lie farther than `tolerance_mm` (at least ``SAME_SPOT_MM``) from
+    every follow-up record and from every baseline record carried onto the follow-up
+    (``centre_ras``: each scan's RAS mm).  followup_support: `matching.probability_support`
+    of the follow-up's probability, for its ``max_probability`` near the spot (or None)."""
     known = [np.asarray([r["centre_ras"] for r in followup_records], float).reshape(-1, 3)]
     if len(baseline_records):
         known.append(registration.to_followup([r["centre_ras"] for r in baseline_records]))
@@ -190,7 +191,7 @@ def unexplained(spots, baseline_records, followup_records, registration, toleran
         if s["peak_darkening"] < threshold:
             continue
         c = np.asarray(s["centre_ras"], float)
-        if len(known) and np.min(np.linalg.norm(known - c, axis=1)) <= tolerance_mm:
+        if len(known) and np.min(np.linalg.norm(known - c, axis=1)) <= max(tolerance_mm, SAME_SPOT_MM):
             continue
         entry = {"centre_ras": c.tolist(), "baseline_centre_ras": None, "diameter_mm": s["diameter_mm"],
                  "volume_mm3": s["volume_mm3"], "peak_darkening": s["peak_darkening"], "how": "difference"}

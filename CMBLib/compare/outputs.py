@@ -5,7 +5,8 @@ In the output folder:
 * ``compare.json`` -- counts, ``aria_h_category``, the lists ``new``, ``persisting``,
   ``no_longer_seen`` and ``outside_common_view`` (each entry: ``centre_ras`` in the
   follow-up's RAS mm, ``baseline_centre_ras`` in the baseline's or null, sizes,
-  probabilities, ``how`` it was classed), the registration (follow-up RAS -> baseline RAS
+  probabilities, ``how`` it was classed: ``"difference"`` for a new CMB found on the
+  difference image, `new_spots`), the registration (follow-up RAS -> baseline RAS
   4x4 matrix) and its quality figures, regions that turned dark, settings, timings;
 * ``compare.csv`` -- one row per CMB with both coordinates;
 * ``new_cmb_mask.nii.gz`` -- labels 1..N of the new CMBs (N = ``new`` entry N) on the

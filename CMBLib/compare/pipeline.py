@@ -20,7 +20,7 @@ from ..progress import check_cancel, report
 from .aria import aria_h_category
 from .matching import SUPPORT, TOLERANCE_MM, field_of_view, match_findings, probability_support
 
-DIFFERENCE = False       # difference-image spots by default (docs/compare.md, shipping rule)
+DIFFERENCE = True        # difference-image spots by default: the shipping rule of docs/compare.md held
 
 
 @dataclass
