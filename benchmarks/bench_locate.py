@@ -10,8 +10,15 @@ Cases (real data from ../shared/data; skipped when absent):
 Also times, in the same run, a plain reference set-up on case `moved`: the same
 rigid + affine stages on the image at its own resolution with 100 % metric sampling
 (no working-resolution resampling, no sampling restriction), and prints the ratio.
+``--compare``: each case registered with the settings before issue 26 (`registration.LEGACY`)
+and with today's, alternately, ``--runs`` times each, both as in a fresh process (template
+masks made in the registration; the ratio) and today's again with the masks kept (as in the
+warm worker); prints the times, ratios, failures and the transforms' largest difference over the
+template brain (docs/location.md, Registration speed).  Adds the case "clin 0.86x0.86x4"
+(`training.mine_candidates.make_case('clin', 'val', 1)`, the scan of issue 26 item 5).
 
     OMP_NUM_THREADS=2 python benchmarks/bench_locate.py [--no-reference]
+    OMP_NUM_THREADS=2 ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS=2 python benchmarks/bench_locate.py --compare --runs 2
 """
 import argparse
 import os
@@ -44,10 +51,75 @@ def _cases():
             yield name, read_volume(DATA / rel), None
 
 
+def _clin_case():
+    from training.mine_candidates import load_backgrounds, make_case
+
+    if (DATA / "real/qsm2016/chi_cosmos.nii.gz").is_file():
+        yield "clin 0.86x0.86x4", make_case("clin", "val", 1, *load_backgrounds(["clin"]))["image"], None
+
+
+def compare(runs):
+    """Settings before issue 26 against today's, alternately on each case (same process)."""
+    import SimpleITK as sitk
+    import test_location_atlas as T
+
+    from CMBLib.errors import CMBError
+    from CMBLib.location import registration as R
+    from CMBLib.location.atlas import load_atlas
+
+    template, mask = load_atlas().template_sitk()
+    m = sitk.GetArrayViewFromImage(mask)
+    pts = [mask.TransformContinuousIndexToPhysicalPoint([float(x) for x in p[::-1]]) for p in np.argwhere(m > 0)[::50]]
+    truth = np.array([p for p, _ in T.LANDMARKS])
+    new = {k: getattr(R, k) for k in R.LEGACY}
+    ratios = []
+    for name, vol, landmarks in list(_clin_case()) + list(_cases()):
+        times, out = {"before": [], "now": [], "kept": []}, {}
+        for _ in range(runs):
+            for label, settings in (("before", R.LEGACY), ("now", new), ("kept", new)):
+                for k, v in settings.items():
+                    setattr(R, k, v)
+                if label != "kept":
+                    R._TEMPLATE_CACHE.clear()  # a fresh process (`cmb detect`): masks made once
+                t0 = time.perf_counter()
+                try:
+                    res = R.register_template(template, mask, vol)
+                except CMBError as exc:            # kept: the time counts, the outcome is printed
+                    res = exc
+                finally:
+                    for k, v in new.items():
+                        setattr(R, k, v)
+                times[label].append(time.perf_counter() - t0)
+                out.setdefault(label, []).append(res)
+        ratio = np.median(times["before"]) / np.median(times["now"])
+        ratios.append(ratio)
+        line = (f"{name:22s} before {np.median(times['before']):5.2f} s  now {np.median(times['now']):5.2f} s  "
+                f"ratio {ratio:4.2f}  (template masks kept, warm worker: {np.median(times['kept']):5.2f} s, ratio "
+                f"{np.median(times['before']) / np.median(times['kept']):4.2f})")
+        for k in ("before", "now"):
+            fails = sum(isinstance(r, CMBError) for r in out[k])
+            mi = [f"{r.interior_mi:.3f}" for r in out[k] if not isinstance(r, CMBError)]
+            line += f"  {k}: {fails} of {runs} failed, interior MI {','.join(mi)}"
+        out = {k: next((r for r in v if not isinstance(r, CMBError)), None) for k, v in out.items()}
+        if out["before"] is not None and out["now"] is not None:
+            a, b = (np.array([out[k].transform.TransformPoint(p) for p in pts]) for k in ("before", "now"))
+            line += f"  transforms differ by <= {np.max(np.linalg.norm(a - b, axis=1)):.2f} mm"
+        if landmarks is not None and None not in out.values():
+            err = [np.max(np.linalg.norm(out[k].subject_to_template_ras(landmarks) - truth, axis=1))
+                   for k in ("before", "now")]
+            line += f"  landmark error max {err[0]:.1f} -> {err[1]:.1f} mm"
+        print(line, flush=True)
+    print(f"median ratio {np.median(ratios):.2f} over {len(ratios)} cases (fresh process)")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--no-reference", action="store_true", help="skip the plain reference timing")
+    ap.add_argument("--compare", action="store_true", help="settings before issue 26 against today's")
+    ap.add_argument("--runs", type=int, default=1, help="with --compare: registrations per setting and case")
     args = ap.parse_args()
+    if args.compare:
+        return compare(args.runs)
     import test_location_atlas as T
 
     from CMBLib.location import registration as R

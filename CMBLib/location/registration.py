@@ -48,7 +48,8 @@ MIN_BRAIN_COVERAGE = 0.3  # fraction of the (registered) brain inside the field 
 MIN_FIELD_OF_VIEW_MM = 60.0  # the image must extend at least this far along two axes
 MIN_MUTUAL_INFORMATION = 0.05  # below this the image shares no structure with a brain
 SAMPLING_FRACTION = 0.15
-ITERATIONS = (200, 200)  # rigid, affine: most stop earlier, at MIN_STEP
+ITERATIONS = (200, 30)  # rigid, affine (per pyramid level): most stop earlier, at MIN_STEP (affine 200
+# until issue 26: on one 0.86 x 0.86 x 4 mm scan the 2 mm level drifted for 52 iterations, docs/location.md)
 MIN_STEP = 0.05  # 0.01 until issue 26: 1.5-2x the time, transforms within 0.1 mm on the FreeSurfer brain
 RIGID_LEVELS = ([4, 2], [4.0, 2.0])  # shrink factors, smoothing sigmas (mm) per pyramid level
 AFFINE_LEVELS = ([2, 1], [2.0, 0.0])
@@ -59,7 +60,11 @@ BSPLINE_SPACING_MM = 35.0  # control-point spacing of the optional deformable st
 MAX_BSPLINE_DISPLACEMENT_MM = 8.0  # bound on each control-point move (mm)
 COARSE_SHIFT_MM = 30.0  # coarse initial search range along S and A (mm)
 COARSE_STEP_MM = 10.0
+COARSE_SAMPLING = 0.5  # fraction of the (8 mm) template mask the coarse search samples (0.15 failed, docs/location.md)
+LEGACY = {"ITERATIONS": (200, 200)}  # the setting changed by issue 26 (docs/location.md)
 SEED = 1
+TEMPLATE_CACHE_SIZE = 2  # templates whose masks (dilated, eroded), centroid and volume are kept
+_TEMPLATE_CACHE: dict = {}
 
 
 @dataclass
@@ -204,8 +209,35 @@ def prepare_subject(volume: Volume, spacing_mm: float = WORK_SPACING_MM):
                          img.GetDirection(), float(lo), sitk.sitkFloat32)
 
 
+def _template_key(image) -> tuple:
+    """Grid and voxel digest of a template (mask): equal for equal images, whatever the object."""
+    import hashlib
+
+    sitk = _sitk()
+    digest = hashlib.blake2b(sitk.GetArrayViewFromImage(image).tobytes(), digest_size=16).hexdigest()
+    return (image.GetSize(), image.GetSpacing(), image.GetOrigin(), image.GetDirection(),
+            image.GetPixelIDValue(), digest)
+
+
+def _cached(template_mask, what, make):
+    """`make()` computed once per template mask (content, not object) and kept: the dilated
+    and eroded masks, the centroid and the voxel count cost 0.2 s or more per registration."""
+    key = (_template_key(template_mask), what)
+    if key not in _TEMPLATE_CACHE:
+        _TEMPLATE_CACHE[key] = make()
+        masks = list(dict.fromkeys(k[0] for k in _TEMPLATE_CACHE))
+        for old in masks[:-TEMPLATE_CACHE_SIZE]:
+            for k in [k for k in _TEMPLATE_CACHE if k[0] == old]:
+                del _TEMPLATE_CACHE[k]
+    return _TEMPLATE_CACHE[key]
+
+
 def _metric_mask(template_mask, margin_mm):
-    """Template brain mask grown (margin > 0) or shrunk (margin < 0) by |margin| mm."""
+    """Template brain mask grown (margin > 0) or shrunk (margin < 0) by |margin| mm (cached)."""
+    return _cached(template_mask, ("margin", float(margin_mm)), lambda: _metric_mask_uncached(template_mask, margin_mm))
+
+
+def _metric_mask_uncached(template_mask, margin_mm):
     sitk = _sitk()
     radius = int(round(abs(margin_mm) / min(template_mask.GetSpacing())))
     if radius == 0:
@@ -260,7 +292,7 @@ def _coarse_search(fixed, moving, fixed_mask, c_fixed, c_moving, shrink=4, sigma
     rigid = sitk.Euler3DTransform()
     rigid.SetCenter(c_fixed.tolist())
     rigid.SetTranslation((c_moving - c_fixed).tolist())
-    reg = _mi_method(fixed_mask, bins=24, sampling=0.5)
+    reg = _mi_method(fixed_mask, bins=24, sampling=COARSE_SAMPLING)
     n = int(COARSE_SHIFT_MM // COARSE_STEP_MM)
     # Euler3D parameters: rx, ry, rz (rad), tx, ty, tz (mm, LPS).  Steps: 0.15 rad, 10 mm.
     reg.SetOptimizerAsExhaustive(numberOfSteps=[2, 0, 0, 0, n, n], stepLength=1.0)
@@ -338,7 +370,7 @@ def _affine_stages(template, template_mask, fixed_mask, moving, moving_fg, progr
     def at(x):
         return 0.05 + frac * (n + x)
 
-    c_fixed = _centroid(template_mask)
+    c_fixed = _cached(template_mask, "centroid", lambda: _centroid(template_mask))
     c_moving = _centroid(moving_fg)
     start = _coarse_search(template, moving, fixed_mask, c_fixed, c_moving)
     check_cancel(cancel)
@@ -401,7 +433,8 @@ def _evaluate(transform, metric, template, template_mask, moving, moving_fg) -> 
     w = sitk.GetArrayViewFromImage(warped) > 0
     fg = sitk.GetArrayViewFromImage(moving_fg) > 0
     inside = float(np.sum(w & fg) / max(np.sum(w), 1))
-    brain_mm3 = np.sum(sitk.GetArrayViewFromImage(template_mask) > 0) * np.prod(template.GetSpacing()) * abs(det)
+    n_brain = _cached(template_mask, "voxels", lambda: int(np.sum(sitk.GetArrayViewFromImage(template_mask) > 0)))
+    brain_mm3 = n_brain * np.prod(template.GetSpacing()) * abs(det)
     coverage = float(np.sum(w) * np.prod(moving.GetSpacing()) / max(brain_mm3, 1e-6))
     res = RegistrationResult(transform, float(metric), inside, scales, coverage=coverage)
     res.interior_mi = interior_mutual_information(template, template_mask, moving, transform)
