@@ -77,3 +77,21 @@ def test_pipeline_counts_a_difference_spot_once(pair):
     assert np.linalg.norm(f.kji_to_ras(lab[None])[0] - apply(m, NEW_CMBS[1])[0]) < PLACE_MM
     assert ",difference," in compare_csv(on)
     assert on.settings["difference"] is True and "difference" in on.timings
+
+
+def test_a_spot_where_the_reader_rejected_a_finding_is_not_proposed_again(pair, tmp_path):
+    """Reviewed findings: the follow-up's finding at the second new CMB was rejected by the reader
+    (read_findings leaves it out of the records); the difference image does not bring it back."""
+    import json
+
+    from CMBLib.compare.pipeline import read_findings
+
+    b, f, m, images, reg, spots = pair
+    doc = findings_document(f, apply(m, np.vstack([OLD_CMBS, NEW_CMBS])))
+    doc["cmbs"][-1]["review_status"] = "rejected"
+    (tmp_path / "f_cmb.json").write_text(json.dumps(doc))
+    follow = read_findings(tmp_path / "f_cmb.json", f, "follow-up")
+    assert len(follow.records) == len(OLD_CMBS) + 1 and len(follow.rejected) == 1
+    base = Findings(findings_document(b, OLD_CMBS)["cmbs"], source="hand")
+    on = compare_studies(b, f, base, follow, difference=True)
+    assert len(on.classes["new"]) == 1 and not any(e.get("how") == "difference" for e in on.classes["new"])

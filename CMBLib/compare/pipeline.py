@@ -27,7 +27,8 @@ DIFFERENCE = True        # difference-image spots by default: the shipping rule 
 class Findings:
     """One scan's CMBs: records (detection records or reviewed findings, ``centre_ras`` in
     that scan's RAS mm), the instance mask (labels = record labels) and the probability map
-    when detection ran here (None for findings read from a file)."""
+    when detection ran here (None for findings read from a file); `rejected`: findings a
+    reader rejected (not CMBs; the difference image does not propose them again)."""
 
     records: list
     mask: Optional[Volume] = None
@@ -35,6 +36,7 @@ class Findings:
     source: str = "detection"            # "detection" (run here) or the findings file's path
     model: dict = field(default_factory=dict)
     threshold: Optional[float] = None
+    rejected: list = field(default_factory=list)
 
 
 @dataclass
@@ -68,6 +70,8 @@ def read_findings(path, image: Volume, what: str) -> Findings:
         raise CMBError(f"{path}: these {what} findings belong to an image of size {geom['size_ijk']}, "
                        f"not the {what} image ({list(image.shape_ijk)})")
     records = [r for r in doc.get("cmbs", []) if r.get("review_status") != "rejected"]
+    rejected = [r for r in doc.get("cmbs", []) if r.get("review_status") == "rejected"
+                and len(r.get("centre_ras") or []) == 3]
     for r in records:
         if len(r.get("centre_ras") or []) != 3:
             raise CMBError(f"{path}: finding {r.get('label')} has no centre_ras")
@@ -77,7 +81,7 @@ def read_findings(path, image: Volume, what: str) -> Findings:
         candidate = read_volume(path.parent / f"{name}_cmb_mask.nii.gz")
         if not geometry_difference(candidate, image, tol_mm=0.01):
             mask = candidate
-    return Findings(records, mask, None, str(path), dict(doc.get("model") or {}), doc.get("threshold"))
+    return Findings(records, mask, None, str(path), dict(doc.get("model") or {}), doc.get("threshold"), rejected)
 
 
 def detect_findings(volume: Volume, model, device: str, sequence: str, progress=None, cancel=None,
@@ -180,8 +184,8 @@ def compare_studies(baseline: Volume, followup: Volume, baseline_findings: Optio
         t = time.perf_counter()
         report(progress, 0.95, "new spots on the difference image")
         spots = new_spots.find_spots(baseline, followup, images, reg)
-        classes["new"].extend(new_spots.unexplained(
-            spots, base.records, follow.records, reg, tolerance_mm, darkening,
+        classes["new"].extend(new_spots.unexplained(         # nor where a reader rejected a finding
+            spots, base.records + base.rejected, follow.records + follow.rejected, reg, tolerance_mm, darkening,
             probability_support(follow.probability) if follow.probability is not None else None))
         timings["difference"] = round(time.perf_counter() - t, 2)
     regions = siderosis.dark_regions(images, reg)
