@@ -175,3 +175,14 @@ def test_compare_job_detects_with_the_workers_model_and_keeps_it_warm(pair, tmp_
     assert second["model_loads"] == 1 and second["timings"]["load_model"] < 0.01
     assert json.loads(Path(first["outputs"]["json"]).read_text())["baseline"]["findings"] == "detection"
     assert json.loads(Path(second["outputs"]["json"]).read_text())["followup"]["findings"] == "detection"
+
+
+def test_rows_say_which_new_cmbs_only_the_difference_image_found():
+    doc = {"registration": {"followup_to_baseline_ras": np.eye(4).tolist()},
+           "new": [{"centre_ras": [1.0, 2.0, 3.0], "how": "difference", "diameter_mm": 3.0},
+                   {"centre_ras": [4.0, 5.0, 6.0], "flag": "near a region that turned dark"},
+                   {"centre_ras": [7.0, 8.0, 9.0], "how": "difference", "flag": "near a region that turned dark"}]}
+    rows = compare_rows(doc)
+    assert [r["flag"] for r in rows] == ["difference image only", "near a region that turned dark",
+                                         "difference image only; near a region that turned dark"]
+    assert row_texts(rows[0], "unreviewed")[-1] == "difference image only"

@@ -58,7 +58,7 @@ def prior_to_followup(doc: dict) -> np.ndarray:
 def compare_rows(doc: dict) -> list:
     """One dict per CMB, new ones first: key, cls, number, centre_ras (follow-up RAS mm),
     baseline_centre_ras (the matched baseline centre, else the follow-up centre carried into the
-    baseline by the registration), diameter_mm, max_probability, flag, reviewable."""
+    baseline by the registration), diameter_mm, max_probability, flag (`_flag_text`), reviewable."""
     m = followup_to_baseline(doc)
     rows = []
     for cls in ORDER:
@@ -72,9 +72,16 @@ def compare_rows(doc: dict) -> list:
             rows.append({"key": f"{cls} {n}", "cls": cls, "number": n, "centre_ras": centre,
                          "baseline_centre_ras": [float(v) for v in base], "baseline_carried": carried,
                          "diameter_mm": None if diameter is None else float(diameter),
-                         "max_probability": e.get("max_probability"), "flag": e.get("flag") or "",
+                         "max_probability": e.get("max_probability"), "flag": _flag_text(e),
                          "reviewable": cls == "new"})
     return rows
+
+
+def _flag_text(entry: dict) -> str:
+    """What the reader should know about one CMB: found on the difference image only (not by
+    the detector), and / or the flag of a nearby region that turned dark."""
+    parts = ["difference image only" if entry.get("how") == "difference" else "", entry.get("flag") or ""]
+    return "; ".join(p for p in parts if p)
 
 
 def row_texts(row: dict, status: str = "") -> list:
