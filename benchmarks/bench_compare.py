@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 SUPPORTS = (0.2, 0.3, 0.4, 0.5, 1.01)       # 1.01: no support check
 DARKENINGS = (0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5)
+SPOT_CAPS = ((0.2, 6.0), (0.25, 6.0), (0.15, 6.0))   # (darkening, largest spot diameter mm) also scored
 GRIDS = ((0.86, 0.86, 4.0), (0.5, 0.5, 5.0), (0.9, 0.9, 3.0))
 NEW_COUNTS = ((0, 0), (1, 4), (5, 9), (10, 12))
 
@@ -85,10 +86,10 @@ def make_pair(seed: int, bgs) -> dict:
             "n_new": n_new, "brain_points": base.kji_to_ras(np.argwhere(brain)[::997]), "grids": grids.tolist()}
 
 
-def score(result, pair, support: float, darkening=None) -> dict:
+def score(result, pair, support: float, darkening=None, max_diameter_mm=None) -> dict:
     """TP / FN / false new and the category for one support value (matching re-run, no detection);
     with `darkening`, the difference spots of at least that peak darkening away from every
-    detection are new CMBs too."""
+    detection are new CMBs too (with `max_diameter_mm`, only spots at most that wide)."""
     from CMBLib.compare.aria import aria_h_category
     from CMBLib.compare.matching import field_of_view, match_findings, probability_support
     from CMBLib.metrics.matching import match_points
@@ -104,8 +105,9 @@ def score(result, pair, support: float, darkening=None) -> dict:
     if darkening is not None:
         from CMBLib.compare.new_spots import unexplained
 
+        cap = {} if max_diameter_mm is None else {"max_diameter_mm": max_diameter_mm}
         new += unexplained(result.difference_spots, result.baseline.records, result.followup.records, reg,
-                           result.settings["tolerance_mm"], darkening)
+                           result.settings["tolerance_mm"], darkening, **cap)
     found = np.array([e["centre_ras"] for e in new], float).reshape(-1, 3)
     m = match_points(found, pair["new_followup"], rule="one_to_one", distance_mm=5.0)
     return {"tp": m.tp, "fn": m.fn, "false_new": m.fp, "category": aria_h_category(len(found)),
@@ -146,7 +148,8 @@ def run_pairs(seeds, threads, rows_file=None):
                "seconds": total, "detect_seconds": detect_s, "ratio": total / detect_s,
                "by_support": {str(s): score(result, pair, s) for s in SUPPORTS},
                "difference_seconds": result.timings.get("difference", 0.0), "spots": len(result.difference_spots),
-               "by_darkening": {str(t): score(result, pair, 0.3, t) for t in DARKENINGS}}
+               "by_darkening": {str(t): score(result, pair, 0.3, t) for t in DARKENINGS},
+               "by_spot_cap": {f"{t}/{c}": score(result, pair, 0.3, t, c) for t, c in SPOT_CAPS}}
         rows.append(row)
         if rows_file:
             with open(rows_file, "a", encoding="utf-8") as fh:
@@ -182,6 +185,15 @@ def summary(rows) -> None:
         tp, fn = sum(x["tp"] for x in d), sum(x["fn"] for x in d)
         print(f"{'-' if t is None else f'{t:.2f}':>9}  {tp / max(tp + fn, 1):11.3f}  "
               f"{sum(x['false_new'] for x in d) / n:14.2f}  "
+              f"{sum(x['category'] == x['truth_category'] for x in d) / n:14.2f}   ({tp}/{tp + fn} new found)")
+    if not all("by_spot_cap" in r for r in rows):
+        return
+    print("support 0.30 with difference spots at most D mm across (darkening >= threshold)")
+    print("darkening / D  sensitivity  false new/pair  category right")
+    for t, c in SPOT_CAPS:
+        d = [r["by_spot_cap"][f"{t}/{c}"] for r in rows]
+        tp, fn = sum(x["tp"] for x in d), sum(x["fn"] for x in d)
+        print(f"{f'{t:.2f} / {c:g}':>13}  {tp / max(tp + fn, 1):11.3f}  {sum(x['false_new'] for x in d) / n:14.2f}  "
               f"{sum(x['category'] == x['truth_category'] for x in d) / n:14.2f}   ({tp}/{tp + fn} new found)")
 
 

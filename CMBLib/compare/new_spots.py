@@ -35,6 +35,7 @@ MAX_CANDIDATES = 500
 SAME_SPOT_MM = 3.0            # a spot this close to a detection is that detection, whatever the tolerance
 DARKENING = 0.25              # default threshold on the peak darkening (chosen on the tuning seeds 0-9 of
 #                               benchmarks/bench_compare.py by the rule of docs/compare.md)
+MAX_NEW_DIAMETER_MM = 10.0    # largest half-peak diameter of a spot counted as a new CMB (mm)
 
 
 def _sitk():
@@ -176,9 +177,11 @@ def find_spots(baseline: Volume, followup: Volume, images, registration, min_pea
 
 
 def unexplained(spots, baseline_records, followup_records, registration, tolerance_mm: float,
-                threshold: float = DARKENING, followup_support=None) -> list:
+                threshold: float = DARKENING, followup_support=None,
+                max_diameter_mm: float = MAX_NEW_DIAMETER_MM) -> list:
     """``new`` entries (``"how": "difference"``) for the spots whose peak darkening reaches
-    `threshold` and that lie farther than `tolerance_mm` (at least ``SAME_SPOT_MM``) from
+    `threshold`, whose half-peak part is at most `max_diameter_mm` across (equivalent
+    diameter, mm) and that lie farther than `tolerance_mm` (at least ``SAME_SPOT_MM``) from
     every follow-up record and from every baseline record carried onto the follow-up
     (``centre_ras``: each scan's RAS mm).  followup_support: `matching.probability_support`
     of the follow-up's probability, for its ``max_probability`` near the spot (or None)."""
@@ -188,7 +191,7 @@ def unexplained(spots, baseline_records, followup_records, registration, toleran
     known = np.vstack(known)
     out = []
     for s in spots:
-        if s["peak_darkening"] < threshold:
+        if s["peak_darkening"] < threshold or s["diameter_mm"] > max_diameter_mm:
             continue
         c = np.asarray(s["centre_ras"], float)
         if len(known) and np.min(np.linalg.norm(known - c, axis=1)) <= max(tolerance_mm, SAME_SPOT_MM):
