@@ -52,10 +52,7 @@ def main(argv=None):
     work = Path(tempfile.mkdtemp(prefix="bench_batch_"))
     folder = work / "in"
     folder.mkdir()
-    files = scans(folder, args.scans)["clin"]
-    for f in list(folder.iterdir()):
-        if f not in files:
-            f.unlink()
+    files = scans(folder, args.scans, kinds=("clin",))["clin"]
     windows = [w.strip() for w in args.windows.split(",") if w.strip()] or [None]
     print(f"{len(files)} scans of 256 x 256 x 44 at 0.86 x 0.86 x 4 mm, {args.cores} cores")
     for window in windows:

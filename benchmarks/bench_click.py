@@ -34,8 +34,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 
-def scans(out: Path, n: int):
-    """Write n noise variants of each scan kind; returns {kind: [paths]}."""
+def scans(out: Path, n: int, kinds=("clin", "clin+pineal")):
+    """Write n noise variants of each of `kinds`; returns {kind: [paths]}."""
     from benchmarks.check_orientation import clinical_case
     from CMBLib.geometry import Volume
     from CMBLib.io import write_volume
@@ -49,13 +49,16 @@ def scans(out: Path, n: int):
     a[:min(k, 44), pj:pj + j, pi:pi + i] = base.array[:44]
     origin = base.kji_to_ras(np.array([[0.0, -pj, -pi]]))[0]
     clin = Volume(a, base.spacing, tuple(origin), base.direction)
-    from CMBLib.location import registration_for
+    volumes = {"clin": clin}
+    if "clin+pineal" in kinds:
+        from CMBLib.location import registration_for
 
-    reg = registration_for(clin)
-    pineal = reg.transform.TransformPoint((0.0, 33.0, 2.0))          # MNI (0, -33, 2): the pineal
-    kinds = {"clin": clin, "clin+pineal": draw_pineal(clin, (-pineal[0], -pineal[1], pineal[2]), 2.5, 0.85, 0)}
+        reg = registration_for(clin)
+        pineal = reg.transform.TransformPoint((0.0, 33.0, 2.0))          # MNI (0, -33, 2): the pineal
+        volumes["clin+pineal"] = draw_pineal(clin, (-pineal[0], -pineal[1], pineal[2]), 2.5, 0.85, 0)
     paths = {}
-    for kind, vol in kinds.items():
+    for kind in kinds:
+        vol = volumes[kind]
         paths[kind] = []
         for s in range(n):
             rng = np.random.default_rng(s)
@@ -75,6 +78,8 @@ def timed(cmd, env):
 
 
 def main(argv=None):
+    from benchmarks.bench_worker import run_job
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
@@ -109,14 +114,7 @@ def main(argv=None):
                     job = {"id": str(n), "image": str(f), "out": str(work / f"warm_{kind}_{window}_{n}"),
                            "device": "cpu", "window": window}
                     t = time.perf_counter()
-                    proc.stdin.write(json.dumps(job) + "\n")
-                    proc.stdin.flush()
-                    while True:
-                        event = json.loads(proc.stdout.readline())
-                        if event.get("id") == str(n) and event["event"] in ("result", "error"):
-                            break
-                    if event["event"] == "error":
-                        raise SystemExit(event["message"])
+                    event = run_job(proc, job)
                     wall = time.perf_counter() - t
                     if 1 <= n <= args.runs:
                         clicks.append((wall, event["timings"]))

@@ -20,6 +20,20 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def run_job(proc, job: dict) -> dict:
+    """Send one job line to a running `cmb worker` and return its result event (SystemExit on an
+    error event); progress events are skipped."""
+    proc.stdin.write(json.dumps(job) + "\n")
+    proc.stdin.flush()
+    while True:
+        event = json.loads(proc.stdout.readline())
+        if event.get("id") == job["id"] and event["event"] in ("result", "error"):
+            break
+    if event["event"] == "error":
+        raise SystemExit(event["message"])
+    return event
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("image")
@@ -46,14 +60,7 @@ def main(argv=None):
             job = {"id": str(n), "image": args.image, "out": str(work / f"warm{n}"), "model": args.model,
                    "device": args.device, "sequence": args.sequence}
             t = t_start if n == 1 else time.perf_counter()      # the first click also starts the worker
-            proc.stdin.write(json.dumps(job) + "\n")
-            proc.stdin.flush()
-            while True:
-                event = json.loads(proc.stdout.readline())
-                if event.get("id") == str(n) and event["event"] in ("result", "error"):
-                    break
-            if event["event"] == "error":
-                raise SystemExit(event["message"])
+            event = run_job(proc, job)
             rows.append((time.perf_counter() - t, event))
         proc.stdin.write('{"cmd": "quit"}\n')
         proc.stdin.flush()
