@@ -116,3 +116,16 @@ def test_a_dark_spot_of_both_scans_shifted_by_a_residual_misregistration_cancels
     assert strongest_near() < new_spots.DARKENING               # measured 0.17
     monkeypatch.setattr(new_spots, "NEIGHBOUR_MM", 0.0)
     assert strongest_near() > new_spots.DARKENING + 0.05        # measured 0.39
+
+
+def test_sitk_followup_to_baseline_agrees_with_the_ras_matrix(pair):
+    """The SimpleITK transform (LPS) built from the registration matrix maps follow-up points
+    where `to_baseline` (RAS) does, and is the inverse of the registration's own transform."""
+    b, f, m, images, reg, spots = pair
+    t = reg.sitk_followup_to_baseline()
+    flip = np.array([-1.0, -1.0, 1.0])
+    for p in apply(m, NEW_CMBS):                                  # follow-up RAS mm
+        q = np.array(t.TransformPoint((p * flip).tolist())) * flip
+        np.testing.assert_allclose(q, reg.to_baseline(p)[0], atol=1e-6)
+        back = np.array(reg.sitk_transform.TransformPoint((q * flip).tolist())) * flip
+        np.testing.assert_allclose(back, p, atol=1e-3)

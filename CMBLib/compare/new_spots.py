@@ -48,18 +48,6 @@ def _box_variance(spacing) -> np.ndarray:
     return np.asarray(spacing, float) ** 2 / 12.0
 
 
-def _lps_followup_to_baseline(registration):
-    """SimpleITK transform: follow-up LPS mm -> baseline LPS mm (resampling the baseline
-    onto a grid of the follow-up)."""
-    sitk = _sitk()
-    flip = np.diag([-1.0, -1.0, 1.0])
-    m = registration.followup_to_baseline
-    t = sitk.AffineTransform(3)
-    t.SetMatrix((flip @ m[:3, :3] @ flip).ravel().tolist())
-    t.SetTranslation((flip @ m[:3, 3]).tolist())
-    return t
-
-
 def _smoothed(volume: Volume, variance_own_axes) -> Volume:
     """`volume` smoothed by a Gaussian of the given variance (mm^2) along its i, j, k axes."""
     from scipy import ndimage as ndi
@@ -93,7 +81,7 @@ def working_pair(baseline: Volume, followup: Volume, registration):
     grid.SetOrigin(origin.tolist())
     grid.SetDirection(f_img.GetDirection())
     f = sitk.Resample(f_img, grid, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
-    b = sitk.Resample(sitk.Cast(volume_to_sitk(b_s), sitk.sitkFloat32), grid, _lps_followup_to_baseline(registration),
+    b = sitk.Resample(sitk.Cast(volume_to_sitk(b_s), sitk.sitkFloat32), grid, registration.sitk_followup_to_baseline(),
                       sitk.sitkLinear, 0.0, sitk.sitkFloat32)
     return sitk.GetArrayFromImage(f), sitk.GetArrayFromImage(b), grid
 
@@ -106,7 +94,7 @@ def common_brain(images, registration, grid, baseline: Volume, followup: Volume)
 
     sitk = _sitk()
     _, fixed_brain, _, moving_brain = images
-    t = _lps_followup_to_baseline(registration)
+    t = registration.sitk_followup_to_baseline()
     fb = sitk.Resample(sitk.Cast(fixed_brain, sitk.sitkUInt8), grid, t, sitk.sitkNearestNeighbor, 0)
     mb = sitk.Resample(sitk.Cast(moving_brain, sitk.sitkUInt8), grid, sitk.Transform(), sitk.sitkNearestNeighbor, 0)
     b_fg = volume_to_sitk(baseline.with_array((np.asarray(baseline.array) != 0).astype(np.uint8)))

@@ -53,6 +53,15 @@ class FollowupRegistration:
         m = np.linalg.inv(self.followup_to_baseline)
         return p @ m[:3, :3].T + m[:3, 3]
 
+    def sitk_followup_to_baseline(self):
+        """SimpleITK transform, follow-up LPS mm -> baseline LPS mm (resamples the baseline onto a
+        grid of the follow-up; the inverse direction of `sitk_transform`), from the matrix."""
+        t = _sitk().AffineTransform(3)
+        m = self.followup_to_baseline
+        t.SetMatrix((LPS @ m[:3, :3] @ LPS).ravel().tolist())
+        t.SetTranslation((LPS @ m[:3, 3]).tolist())
+        return t
+
     def as_dict(self) -> dict:
         return {"kind": self.kind, "start": self.start, "mattes_mi": round(-self.metric, 4),
                 "followup_to_baseline_ras": np.round(self.followup_to_baseline, 6).tolist(),
