@@ -1,0 +1,197 @@
+"""The native patch stage (issue 28): dark-spot candidates, patches, the 2.5D network's files,
+and the merge with the U-Net's findings."""
+import json
+
+import numpy as np
+import pytest
+
+from CMBLib.detection import dark_spots, native_stage, patch_net
+from CMBLib.errors import CMBError
+from CMBLib.geometry import Volume
+
+
+def sphere_volume(shape=(9, 40, 40), spacing=(0.5, 0.5, 4.0), centre_kji=(4, 20, 15), radius_mm=1.5, depth=0.6,
+                  level=800.0):
+    """Uniform tissue at `level` with one dark ball (signal x (1 - depth)) at `centre_kji`."""
+    k, j, i = np.indices(shape)
+    sp = np.asarray(spacing[::-1], float)
+    d = np.sqrt(((k - centre_kji[0]) * sp[0]) ** 2 + ((j - centre_kji[1]) * sp[1]) ** 2 +
+                ((i - centre_kji[2]) * sp[2]) ** 2)
+    a = np.full(shape, level, np.float32)
+    a[d <= radius_mm] *= 1 - depth
+    return Volume(a, spacing=spacing)
+
+
+def test_slice_axis_is_the_thickest():
+    assert dark_spots.slice_axis((4.0, 0.5, 0.5)) == 0
+    assert dark_spots.slice_axis((0.5, 0.5, 3.0)) == 2
+    assert dark_spots.slice_axis((1.0, 1.0, 1.0)) == 0
+
+
+def test_dip_of_a_dark_ball_is_its_depth_and_scale_free():
+    vol = sphere_volume()
+    brain = np.ones(vol.array.shape, bool)
+    dip, level = dark_spots.dip_map(vol, brain)
+    assert level == pytest.approx(800.0)
+    # a 3 mm ball of 0.5 mm pixels: the 0.5-pixel smoothing leaves its centre's depth nearly whole
+    assert dip[4, 20, 15] == pytest.approx(0.6, abs=0.03)
+    assert dip[4, 20, 30] == pytest.approx(0.0, abs=1e-6)      # flat tissue: no dip
+    assert dip[0, 20, 15] == pytest.approx(0.0, abs=1e-6)      # another slice: the ball is not there
+    scaled = vol.with_array(vol.array * 1000)
+    np.testing.assert_allclose(dark_spots.dip_map(scaled, brain)[0], dip, atol=1e-5)
+
+
+def test_one_candidate_at_the_ball_in_ras():
+    vol = sphere_volume()
+    brain = np.ones(vol.array.shape, bool)
+    cands = dark_spots.dark_spot_candidates(vol, brain)
+    assert len(cands) == 1
+    assert cands[0]["kji"] == [4, 20, 15]
+    np.testing.assert_allclose(cands[0]["centre_ras"], vol.kji_to_ras(np.array([4.0, 20, 15])), atol=1e-6)
+    assert dark_spots.dark_spot_candidates(vol, brain, min_dip=0.7) == []        # shallower than asked
+    assert dark_spots.dark_spot_candidates(vol, np.zeros_like(brain).astype(bool) | (np.indices(brain.shape)[2] > 25)) \
+        == []                                                                       # outside the brain
+
+
+def test_candidates_on_a_sagittal_grid_use_its_own_slices():
+    """The same ball with the thick axis along i: the top-hat works in the j-k plane."""
+    vol = sphere_volume(shape=(40, 40, 9), spacing=(4.0, 0.5, 0.5), centre_kji=(15, 20, 4))
+    cands = dark_spots.dark_spot_candidates(vol, np.ones(vol.array.shape, bool))
+    assert [c["kji"] for c in cands] == [[15, 20, 4]]
+
+
+def test_two_spots_closer_than_the_distance_are_one():
+    a = np.full((5, 40, 40), 1.0, np.float32)
+    a[2, 20, 10] = a[2, 20, 12] = 0.4          # 1 mm apart at 0.5 mm pixels
+    a[2, 20, 30] = 0.5                         # 9 mm away
+    vol = Volume(a, spacing=(0.5, 0.5, 4.0))
+    cands = dark_spots.dark_spot_candidates(vol, np.ones(a.shape, bool), min_dip=0.05)
+    assert len(cands) == 2
+    assert {tuple(c["kji"][1:]) for c in cands} in ({(20, 10), (20, 30)}, {(20, 12), (20, 30)})
+
+
+def test_bad_input_is_refused():
+    vol = sphere_volume()
+    with pytest.raises(ValueError, match="same 3D grid"):
+        dark_spots.dip_map(vol, np.ones((2, 2, 2), bool))
+    bad = vol.array.copy()
+    bad[4, 5, 5] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        dark_spots.dip_map(vol.with_array(bad), np.ones(bad.shape, bool))
+    with pytest.raises(ValueError, match="empty"):
+        dark_spots.dip_map(vol, np.zeros(vol.array.shape, bool))
+
+
+def test_plane_offsets():
+    np.testing.assert_allclose(patch_net.plane_offsets_vox((4.0, 0.86, 0.86)), [-1, 0, 1])   # neighbouring slices
+    np.testing.assert_allclose(patch_net.plane_offsets_vox((1.0, 0.5, 0.5)), [-2, 0, 2])     # 2 mm on thin slices
+
+
+def test_patch_samples_a_ramp_at_0_6_mm():
+    """Image = 100 + column index i (0.3 mm pixels): a patch column steps 2 pixels = 2 units;
+    divided by the brain's median and centred on the middle plane's median."""
+    shape = (5, 60, 60)
+    a = (100.0 + np.indices(shape)[2]).astype(np.float32)
+    vol = Volume(a, spacing=(0.3, 0.3, 3.0))
+    brain = np.ones(shape, bool)
+    level = float(np.median(a))
+    x = patch_net.sample_patches(vol, brain, [[2, 30, 30]])
+    assert x.shape == (1, 3, patch_net.PATCH_PX, patch_net.PATCH_PX)
+    expected_cols = (np.arange(patch_net.PATCH_PX) - (patch_net.PATCH_PX - 1) / 2) * 2.0 / level
+    for plane in range(3):
+        np.testing.assert_allclose(x[0, plane, 5], expected_cols, atol=1e-5)   # every row the same ramp
+    np.testing.assert_allclose(x[0, :, :, 0], -x[0, :, :, -1], atol=1e-5)
+
+
+def test_patch_planes_are_the_neighbouring_slices():
+    a = np.zeros((5, 30, 30), np.float32)
+    for k in range(5):
+        a[k] = 100.0 * (1 + 0.1 * k)
+    vol = Volume(a, spacing=(0.6, 0.6, 4.0))
+    x = patch_net.sample_patches(vol, np.ones(a.shape, bool), [[2, 15, 15]], level=100.0)
+    np.testing.assert_allclose(x[0, :, 10, 10], [-0.1, 0.0, 0.1], atol=1e-5)
+
+
+def test_network_size_and_flip_average():
+    torch = pytest.importorskip("torch")
+    net = patch_net.build_network(16)
+    n = sum(p.numel() for p in net.parameters())
+    assert 30_000 < n < 80_000
+    torch.manual_seed(0)
+    sym = np.random.default_rng(0).normal(size=(2, 3, 24, 24)).astype(np.float32)
+    sym = sym + sym[:, :, ::-1] + sym[:, :, :, ::-1] + sym[:, :, ::-1, ::-1]     # symmetric under both flips
+    np.testing.assert_allclose(patch_net.predict(net, sym, flips=True), patch_net.predict(net, sym, flips=False),
+                               atol=1e-5)
+
+
+def test_save_load_and_refusals(tmp_path):
+    torch = pytest.importorskip("torch")
+    net = patch_net.build_network(8)
+    patch_net.save_patch_net(net, tmp_path, {"width": 8, "threshold": 0.9})
+    back, meta = patch_net.load_patch_net(tmp_path)
+    assert meta["threshold"] == 0.9
+    x = np.zeros((1, 3, 24, 24), np.float32)
+    np.testing.assert_allclose(patch_net.predict(back, x), patch_net.predict(net.eval(), x), atol=1e-6)
+    meta_file = tmp_path / patch_net.SETTINGS
+    bad = json.loads(meta_file.read_text())
+    bad["patch_mm"] = 1.0
+    meta_file.write_text(json.dumps(bad))
+    with pytest.raises(CMBError, match="other patches"):
+        patch_net.load_patch_net(tmp_path)
+    with pytest.raises(CMBError, match="no patch network"):
+        patch_net.load_patch_net(tmp_path / "nowhere")
+    del torch
+
+
+class CentreDarkness:
+    """A stand-in network: logit = 40 x (-0.2 - the centre pixel of the middle plane), so a
+    spot darker than 0.2 below its surroundings scores near 1."""
+
+    def eval(self):
+        return self
+
+    def __call__(self, x):
+        c = patch_net.PATCH_PX // 2
+        return 40.0 * (-0.2 - x[:, 1, c - 1:c + 1, c - 1:c + 1].mean(dim=(1, 2)))[:, None]
+
+
+def test_native_findings_of_a_ball():
+    pytest.importorskip("torch")
+    vol = sphere_volume(shape=(9, 60, 60), centre_kji=(4, 30, 30))
+    brain = np.ones(vol.array.shape, bool)
+    found = native_stage.native_findings(vol, brain, CentreDarkness(), threshold=0.5)
+    assert len(found) == 1
+    rec = found[0]
+    assert rec["stage"] == "native"
+    np.testing.assert_allclose(rec["centre_ras"], vol.kji_to_ras(np.array([4.0, 30, 30])), atol=1e-3)
+    # the ball (radius 1.5 mm) on its one 4 mm slice: 3.0 mm across in-plane, about 29 pixels
+    assert 20 <= rec["voxel_count"] <= 40
+    assert native_stage.native_findings(vol, brain, CentreDarkness(), threshold=1.01) == []
+
+
+def test_eroded_brain_only_in_plane():
+    brain = np.zeros((5, 20, 20), bool)
+    brain[1:4, 5:15, 5:15] = True
+    vol = Volume(brain.astype(np.float32), spacing=(1.0, 1.0, 4.0))
+    inner = native_stage.eroded_brain(vol, brain, erode_mm=2.0)
+    assert inner[1:4, 7:13, 7:13].all() and inner.sum() == 3 * 6 * 6      # 2 pixels off each side, slices kept
+
+
+def test_merge_keeps_unet_and_adds_far_native_findings():
+    vol = Volume(np.zeros((5, 20, 20), np.float32), spacing=(1.0, 1.0, 1.0))
+    labels = np.zeros((5, 20, 20), np.int32)
+    labels[2, 5, 5] = 1
+    unet = [{"label": 1, "centre_ras": list(vol.kji_to_ras(np.array([2.0, 5, 5])))}]
+    region = np.ones((1, 2, 2), bool)
+
+    def native(kji):
+        return {"label": 0, "stage": "native", "centre_ras": list(vol.kji_to_ras(np.array(kji, float))),
+                "region": region, "slices": (slice(kji[0], kji[0] + 1), slice(kji[1], kji[1] + 2),
+                                              slice(kji[2], kji[2] + 2))}
+
+    out_labels, recs = native_stage.merge_findings(labels, unet, [native([2, 5, 8]), native([2, 15, 15]),
+                                                                  native([2, 15, 17])])
+    assert [r.get("stage") for r in recs] == [None, "native"]          # 3 mm from the U-Net's: same CMB
+    assert recs[1]["label"] == 2 and "region" not in recs[1]
+    assert np.argwhere(out_labels == 2).tolist() == [[2, 15, 15], [2, 15, 16], [2, 16, 15], [2, 16, 16]]
+    assert labels.max() == 1                                            # the input is not changed
