@@ -195,3 +195,93 @@ def test_merge_keeps_unet_and_adds_far_native_findings():
     assert recs[1]["label"] == 2 and "region" not in recs[1]
     assert np.argwhere(out_labels == 2).tolist() == [[2, 15, 15], [2, 15, 16], [2, 16, 15], [2, 16, 16]]
     assert labels.max() == 1                                            # the input is not changed
+
+
+def test_detect_adds_native_findings_and_says_so(monkeypatch):
+    """detect(first_stage="unet+native"): spots the U-Net path drops (here: smaller than its
+    8 mm minimum) come back from the native stage; spots both find are not doubled."""
+    pytest.importorskip("torch")
+    from detection_fixtures import dark_spot_model, phantom
+
+    from CMBLib.detection import pipeline
+
+    vol, centres = phantom(spots=[((30, 40, 12), 1.5), ((60, 50, 12), 1.5)])
+    monkeypatch.setattr(native_stage, "load_native", lambda folder: (CentreDarkness(), {"threshold": 0.5}))
+    model = dark_spot_model(path="a model folder")
+    common = dict(device="cpu", location_filter=False, second_stage=False)
+    base = pipeline.detect(vol, model, min_diameter_mm=8.0, **common)
+    assert base.records == [] and base.settings["first_stage"] == "unet" and base.settings["native_added"] is None
+    res = pipeline.detect(vol, model, min_diameter_mm=8.0, first_stage="unet+native", **common)
+    assert res.settings["first_stage"] == "unet+native" and res.settings["native_added"] == 2
+    got = np.array(sorted(r["centre_ras"] for r in res.records))
+    np.testing.assert_allclose(got, np.array(sorted(map(list, centres))), atol=1.0)
+    assert all(r["stage"] == "native" for r in res.records)
+    assert sorted(np.unique(res.mask.array))[1:] == [r["label"] for r in res.records] == [1, 2]
+    both = pipeline.detect(vol, model, min_diameter_mm=1.0, first_stage="unet+native", **common)
+    unet = pipeline.detect(vol, model, min_diameter_mm=1.0, **common)
+    assert len(unet.records) == 2 and both.settings["native_added"] == 0 and len(both.records) == 2
+
+
+def test_first_stage_choices():
+    from CMBLib.detection.pipeline import _first_stage
+
+    warnings = []
+    assert _first_stage({}, None, "dark", warnings) == "unet"
+    assert _first_stage({"first_stage": "unet+native", "path": "m"}, None, "dark", warnings) == "unet+native"
+    assert _first_stage({"first_stage": "unet+native", "path": "m"}, "unet", "dark", warnings) == "unet"
+    assert warnings == []
+    assert _first_stage({"path": "m"}, "unet+native", "bright", warnings) == "unet"
+    assert "dark CMBs" in warnings[0]
+    with pytest.raises(CMBError, match="first stage must be unet or unet\\+native, not 'frst'"):
+        _first_stage({}, "frst", "dark", [])
+    with pytest.raises(CMBError, match="needs a model folder"):
+        _first_stage({}, "unet+native", "dark", [])
+
+
+def test_first_stage_reaches_detect_from_the_cli_and_the_worker(monkeypatch, tmp_path):
+    import io
+
+    from detection_fixtures import dark_spot_model
+
+    from CMBLib.cli import main, worker
+    from CMBLib.detection import model_io, pipeline
+    from CMBLib.io import write_volume
+    from CMBLib.synthesis.demo_study import make_demo_study
+
+    img, _, _ = make_demo_study(0)
+    write_volume(img, tmp_path / "img.nii.gz")
+    seen = []
+    real = pipeline.detect
+
+    def spy(*a, **k):
+        seen.append(k.get("first_stage"))
+        return real(*a, **dict(k, location_filter=False, second_stage=False, first_stage="unet"))
+
+    monkeypatch.setattr(pipeline, "detect", spy)
+    monkeypatch.setattr(model_io, "load_model", lambda name, device="cpu", models_dir=None: dark_spot_model())
+    for flags, want in ((["--first-stage", "unet+native"], "unet+native"), ([], None)):
+        seen.clear()
+        assert main(["detect", str(tmp_path / "img.nii.gz"), "--out", str(tmp_path / f"o{want}"),
+                     "--device", "cpu", *flags]) == 0
+        assert seen == [want]
+    seen.clear()
+    jobs = [{"id": "n", "first_stage": "unet+native"}, {"id": "bad", "first_stage": "frst"}]
+    lines = [json.dumps(dict(j, image=str(tmp_path / "img.nii.gz"), out=str(tmp_path / j["id"]), device="cpu"))
+             for j in jobs]
+    events = []
+    worker.serve(io.StringIO("\n".join(lines) + "\n"), events.append)
+    answers = {e["id"]: e for e in events if e["event"] in ("result", "error")}
+    assert seen == ["unet+native"]
+    assert answers["bad"]["event"] == "error" and "first_stage must be unet, unet+native or null" in \
+        answers["bad"]["message"]
+
+
+def test_a_damaged_weights_file_is_refused(tmp_path):
+    pytest.importorskip("torch")
+    patch_net.save_patch_net(patch_net.build_network(8), tmp_path, {"width": 8, "threshold": 0.9})
+    w = tmp_path / patch_net.WEIGHTS
+    data = bytearray(w.read_bytes())
+    data[-10] ^= 0xFF
+    w.write_bytes(bytes(data))
+    with pytest.raises(CMBError, match="checksum does not match"):
+        patch_net.load_patch_net(tmp_path)

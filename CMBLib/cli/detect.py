@@ -47,6 +47,9 @@ def add_parser(subparsers):
     p.add_argument("--window", default=None, choices=("tiles", "brain"),
                    help="inference window: brain (the brain's box as one window) or tiles (the model's windows "
                         "over the whole grid); default: the model's")
+    p.add_argument("--first-stage", default=None, choices=("unet", "unet+native"),
+                   help="unet: the 3D U-Net alone; unet+native: plus small dark spots scored by the patch network "
+                        "at the scan's own resolution (docs/native_stage.md); default: the model's")
     p.add_argument("--skull-on", action="store_true",
                    help="the scans keep skull and scalp: find the brain inside the skull and set the rest to "
                         "background before detection (opt-in: docs/detector.md, 'Skull-on heads')")
@@ -230,7 +233,7 @@ def _run_studies(args, inputs, out_dir, emit, bar):
                             second_stage=stage2_choice(args), tta=getattr(args, "tta", None),
                             location_filter=False if getattr(args, "no_location_filter", False) else None,
                             skull_on=True if getattr(args, "skull_on", False) else None,
-                            window=getattr(args, "window", None))
+                            window=getattr(args, "window", None), first_stage=getattr(args, "first_stage", None))
             paths = write_outputs(result, out_dir, name, image=str(path), overwrite=args.overwrite)
             paths.update(detect_extras(args, path, volume, result, out_dir, name))
         except Cancelled:

@@ -10,7 +10,7 @@ Protocol (one JSON object per line, UTF-8):
     in:   {"id": "1", "image": PATH, "out": DIR, "name": NAME, "model": "default",
            "device": "auto", "threshold": null, "sequence": "T2S", "location": false,
            "location_filter": true, "second_stage": null, "tta": null, "skull_on": null,
-           "window": null, "overwrite": false}
+           "window": null, "first_stage": null, "overwrite": false}
           {"cmd": "quit"}                    (or end of stdin)
     out:  {"event": "ready", "pid": N}       once, when the worker listens
           {"event": "progress", "id": ID, "progress": 0.42, "message": "..."}
@@ -227,7 +227,8 @@ class Worker:
                         sequence=sequence, location=bool(job.get("location", False)), progress=progress,
                         location_filter=_location_filter(job.get("location_filter")),
                         second_stage=_stage2(job.get("second_stage")), tta=_tta(job.get("tta")),
-                        skull_on=_flag(job.get("skull_on"), "skull_on"), window=_window(job.get("window")))
+                        skull_on=_flag(job.get("skull_on"), "skull_on"), window=_window(job.get("window")),
+                        first_stage=_first_stage(job.get("first_stage")))
         timings["detect"] = time.perf_counter() - t
         t = time.perf_counter()
         os.makedirs(job["out"], exist_ok=True)
@@ -301,6 +302,16 @@ def _window(value):
     if value is None or value in WINDOWS:
         return value
     raise CMBError(f"window must be {', '.join(WINDOWS)} or null, not {value!r}")
+
+
+def _first_stage(value):
+    """A job's "first_stage": null (the model's default), "unet" or "unet+native"
+    (`CMBLib.detection.native_stage.FIRST_STAGES`)."""
+    from ..detection.native_stage import FIRST_STAGES
+
+    if value is None or value in FIRST_STAGES:
+        return value
+    raise CMBError(f"first_stage must be {', '.join(FIRST_STAGES)} or null, not {value!r}")
 
 
 def _emit(obj: dict) -> None:

@@ -24,6 +24,23 @@ REGION_MM = 3.0
 FLIP_FROM = 0.2       # candidates scoring at least this get the 4-flip average
 
 
+FIRST_STAGES = ("unet", "unet+native")
+_NETS: dict = {}
+
+
+def load_native(folder) -> tuple:
+    """(network, settings) of the patch network in a model folder, loaded once per file."""
+    from pathlib import Path
+
+    from .patch_net import SETTINGS, load_patch_net
+
+    f = Path(folder) / SETTINGS
+    key = (str(f), f.stat().st_mtime_ns if f.is_file() else None)
+    if key not in _NETS:
+        _NETS[key] = load_patch_net(folder)
+    return _NETS[key]
+
+
 def eroded_brain(volume: Volume, brain: np.ndarray, erode_mm: float = ERODE_MM) -> np.ndarray:
     """`brain` eroded by `erode_mm` in the slice plane (not through it)."""
     from scipy import ndimage as ndi
@@ -100,7 +117,7 @@ def merge_findings(labels: np.ndarray, records: list, native: list, merge_mm: fl
     labels = labels.copy()
     records = [dict(r) for r in records]
     pts = [np.asarray(r["centre_ras"], float) for r in records]
-    nxt = int(labels.max()) + 1 if labels.size else 1
+    nxt = len(records) + 1          # as detect: record i has label i + 1
     for rec in native:
         c = np.asarray(rec["centre_ras"], float)
         if pts and np.min(np.linalg.norm(np.array(pts) - c, axis=1)) < merge_mm:

@@ -112,13 +112,21 @@ def save_patch_net(net, folder, settings: dict) -> None:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     torch.save(net.state_dict(), folder / WEIGHTS)
-    meta = dict(settings, patch_px=PATCH_PX, patch_mm=PATCH_MM, min_plane_step_mm=MIN_PLANE_STEP_MM, clip=CLIP)
+    meta = dict(settings, patch_px=PATCH_PX, patch_mm=PATCH_MM, min_plane_step_mm=MIN_PLANE_STEP_MM, clip=CLIP,
+                sha256=_sha256(folder / WEIGHTS))
     (folder / SETTINGS).write_text(json.dumps(meta, indent=1))
 
 
+def _sha256(path) -> str:
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
 def load_patch_net(folder) -> tuple:
-    """(network, settings) from `folder`; a clear error when a file is missing or the patch
-    geometry it was trained with is not this code's."""
+    """(network, settings) from `folder`; a clear error when a file is missing, the weights'
+    checksum is not the one in the settings, or the patch geometry it was trained with is not
+    this code's."""
     import torch
 
     from ..errors import CMBError
@@ -131,6 +139,8 @@ def load_patch_net(folder) -> tuple:
     diff = {k: (meta.get(k), v) for k, v in mine.items() if meta.get(k) != v}
     if diff:
         raise CMBError(f"the patch network in {folder} was trained with other patches: {diff}")
+    if meta.get("sha256") and _sha256(folder / WEIGHTS) != meta["sha256"]:
+        raise CMBError(f"{folder / WEIGHTS}: checksum does not match {SETTINGS} (a damaged or replaced file)")
     net = build_network(int(meta.get("width", 16)))
     try:
         net.load_state_dict(torch.load(folder / WEIGHTS, map_location="cpu", weights_only=True))

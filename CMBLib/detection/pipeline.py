@@ -55,7 +55,8 @@ def detect(volume: Volume, model: Union[str, tuple[object, dict]] = "default", d
            max_diameter_mm: Optional[float] = None, sw_batch_size: int = 2, overlap: Optional[float] = None,
            progress=None, cancel=None, second_stage: Optional[bool] = None,
            keep_model_grid: bool = False, location_filter: Optional[bool] = None,
-           zooms=None, tta=None, skull_on: Optional[bool] = None, window: Optional[str] = None) -> DetectionResult:
+           zooms=None, tta=None, skull_on: Optional[bool] = None, window: Optional[str] = None,
+           first_stage: Optional[str] = None) -> DetectionResult:
     """Detect CMBs in `volume` (a 3D Volume; SWI / T2*-GRE magnitude or QSM).
 
     model: a bundled model name, "default", a model folder, or a loaded (network, metadata)
@@ -74,7 +75,9 @@ def detect(volume: Volume, model: Union[str, tuple[object, dict]] = "default", d
     head kept, None the model's "preprocess" (docs/detector.md, "Skull-on heads").  window:
     "brain" runs the network once on the brain's box, "tiles" on the model's windows over the
     whole grid (`inference.predict_probability`; default model.json "inference_window", else
-    "tiles").  Sizes
+    "tiles").  first_stage: "unet" (the 3D U-Net alone) or "unet+native" (plus the native patch
+    stage's small dark spots at the scan's own resolution, `native_stage`, for dark CMBs; needs
+    the model folder's patch network); default model.json "first_stage", else "unet".  Sizes
     are in mm.  Raises CMBError for bad input, `Cancelled` when `cancel`
     is set.
     """
@@ -112,6 +115,7 @@ def detect(volume: Volume, model: Union[str, tuple[object, dict]] = "default", d
     patch = meta.get("inference_patch_size") or meta["patch_size"]
     window = str(meta.get("inference_window", "tiles") if window is None else window)
     max_d = float(meta.get("max_diameter_mm", 10.0) if max_diameter_mm is None else max_diameter_mm)
+    first = _first_stage(meta, first_stage, polarity, warnings)
 
     check_cancel(cancel)
     zooms = inference_zooms(meta, zooms)
@@ -175,6 +179,14 @@ def detect(volume: Volume, model: Union[str, tuple[object, dict]] = "default", d
     elif keep_model_grid:
         model_grid = {"pre": pre, "probability": prob_model, "records": [], "features": None}
 
+    native_added = None
+    if first == "unet+native":
+        check_cancel(cancel)
+        report(progress, 0.93, "small dark spots at the scan's resolution")
+        t = time.perf_counter()
+        labels, records, native_added = _native_step(volume, brain_native, meta, labels, records, max_d)
+        timings["native"] = time.perf_counter() - t
+
     suppressed: list[dict] = []
     if records and (location or zones):
         check_cancel(cancel)
@@ -202,6 +214,8 @@ def detect(volume: Volume, model: Union[str, tuple[object, dict]] = "default", d
         "model_spacing_mm": [float(s) for s in meta["spacing_mm"]],
         "patch_size": [int(p) for p in patch],
         "window": window,
+        "first_stage": first,
+        "native_added": native_added,
         "overlap": overlap,
         "zooms": [[float(z) for z in zoom] for zoom in zooms],
         "preprocess": pre_options,
@@ -218,6 +232,34 @@ def detect(volume: Volume, model: Union[str, tuple[object, dict]] = "default", d
 
 
 _STAGE2_CACHE: dict = {}
+
+
+def _first_stage(meta: dict, first_stage: Optional[str], polarity: str, warnings: list) -> str:
+    """The first stage to run: `first_stage`, else model.json "first_stage", else "unet";
+    "unet+native" needs the model folder's patch network and dark CMBs (QSM: U-Net alone, said)."""
+    from .native_stage import FIRST_STAGES
+
+    first = str(meta.get("first_stage", "unet") if first_stage is None else first_stage)
+    if first not in FIRST_STAGES:
+        raise CMBError(f"first stage must be {' or '.join(FIRST_STAGES)}, not {first!r}")
+    if first == "unet+native" and polarity != "dark":
+        warnings.append("the native patch stage looks for dark CMBs; on this bright-CMB image the U-Net runs alone")
+        return "unet"
+    if first == "unet+native" and not meta.get("path"):
+        raise CMBError("the native patch stage needs a model folder with patch_net.pt and patch_net.json")
+    return first
+
+
+def _native_step(volume: Volume, brain: np.ndarray, meta: dict, labels: np.ndarray, records: list, max_d: float):
+    """Add the native patch stage's findings (farther than native_stage.MERGE_MM from the U-Net's,
+    at most `max_d` mm across) to (labels, records); returns them and the number added."""
+    from .native_stage import load_native, merge_findings, native_findings
+
+    net, settings = load_native(meta["path"])
+    found = [r for r in native_findings(volume, brain, net, float(settings["threshold"])) if r["diameter_mm"] <= max_d]
+    n0 = len(records)
+    labels, records = merge_findings(labels, records, found)
+    return labels, records, len(records) - n0
 
 
 def inference_zooms(meta: dict, zooms=None) -> list[list[float]]:
