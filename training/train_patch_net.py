@@ -177,7 +177,8 @@ def train(args) -> None:
     pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
     print(f"{len(files)} files, {len(y)} patches ({len(pos)} positive), brains left out: {args.exclude_brain}",
           flush=True)
-    net = build_network(args.width)
+    device = torch.device(args.device)
+    net = build_network(args.width).to(device)
     opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-4)
     steps = args.epochs * (len(neg) // (args.batch // 2))
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=max(steps, 1))
@@ -189,8 +190,8 @@ def train(args) -> None:
         losses = []
         for s in range(0, len(order) - args.batch // 2 + 1, args.batch // 2):
             idx = np.concatenate([order[s:s + args.batch // 2], rng.choice(pos, args.batch // 2)])
-            xb = torch.from_numpy(augment(x[idx].astype(np.float32), rng))
-            yb = torch.from_numpy(y[idx])
+            xb = torch.from_numpy(augment(x[idx].astype(np.float32), rng)).to(device)
+            yb = torch.from_numpy(y[idx]).to(device)
             loss = loss_fn(net(xb)[:, 0], yb)
             opt.zero_grad()
             loss.backward()
@@ -200,7 +201,7 @@ def train(args) -> None:
             losses.append(float(loss))
         log.append({"epoch": epoch, "loss": float(np.mean(losses)), "seconds": time.time() - t0})
         print(json.dumps(log[-1]), flush=True)
-    save_patch_net(net, args.out, {"width": args.width, "epochs": args.epochs, "lr": args.lr, "seed": args.seed,
+    save_patch_net(net.cpu(), args.out, {"width": args.width, "epochs": args.epochs, "lr": args.lr, "seed": args.seed,
                                     "data": [Path(f).name for f in files], "exclude_brain": args.exclude_brain,
                                     "patches": int(len(y)), "positives": int(len(pos)), "log": log})
 
@@ -227,6 +228,7 @@ def main(argv=None):
     t.add_argument("--width", type=int, default=16)
     t.add_argument("--threads", type=int, default=2)
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--device", default="cpu", help="cpu or cuda (the same batches and augmentation)")
     args = ap.parse_args(argv)
     (make_patches if args.step == "patches" else train)(args)
 
