@@ -79,6 +79,9 @@ class RegistrationResult:
     deformation: object = None  # optional BSplineTransform in template space, applied before `transform`
     coverage: float = 1.0  # fraction of the template brain inside the subject's field of view
     interior_mi: Optional[float] = None  # MI inside the template brain's interior (`filter_problems`)
+    rigid_mi: Optional[float] = None  # full-resolution MI (positive) of the rigid stage's fit (`filter_problems`)
+    affine_mi: Optional[float] = None  # the same for `transform` (same samples, so the two compare)
+    rigid_transform: object = None  # the rigid stage's fit (AffineTransform, template -> subject LPS mm)
 
     def subject_to_template_ras(self, points_ras) -> np.ndarray:
         """(N, 3) subject RAS mm -> template (MNI) RAS mm."""
@@ -381,7 +384,11 @@ def _affine_stages(template, template_mask, fixed_mask, moving, moving_fg, progr
     affine_out, metric = _register(template, moving, fixed_mask, _as_affine(rigid_out), AFFINE_LEVELS[0],
                                    AFFINE_LEVELS[1], ITERATIONS[1])
     check_cancel(cancel)
-    return _evaluate(_as_affine(affine_out), metric, template, template_mask, moving, moving_fg)
+    result = _evaluate(_as_affine(affine_out), metric, template, template_mask, moving, moving_fg)
+    result.rigid_transform = _as_affine(rigid_out)
+    result.rigid_mi = -_metric(template, moving, fixed_mask, result.rigid_transform)
+    result.affine_mi = -_metric(template, moving, fixed_mask, result.transform)
+    return result
 
 
 def _deform(template, moving, fixed_mask, affine, affine_metric):
@@ -470,6 +477,16 @@ INTERIOR_BINS = 16
 # 0.000-0.004.  QSM's grey / white contrast is weak, hence its lower bound.
 MIN_INTERIOR_MI = {"dark": 0.04, "bright": 0.015}
 MIN_FILTER_COVERAGE = 0.55      # fraction of the brain the field of view must show for the filter
+# An affine fit that moved the deep midline far from where the rigid stage put it, without
+# matching the image better than that rigid fit did, is not trusted (`affine_consistency_problem`).
+# Measured (benchmarks/check_registration_misfit.py, docs/location.md "Atlas misfit on clinical
+# scans"): pseudo-T2* of the real QSM brain on 0.86 x 0.86 x 4 mm slices whose affine stage drifted
+# (8.9-10.2 mm from the fit of the 1 mm brain at the deep midline) gained -0.014 to 0.004 in MI
+# over their rigid fit, with 5.8-7.4 mm between the two fits; right fits gained 0.010 or more.
+MIN_AFFINE_GAIN = 0.006         # full-resolution Mattes MI (positive) of the affine minus the rigid fit (None: off)
+MAX_UNSUPPORTED_SHIFT_MM = 3.0  # mean rigid -> affine displacement over the zone box (template mm)
+MISFIT_BOX_MNI_MM = ((-4.0, 4.0), (-60.0, 5.0), (-4.0, 22.0))  # where, when the caller names no box:
+# the box of location_filter's deep_midline_veins zone (MNI RAS mm)
 
 
 def interior_mutual_information(template, template_mask, moving, transform) -> float:
@@ -491,13 +508,17 @@ def interior_mutual_information(template, template_mask, moving, transform) -> f
 def filter_problems(result: RegistrationResult, subject: Volume, box_mni_mm=None, polarity: str = "dark") -> list:
     """Why the location filter must not use `result` ([] when it may): the checks of
     `register_template` (scale, shear, reflection, mutual information, foreground overlap),
-    an interior MI under MIN_INTERIOR_MI[polarity] (not a brain: phantoms, uniform ellipsoids), under
+    an interior MI under MIN_INTERIOR_MI[polarity] (not a brain: phantoms, uniform ellipsoids), an affine
+    stage that moved the zone away from the rigid fit without support (`affine_consistency_problem`), under
     MIN_FILTER_COVERAGE of the brain in view (slabs), or a zone box (MNI RAS mm, ((x0, x1),
     (y0, y1), (z0, z1))) not wholly inside the field of view."""
     out = _problems(result)
     mi = getattr(result, "interior_mi", None)
     if mi is not None and mi < MIN_INTERIOR_MI.get(polarity, MIN_INTERIOR_MI["dark"]):
         out.append(f"the inside of the image does not look like a brain (interior mutual information {mi:.3f})")
+    shaky = affine_consistency_problem(result, box_mni_mm)
+    if shaky:
+        out.append(shaky)
     if result.coverage < MIN_FILTER_COVERAGE:
         out.append(f"the image shows {100 * result.coverage:.0f}% of the brain (a slab); "
                    f"the filter needs {100 * MIN_FILTER_COVERAGE:.0f}%")
@@ -511,3 +532,37 @@ def filter_problems(result: RegistrationResult, subject: Volume, box_mni_mm=None
         if not np.all((ijk > -0.5) & (ijk < np.array(subject.shape_ijk) - 0.5)):
             out.append("the deep midline lies partly outside the field of view")
     return out
+
+
+def zone_shift_mm(a, b, box_mni_mm=None, step_mm: float = 2.0) -> float:
+    """Mean distance (mm) between where two template -> subject transforms (SimpleITK, LPS mm)
+    put the points of a `step_mm` grid over `box_mni_mm` (MNI RAS mm, ((x0, x1), (y0, y1),
+    (z0, z1)); default MISFIT_BOX_MNI_MM)."""
+    box = MISFIT_BOX_MNI_MM if box_mni_mm is None else box_mni_mm
+    axes = [np.arange(lo, hi + 1e-6, step_mm) for lo, hi in box]
+    ras = np.array(np.meshgrid(*axes, indexing="ij"), float).reshape(3, -1).T
+    d = [np.linalg.norm(np.subtract(a.TransformPoint((-p[0], -p[1], p[2])), b.TransformPoint((-p[0], -p[1], p[2]))))
+         for p in ras]
+    return float(np.mean(d))
+
+
+def affine_consistency_problem(result: RegistrationResult, box_mni_mm=None) -> Optional[str]:
+    """Why the affine fit of `result` is not trusted at the zone, or None.
+
+    Two cheap fits of the same image come out of `register_template`: the rigid stage's and the
+    affine's.  When the affine moved the zone (`box_mni_mm`, default MISFIT_BOX_MNI_MM) by more than
+    MAX_UNSUPPORTED_SHIFT_MM on average from the rigid fit while its full-resolution mutual
+    information beats the rigid fit's by less than MIN_AFFINE_GAIN, the affine stage has drifted
+    (on thick slices its coarse level can squash the brain) and the zone may be several mm off.
+    None also when `result` carries no rigid fit (made elsewhere)."""
+    if MIN_AFFINE_GAIN is None or result.rigid_transform is None or result.rigid_mi is None \
+            or result.affine_mi is None:
+        return None
+    gain = result.affine_mi - result.rigid_mi
+    if gain >= MIN_AFFINE_GAIN:
+        return None
+    shift = zone_shift_mm(result.transform, result.rigid_transform, box_mni_mm)
+    if shift <= MAX_UNSUPPORTED_SHIFT_MM:
+        return None
+    return (f"the atlas fit is uncertain at the deep midline (the affine stage moved it {shift:.1f} mm from "
+            f"the rigid fit while improving the match by only {gain:.3f})")

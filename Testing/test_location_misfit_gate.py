@@ -1,0 +1,91 @@
+"""The gate of the location filter refuses an atlas fit whose affine stage drifted away from its rigid
+fit without matching the image better (issue 26 item 4, docs/location.md "Atlas misfit on clinical
+scans"): hand-built transforms, and the real clinical scan of the issue."""
+import numpy as np
+import pytest
+
+from CMBLib.geometry import Volume
+from CMBLib.location import registration as R
+
+BOX = ((-4.0, 4.0), (-60.0, 5.0), (-4.0, 22.0))   # the deep-midline zone's box, MNI RAS mm
+
+
+def _affine(shift_lps=(0.0, 0.0, 0.0), scale=1.0):
+    import SimpleITK as sitk
+
+    t = sitk.AffineTransform(3)
+    t.SetMatrix((np.eye(3) * scale).ravel().tolist())
+    t.SetTranslation([float(v) for v in shift_lps])
+    return t
+
+
+def _result(affine, rigid, rigid_mi=0.20, affine_mi=0.20):
+    """A registration that passes every other check of the gate (sizes, MI, overlap, coverage)."""
+    res = R.RegistrationResult(affine, metric=-0.2, inside_fraction=0.9, scales=(1.0, 1.0, 1.0))
+    res.rigid_transform, res.rigid_mi, res.affine_mi = rigid, rigid_mi, affine_mi
+    return res
+
+
+SUBJECT = Volume(np.zeros((10, 10, 10), np.float32), (20.0, 20.0, 20.0), (-100.0, -100.0, -100.0))
+
+
+def test_zone_shift_is_the_mean_distance_over_the_box():
+    assert R.zone_shift_mm(_affine((10.0, 0.0, 0.0)), _affine(), BOX) == pytest.approx(10.0)
+    assert R.zone_shift_mm(_affine((0.0, 3.0, 4.0)), _affine()) == pytest.approx(5.0)   # default box
+    # A scale about the origin moves each point by |p| (s - 1): the mean over the box's 2 mm grid.
+    axes = [np.arange(lo, hi + 1e-6, 2.0) for lo, hi in BOX]
+    pts = np.array(np.meshgrid(*axes, indexing="ij")).reshape(3, -1).T
+    expected = 0.1 * np.linalg.norm(pts, axis=1).mean()
+    assert R.zone_shift_mm(_affine(scale=1.1), _affine(), BOX) == pytest.approx(expected)
+
+
+def test_an_affine_10_mm_from_its_rigid_fit_without_a_better_match_is_refused():
+    res = _result(_affine((10.0, 0.0, 0.0)), _affine(), rigid_mi=0.226, affine_mi=0.219)
+    problem = R.affine_consistency_problem(res, BOX)
+    assert problem and "10.0 mm" in problem
+    problems = R.filter_problems(res, SUBJECT)
+    assert problems == [problem]                           # the gate's one reason: the filter is not applied
+
+
+@pytest.mark.parametrize("shift, gain", [(0.0, 0.0), (2.5, -0.01), (10.0, R.MIN_AFFINE_GAIN + 0.002),
+                                         (10.0, 0.25)])
+def test_an_affine_near_its_rigid_fit_or_supported_by_the_image_is_accepted(shift, gain):
+    """Near the rigid fit (a brain of the template's shape), or a real gain in mutual information
+    (a brain of another size: the affine must move the zone)."""
+    res = _result(_affine((0.0, shift, 0.0)), _affine(), rigid_mi=0.3, affine_mi=0.3 + gain)
+    assert R.affine_consistency_problem(res, BOX) is None
+    assert R.filter_problems(res, SUBJECT) == []
+
+
+def test_check_edges_and_switch(monkeypatch):
+    just_over = _result(_affine((0.0, 0.0, R.MAX_UNSUPPORTED_SHIFT_MM + 0.1)), _affine(), 0.2,
+                        0.2 + R.MIN_AFFINE_GAIN - 0.001)
+    assert R.affine_consistency_problem(just_over, BOX)
+    at_limit = _result(_affine((0.0, 0.0, R.MAX_UNSUPPORTED_SHIFT_MM - 0.1)), _affine(), 0.2, 0.2)
+    assert R.affine_consistency_problem(at_limit, BOX) is None
+    no_rigid = _result(_affine((10.0, 0.0, 0.0)), None)    # a result made elsewhere: no second fit
+    assert R.affine_consistency_problem(no_rigid, BOX) is None
+    monkeypatch.setattr(R, "MIN_AFFINE_GAIN", None)          # the check switched off
+    assert R.affine_consistency_problem(just_over, BOX) is None
+
+
+def test_the_issue_scan_is_refused_and_its_1mm_brain_accepted():
+    """The clinical 0.86 x 0.86 x 4 mm scan of issue 26 (`clin val 1`), 8.9 mm off at the deep midline
+    (docs/location.md): refused by the new check; the 1 mm pseudo-T2* brain it was made from passes."""
+    from conftest import shared_file
+
+    shared_file("real/qsm2016/chi_cosmos.nii.gz")
+    from CMBLib.location.atlas import load_atlas
+    from training.generate_cache import pseudo_t2s
+    from training.mine_candidates import CLIN_SEED, load_backgrounds, make_case
+
+    labels, chi, msk, _ = load_backgrounds(["clin"])
+    template, mask = load_atlas().template_sitk()
+    scan = make_case("clin", "val", 1, labels, chi, msk)["image"]
+    source = pseudo_t2s(chi, msk, np.random.default_rng(CLIN_SEED["val"] + 1))
+    ref = R.register_template(template, mask, source)
+    res = R.register_template(template, mask, scan)
+    assert R.zone_shift_mm(res.transform, ref.transform, BOX) > 5.0         # the misfit itself
+    assert R.affine_consistency_problem(res, BOX)
+    assert any("uncertain at the deep midline" in p for p in R.filter_problems(res, scan, BOX))
+    assert R.affine_consistency_problem(ref, BOX) is None
