@@ -49,6 +49,7 @@ class CMBDetectorParameterNode:
     threshold: float = 0.0
     location: bool = False
     candidateClassifier: bool = False    # off: the model's default (second stage off since cmb-default 0.3.2)
+    nativeStage: bool = False            # off: the model's default first stage (docs/native_stage.md)
     locationFilter: bool = True          # on: the model's location filter; off: nothing set aside by location
     outputFolder: str = ""
     model: str = ""
@@ -204,10 +205,11 @@ class CMBDetectorWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         return self.models[i] if 0 <= i < len(self.models) else None
 
     def updateModelCard(self, *_):
-        from CMBDetectorLib.jobs import classifier_available
+        from CMBDetectorLib.jobs import classifier_available, native_available
 
         i = self.ui.modelCombo.currentIndex
         self.ui.candidateClassifierCheck.enabled = classifier_available(self.selectedModelInfo())
+        self.ui.nativeStageCheck.enabled = native_available(self.selectedModelInfo())
         if 0 <= i < len(self.models):
             self._setParameter("model", self.models[i]["path"])
             self.ui.modelCard.text = self._cardHtml(self.models[i])
@@ -227,7 +229,7 @@ class CMBDetectorWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._apply()
 
     def _apply(self):
-        from CMBDetectorLib.jobs import second_stage_request
+        from CMBDetectorLib.jobs import first_stage_request, second_stage_request
 
         p = self._parameterNode
         volume = p.inputVolume
@@ -247,7 +249,8 @@ class CMBDetectorWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.logic.start(volume, model=model, device=p.device, threshold=p.threshold or None, sequence=p.sequence,
                          location=p.location, outputDir=p.outputFolder or None, overwrite=overwrite,
                          second_stage=second_stage_request(p.candidateClassifier, self.selectedModelInfo()),
-                         location_filter=None if p.locationFilter else False)
+                         location_filter=None if p.locationFilter else False,
+                         first_stage=first_stage_request(p.nativeStage, self.selectedModelInfo()))
         self.ui.progressBar.setValue(0)
         self.ui.statusLabel.text = ("Starting the detection process (loads PyTorch and the model once)..."
                                     if cold else "Detecting...")

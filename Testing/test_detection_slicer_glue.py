@@ -94,7 +94,7 @@ def test_job_lines_command_and_parsing():
         assert on["second_stage"] is choice and f'"second_stage": {str(choice).lower()}' in json.dumps(on)
         assert {k: v for k, v in on.items() if k not in ("id", "second_stage")} == {
             "image": "a.nrrd", "out": "out", "name": "a", "model": "default", "device": "auto", "threshold": None,
-            "sequence": "T2S", "location": False, "overwrite": False, "location_filter": None}
+            "sequence": "T2S", "location": False, "overwrite": False, "location_filter": None, "first_stage": None}
     assert parse_line('{"progress": 0.5, "message": "x"}') == {"progress": 0.5, "message": "x", "event": "progress"}
     assert parse_line("plain text")["event"] == "log"
     assert error_message({"stderr": ["warn", "cmb worker: error: a.nii: truncated"]}) == "a.nii: truncated"
@@ -652,7 +652,7 @@ def test_the_widget_loads_its_ui_file_and_starts_from_the_parameter_node_default
     widget = _widget(module)
     assert module.loaded_ui == [str(MODULE / "Resources" / "UI" / "CMBDetector.ui")]
     p = widget._parameterNode
-    assert p is not None and p.candidateClassifier is False and p.locationFilter is True
+    assert p is not None and p.candidateClassifier is False and p.locationFilter is True and p.nativeStage is False
     assert (p.sequence, p.device, p.threshold, p.location) == ("T2S", "auto", 0.0, False)
     names = [text for text, _ in widget.ui.modelCombo.items]
     assert names[-1] == "Other model folder..." and any("cmb-default" in n for n in names)
@@ -693,6 +693,44 @@ def test_the_widget_sends_the_two_checkboxes_as_the_worker_reads_them(detector_m
     assert enabled == [True, True, True, False, False]
     assert sent == [(None, None), (True, None), (True, False), (None, None), (None, False)]
     assert [(_stage2(a), _location_filter(b)) for a, b in sent] == sent     # the worker accepts each
+
+
+def test_the_native_stage_box_sends_unet_native_or_null(detector_module, tmp_path):
+    """Native-stage box checked -> "first_stage": "unet+native", unchecked -> null (the model's
+    default); greyed out and null for a model without a patch network (model.json "native_stage")."""
+    import re
+
+    import numpy as np
+
+    from CMBLib.cli.worker import _first_stage
+
+    ui = (MODULE / "Resources" / "UI" / "CMBDetector.ui").read_text(encoding="utf-8")
+    box = re.search(r'<widget class="QCheckBox" name="nativeStageCheck">(.*?)</widget>', ui, re.S).group(1)
+    assert re.search(r'name="SlicerParameterName" stdset="0">\s*<string>nativeStage</string>', box)
+    module, backend = detector_module
+    widget = _widget(module)
+    bundled = next(m for m in widget.models if m["name"] == "cmb-default")
+    native = dict(bundled, native_stage={"file": "patch_net.pt"}, path=str(tmp_path / "native"))
+    plain = dict({k: v for k, v in bundled.items() if k != "native_stage"}, path=str(tmp_path / "plain"))
+    widget.models = [native, plain]
+    widget.ui.modelCombo.items = [("native", native["path"]), ("plain", plain["path"])]
+    p = widget._parameterNode
+    p.inputVolume = backend.slicer.util.addVolumeFromArray(np.zeros((2, 3, 4), np.float32), name="T2S")
+    p.outputFolder = str(tmp_path / "out")
+    widget.logic.onEvent = lambda event: None
+    sent, enabled = [], []
+    for index, checked in [(0, False), (0, True), (1, True)]:
+        widget.ui.modelCombo.setCurrentIndex(index)
+        widget.updateModelCard()
+        enabled.append(widget.ui.nativeStageCheck.enabled)
+        p.nativeStage = checked
+        widget.onApply()
+        job = json.loads(RecordingProcess.lines[-1])
+        sent.append(job["first_stage"])
+        widget.logic.worker.process.on_line("out", json.dumps({"event": "result", "id": job["id"], "status": "ok"}))
+    assert enabled == [True, True, False]
+    assert sent == [None, "unet+native", None]
+    assert [_first_stage(v) for v in sent] == sent                  # the worker accepts each
 
 
 def test_the_widget_lets_go_on_scene_close_and_reloads_its_packages(detector_module, monkeypatch):

@@ -149,6 +149,18 @@ def second_stage_request(checked: bool, meta) -> Optional[bool]:
     return True if checked and classifier_available(meta) else None
 
 
+def native_available(meta) -> bool:
+    """Whether the model `meta` (a `list_models` entry) has a native patch stage (model.json
+    "native_stage"); True for an unknown folder (None: the worker says if not)."""
+    return meta is None or bool(meta.get("native_stage"))
+
+
+def first_stage_request(checked: bool, meta) -> Optional[str]:
+    """The job's "first_stage": "unet+native" when the box is checked and the model has a patch
+    network, else None (the model's default)."""
+    return "unet+native" if checked and native_available(meta) else None
+
+
 # --- DICOM ---------------------------------------------------------------------------------
 def dicom_files(instance_uids: Optional[str], file_for_instance: Callable) -> list:
     """Files of the slices a volume was loaded from (its "DICOM.instanceUIDs" attribute:

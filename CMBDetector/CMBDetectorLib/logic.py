@@ -149,10 +149,12 @@ class DetectorLogic:
         return bool(outputDir) and output_paths(outputDir, safeName(volumeNode.GetName()))["json"].exists()
 
     def start(self, volumeNode, model="default", device="auto", threshold=None, sequence="T2S",
-              location=False, outputDir=None, overwrite=False, second_stage=None, location_filter=None):
+              location=False, outputDir=None, overwrite=False, second_stage=None, location_filter=None,
+              first_stage=None):
         """Export `volumeNode` and send one job to the warm worker (started on first use).
         `second_stage`: None = the model's default, True / False = candidate classifier on / off;
-        `location_filter` alike (False: nothing is set aside by location)."""
+        `location_filter` alike (False: nothing is set aside by location); `first_stage`: None =
+        the model's default, "unet" or "unet+native"."""
         if self.running:
             raise RuntimeError("a detection is already running")
         name = safeName(volumeNode.GetName())
@@ -164,7 +166,7 @@ class DetectorLogic:
             raise RuntimeError(f"could not write {image}")
         job = detection_job("", image, outputDir, name, model=model, device=device, threshold=threshold,
                             sequence=sequence, location=location, overwrite=overwrite, second_stage=second_stage,
-                            location_filter=location_filter)
+                            location_filter=location_filter, first_stage=first_stage)
         self._jobs += 1
         job["id"] = f"slicer-{self._jobs}"     # known before submit: a worker may answer inside write()
         self.resultPath = None

@@ -51,15 +51,17 @@ def worker_command(python: str, threads: Optional[int] = None) -> list:
 def detection_job(job_id: str, image: str, out_dir: str, name: str, model: str = "default", device: str = "auto",
                   threshold: Optional[float] = None, sequence: str = "T2S", location: bool = False,
                   overwrite: bool = False, second_stage: Optional[bool] = None,
-                  location_filter: Optional[bool] = None) -> dict:
+                  location_filter: Optional[bool] = None, first_stage: Optional[str] = None) -> dict:
     """One job line for `cmb worker` (overwrite only when the user agreed).  `second_stage`:
     None = the model's default (JSON null), True / False = run / skip the candidate classifier;
-    `location_filter` alike (False: candidates in CSF / venous anatomy stay findings)."""
+    `location_filter` alike (False: candidates in CSF / venous anatomy stay findings);
+    `first_stage`: None = the model's default, "unet" or "unet+native" (the native patch stage)."""
     return {"id": str(job_id), "image": str(image), "out": str(out_dir), "name": str(name), "model": str(model),
             "device": str(device), "threshold": None if threshold is None else float(threshold),
             "sequence": str(sequence), "location": bool(location), "overwrite": bool(overwrite),
             "second_stage": None if second_stage is None else bool(second_stage),
-            "location_filter": None if location_filter is None else bool(location_filter)}
+            "location_filter": None if location_filter is None else bool(location_filter),
+            "first_stage": None if first_stage is None else str(first_stage)}
 
 
 def compare_job(job_id: str, baseline: str, followup: str, out_dir: str, model: str = "default",
