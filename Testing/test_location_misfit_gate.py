@@ -33,10 +33,11 @@ def test_zone_shift_is_the_mean_distance_over_the_box():
     assert R.zone_shift_mm(_affine((10.0, 0.0, 0.0)), _affine(), BOX) == pytest.approx(10.0)
     assert R.zone_shift_mm(_affine((0.0, 3.0, 4.0)), _affine()) == pytest.approx(5.0)   # default box
     # A scale about the origin moves each point by |p| (s - 1): the mean over the box's 2 mm grid.
-    axes = [np.arange(lo, hi + 1e-6, 2.0) for lo, hi in BOX]
-    pts = np.array(np.meshgrid(*axes, indexing="ij")).reshape(3, -1).T
-    expected = 0.1 * np.linalg.norm(pts, axis=1).mean()
-    assert R.zone_shift_mm(_affine(scale=1.1), _affine(), BOX) == pytest.approx(expected)
+    for box in (BOX, ((20.0, 30.0), (-10.0, 0.0), (40.0, 44.0))):
+        axes = [np.arange(lo, hi + 1e-6, 2.0) for lo, hi in box]
+        pts = np.array(np.meshgrid(*axes, indexing="ij")).reshape(3, -1).T
+        expected = 0.1 * np.linalg.norm(pts, axis=1).mean()
+        assert R.zone_shift_mm(_affine(scale=1.1), _affine(), box) == pytest.approx(expected)
 
 
 def test_an_affine_10_mm_from_its_rigid_fit_without_a_better_match_is_refused():

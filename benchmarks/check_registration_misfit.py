@@ -14,7 +14,7 @@ is the misfit:
   (`location_filter.ZONES['deep_midline_veins']`, a 2 mm grid, `registration.zone_shift_mm`), the
   part the filter acts on.
 
-Also printed per fit: the rigid -> affine gain in full-resolution mutual information and the
+Also printed per fit: the rigid -> affine gain in mutual information (at `registration.CHECK_LEVEL`) and the
 rigid -> affine shift over the same box (the two figures of `registration.affine_consistency_problem`),
 and the gate's verdict with and without that check (``gate``, ``gate_before``).
 

@@ -79,7 +79,7 @@ class RegistrationResult:
     deformation: object = None  # optional BSplineTransform in template space, applied before `transform`
     coverage: float = 1.0  # fraction of the template brain inside the subject's field of view
     interior_mi: Optional[float] = None  # MI inside the template brain's interior (`filter_problems`)
-    rigid_mi: Optional[float] = None  # full-resolution MI (positive) of the rigid stage's fit (`filter_problems`)
+    rigid_mi: Optional[float] = None  # MI (positive) of the rigid stage's fit at the check level (`filter_problems`)
     affine_mi: Optional[float] = None  # the same for `transform` (same samples, so the two compare)
     rigid_transform: object = None  # the rigid stage's fit (AffineTransform, template -> subject LPS mm)
 
@@ -386,9 +386,21 @@ def _affine_stages(template, template_mask, fixed_mask, moving, moving_fg, progr
     check_cancel(cancel)
     result = _evaluate(_as_affine(affine_out), metric, template, template_mask, moving, moving_fg)
     result.rigid_transform = _as_affine(rigid_out)
-    result.rigid_mi = -_metric(template, moving, fixed_mask, result.rigid_transform)
-    result.affine_mi = -_metric(template, moving, fixed_mask, result.transform)
+    coarse, coarse_mask = _cached(template_mask, "check level", lambda: _check_level(template, fixed_mask))
+    result.rigid_mi = -_metric(coarse, moving, coarse_mask, result.rigid_transform)
+    result.affine_mi = -_metric(coarse, moving, coarse_mask, result.transform)
     return result
+
+
+def _check_level(template, fixed_mask):
+    """(template, metric mask) at the rigid stage's finest pyramid level (smoothed by
+    CHECK_LEVEL[1] mm, shrunk CHECK_LEVEL[0] x): where `affine_consistency_problem`'s two mutual
+    informations are measured (a fifth of the time of the full-resolution template)."""
+    sitk = _sitk()
+    shrink, sigma = CHECK_LEVEL
+    coarse = sitk.Shrink(sitk.SmoothingRecursiveGaussian(template, sigma), [shrink] * 3)
+    mask = sitk.Resample(fixed_mask, coarse, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
+    return coarse, mask
 
 
 def _deform(template, moving, fixed_mask, affine, affine_metric):
@@ -424,7 +436,8 @@ def _deform(template, moving, fixed_mask, affine, affine_metric):
 
 
 def _metric(fixed, moving, fixed_mask, transform) -> float:
-    """Mattes MI (negative) of `transform` at full resolution, fixed sampling seed."""
+    """Mattes MI (negative) of `transform` on `fixed` (at its own resolution), over every voxel of
+    `fixed_mask` (MetricEvaluate gives the same value whatever the sampling percentage)."""
     reg = _mi_method(fixed_mask)
     reg.SetInitialTransform(transform)
     return float(reg.MetricEvaluate(fixed, moving))
@@ -481,9 +494,11 @@ MIN_FILTER_COVERAGE = 0.55      # fraction of the brain the field of view must s
 # matching the image better than that rigid fit did, is not trusted (`affine_consistency_problem`).
 # Measured (benchmarks/check_registration_misfit.py, docs/location.md "Atlas misfit on clinical
 # scans"): pseudo-T2* of the real QSM brain on 0.86 x 0.86 x 4 mm slices whose affine stage drifted
-# (8.9-10.2 mm from the fit of the 1 mm brain at the deep midline) gained -0.014 to 0.004 in MI
-# over their rigid fit, with 5.8-7.4 mm between the two fits; right fits gained 0.010 or more.
-MIN_AFFINE_GAIN = 0.006         # full-resolution Mattes MI (positive) of the affine minus the rigid fit (None: off)
+# (6.0-10.2 mm from the fit of the 1 mm brain at the deep midline) gained -0.016 to 0.005 in MI
+# over their rigid fit, with 5.8-7.4 mm between the two fits; right fits that far from their rigid
+# fit gained 0.014 or more.
+MIN_AFFINE_GAIN = 0.009         # Mattes MI (positive) of the affine minus the rigid fit at CHECK_LEVEL (None: off)
+CHECK_LEVEL = (2, 2.0)          # template shrink factor, smoothing (mm): the rigid stage's finest level
 MAX_UNSUPPORTED_SHIFT_MM = 3.0  # mean rigid -> affine displacement over the zone box (template mm)
 MISFIT_BOX_MNI_MM = ((-4.0, 4.0), (-60.0, 5.0), (-4.0, 22.0))  # where, when the caller names no box:
 # the box of location_filter's deep_midline_veins zone (MNI RAS mm)
@@ -551,8 +566,9 @@ def affine_consistency_problem(result: RegistrationResult, box_mni_mm=None) -> O
 
     Two cheap fits of the same image come out of `register_template`: the rigid stage's and the
     affine's.  When the affine moved the zone (`box_mni_mm`, default MISFIT_BOX_MNI_MM) by more than
-    MAX_UNSUPPORTED_SHIFT_MM on average from the rigid fit while its full-resolution mutual
-    information beats the rigid fit's by less than MIN_AFFINE_GAIN, the affine stage has drifted
+    MAX_UNSUPPORTED_SHIFT_MM on average from the rigid fit while its mutual information (on the
+    template at CHECK_LEVEL, every voxel of the metric mask) beats the rigid fit's by less than
+    MIN_AFFINE_GAIN, the affine stage has drifted
     (on thick slices its coarse level can squash the brain) and the zone may be several mm off.
     None also when `result` carries no rigid fit (made elsewhere)."""
     if MIN_AFFINE_GAIN is None or result.rigid_transform is None or result.rigid_mi is None \
@@ -565,4 +581,4 @@ def affine_consistency_problem(result: RegistrationResult, box_mni_mm=None) -> O
     if shift <= MAX_UNSUPPORTED_SHIFT_MM:
         return None
     return (f"the atlas fit is uncertain at the deep midline (the affine stage moved it {shift:.1f} mm from "
-            f"the rigid fit while improving the match by only {gain:.3f})")
+            f"the rigid fit, for a change in mutual information of only {gain:+.3f})")
