@@ -90,3 +90,68 @@ def test_the_issue_scan_is_refused_and_its_1mm_brain_accepted():
     assert R.affine_consistency_problem(res, BOX)
     assert any("uncertain at the deep midline" in p for p in R.filter_problems(res, scan, BOX))
     assert R.affine_consistency_problem(ref, BOX) is None
+
+
+def _pattern_image(shape=(30, 40, 50), spacing=(2.0, 2.0, 2.0), origin=(-50.0, -40.0, -30.0)):
+    """A SimpleITK image (LPS mm grid) of blobs: distinct structure everywhere, no symmetry."""
+    import SimpleITK as sitk
+
+    rng = np.random.default_rng(4)
+    from scipy import ndimage
+
+    arr = ndimage.gaussian_filter(rng.standard_normal(shape), 2.0).astype(np.float32)
+    img = sitk.GetImageFromArray(arr)
+    img.SetSpacing(spacing)
+    img.SetOrigin(origin)
+    return img
+
+
+def test_points_mutual_information_peaks_at_the_right_transform():
+    """The MI of the gate's check: highest for the transform that carries the template's points onto the
+    same structure in the subject, lower 4 and 10 mm off; a constant subject shares nothing; points that
+    land outside the subject are left out, not read as zeros."""
+    import SimpleITK as sitk
+
+    img = _pattern_image()
+    sampled = R._SampledImage(img)
+    kji = np.argwhere(np.ones((20, 30, 40), bool)) + 5                   # interior voxels of the pattern
+    pts, vals = sampled.points(kji), sampled.array[tuple(kji.T)]
+    assert np.allclose(sampled.sample(pts), vals, atol=1e-5)             # index <-> LPS mm round trip
+    right = R.points_mutual_information(pts, vals, sampled, _affine())
+    off4 = R.points_mutual_information(pts, vals, sampled, _affine((4.0, 0.0, 0.0)))
+    off10 = R.points_mutual_information(pts, vals, sampled, _affine((0.0, 10.0, 0.0)))
+    assert right > 2 * off4 > 0 and right > 2 * off10
+    flat = sitk.Image(img.GetSize(), sitk.sitkFloat32)
+    flat.CopyInformation(img)
+    assert R.points_mutual_information(pts, vals, R._SampledImage(flat), _affine()) == pytest.approx(0.0, abs=1e-9)
+    # Half the points pushed outside the subject: the MI of the rest is still the right one's.
+    far = np.concatenate([pts, pts + 1000.0])
+    assert R.points_mutual_information(far, np.concatenate([vals, vals]), sampled, _affine()) == pytest.approx(right)
+
+
+def test_points_mutual_information_uses_the_transform_as_simpleitk_does():
+    """Subject = the template's pattern moved 7 mm along x, or scaled 1.1 x about a centre (c): the
+    transform that SimpleITK would apply (translation +7 mm; matrix 1.1 about c) matches best."""
+    import SimpleITK as sitk
+
+    tpl = _pattern_image()
+    sampled = R._SampledImage(tpl)
+    kji = np.argwhere(np.ones((20, 30, 40), bool)) + 5
+    pts, vals = sampled.points(kji), sampled.array[tuple(kji.T)]
+    moved = sitk.Image(tpl)
+    moved.SetOrigin(tuple(np.array(tpl.GetOrigin()) + (7.0, 0.0, 0.0)))
+    subject = R._SampledImage(moved)
+    plus, minus = (R.points_mutual_information(pts, vals, subject, _affine((s, 0.0, 0.0))) for s in (7.0, -7.0))
+    assert plus > 2 * minus
+    c = np.array([30.0, -25.0, 35.0])                 # 5.2 mm from where a scale about the origin puts it
+    scaled = sitk.Image(tpl)
+    scaled.SetSpacing(tuple(1.1 * np.array(tpl.GetSpacing())))
+    scaled.SetOrigin(tuple(c + 1.1 * (np.array(tpl.GetOrigin()) - c)))
+    about_c = _affine(scale=1.1)
+    about_c.SetCenter(c.tolist())
+    p0 = np.array(pts[123])
+    assert np.allclose(scaled.TransformPhysicalPointToContinuousIndex(about_c.TransformPoint(p0.tolist())),
+                       tpl.TransformPhysicalPointToContinuousIndex(p0.tolist()))   # the right transform
+    subject = R._SampledImage(scaled)
+    right = R.points_mutual_information(pts, vals, subject, about_c)
+    assert right > 2 * R.points_mutual_information(pts, vals, subject, _affine(scale=1.1))   # about the origin

@@ -33,7 +33,8 @@ so a rater can still look at it.
   midbrain pair, docs/detector.md ("Symmetric pairs").
 
 The registration behind the filter must pass `registration.filter_problems` (a brain inside,
-not only a brain-shaped outline; enough of the brain in view; the zone in the field of view):
+not only a brain-shaped outline; enough of the brain in view; the zone in the field of view; an
+affine fit that did not drift from the rigid one at the zone, `affine_consistency_problem`):
 otherwise nothing is set aside and the outputs carry one warning.
 
 Which zones apply is the model's choice (``model.json``: ``"location_filter": {"zones":

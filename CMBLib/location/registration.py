@@ -79,7 +79,7 @@ class RegistrationResult:
     deformation: object = None  # optional BSplineTransform in template space, applied before `transform`
     coverage: float = 1.0  # fraction of the template brain inside the subject's field of view
     interior_mi: Optional[float] = None  # MI inside the template brain's interior (`filter_problems`)
-    rigid_mi: Optional[float] = None  # MI (positive) of the rigid stage's fit at the check level (`filter_problems`)
+    rigid_mi: Optional[float] = None  # MI (nats) of the rigid stage's fit (`points_mutual_information`)
     affine_mi: Optional[float] = None  # the same for `transform` (same samples, so the two compare)
     rigid_transform: object = None  # the rigid stage's fit (AffineTransform, template -> subject LPS mm)
 
@@ -386,21 +386,66 @@ def _affine_stages(template, template_mask, fixed_mask, moving, moving_fg, progr
     check_cancel(cancel)
     result = _evaluate(_as_affine(affine_out), metric, template, template_mask, moving, moving_fg)
     result.rigid_transform = _as_affine(rigid_out)
-    coarse, coarse_mask = _cached(template_mask, "check level", lambda: _check_level(template, fixed_mask))
-    result.rigid_mi = -_metric(coarse, moving, coarse_mask, result.rigid_transform)
-    result.affine_mi = -_metric(coarse, moving, coarse_mask, result.transform)
+    points, values = _cached(template_mask, "check points", lambda: _check_points(template, fixed_mask))
+    subject = _SampledImage(moving)
+    result.rigid_mi = points_mutual_information(points, values, subject, result.rigid_transform)
+    result.affine_mi = points_mutual_information(points, values, subject, result.transform)
     return result
 
 
-def _check_level(template, fixed_mask):
-    """(template, metric mask) at the rigid stage's finest pyramid level (smoothed by
-    CHECK_LEVEL[1] mm, shrunk CHECK_LEVEL[0] x): where `affine_consistency_problem`'s two mutual
-    informations are measured (a fifth of the time of the full-resolution template)."""
+def _check_points(template, fixed_mask):
+    """(points (N, 3) LPS mm, template values (N,)): the voxels of the metric mask on the template
+    at the rigid stage's finest pyramid level (smoothed by CHECK_LEVEL[1] mm, shrunk CHECK_LEVEL[0] x),
+    where `affine_consistency_problem`'s two mutual informations are measured."""
     sitk = _sitk()
     shrink, sigma = CHECK_LEVEL
     coarse = sitk.Shrink(sitk.SmoothingRecursiveGaussian(template, sigma), [shrink] * 3)
     mask = sitk.Resample(fixed_mask, coarse, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
-    return coarse, mask
+    inside = sitk.GetArrayViewFromImage(mask) > 0
+    return _SampledImage(coarse).points(np.argwhere(inside)), sitk.GetArrayFromImage(coarse)[inside]
+
+
+class _SampledImage:
+    """A SimpleITK image as a numpy array (K, J, I) with its grid: index <-> LPS mm, linear sampling."""
+
+    def __init__(self, image):
+        self.array = _sitk().GetArrayFromImage(image).astype(np.float32)
+        self.origin = np.array(image.GetOrigin())
+        self.axes = np.array(image.GetDirection()).reshape(3, 3) * np.array(image.GetSpacing())  # columns: i, j, k
+
+    def points(self, kji) -> np.ndarray:
+        """LPS mm of (N, 3) array indices (k, j, i)."""
+        return np.asarray(kji, float)[:, ::-1] @ self.axes.T + self.origin
+
+    def sample(self, lps) -> np.ndarray:
+        """Linear interpolation at (N, 3) LPS mm points; NaN outside the image."""
+        from scipy.ndimage import map_coordinates
+
+        ijk = np.linalg.solve(self.axes, (np.asarray(lps, float) - self.origin).T)
+        return map_coordinates(self.array, ijk[::-1], order=1, mode="constant", cval=np.nan)
+
+
+def points_mutual_information(points, values, subject, transform, bins: Optional[int] = None) -> float:
+    """Mutual information (nats, joint histogram of `bins` x `bins`) between template `values` at
+    `points` (N, 3, template LPS mm) and `subject` (a _SampledImage) at the points carried by the affine
+    `transform` (template -> subject LPS mm); points that land outside the subject are left out.  The
+    bins span the values' and the whole subject image's range, so two transforms compare on one scale
+    (default CHECK_BINS)."""
+    bins = bins or CHECK_BINS
+    matrix = np.array(transform.GetMatrix()).reshape(3, 3)
+    centre = np.array(transform.GetCenter())
+    moved = (points - centre) @ matrix.T + centre + np.array(transform.GetTranslation())
+    sampled = subject.sample(moved)
+    keep = np.isfinite(sampled)
+    if keep.sum() < bins * bins:
+        return 0.0
+    lo, hi = float(np.min(subject.array)), float(np.max(subject.array))
+    joint, _, _ = np.histogram2d(values[keep], sampled[keep], bins=bins,
+                                 range=[[float(values.min()), float(values.max()) + 1e-6], [lo, hi + 1e-6]])
+    p = joint / joint.sum()
+    outer = p.sum(axis=1, keepdims=True) @ p.sum(axis=0, keepdims=True)
+    nz = p > 0
+    return float(np.sum(p[nz] * np.log(p[nz] / outer[nz])))
 
 
 def _deform(template, moving, fixed_mask, affine, affine_metric):
@@ -494,11 +539,12 @@ MIN_FILTER_COVERAGE = 0.55      # fraction of the brain the field of view must s
 # matching the image better than that rigid fit did, is not trusted (`affine_consistency_problem`).
 # Measured (benchmarks/check_registration_misfit.py, docs/location.md "Atlas misfit on clinical
 # scans"): pseudo-T2* of the real QSM brain on 0.86 x 0.86 x 4 mm slices whose affine stage drifted
-# (6.0-10.2 mm from the fit of the 1 mm brain at the deep midline) gained -0.016 to 0.005 in MI
+# (6.0-10.2 mm from the fit of the 1 mm brain at the deep midline) gained -0.017 to 0.006 in MI
 # over their rigid fit, with 5.8-7.4 mm between the two fits; right fits that far from their rigid
-# fit gained 0.014 or more.
-MIN_AFFINE_GAIN = 0.009         # Mattes MI (positive) of the affine minus the rigid fit at CHECK_LEVEL (None: off)
+# fit gained 0.017 or more.
+MIN_AFFINE_GAIN = 0.010         # MI (nats, `points_mutual_information`) of the affine minus the rigid fit (None: off)
 CHECK_LEVEL = (2, 2.0)          # template shrink factor, smoothing (mm): the rigid stage's finest level
+CHECK_BINS = 32                 # histogram bins per image for that MI
 MAX_UNSUPPORTED_SHIFT_MM = 3.0  # mean rigid -> affine displacement over the zone box (template mm)
 MISFIT_BOX_MNI_MM = ((-4.0, 4.0), (-60.0, 5.0), (-4.0, 22.0))  # where, when the caller names no box:
 # the box of location_filter's deep_midline_veins zone (MNI RAS mm)
@@ -566,9 +612,9 @@ def affine_consistency_problem(result: RegistrationResult, box_mni_mm=None) -> O
 
     Two cheap fits of the same image come out of `register_template`: the rigid stage's and the
     affine's.  When the affine moved the zone (`box_mni_mm`, default MISFIT_BOX_MNI_MM) by more than
-    MAX_UNSUPPORTED_SHIFT_MM on average from the rigid fit while its mutual information (on the
-    template at CHECK_LEVEL, every voxel of the metric mask) beats the rigid fit's by less than
-    MIN_AFFINE_GAIN, the affine stage has drifted
+    MAX_UNSUPPORTED_SHIFT_MM on average from the rigid fit while its mutual information
+    (`points_mutual_information`: the metric mask's voxels on the template at CHECK_LEVEL) beats the
+    rigid fit's by less than MIN_AFFINE_GAIN, the affine stage has drifted
     (on thick slices its coarse level can squash the brain) and the zone may be several mm off.
     None also when `result` carries no rigid fit (made elsewhere)."""
     if MIN_AFFINE_GAIN is None or result.rigid_transform is None or result.rigid_mi is None \
