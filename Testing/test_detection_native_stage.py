@@ -285,3 +285,56 @@ def test_a_damaged_weights_file_is_refused(tmp_path):
     w.write_bytes(bytes(data))
     with pytest.raises(CMBError, match="checksum does not match"):
         patch_net.load_patch_net(tmp_path)
+
+
+def blurred_ball(radius_mm=1.5, depth=0.6, seed=0):
+    """A 0.86 x 0.86 x 4 mm slab of tissue (3 % noise) with one dark ball blurred in-plane by
+    about one pixel, as a scanner's point spread blurs a CMB."""
+    from scipy import ndimage as ndi
+
+    vol = sphere_volume(shape=(9, 120, 120), spacing=(0.86, 0.86, 4.0), centre_kji=(4, 60, 60),
+                        radius_mm=radius_mm, depth=depth)
+    a = ndi.gaussian_filter(vol.array, (0, 1.0, 1.0))
+    a = a * (1 + 0.03 * np.random.default_rng(seed).standard_normal(a.shape))
+    return vol.with_array(a.astype(np.float32))
+
+
+@pytest.mark.parametrize("radius_mm", [1.0, 1.5, 2.5])
+def test_the_bundled_patch_network_finds_a_small_ball_and_nothing_else(radius_mm):
+    """At the threshold model.json gives it, cmb-default's patch network finds a 2-5 mm dark ball
+    on noisy tissue, and none of the noise dips around it."""
+    pytest.importorskip("torch")
+    from CMBLib.detection.model_io import resolve_model_folder
+
+    folder = resolve_model_folder("cmb-default")
+    spec = json.loads((folder / "model.json").read_text())["native_stage"]
+    net, _ = native_stage.load_native(folder)
+    vol = blurred_ball(radius_mm)
+    found = native_stage.native_findings(vol, np.ones(vol.array.shape, bool), net, spec["threshold"])
+    assert len(found) == 1
+    np.testing.assert_allclose(found[0]["centre_ras"], vol.kji_to_ras(np.array([4.0, 60, 60])), atol=1.0)
+
+
+def test_the_bundled_native_stage_is_described_and_off():
+    from CMBLib.detection.model_io import resolve_model_folder
+
+    folder = resolve_model_folder("cmb-default")
+    meta = json.loads((folder / "model.json").read_text())
+    spec, settings = meta["native_stage"], json.loads((folder / patch_net.SETTINGS).read_text())
+    assert spec["sha256"] == settings["sha256"] == patch_net.sha256_file(folder / patch_net.WEIGHTS)
+    assert spec["threshold"] == settings["threshold"] and spec["default"] is False
+    assert meta.get("first_stage", "unet") == "unet"                 # the rule failed: not a default
+
+
+def test_a_patch_network_model_json_does_not_name_is_refused(monkeypatch):
+    pytest.importorskip("torch")
+    from detection_fixtures import dark_spot_model, phantom
+
+    from CMBLib.detection import pipeline
+
+    vol, _ = phantom(spots=[((30, 40, 12), 1.5)])
+    monkeypatch.setattr(native_stage, "load_native", lambda folder: (CentreDarkness(), {"threshold": 0.5,
+                                                                                         "sha256": "b" * 64}))
+    model = dark_spot_model(path="m", native_stage={"sha256": "a" * 64, "threshold": 0.5})
+    with pytest.raises(CMBError, match="not the one model.json names"):
+        pipeline.detect(vol, model, device="cpu", location_filter=False, second_stage=False, first_stage="unet+native")

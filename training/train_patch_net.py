@@ -198,7 +198,7 @@ def train(args) -> None:
             opt.step()
             sched.step()
             step += 1
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
         log.append({"epoch": epoch, "loss": float(np.mean(losses)), "seconds": time.time() - t0})
         print(json.dumps(log[-1]), flush=True)
     save_patch_net(net.cpu(), args.out, {"width": args.width, "epochs": args.epochs, "lr": args.lr, "seed": args.seed,

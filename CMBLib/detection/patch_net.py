@@ -23,6 +23,7 @@ import numpy as np
 
 from ..geometry import Volume
 from .dark_spots import brain_median, slice_axis
+from .model_io import sha256_file
 
 PATCH_PX = 24
 PATCH_MM = 0.6
@@ -113,14 +114,8 @@ def save_patch_net(net, folder, settings: dict) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     torch.save(net.state_dict(), folder / WEIGHTS)
     meta = dict(settings, patch_px=PATCH_PX, patch_mm=PATCH_MM, min_plane_step_mm=MIN_PLANE_STEP_MM, clip=CLIP,
-                sha256=_sha256(folder / WEIGHTS))
+                sha256=sha256_file(folder / WEIGHTS))
     (folder / SETTINGS).write_text(json.dumps(meta, indent=1))
-
-
-def _sha256(path) -> str:
-    import hashlib
-
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def load_patch_net(folder) -> tuple:
@@ -139,7 +134,7 @@ def load_patch_net(folder) -> tuple:
     diff = {k: (meta.get(k), v) for k, v in mine.items() if meta.get(k) != v}
     if diff:
         raise CMBError(f"the patch network in {folder} was trained with other patches: {diff}")
-    if meta.get("sha256") and _sha256(folder / WEIGHTS) != meta["sha256"]:
+    if meta.get("sha256") and sha256_file(folder / WEIGHTS) != meta["sha256"]:
         raise CMBError(f"{folder / WEIGHTS}: checksum does not match {SETTINGS} (a damaged or replaced file)")
     net = build_network(int(meta.get("width", 16)))
     try:

@@ -256,7 +256,11 @@ def _native_step(volume: Volume, brain: np.ndarray, meta: dict, labels: np.ndarr
     from .native_stage import load_native, merge_findings, native_findings
 
     net, settings = load_native(meta["path"])
-    found = [r for r in native_findings(volume, brain, net, float(settings["threshold"])) if r["diameter_mm"] <= max_d]
+    spec = meta.get("native_stage") or {}
+    if spec.get("sha256") and spec["sha256"] != settings.get("sha256"):
+        raise CMBError(f"the patch network in {meta['path']} is not the one model.json names (checksum)")
+    thr = float(spec.get("threshold", settings["threshold"]))
+    found = [r for r in native_findings(volume, brain, net, thr) if r["diameter_mm"] <= max_d]
     n0 = len(records)
     labels, records = merge_findings(labels, records, found)
     return labels, records, len(records) - n0
