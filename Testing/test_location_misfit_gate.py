@@ -155,3 +155,49 @@ def test_points_mutual_information_uses_the_transform_as_simpleitk_does():
     subject = R._SampledImage(scaled)
     right = R.points_mutual_information(pts, vals, subject, about_c)
     assert right > 2 * R.points_mutual_information(pts, vals, subject, _affine(scale=1.1))   # about the origin
+
+
+def test_locations_from_a_drifted_fit_carry_one_warning(monkeypatch, tmp_path, capsys):
+    """`cmb locate`, the Locator and `detect --location` say when the atlas fit drifted (the same
+    check as the filter's gate): the regions named may be several mm off.  A fit that agrees with
+    its rigid stage gives no warning."""
+    from CMBLib.cli import main
+    from CMBLib.io import write_volume
+    from CMBLib.location import Locator, locate
+
+    drifted = _result(_affine((10.0, 0.0, 0.0)), _affine(), rigid_mi=0.226, affine_mi=0.219)
+    good = _result(_affine(), _affine(), rigid_mi=0.3, affine_mi=0.3)
+    image = Volume(np.arange(8000, dtype=np.float32).reshape(20, 20, 20), (5.0, 5.0, 5.0), (-50.0, -50.0, -50.0))
+    pts = np.array([[0.0, -20.0, 10.0], [20.0, 10.0, 30.0]])
+    loc = Locator(image, registration=drifted)
+    rows = loc.locate(pts)
+    assert len(rows) == 2 and len(loc.warnings) == 1
+    assert loc.warnings[0].startswith("atlas locations may be several mm off: ") and "10.0 mm" in loc.warnings[0]
+    loc.locate(pts)
+    assert len(loc.warnings) == 1                             # said once per image
+    ok = Locator(image, registration=good)
+    ok.locate(pts)
+    assert ok.warnings == []
+
+    monkeypatch.setattr(locate, "registration_for", lambda image, progress=None, cancel=None: drifted)
+    write_volume(image, tmp_path / "img.nii.gz")
+    (tmp_path / "pts.csv").write_text("x,y,z\n0,-20,10\n")
+    assert main(["locate", str(tmp_path / "img.nii.gz"), str(tmp_path / "pts.csv"), "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("cmb locate: warning: atlas locations may be several mm off") == 1
+
+
+def test_detect_location_passes_the_drift_warning_on(monkeypatch):
+    import CMBLib.location as location_pkg
+    from CMBLib.detection import pipeline
+
+    drifted = _result(_affine((10.0, 0.0, 0.0)), _affine(), rigid_mi=0.226, affine_mi=0.219)
+    monkeypatch.setattr(location_pkg, "registration_for", lambda image, progress=None, cancel=None: drifted)
+    image = Volume(np.arange(8000, dtype=np.float32).reshape(20, 20, 20), (5.0, 5.0, 5.0), (-50.0, -50.0, -50.0))
+    labels = np.zeros((20, 20, 20), np.int16)
+    labels[10, 10, 10] = 1
+    records = [{"label": 1, "centre_ras": [0.0, 0.0, 0.0]}]
+    warnings = []
+    _, kept, aside = pipeline._location_step(image, labels, records, (), True, "dark", None, warnings)
+    assert len(kept) == 1 and aside == [] and "location" in kept[0]
+    assert len(warnings) == 1 and warnings[0].startswith("atlas locations may be several mm off")

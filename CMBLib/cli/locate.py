@@ -34,7 +34,7 @@ def add_parser(subparsers):
 
 def run(args) -> int:
     from ..io import read_csv_rows, read_points_csv, read_volume, write_text_atomic
-    from ..location import locate_points
+    from ..location import Locator
     from ..location.summary import COLUMNS as SUMMARY_COLUMNS
     from ..location.summary import mars_table
     from ..progress import terminal_progress
@@ -44,7 +44,10 @@ def run(args) -> int:
     image = read_volume(args.image)
     labels = read_volume(args.labels) if args.labels else None
     progress = None if args.quiet else terminal_progress(sys.stderr)
-    records = locate_points(image, points, labels=labels, progress=progress, deformable=args.deformable)
+    locator = Locator(image, labels, progress, None, args.deformable)
+    records = locator.locate(points) if len(points) else []
+    for w in locator.warnings:
+        print(f"cmb locate: warning: {w}", file=sys.stderr)
     for rec, row in zip(records, rows):
         rec.update(row)
     text = to_csv(records, extra + COLUMNS)

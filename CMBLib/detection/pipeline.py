@@ -420,7 +420,9 @@ def _location_step(volume: Volume, labels: np.ndarray, records: list[dict], zone
     points = np.array([r["centre_ras"] for r in records], dtype=float)
     try:
         reg = registration_for(volume, progress=progress, cancel=cancel)
-        found = Locator(volume, registration=reg).locate(points) if location else None
+        locator = Locator(volume, registration=reg)
+        found = locator.locate(points) if location else None
+        warnings.extend(locator.warnings)
     except Cancelled:
         raise
     except CMBError as exc:

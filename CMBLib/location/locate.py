@@ -85,6 +85,7 @@ class Locator:
         self._progress = progress
         self._cancel = cancel
         self.deformable = deformable
+        self.warnings: list[str] = []   # one line each, e.g. an atlas fit that may be several mm off
         if labels is not None:
             _check_overlap(image, labels)
             report(progress, 0.0, "mapping the label map to MARS regions")
@@ -102,7 +103,20 @@ class Locator:
             template, mask = load_atlas().template_sitk()
             self.registration = register_template(template, mask, self.image, self.deformable,
                                                   self._progress, self._cancel)
+        self._warn_misfit()
         return self.registration
+
+    def _warn_misfit(self) -> None:
+        """One warning when the atlas fit drifted (`registration.affine_consistency_problem`,
+        the detector's gate for its location filter): the regions named may be several mm off."""
+        from .registration import affine_consistency_problem
+
+        if not hasattr(self.registration, "rigid_transform"):   # not a register_template result
+            return
+        problem = affine_consistency_problem(self.registration)
+        text = f"atlas locations may be several mm off: {problem}" if problem else None
+        if text and text not in self.warnings:
+            self.warnings.append(text)
 
     def _atlas_lookup(self, points_ras, radius_mm):
         mni = self._register().subject_to_template_ras(points_ras)
