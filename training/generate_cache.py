@@ -19,6 +19,7 @@ Usage::
 """
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 
@@ -31,7 +32,8 @@ from CMBLib.synthesis.cmb_insertion import insert_cmbs, sample_centres
 from CMBLib.synthesis.label_synthesis import random_clinical_spacing, reacquire, synthesize_case
 from CMBLib.synthesis.mimics import add_mimics
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
+# ../shared/data next to the repository, or $CMB_SHARED_DATA (as the tests and README use it)
+DATA = Path(os.environ.get("CMB_SHARED_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data")) / "real"
 FS_LABELS = DATA / "freesurfer_subject" / "aparc.a2009s+aseg.nii.gz"
 QSM = DATA / "qsm2016" / "chi_cosmos.nii.gz"
 QSM_MASK = DATA / "qsm2016" / "msk.nii.gz"
