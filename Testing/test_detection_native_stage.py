@@ -338,3 +338,77 @@ def test_a_patch_network_model_json_does_not_name_is_refused(monkeypatch):
     model = dark_spot_model(path="m", native_stage={"sha256": "a" * 64, "threshold": 0.5})
     with pytest.raises(CMBError, match="not the one model.json names"):
         pipeline.detect(vol, model, device="cpu", location_filter=False, second_stage=False, first_stage="unet+native")
+
+
+def _spots_volume(spots, shape=(5, 60, 90), spacing=(0.5, 0.5, 4.0)):
+    """Tissue 1.0 with single-voxel dark spots: [(k, j, i, depth)]."""
+    a = np.ones(shape, np.float32)
+    for k, j, i, depth in spots:
+        a[k, j, i] = 1 - depth
+    return Volume(a, spacing=spacing)
+
+
+def test_candidates_come_deepest_first_and_top_k_cuts_the_list():
+    vol = _spots_volume([(2, 30, 10, 0.3), (2, 30, 40, 0.6), (2, 30, 70, 0.45)])
+    brain = np.ones(vol.array.shape, bool)
+    cands = dark_spots.dark_spot_candidates(vol, brain, min_dip=0.05)
+    assert [c["kji"][2] for c in cands] == [40, 70, 10]
+    assert [c["dip"] for c in cands] == sorted((c["dip"] for c in cands), reverse=True)
+    one = dark_spots.dark_spot_candidates(vol, brain, min_dip=0.05, top_k=1)
+    assert isinstance(one, list) and [c["kji"][2] for c in one] == [40]
+    assert len(dark_spots.dark_spot_candidates(vol, brain, min_dip=0.05, top_k=2)) == 2
+
+
+def test_suppression_distance_is_in_mm():
+    """Spots 1.6 mm apart (4 pixels of 0.4 mm) stay two at 1.5 mm, become one at 1.7 mm (each pair
+    on its own; a spot two slices away, 8 mm, stays)."""
+    spots = [(2, 30, 40, 0.6), (2, 30, 44, 0.5), (4, 30, 40, 0.4), (0, 10, 10, 0.4), (0, 10, 14, 0.3)]
+    vol = _spots_volume(spots, spacing=(0.4, 0.4, 4.0))
+    brain = np.ones(vol.array.shape, bool)
+    kept = {tuple(c["kji"]) for c in dark_spots.dark_spot_candidates(vol, brain, min_dip=0.05, min_distance_mm=1.5)}
+    assert kept == {(2, 30, 40), (2, 30, 44), (4, 30, 40), (0, 10, 10), (0, 10, 14)}
+    kept = {tuple(c["kji"]) for c in dark_spots.dark_spot_candidates(vol, brain, min_dip=0.05, min_distance_mm=1.7)}
+    assert kept == {(2, 30, 40), (4, 30, 40), (0, 10, 10)}
+
+
+@pytest.mark.parametrize("width_px, deep", [(12, True), (13, False)])
+def test_the_top_hat_fills_what_is_narrower_than_its_footprint(width_px, deep):
+    """0.5 mm pixels: the footprint is 2 x round(3 / 0.5) + 1 = 13 pixels.  A dark stripe (depth
+    0.5) 12 pixels wide is a dip: 0.447 at its centre (0.5 less the 0.053 by which the half-pixel
+    smoothing lifts its edge pixels, where the closing's dilation reads); one of 13 pixels is as
+    wide as the footprint and only that edge lift, 0.053, remains."""
+    a = np.ones((3, 40, 60), np.float32)
+    a[:, :, 20:20 + width_px] = 0.5
+    vol = Volume(a, spacing=(0.5, 0.5, 4.0))
+    dip, _ = dark_spots.dip_map(vol, np.ones(a.shape, bool))
+    centre = dip[1, 20, 20 + width_px // 2]
+    assert centre == pytest.approx(0.447 if deep else 0.053, abs=0.005)
+
+
+def test_the_footprint_is_at_least_three_pixels_and_one_slice():
+    """2.5 mm pixels: round(3 / 2.5) = 1, footprint 3 pixels: a 3-pixel stripe is not a spot.  A wide
+    dark square on one slice is not a spot either: the footprint does not reach the next slice."""
+    a = np.ones((3, 20, 20), np.float32)
+    a[:, :, 8:11] = 0.5
+    vol = Volume(a, spacing=(2.5, 2.5, 4.0))
+    assert dark_spots.dip_map(vol, np.ones(a.shape, bool))[0][1, 10, 9] < 0.06      # the edge lift only
+    b = np.ones((3, 40, 40), np.float32)
+    b[1, 5:35, 5:35] = 0.5
+    dip, _ = dark_spots.dip_map(Volume(b, spacing=(0.5, 0.5, 4.0)), np.ones(b.shape, bool))
+    assert dip[1, 20, 20] < 0.06
+
+
+def test_the_dip_of_a_spot_does_not_depend_on_the_brain_mask():
+    """The closing works on the mask's box grown by the footprint: a spot at the mask's edge is
+    measured against the tissue around it, as with a mask covering everything."""
+    rng = np.random.default_rng(1)
+    a = (1 + 0.05 * rng.standard_normal((3, 60, 60))).astype(np.float32)
+    a[1, 29:32, 29:32] = 0.4
+    vol = Volume(a, spacing=(0.5, 0.5, 4.0))
+    full, level_full = dark_spots.dip_map(vol, np.ones(a.shape, bool))
+    brain = np.zeros(a.shape, bool)
+    brain[1, 30, 30:40] = True
+    part, level_part = dark_spots.dip_map(vol, brain)
+    scale = level_full / level_part        # dips are fractions of the mask's median tissue
+    assert part[1, 30, 30] * (1 / scale) == pytest.approx(full[1, 30, 30], rel=1e-4)
+    assert part[1, 30, 30] > 0.5

@@ -96,6 +96,11 @@ MODULES = {
         "files": ["CMBLib/annotation/dataset.py"],
         "tests": ["Testing/test_annotation_dataset.py", "Testing/test_annotation_dataset_mutants.py"],
     },
+    "dark_spots": {
+        # the native patch stage's candidates (issue 28): dip map, slice axis, maxima and suppression
+        "files": ["CMBLib/detection/dark_spots.py"],
+        "tests": ["Testing/test_detection_native_stage.py"],
+    },
     "dicom_geometry": {
         "files": ["CMBLib/dicom/series.py"],
         "tests": ["Testing/test_dicom_io.py", "Testing/test_dicom_geometry_mutants.py"],

@@ -10,8 +10,8 @@ scanner's scale).  Its local maxima inside the brain, deeper than `min_dip`, one
 from vessels, sulci and noise.
 
 Units: arrays are ``[k, j, i]`` as `Volume.array`; the *slice axis* is the axis of largest
-spacing (axis 0 on a usual axial scan; the array is transposed for the work and the
-results mapped back).  Distances in mm; centres in RAS mm.
+spacing (axis 0 on a usual axial scan); the top-hat's footprint spans the two other axes.
+Distances in mm; centres in RAS mm.
 
     cands = dark_spot_candidates(volume, brain_mask, top_k=3000)   # list of dicts
 """
@@ -32,11 +32,6 @@ def slice_axis(spacing_kji) -> int:
     """Index (in [k, j, i] order) of the through-plane axis: the largest spacing; k on ties."""
     sp = np.asarray(spacing_kji, float)
     return int(np.argmax(sp >= sp.max() - 1e-6))
-
-
-def to_slices_first(a: np.ndarray, axis: int) -> np.ndarray:
-    """`a` ([k, j, i]) with the slice axis moved to the front (a view)."""
-    return np.moveaxis(a, axis, 0)
 
 
 def brain_median(a: np.ndarray, mask: np.ndarray) -> float:
@@ -67,8 +62,9 @@ def dip_map(volume: Volume, brain_mask: np.ndarray) -> tuple:
     half = max(1, int(round(BACKGROUND_MM / px)))
     out = np.zeros(a.shape, np.float32)
     idx = np.argwhere(mask)
-    lo = np.maximum(idx.min(axis=0) - half - 1, 0)
-    hi = np.minimum(idx.max(axis=0) + half + 2, a.shape)
+    reach = 2 * half + 2          # the closing reads 2 x half around a voxel, the smoothing 2 more
+    lo = np.maximum(idx.min(axis=0) - reach, 0)
+    hi = np.minimum(idx.max(axis=0) + reach + 1, a.shape)
     box = tuple(slice(int(s), int(e)) for s, e in zip(lo, hi))
     b = a[box] / level
     sigma = [SMOOTH_PX] * 3
