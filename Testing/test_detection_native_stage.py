@@ -412,3 +412,13 @@ def test_the_dip_of_a_spot_does_not_depend_on_the_brain_mask():
     scale = level_full / level_part        # dips are fractions of the mask's median tissue
     assert part[1, 30, 30] * (1 / scale) == pytest.approx(full[1, 30, 30], rel=1e-4)
     assert part[1, 30, 30] > 0.5
+
+
+def test_tissue_level_falls_back_to_the_mean_magnitude():
+    """Dips are fractions of the brain's median; a median of 0 or below (a phase-like or QSM-like
+    image) uses the mean absolute value, and an all-zero brain 1.0 (no division by zero)."""
+    mask = np.ones(4, bool)
+    assert dark_spots.brain_median(np.array([2.0, 3.0, 5.0, 7.0]), mask) == 4.0
+    assert dark_spots.brain_median(np.array([-1.0, -1.0, 1.0, 3.0]), mask) == 1.5
+    assert dark_spots.brain_median(np.array([-3.0, -1.0, 0.0, 0.0]), mask) == 1.0
+    assert dark_spots.brain_median(np.zeros(4), mask) == 1.0
