@@ -188,8 +188,9 @@ def gate_cases():
     for i in range(2):
         yield f"FreeSurfer brain pseudo-T2* case {i}", make_case(anat, i, 900)["image"], "dark"
     yield "FreeSurfer brain pseudo-T2* with a head", make_case(anat, 0, 900, head=True)["image"], "dark"
-    qsm = Path(__file__).resolve().parents[2] / "shared" / "data" / "real" / "qsm2016" / "chi_cosmos.nii.gz"
-    yield "real QSM (bright polarity)", read_volume(qsm), "bright"
+    from training.generate_cache import QSM  # ../shared/data or $CMB_SHARED_DATA
+
+    yield "real QSM (bright polarity)", read_volume(QSM), "bright"
 
 
 def run_gate():
