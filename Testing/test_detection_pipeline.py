@@ -105,6 +105,7 @@ def test_location_is_added_or_refused(monkeypatch):
 
         def __init__(self, image, registration=None, **kwargs):
             assert registration == "registered"
+            self.warnings = []          # as the real Locator: none for a fit that did not drift
 
         def locate(self, pts):
             return Locator.answer(pts)
