@@ -12,6 +12,7 @@ diameter of the inserted CMB's half-maximum mask (< 3, 3-4, 4-5, >= 5 mm).
 
     python benchmarks/check_frst.py --split val --n 8
     python benchmarks/check_frst.py --split val --n 8 --top-k 25,50,100,200 --distance 2.5
+    python benchmarks/check_frst.py --split val --n 8 --generator dark --top-k 300,1000,3000
 """
 import argparse
 import sys
@@ -38,8 +39,10 @@ def brain_mask(image, erode_mm):
     return brain
 
 
-def case_rows(case, top_ks, distance_mm, erode_mm):
-    """({top_k: [found per size class]}, [inserted per size class], {top_k: candidates}, seconds)."""
+def case_rows(case, top_ks, distance_mm, erode_mm, generator="frst"):
+    """({top_k: [found per size class]}, [inserted per size class], {top_k: candidates}, seconds).
+    generator: "frst" (this module's subject) or "dark" (the native stage's dark-spot candidates,
+    `CMBLib.detection.dark_spots`, with their defaults)."""
     from froc_default_path import size_bin
 
     from CMBLib.detection.frst import frst, frst_candidates
@@ -49,8 +52,13 @@ def case_rows(case, top_ks, distance_mm, erode_mm):
     image = case["image"]
     brain = brain_mask(image, erode_mm)
     t = time.perf_counter()
-    s = frst(image, brain)
-    cands = frst_candidates(image, brain, top_k=max(top_ks), transform=s)
+    if generator == "dark":
+        from CMBLib.detection.dark_spots import dark_spot_candidates
+
+        cands = dark_spot_candidates(image, brain, top_k=max(top_ks))
+    else:
+        s = frst(image, brain)
+        cands = frst_candidates(image, brain, top_k=max(top_ks), transform=s)
     seconds = time.perf_counter() - t
     ref = reference_centres(case["cmb_mask"])
     bins = [size_bin(d) for d in reference_diameters(case["cmb_mask"])]
@@ -73,6 +81,8 @@ def main(argv=None):
     ap.add_argument("--top-k", default="25,50,100,200")
     ap.add_argument("--distance", type=float, default=2.5, help="mm between a candidate and a CMB centre")
     ap.add_argument("--erode-mm", type=float, default=2.0)
+    ap.add_argument("--generator", default="frst", choices=("frst", "dark"),
+                    help="frst, or dark: the native stage's dark-spot candidates (docs/native_stage.md)")
     args = ap.parse_args(argv)
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from training.mine_candidates import load_backgrounds, make_case
@@ -88,7 +98,7 @@ def main(argv=None):
             case = make_case(source, args.split, i, labels, chi, msk, fsn)
             if case is None or case["polarity"] != "dark":
                 continue
-            f, ins, count, sec = case_rows(case, top_ks, args.distance, args.erode_mm)
+            f, ins, count, sec = case_rows(case, top_ks, args.distance, args.erode_mm, args.generator)
             inserted += ins
             for k in top_ks:
                 found[k] += f[k]
