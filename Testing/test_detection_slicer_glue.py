@@ -710,7 +710,7 @@ def test_the_native_stage_box_sends_unet_native_or_null(detector_module, tmp_pat
     module, backend = detector_module
     widget = _widget(module)
     bundled = next(m for m in widget.models if m["name"] == "cmb-default")
-    native = dict(bundled, native_stage={"file": "patch_net.pt"}, path=str(tmp_path / "native"))
+    native = dict(bundled, native_stage={"file": "patch_net.npz"}, path=str(tmp_path / "native"))
     plain = dict({k: v for k, v in bundled.items() if k != "native_stage"}, path=str(tmp_path / "plain"))
     widget.models = [native, plain]
     widget.ui.modelCombo.items = [("native", native["path"]), ("plain", plain["path"])]

@@ -12,8 +12,9 @@ network's channels (Ferrer et al.'s 2.5D idea at native resolution).
     x = sample_patches(volume, brain_mask, [c["kji"] for c in cands])
     p = predict(net, x)                                          # probability per candidate
 
-The model folder holds ``patch_net.pt`` (state dict) and ``patch_net.json`` (its settings and
-threshold); `load_patch_net` checks both.
+The model folder holds ``patch_net.npz`` (the state dict as plain numpy arrays, read with
+``allow_pickle=False``, as the U-Net's weights: loading never runs pickled code) and
+``patch_net.json`` (its settings, threshold and the weights' sha256); `load_patch_net` checks both.
 """
 import json
 from pathlib import Path
@@ -29,7 +30,7 @@ PATCH_PX = 24
 PATCH_MM = 0.6
 MIN_PLANE_STEP_MM = 2.0
 CLIP = 2.0
-WEIGHTS = "patch_net.pt"
+WEIGHTS = "patch_net.npz"
 SETTINGS = "patch_net.json"
 
 
@@ -108,11 +109,9 @@ def predict(net, patches: np.ndarray, batch: int = 512, flips: bool = True) -> n
 
 def save_patch_net(net, folder, settings: dict) -> None:
     """Write the weights and a settings file (patch geometry, threshold, training data)."""
-    import torch
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    torch.save(net.state_dict(), folder / WEIGHTS)
+    np.savez(folder / WEIGHTS, **{k: v.detach().cpu().numpy() for k, v in net.state_dict().items()})
     meta = dict(settings, patch_px=PATCH_PX, patch_mm=PATCH_MM, min_plane_step_mm=MIN_PLANE_STEP_MM, clip=CLIP,
                 sha256=sha256_file(folder / WEIGHTS))
     (folder / SETTINGS).write_text(json.dumps(meta, indent=1))
@@ -138,8 +137,10 @@ def load_patch_net(folder) -> tuple:
         raise CMBError(f"{folder / WEIGHTS}: checksum does not match {SETTINGS} (a damaged or replaced file)")
     net = build_network(int(meta.get("width", 16)))
     try:
-        net.load_state_dict(torch.load(folder / WEIGHTS, map_location="cpu", weights_only=True))
-    except (RuntimeError, OSError, EOFError) as e:
+        with np.load(folder / WEIGHTS, allow_pickle=False) as z:
+            state = {k: torch.from_numpy(z[k]) for k in z.files}
+        net.load_state_dict(state)
+    except (RuntimeError, OSError, EOFError, ValueError, KeyError) as e:
         raise CMBError(f"cannot read {folder / WEIGHTS}: {e}") from None
     net.eval()
     return net, meta

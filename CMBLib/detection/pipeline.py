@@ -246,7 +246,7 @@ def _first_stage(meta: dict, first_stage: Optional[str], polarity: str, warnings
         warnings.append("the native patch stage looks for dark CMBs; on this bright-CMB image the U-Net runs alone")
         return "unet"
     if first == "unet+native" and not meta.get("path"):
-        raise CMBError("the native patch stage needs a model folder with patch_net.pt and patch_net.json")
+        raise CMBError("the native patch stage needs a model folder with patch_net.npz and patch_net.json")
     return first
 
 
