@@ -422,3 +422,14 @@ def test_tissue_level_falls_back_to_the_mean_magnitude():
     assert dark_spots.brain_median(np.array([-1.0, -1.0, 1.0, 3.0]), mask) == 1.5
     assert dark_spots.brain_median(np.array([-3.0, -1.0, 0.0, 0.0]), mask) == 1.0
     assert dark_spots.brain_median(np.zeros(4), mask) == 1.0
+
+
+def test_the_csv_says_which_stage_found_each_cmb():
+    from CMBLib.detection.outputs import CSV_COLUMNS, records_csv
+
+    rec = {"label": 1, "centre_ras": [1.0, 2.0, 3.0], "centre_ijk": [4.0, 5.0, 6.0], "voxel_count": 9,
+           "volume_mm3": 27.0, "diameter_mm": 3.7, "size_class": "<5mm", "max_probability": 0.9,
+           "mean_probability": 0.8, "elongation": 1.1, "sphericity": 0.9, "vessel_like": False}
+    rows = records_csv([rec, dict(rec, label=2, stage="native", dip=0.4)]).splitlines()
+    assert CSV_COLUMNS[-1] == "stage" and rows[0].endswith(",stage")
+    assert rows[1].endswith(",unet") and rows[2].endswith(",native")

@@ -26,7 +26,7 @@ FORMAT = "cmb-detections"
 FORMAT_VERSION = "1.0"
 CSV_COLUMNS = ["label", "x_ras", "y_ras", "z_ras", "i", "j", "k", "voxel_count", "volume_mm3",
                "diameter_mm", "size_class", "max_probability", "mean_probability", "elongation",
-               "sphericity", "vessel_like", "location", "side"]
+               "sphericity", "vessel_like", "location", "side", "stage"]
 SIZE_CLASSES = ("<5mm", "5-10mm", ">10mm")
 SUMMARY_FILE = "cmb_summary.csv"
 
@@ -72,7 +72,8 @@ def records_csv(records: Iterable[dict]) -> str:
         i, j, k = r["centre_ijk"]
         w.writerow([r["label"], x, y, z, i, j, k, r["voxel_count"], r["volume_mm3"], r["diameter_mm"],
                     r["size_class"], r["max_probability"], r["mean_probability"], r["elongation"],
-                    r["sphericity"], int(bool(r["vessel_like"])), r.get("location", ""), r.get("side", "")])
+                    r["sphericity"], int(bool(r["vessel_like"])), r.get("location", ""), r.get("side", ""),
+                    r.get("stage", "unet")])
     return buf.getvalue()
 
 
