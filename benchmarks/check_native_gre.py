@@ -6,15 +6,12 @@ at or above its threshold (false positives: the crop has no CMB) and above 0.9.
     python benchmarks/check_native_gre.py [--model CMBLib/models/cmb-default]
 """
 import argparse
-import os
 import sys
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-DATA = Path(os.environ.get("CMB_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
-GRE = DATA / "real" / "gre_multiecho_small" / "mag.nii.gz"
 
 
 def main(argv=None):
@@ -26,9 +23,10 @@ def main(argv=None):
     from CMBLib.detection.native_stage import score
     from CMBLib.detection.patch_net import load_patch_net
     from CMBLib.geometry import Volume
+    from training.generate_cache import DATA  # ../shared/data/real or $CMB_SHARED_DATA/real
 
     net, meta = load_patch_net(args.model)
-    img = sitk.ReadImage(str(GRE))
+    img = sitk.ReadImage(str(DATA / "gre_multiecho_small" / "mag.nii.gz"))
     echoes = sitk.GetArrayFromImage(img)          # [echo, k, j, i]
     for e, arr in enumerate(echoes.astype(np.float32)):
         vol = Volume(arr, spacing=img.GetSpacing()[:3])

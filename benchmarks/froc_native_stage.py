@@ -33,7 +33,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 THRESHOLDS = (0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995)
 SIZE_NAMES = ("< 3", "3-4", "4-5", ">= 5")
-BRAIN_OF = {"clin": "qsm", "t2s": "qsm", "clin_small": "qsm", "fsn": "fs", "fs": "fs", "fsn_small": "fs"}
 
 
 def unet_case(case, cache: Path, key: str):
@@ -90,7 +89,7 @@ def main(argv=None):
     from CMBLib.detection.native_stage import score
     from CMBLib.detection.patch_net import load_patch_net
     from training.mine_candidates import load_backgrounds, reference_centres, reference_diameters
-    from training.train_patch_net import get_case
+    from training.train_patch_net import BRAIN_OF, get_case
 
     torch.set_num_threads(args.threads)
     if args.lobo:

@@ -63,21 +63,26 @@ def clinical_case(chi, msk, split: str, i: int) -> dict:
     return _clinical_grid_case("clin", pseudo_t2s(chi, msk, rng), msk, split, i, rng)
 
 
-def _clinical_grid_case(source: str, base, brain, split: str, i: int, rng) -> dict:
+def _clinical_grid_case(source: str, base, brain, split: str, i: int, rng, grid=None, n_cmbs=None,
+                        radius_mm=(0.6, 2.5)) -> dict:
     """`base` (a real brain as T2*-like image, mask `brain`) on clinical grid (i // 2) of
-    CLIN_GRIDS, with 1-10 dark CMBs in the split's hemisphere for odd i, none for even i."""
+    CLIN_GRIDS (or `grid`, spacing mm), with 1-10 dark CMBs of core radius `radius_mm` in the
+    split's hemisphere for odd i, none for even i (or `n_cmbs` = (low, high) drawn for every i)."""
     from scipy import ndimage as ndi
 
     from CMBLib.synthesis.cmb_insertion import insert_cmbs, sample_centres
     from CMBLib.synthesis.label_synthesis import reacquire
 
-    sp = CLIN_GRIDS[(i // 2) % len(CLIN_GRIDS)]
+    sp = CLIN_GRIDS[(i // 2) % len(CLIN_GRIDS)] if grid is None else grid
     img, mask = reacquire(base, sp, rng, mask=brain)
-    n = 0 if i % 2 == 0 else int(rng.integers(1, 11))
+    if n_cmbs is None:
+        n = 0 if i % 2 == 0 else int(rng.integers(1, 11))
+    else:
+        n = int(rng.integers(*n_cmbs))
     centre_x = img.kji_to_ras(np.argwhere(mask).mean(axis=0))[0]
     allowed = hemisphere(img, ndi.binary_erosion(mask, iterations=1), centre_x, split, margin_mm=1.0)
     centres = sample_centres(allowed, img, n, rng, min_distance_mm=8.0) if n else np.zeros((0, 3))
-    ins = insert_cmbs(img, centres_ras=centres, rng=rng, polarity="dark", radius_mm=(0.6, 2.5),
+    ins = insert_cmbs(img, centres_ras=centres, rng=rng, polarity="dark", radius_mm=radius_mm,
                       contrast=(0.3, 0.95))
     a = magnitude_image(ins.image.array, mask, sp, rng, noise_sd=(0.01, 0.05))
     info = {"source": source, "spacing": list(sp), "n_cmbs": len(ins.specs), "polarity": "dark"}

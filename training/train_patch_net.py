@@ -39,42 +39,17 @@ SMALL_SEED = {"train": 12_000_000, "val": 13_000_000, "test": 14_000_000}
 SMALL_FSN_SEED = {"train": 15_000_000, "val": 16_000_000, "test": 17_000_000}
 
 
-def brain_mask(image, erode_mm: float = 2.0) -> np.ndarray:
-    """Non-zero voxels, holes filled, eroded `erode_mm` in-plane (the brain edge's vessels out),
-    as benchmarks/check_frst.py."""
-    from scipy import ndimage as ndi
-
-    a = np.asarray(image.array)
-    brain = ndi.binary_fill_holes(a > 0)
-    it = int(round(erode_mm / float(np.mean(image.spacing[:2]))))
-    if it > 0:
-        brain = ndi.binary_erosion(brain, structure=np.array([[[0, 1, 0], [1, 1, 1], [0, 1, 0]]], bool),
-                                   iterations=it)
-    return brain
-
-
 def small_case(source: str, split: str, i: int, chi, msk, fsn) -> dict:
     """A real brain (``clin_small``: QSM pseudo-T2*; ``fsn_small``: FreeSurfer T2*-like) on a
     clinical grid with 4-14 small dark CMBs (core radius 0.5-1.6 mm) in the split's hemisphere."""
-    from scipy import ndimage as ndi
-
-    from CMBLib.synthesis.cmb_insertion import insert_cmbs, sample_centres
-    from CMBLib.synthesis.label_synthesis import reacquire
-    from training.generate_cache import hemisphere, magnitude_image, pseudo_t2s
-    from training.mine_candidates import CLIN_GRIDS
+    from training.generate_cache import pseudo_t2s
+    from training.mine_candidates import CLIN_GRIDS, _clinical_grid_case
 
     seed = (SMALL_SEED if source == "clin_small" else SMALL_FSN_SEED)[split] + i
     rng = np.random.default_rng(seed)
     base, brain = (pseudo_t2s(chi, msk, rng), msk) if source == "clin_small" else fsn
-    sp = CLIN_GRIDS[i % len(CLIN_GRIDS)]
-    img, mask = reacquire(base, sp, rng, mask=brain)
-    centre_x = img.kji_to_ras(np.argwhere(mask).mean(axis=0))[0]
-    allowed = hemisphere(img, ndi.binary_erosion(mask, iterations=1), centre_x, split, margin_mm=1.0)
-    centres = sample_centres(allowed, img, int(rng.integers(4, 15)), rng, min_distance_mm=8.0)
-    ins = insert_cmbs(img, centres_ras=centres, rng=rng, polarity="dark", radius_mm=(0.5, 1.6), contrast=(0.3, 0.95))
-    a = magnitude_image(ins.image.array, mask, sp, rng, noise_sd=(0.01, 0.05))
-    return {"image": img.with_array(a), "cmb_mask": ins.mask, "polarity": "dark",
-            "info": {"source": source, "spacing": list(sp)}, "radii": [float(s.radius_mm) for s in ins.specs]}
+    return _clinical_grid_case(source, base, brain, split, i, rng, grid=CLIN_GRIDS[i % len(CLIN_GRIDS)],
+                               n_cmbs=(4, 15), radius_mm=(0.5, 1.6))
 
 
 def get_case(source, split, i, backgrounds):
@@ -88,14 +63,15 @@ def get_case(source, split, i, backgrounds):
 
 def case_samples(case, top_k: int, hard: int, easy: int, rng) -> dict:
     """Patches, labels and dips of one case (see the module docstring)."""
-    from CMBLib.detection.dark_spots import dark_spot_candidates, dip_map
+    from scipy import ndimage as ndi
+
+    from CMBLib.detection.native_stage import candidates
     from CMBLib.detection.patch_net import sample_patches
     from training.mine_candidates import reference_centres
 
     image = case["image"]
-    brain = brain_mask(image)
-    dip, level = dip_map(image, brain)
-    cands = dark_spot_candidates(image, brain, top_k=top_k, dip=dip)
+    # the brain as detect's mask would give it for these skull-stripped cases: the non-zero voxels
+    cands, brain, dip, level = candidates(image, ndi.binary_fill_holes(np.asarray(image.array) > 0), top_k)
     ref = reference_centres(case["cmb_mask"])
     pts = np.array([c["centre_ras"] for c in cands], float).reshape(-1, 3)
     dist = (np.min(np.linalg.norm(pts[:, None] - ref[None], axis=2), axis=1) if len(ref)

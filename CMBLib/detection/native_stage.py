@@ -51,25 +51,27 @@ def eroded_brain(volume: Volume, brain: np.ndarray, erode_mm: float = ERODE_MM) 
     it = int(round(erode_mm / float(np.mean(sp[inplane]))))
     if it <= 0:
         return np.asarray(brain, bool)
-    st = np.zeros((3, 3, 3), bool)
-    st[1, 1, 1] = True
-    for d in inplane:
-        idx = [1, 1, 1]
-        for v in (0, 2):
-            idx[d] = v
-            st[tuple(idx)] = True
-        idx[d] = 1
+    st = ndi.generate_binary_structure(3, 1)       # the 6-neighbour cross, less its through-plane arms
+    for v in (0, 2):
+        st[tuple(v if d == ax else 1 for d in range(3))] = False
     return ndi.binary_erosion(np.asarray(brain, bool), structure=st, iterations=it)
 
 
-def score(volume: Volume, brain: np.ndarray, net, top_k: int = 3000) -> tuple:
-    """(candidates, probabilities, dip map): every dark-spot candidate of the eroded brain
-    with its patch-network probability (flip-averaged from FLIP_FROM up)."""
+def candidates(volume: Volume, brain: np.ndarray, top_k: int = 3000) -> tuple:
+    """(candidates, eroded brain, dip map, tissue level): the dark-spot candidates of `brain`
+    eroded ERODE_MM in-plane, as the detector and the patch network's training both take them
+    (dip map None when the eroded brain is empty)."""
     inner = eroded_brain(volume, brain)
     if not inner.any():
-        return [], np.zeros(0, np.float32), None
+        return [], inner, None, 1.0
     dip, level = dip_map(volume, inner)
-    cands = dark_spot_candidates(volume, inner, top_k=top_k, dip=dip)
+    return dark_spot_candidates(volume, inner, top_k=top_k, dip=dip), inner, dip, level
+
+
+def score(volume: Volume, brain: np.ndarray, net, top_k: int = 3000) -> tuple:
+    """(candidates, probabilities, dip map): every candidate (`candidates`) with its
+    patch-network probability (flip-averaged from FLIP_FROM up)."""
+    cands, inner, dip, level = candidates(volume, brain, top_k)
     if not cands:
         return [], np.zeros(0, np.float32), dip
     patches = sample_patches(volume, inner, [c["kji"] for c in cands], level=level)
